@@ -1,0 +1,170 @@
+"""The one prompt module: data-source names, task families, persona settings, persona rendering,
+the answer-format instruction, and the chat prompt of every RL / SFT / evaluation row.
+
+Everything that builds or reads a prompt imports from here; nothing else writes prompt text.
+
+Answer format (what the reward code parses): the response reasons freely, then ends with a JSON object
+whose key is ``ANSWER_KEY`` on its own last line, e.g. ``{"answer": "B"}``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from typing import Sequence
+
+__all__ = [
+    "ANSWER_KEY",
+    "DataSource",
+    "TaskFamily",
+    "PersonaSetting",
+    "OBJECTIVE_SOURCES",
+    "PERSONALIZED_SOURCES",
+    "render_persona",
+    "answer_instruction",
+    "format_choices",
+    "build_user_message",
+    "build_prompt",
+    "format_answer",
+]
+
+#: The JSON key of the final answer object.
+ANSWER_KEY = "answer"
+
+
+class DataSource(str, enum.Enum):
+    """``data_source`` values of every row we write (training sources, then benchmarks)."""
+
+    ULTRAMEDICAL = "ultramedical"
+    FLAN = "flan"
+    ALIGNX = "alignx"
+    MMLU_PRO = "mmlu_pro"
+    SUPERGPQA = "supergpqa"
+    TRIVIAQA = "triviaqa"
+    PUBMEDQA = "pubmedqa"
+    MATH500 = "math500"
+    PERSONAFEEDBACK = "personafeedback"
+    FSPO_ROLEPLAY = "fspo_roleplay"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Sources whose items have an objective answer (persona optional).
+OBJECTIVE_SOURCES = frozenset(
+    {
+        DataSource.ULTRAMEDICAL,
+        DataSource.FLAN,
+        DataSource.MMLU_PRO,
+        DataSource.SUPERGPQA,
+        DataSource.TRIVIAQA,
+        DataSource.PUBMEDQA,
+        DataSource.MATH500,
+    }
+)
+#: Sources whose answer depends on the user (each item carries its own persona).
+PERSONALIZED_SOURCES = frozenset({DataSource.ALIGNX, DataSource.PERSONAFEEDBACK, DataSource.FSPO_ROLEPLAY})
+
+
+class TaskFamily(str, enum.Enum):
+    """How an item's gold answer is encoded, hence which scorer grades it (stored in ``extra_info``)."""
+
+    MULTIPLE_CHOICE = "multiple_choice"  # gold: a letter A-J; options listed with letters in the question
+    OPTION_TEXT = "option_text"  # gold: the text of one listed option (FLAN "OPTIONS:" items)
+    FREE_TEXT = "free_text"  # gold: a short reference text (normalised match / containment)
+    YES_NO_MAYBE = "yes_no_maybe"  # gold: yes / no / maybe
+    OPEN_QA = "open_qa"  # gold: a list of aliases (TriviaQA-style exact match)
+    MATH = "math"  # gold: a LaTeX / numeric answer (math-verify equivalence)
+    PREFERENCE = "preference"  # gold: "A" or "B", the response this user prefers
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class PersonaSetting(str, enum.Enum):
+    """Which persona a row's prompt carries.
+
+    Personalized sources (AlignX, PersonaFeedback, FSPO) carry the user's own persona and are ``aligned``.
+    """
+
+    NONE = "none"
+    UNALIGNED = "unaligned"
+    ALIGNED = "aligned"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_I_AM = re.compile(r"^\s*(?:i\s+am|i'm|i’m)\s+", re.IGNORECASE)
+
+
+def render_persona(persona: str) -> str:
+    """Persona text as the clause after "I am": strips a leading "I am"/"I'm", the final period, and
+    lower-cases the first letter unless the first word is an acronym or a name-like capitalised word
+    followed by another capital (e.g. "NASA engineer" stays)."""
+    text = " ".join(persona.split())
+    text = _I_AM.sub("", text).rstrip(" .")
+    if not text:
+        raise ValueError("persona is empty")
+    first = text.split(" ", 1)[0]
+    if not (len(first) > 1 and first[1:2].isupper()):
+        text = text[0].lower() + text[1:]
+    return text
+
+
+_INSTRUCTIONS: dict[TaskFamily, str] = {
+    TaskFamily.MULTIPLE_CHOICE: 'the letter of the correct option, e.g. {"answer": "B"}',
+    TaskFamily.OPTION_TEXT: 'the exact text of the correct option, e.g. {"answer": "yes"}',
+    TaskFamily.FREE_TEXT: 'a short final answer, e.g. {"answer": "your answer"}',
+    TaskFamily.YES_NO_MAYBE: 'one of yes, no or maybe, e.g. {"answer": "yes"}',
+    TaskFamily.OPEN_QA: 'a short entity or phrase, e.g. {"answer": "your answer"}',
+    TaskFamily.MATH: 'the final result in simplest form (LaTeX allowed), e.g. {"answer": "\\\\frac{1}{2}"}',
+    TaskFamily.PREFERENCE: 'the letter of the response you prefer, e.g. {"answer": "A"}',
+}
+
+
+def answer_instruction(family: TaskFamily | str) -> str:
+    """The sentence appended to every question: reason first, then a final JSON answer object."""
+    fam = TaskFamily(family)
+    return (
+        "Reason step by step, then give your final answer on the last line as a JSON object "
+        f"with the key \"{ANSWER_KEY}\": {_INSTRUCTIONS[fam]}."
+    )
+
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def format_choices(options: Sequence[str]) -> str:
+    """Lettered option list "A. ...\\nB. ..."; "N/A" options (MMLU-Pro padding) are dropped and every kept
+    option keeps the letter of its original position, which is what gold letters index."""
+    lines = []
+    for i, opt in enumerate(options):
+        if opt.strip() == "N/A":
+            continue
+        lines.append(f"{LETTERS[i]}. {opt.strip()}")
+    return "\n".join(lines)
+
+
+def build_user_message(question: str, family: TaskFamily | str, persona: str | None = None) -> str:
+    """User-turn text: optional persona sentence, the question, the answer-format instruction."""
+    body = question.strip()
+    if not body:
+        raise ValueError("question is empty")
+    parts = []
+    if persona is not None:
+        parts.append(f"I am {render_persona(persona)}. My question is:")
+    parts.append(body)
+    parts.append(answer_instruction(family))
+    return "\n\n".join(parts)
+
+
+def build_prompt(question: str, family: TaskFamily | str, persona: str | None = None) -> list[dict[str, str]]:
+    """Chat prompt of one row (verl's ``prompt`` column): a single user turn, no system prompt."""
+    return [{"role": "user", "content": build_user_message(question, family, persona)}]
+
+
+def format_answer(answer: str) -> str:
+    """The final answer line a well-formed response ends with (used by SFT data and tests)."""
+    return json.dumps({ANSWER_KEY: answer}, ensure_ascii=False)
