@@ -1,0 +1,26 @@
+"""Names under which the plugin registers itself in verl, and the config keys it reads.
+
+Recipes, data rows, the self-check and the tests import these; no other module spells them.
+"""
+
+from __future__ import annotations
+
+#: ``algorithm.adv_estimator`` value of the DualGRPO estimator.
+ESTIMATOR = "dual_grpo"
+
+#: ``trainer.v1.trainer_mode`` value of the trainer glue that hands per-row modes to the estimator.
+TRAINER_MODE = "persona_dual_sync"
+
+#: Agent-loop names (verl's agent-loop registry; written into each data row's ``agent_name``).
+AGENT_LOOP_FORCED = "personadual_forced"  # training rows: n/2 rollouts per mode, prefix forced
+AGENT_LOOP_FREE = "personadual_free"  # validation rows: the model picks its own prefix
+
+#: Config namespace of every DualGRPO switch: ``algorithm.dual_grpo.<key>``.
+CONFIG_NAMESPACE = "dual_grpo"
+
+#: ``reward.custom_reward_function.path`` / ``.name`` of the persona-aware reward.
+REWARD_FN_PATH = "pkg://verl_personadual.rewards"
+REWARD_FN_NAME = "compute_score"
+
+#: Key of the agent loop's extra fields (and so of the reward's ``extra_info``) that holds the mode name.
+MODE_FIELD = "persona_mode"
