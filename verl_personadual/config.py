@@ -1,0 +1,69 @@
+"""DualGRPO switches, read from verl's Hydra config under ``algorithm.dual_grpo`` (names.CONFIG_NAMESPACE).
+
+Defaults are the paper's values. Unknown keys in the namespace are an error (a typo would otherwise silently
+run the paper default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from verl_personadual.names import CONFIG_NAMESPACE
+
+__all__ = ["DualGRPOConfig"]
+
+
+@dataclass(frozen=True)
+class DualGRPOConfig:
+    """Every ``algorithm.dual_grpo.*`` key with its default.
+
+    Attributes:
+        beta: weight of the advantage on prefix tokens (paper: 2.0); for a text prefix every prefix token gets it.
+        inter_mode: add the inter-mode term mu_m - mu_other (False = the paper's "w/o DualAdv" ablation).
+        norm_by_std: divide the intra-mode term by the std of the mode's rewards in its group (the paper has none).
+        epsilon: added to that std.
+        prefix_forcing: training rollouts are forced n/2 per mode (False = "w/o PfxSmp": the model picks).
+        require_mode_tokens: the prefixes must be dedicated tokens (False allows multi-token text prefixes).
+    """
+
+    beta: float = 2.0
+    inter_mode: bool = True
+    norm_by_std: bool = False
+    epsilon: float = 1e-6
+    prefix_forcing: bool = True
+    require_mode_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.beta, (int, float)) or self.beta < 0:
+            raise ValueError(f"algorithm.{CONFIG_NAMESPACE}.beta must be a number >= 0, got {self.beta!r}")
+        if not isinstance(self.epsilon, (int, float)) or self.epsilon <= 0:
+            raise ValueError(f"algorithm.{CONFIG_NAMESPACE}.epsilon must be > 0, got {self.epsilon!r}")
+        for name in ("inter_mode", "norm_by_std", "prefix_forcing", "require_mode_tokens"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"algorithm.{CONFIG_NAMESPACE}.{name} must be true/false, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_algorithm(cls, algorithm: Any) -> "DualGRPOConfig":
+        """Read the namespace from ``config.algorithm`` (a DictConfig, a mapping, verl's AlgoConfig, or None)."""
+        if algorithm is None:
+            return cls()
+        section = algorithm.get(CONFIG_NAMESPACE, None) if hasattr(algorithm, "get") else None
+        if section is None:
+            section = getattr(algorithm, CONFIG_NAMESPACE, None)
+        return cls.from_mapping(section or {})
+
+    @classmethod
+    def from_mapping(cls, section: Mapping[str, Any]) -> "DualGRPOConfig":
+        known = {f.name for f in fields(cls)}
+        given = dict(section.items())
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) under algorithm.{CONFIG_NAMESPACE}: {unknown}; known keys: {sorted(known)}"
+            )
+        return cls(**given)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
