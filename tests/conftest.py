@@ -112,3 +112,31 @@ def build_tiny_model(out_dir: Path, tokenizer_dir: Path, vocab_size: int | None 
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Path:
     """Tiny random Qwen3 with the mode-token tokenizer (embedding rows = tokenizer size)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny_qwen3"), tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_tq():
+    """A local Ray cluster with a TransferQueue controller + 2 storage units, shared by the whole session."""
+    import ray
+    import transfer_queue as tq
+    from omegaconf import OmegaConf
+
+    # TQ actors take 1 CPU each; the logical count is independent of the 2 physical cores.
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    tq.init(OmegaConf.create({"backend": {"SimpleStorage": {"num_data_storage_units": 2}}}))
+    try:
+        yield tq
+    finally:
+        tq.close()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ppo_config():
+    """verl 0.9.1's real, fully generated PPO trainer config (the defaults main_ppo starts from)."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    path = resources.files("verl.trainer.config") / "_generated_ppo_trainer.yaml"
+    return OmegaConf.load(str(path))

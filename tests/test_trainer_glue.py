@@ -1,0 +1,125 @@
+"""The trainer glue on verl's real advantage path: rows in TransferQueue, verl's balance padding and
+reordering, verl's ``_compute_advantage`` and ``compute_advantage``; hand-computed advantages come out."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transfer_queue import KVBatchMeta
+from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput
+from verl.protocol import DataProto
+from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
+from verl.trainer.ppo.ray_trainer import compute_advantage
+from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+from test_advantage import SINGLE_TOKEN_EXPECTED, SINGLE_TOKEN_ROWS, U
+from verl_personadual.advantage import row_modes
+from verl_personadual.config import DualGRPOConfig
+from verl_personadual.modes import Mode, resolve_prefixes
+from verl_personadual.names import ESTIMATOR
+from verl_personadual.trainer import PersonaDualSyncTrainer, read_row_modes
+
+ROWS = SINGLE_TOKEN_ROWS[:-1]  # verl appends its own padding rows
+EXPECTED = SINGLE_TOKEN_EXPECTED[:-1]
+FILLER = 30  # an ordinary token id
+
+
+def response_ids(mode: int, n: int, prefixes) -> list[int]:
+    if mode == U:
+        return [FILLER + 1] * n  # no valid prefix
+    return list(prefixes.ids[Mode(mode)]) + [FILLER] * (n - 1)
+
+
+def put_rollouts(tq, prefixes, partition: str) -> KVBatchMeta:
+    """Write ROWS to TransferQueue exactly as verl's agent-loop postprocess does (AgentLoopOutput.as_dict())."""
+    keys, fields, tags = [], [], []
+    run = uuid.uuid4().hex[:6]
+    for i, (uid, mode, n, reward) in enumerate(ROWS):
+        out = AgentLoopOutput(
+            prompt_ids=[5, 6, 7],
+            response_ids=response_ids(mode, n, prefixes),
+            response_mask=[1] * n,
+            response_logprobs=[0.0] * n,
+            reward_score=reward,
+            metrics=AgentLoopMetrics(),
+            extra_fields={},
+        )
+        field = out.as_dict()
+        field.update(uid=f"{uid}{run}", session_id=i, data_source="flan")
+        field["input_ids"] = torch.cat([field["prompts"], field["responses"]])
+        field["attention_mask"] = torch.ones_like(field["input_ids"])
+        field["position_ids"] = torch.arange(field["input_ids"].numel())
+        field["old_log_probs"] = torch.zeros(n)  # written by the old-log-prob step before advantages
+        fields.append(field)
+        keys.append(f"{uid}{run}_{i}_0")
+        tags.append({"status": "success", "prompt_len": 3, "response_len": n, "seq_len": 3 + n, "global_steps": 1})
+    tq.kv_batch_put(keys=keys, partition_id=partition, fields=list_of_dict_to_tensordict(fields), tags=tags)
+    return KVBatchMeta(partition_id=partition, keys=keys, tags=tags)
+
+
+def glue_trainer(ppo_config, tokenizer) -> PersonaDualSyncTrainer:
+    """The trainer object with only what the advantage step reads (its Ray workers are not needed)."""
+    config = OmegaConf.merge(ppo_config, {"algorithm": {"adv_estimator": ESTIMATOR, "dual_grpo": {"beta": 2.0}}})
+    trainer = object.__new__(PersonaDualSyncTrainer)
+    trainer.config = config
+    trainer.tokenizer = tokenizer
+    trainer.dual_grpo = DualGRPOConfig.from_algorithm(config.algorithm)
+    trainer.mode_prefixes = resolve_prefixes(tokenizer, require_single_token=True)
+    return trainer
+
+
+@pytest.mark.ray
+def test_advantage_step_through_transfer_queue(ray_tq, ppo_config, tokenizer):
+    tq = ray_tq
+    trainer = glue_trainer(ppo_config, tokenizer)
+    batch = put_rollouts(tq, trainer.mode_prefixes, "train")
+    real_keys = list(batch.keys)
+    batch = upsample_batch_to_divisible_size(batch, 8, tokenizer.eos_token_id)  # 12 rows -> 16
+    assert len(batch) == 16
+    perm = np.random.default_rng(0).permutation(len(batch)).tolist()
+    batch.reorder(perm)
+
+    modes, plen = read_row_modes(batch, trainer.mode_prefixes)
+    metrics: dict = {}
+    batch = trainer._compute_advantage(batch, metrics)
+
+    got = tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["advantages"]).to_padded_tensor()
+    adv = got["advantages"]
+    for row, key in enumerate(batch.keys):
+        if key in real_keys:
+            expected = torch.tensor(EXPECTED[real_keys.index(key)])
+            assert modes[row] == ROWS[real_keys.index(key)][1]
+            torch.testing.assert_close(adv[row, :4], expected, rtol=0, atol=1e-6, msg=f"row {key}")
+            assert adv[row, 4:].abs().sum() == 0
+        else:
+            assert key.startswith("pad") and modes[row] == -1 and plen[row] == 0
+            assert adv[row].abs().sum() == 0
+
+
+def test_verl_compute_advantage_uses_the_registered_estimator(tokenizer, ppo_config):
+    """verl's own compute_advantage dispatch (ray_trainer.py) reaches dual_grpo through the registry."""
+    prefixes = resolve_prefixes(tokenizer)
+    rows = SINGLE_TOKEN_ROWS
+    length = 4
+    responses = torch.full((len(rows), length), tokenizer.pad_token_id)
+    mask = torch.zeros(len(rows), length)
+    rewards = torch.zeros(len(rows), length)
+    for i, (_, mode, n, r) in enumerate(rows):
+        if n:
+            responses[i, :n] = torch.tensor(response_ids(mode, n, prefixes))
+            mask[i, :n] = 1
+            rewards[i, n - 1] = r
+    data = DataProto.from_dict(
+        tensors={"responses": responses, "response_mask": mask, "token_level_rewards": rewards},
+        non_tensors={"uid": np.array([u for u, *_ in rows], dtype=object)},
+    )
+    modes, plen = prefixes.modes_of(responses, mask)
+    assert modes.tolist() == [m for _, m, *_ in rows]
+    config = OmegaConf.merge(ppo_config.algorithm, {"adv_estimator": ESTIMATOR})
+    with row_modes(modes, plen):
+        out = compute_advantage(data, adv_estimator=ESTIMATOR, num_repeat=4, config=config)
+    torch.testing.assert_close(out.batch["advantages"], torch.tensor(SINGLE_TOKEN_EXPECTED), rtol=0, atol=1e-6)
