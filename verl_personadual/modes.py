@@ -139,6 +139,10 @@ class ModePrefixes:
         return UNKNOWN_MODE
 
 
+def _describe(ids: dict[Mode, tuple[int, ...]]) -> str:
+    return ", ".join(f"{mode.prefix} -> {list(v)}" for mode, v in ids.items())
+
+
 def _added_token_id(tokenizer: Any, text: str) -> int | None:
     """Id of ``text`` if the tokenizer has it as one added (or vocabulary) token, else None."""
     vocab = tokenizer.get_vocab()
@@ -179,18 +183,18 @@ def resolve_prefixes(tokenizer: Any, require_single_token: bool | None = None) -
             kinds.add("text")
     if len(kinds) > 1:
         raise PrefixResolutionError(
-            f"tokenizer {name!r}: one prefix is a dedicated token and the other is not ({ids}); "
+            f"tokenizer {name!r}: one prefix is a dedicated token and the other is not ({_describe(ids)}); "
             "run `python -m verl_personadual.add_mode_tokens` on the checkpoint"
         )
     prefixes = ModePrefixes(ids)
     if require_single_token is True and not prefixes.single_token:
         raise PrefixResolutionError(
-            f"tokenizer {name!r}: the mode prefixes are not dedicated tokens (they encode as {ids}); "
+            f"tokenizer {name!r}: the mode prefixes are not dedicated tokens ({_describe(ids)}); "
             "prepare the checkpoint with `python -m verl_personadual.add_mode_tokens` "
             "or set the prefix kind to text"
         )
     if require_single_token is False and prefixes.single_token:
         raise PrefixResolutionError(
-            f"tokenizer {name!r}: text prefixes were configured but the tokenizer has dedicated mode tokens {ids}"
+            f"tokenizer {name!r}: text prefixes were configured but the tokenizer has dedicated mode tokens ({_describe(ids)})"
         )
     return prefixes
