@@ -27,6 +27,7 @@ __all__ = [
     "build_user_message",
     "build_prompt",
     "format_answer",
+    "build_judge_prompt",
 ]
 
 #: The JSON key of the final answer object.
@@ -168,3 +169,21 @@ def build_prompt(question: str, family: TaskFamily | str, persona: str | None = 
 def format_answer(answer: str) -> str:
     """The final answer line a well-formed response ends with (used by SFT data and tests)."""
     return json.dumps({ANSWER_KEY: answer}, ensure_ascii=False)
+
+
+_JUDGE_TEMPLATE = (
+    "You grade answers. Decide whether the candidate answer means the same as the reference answer for the "
+    "question (wording may differ; extra correct detail is fine; a contradicting or missing key fact is not).\n\n"
+    "Question:\n{question}\n\nReference answer:\n{reference}\n\nCandidate answer:\n{candidate}\n\n"
+    "Reply with a JSON object on the last line with the key \"{key}\": \"yes\" if the candidate is correct, "
+    "else \"no\", e.g. {{\"{key}\": \"yes\"}}."
+)
+
+
+def build_judge_prompt(question: str, reference: str, candidate: str) -> list[dict[str, str]]:
+    """Chat prompt asking an LLM judge whether ``candidate`` matches ``reference``; the judge replies in our
+    answer format with "yes" or "no" (used by ``verl_personadual.rewards.judge``)."""
+    content = _JUDGE_TEMPLATE.format(
+        question=question.strip() or "(not given)", reference=reference.strip(), candidate=candidate.strip(), key=ANSWER_KEY
+    )
+    return [{"role": "user", "content": content}]

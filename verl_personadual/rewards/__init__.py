@@ -1,0 +1,26 @@
+"""Persona-aware reward: answer extraction and rule scoring per task family, one entry point for RL and eval.
+
+verl loads this package as ``reward.custom_reward_function.path=pkg://verl_personadual.rewards`` with
+``name=compute_score`` (``names.REWARD_FN_PATH`` / ``names.REWARD_FN_NAME``). It registers nothing with verl
+and imports no heavy library (math-verify runs in a child process, started on the first symbolic check).
+
+Modules: ``extract`` (answer extraction), ``normalize`` (text normalisation), ``scorers`` (gold encodings and
+rule scorers), ``mathcheck`` (math equivalence), ``judge`` (optional LLM judge), ``dispatch`` (the entry point).
+"""
+
+from __future__ import annotations
+
+from verl_personadual.rewards.dispatch import RESULT_KEYS, compute_score
+from verl_personadual.rewards.extract import Extraction, extract_answer
+from verl_personadual.rewards.judge import CompletionClient, LLMJudge
+from verl_personadual.rewards.scorers import RewardInputError
+
+__all__ = [
+    "compute_score",
+    "RESULT_KEYS",
+    "extract_answer",
+    "Extraction",
+    "LLMJudge",
+    "CompletionClient",
+    "RewardInputError",
+]

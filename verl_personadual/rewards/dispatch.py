@@ -1,0 +1,187 @@
+"""The reward entry point: ``compute_score`` as verl 0.9.1's reward managers call it.
+
+Family: ``extra_info["task_family"]`` (a ``prompts.TaskFamily`` value) when present, else the default of the
+row's ``data_source`` (``DEFAULT_FAMILY``; FLAN rows with ``extra_info["choices"]`` -> ``option_text``).
+
+Reward shape (keyword arguments, settable as ``+reward.custom_reward_function.reward_kwargs.<key>=<value>``):
+``score = correct_weight * correct + format_weight * format_ok`` when an answer was extracted
+(defaults 0.9 and 0.1, as the authors), ``score = no_answer_score`` (default 0.0) when nothing was.
+
+Returned dict, always with exactly the keys ``RESULT_KEYS`` (verl takes the key set from the first row of a
+batch, so every row must have all of them):
+
+- ``score``: the reward; ``acc`` = ``correct``: 1.0 / 0.0 (``acc`` is the key verl's validation reports as
+  ``val-core``); ``format_ok``: 1.0 / 0.0; ``has_answer``: 1.0 when the answer is valid for the family.
+- ``mode``: 0.0 general, 1.0 personalized, -1.0 unknown (from ``extra_info[names.MODE_FIELD]``);
+  ``personalized``: 1.0 when the mode is personalized, else 0.0 (its mean is the personalized-mode rate).
+- ``persona_setting``: 0.0 none, 1.0 unaligned, 2.0 aligned, -1.0 unknown (``extra_info["persona_setting"]``).
+- ``acc_general``, ``acc_personalized``, ``acc_persona_none``, ``acc_persona_unaligned``,
+  ``acc_persona_aligned``: ``correct`` for rows of that mode / setting, None for the others. verl drops None
+  values before averaging, so their means are the accuracy per mode and per setting.
+- ``pred``: the canonical prediction (str, "" when none); verl uses it for majority-vote metrics.
+
+Model output never makes it raise; a bad row (unknown data source or family, unusable gold, bad choices) or
+a bad keyword raises :class:`~verl_personadual.rewards.scorers.RewardInputError` / ``TypeError`` naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from verl_personadual.modes import UNKNOWN_MODE, Mode
+from verl_personadual.names import MODE_FIELD
+from verl_personadual.prompts import DataSource, PersonaSetting, TaskFamily
+from verl_personadual.rewards.extract import extract_answer
+from verl_personadual.rewards.judge import LLMJudge
+from verl_personadual.rewards.mathcheck import DEFAULT_TIMEOUT_S
+from verl_personadual.rewards.scorers import RewardInputError, Verdict, parse_gold, score
+
+__all__ = [
+    "compute_score",
+    "resolve_family",
+    "DEFAULT_FAMILY",
+    "RESULT_KEYS",
+    "CORRECT_WEIGHT",
+    "FORMAT_WEIGHT",
+    "NO_ANSWER_SCORE",
+]
+
+CORRECT_WEIGHT = 0.9
+FORMAT_WEIGHT = 0.1
+NO_ANSWER_SCORE = 0.0
+
+#: Family of a row without ``extra_info["task_family"]``.
+DEFAULT_FAMILY: dict[DataSource, TaskFamily] = {
+    DataSource.ULTRAMEDICAL: TaskFamily.MULTIPLE_CHOICE,
+    DataSource.FLAN: TaskFamily.FREE_TEXT,
+    DataSource.ALIGNX: TaskFamily.PREFERENCE,
+    DataSource.MMLU_PRO: TaskFamily.MULTIPLE_CHOICE,
+    DataSource.SUPERGPQA: TaskFamily.MULTIPLE_CHOICE,
+    DataSource.TRIVIAQA: TaskFamily.OPEN_QA,
+    DataSource.PUBMEDQA: TaskFamily.YES_NO_MAYBE,
+    DataSource.MATH500: TaskFamily.MATH,
+    DataSource.PERSONAFEEDBACK: TaskFamily.PREFERENCE,
+    DataSource.FSPO_ROLEPLAY: TaskFamily.PREFERENCE,
+}
+
+_SETTING_CODE = {setting: float(i) for i, setting in enumerate(PersonaSetting)}
+_MODE_KEYS = {Mode.GENERAL: "acc_general", Mode.PERSONALIZED: "acc_personalized"}
+_SETTING_KEYS = {setting: f"acc_persona_{setting.value}" for setting in PersonaSetting}
+RESULT_KEYS: tuple[str, ...] = (
+    "score",
+    "acc",
+    "correct",
+    "format_ok",
+    "has_answer",
+    "mode",
+    "personalized",
+    "persona_setting",
+    *_MODE_KEYS.values(),
+    *_SETTING_KEYS.values(),
+    "pred",
+)
+#: Keywords verl's reward managers may pass that this reward does not use.
+_VERL_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
+
+
+def resolve_family(data_source: Any, extra_info: Mapping[str, Any]) -> TaskFamily:
+    """The task family of a row (see the module docstring); raises RewardInputError naming the field."""
+    raw = extra_info.get("task_family")
+    if raw is not None:
+        try:
+            return TaskFamily(raw)
+        except (ValueError, TypeError) as err:
+            valid = [f.value for f in TaskFamily]
+            raise RewardInputError(f"extra_info['task_family']={raw!r} is not one of {valid}") from err
+    try:
+        source = DataSource(data_source)
+    except (ValueError, TypeError) as err:
+        valid = [s.value for s in DataSource]
+        raise RewardInputError(
+            f"data_source={data_source!r} is not one of {valid} and the row has no extra_info['task_family']"
+        ) from err
+    if source is DataSource.FLAN and extra_info.get("choices") is not None:
+        return TaskFamily.OPTION_TEXT
+    return DEFAULT_FAMILY[source]
+
+
+def _mode(extra_info: Mapping[str, Any]) -> Mode | None:
+    try:
+        return Mode.parse(extra_info.get(MODE_FIELD))
+    except (ValueError, TypeError):
+        return None
+
+
+def _setting(extra_info: Mapping[str, Any]) -> PersonaSetting | None:
+    try:
+        return PersonaSetting(extra_info.get("persona_setting"))
+    except (ValueError, TypeError):
+        return None
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"reward keyword {name}={value!r} must be a number")
+    return float(value)
+
+
+def compute_score(
+    data_source: Any,
+    solution_str: Any,
+    ground_truth: Any,
+    extra_info: Mapping[str, Any] | None = None,
+    *,
+    correct_weight: float = CORRECT_WEIGHT,
+    format_weight: float = FORMAT_WEIGHT,
+    no_answer_score: float = NO_ANSWER_SCORE,
+    math_timeout_s: float = DEFAULT_TIMEOUT_S,
+    judge: LLMJudge | None = None,
+    **reward_kwargs: Any,
+) -> dict[str, Any]:
+    """Reward of one response (see the module docstring for the families, the shape and the keys).
+
+    Args:
+        data_source: the row's ``data_source`` (a ``prompts.DataSource`` value).
+        solution_str: the decoded response (special tokens, hence single-token mode prefixes, already stripped).
+        ground_truth: ``reward_model["ground_truth"]`` in the family's encoding (``scorers`` docstring).
+        extra_info: the row's ``extra_info`` merged with the agent loop's extra fields.
+        judge: optional :class:`LLMJudge`, consulted for its families when the rules say "incorrect".
+    """
+    unknown = set(reward_kwargs) - _VERL_KWARGS
+    if unknown:
+        raise TypeError(f"unknown reward keyword(s) {sorted(unknown)}")
+    cw = _number("correct_weight", correct_weight)
+    fw = _number("format_weight", format_weight)
+    empty = _number("no_answer_score", no_answer_score)
+    info: Mapping[str, Any] = extra_info if isinstance(extra_info, Mapping) else {}
+    family = resolve_family(data_source, info)
+    gold = parse_gold(family, ground_truth, dict(info))
+
+    found = extract_answer(solution_str)
+    if found.answer is None:
+        verdict = Verdict(None, False)
+    else:
+        verdict = score(family, found.answer, gold, dict(info), _number("math_timeout_s", math_timeout_s))
+        if judge is not None and family in judge.families and not verdict.correct:
+            judged = judge.judge(str(info.get("question", "")), ground_truth, found.answer)
+            if judged:
+                verdict = Verdict(verdict.pred or found.answer[:100], True)
+    correct = 1.0 if verdict.correct else 0.0
+    format_ok = 1.0 if found.format_ok else 0.0
+    mode, setting = _mode(info), _setting(info)
+    result: dict[str, Any] = {
+        "score": cw * correct + fw * format_ok if found.answer is not None else empty,
+        "acc": correct,
+        "correct": correct,
+        "format_ok": format_ok,
+        "has_answer": 1.0 if verdict.pred is not None else 0.0,
+        "mode": float(UNKNOWN_MODE if mode is None else int(mode)),
+        "personalized": 1.0 if mode is Mode.PERSONALIZED else 0.0,
+        "persona_setting": -1.0 if setting is None else _SETTING_CODE[setting],
+    }
+    for m, key in _MODE_KEYS.items():
+        result[key] = correct if mode is m else None
+    for s, key in _SETTING_KEYS.items():
+        result[key] = correct if setting is s else None
+    result["pred"] = verdict.pred or ""
+    return result
