@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
+import pandas as pd
 import torch
 from verl.trainer.ppo.core_algos import register_adv_est
 
@@ -58,13 +59,12 @@ def row_modes(modes: np.ndarray, prefix_len: np.ndarray) -> Iterator[RowModes]:
 
 def _validate(
     token_level_rewards: torch.Tensor,
+    scores: torch.Tensor,
     response_mask: torch.Tensor,
     index: np.ndarray,
     modes: np.ndarray,
     prefix_len: np.ndarray,
 ) -> None:
-    if token_level_rewards.dim() != 2:
-        raise ValueError(f"dual_grpo: token_level_rewards must be (B, L), got {tuple(token_level_rewards.shape)}")
     if response_mask.shape != token_level_rewards.shape:
         raise ValueError(
             f"dual_grpo: response_mask shape {tuple(response_mask.shape)} != "
@@ -81,7 +81,8 @@ def _validate(
     if (prefix_len < 0).any() or (prefix_len > length).any():
         rows = np.nonzero((prefix_len < 0) | (prefix_len > length))[0][:5].tolist()
         raise ValueError(f"dual_grpo: prefix_len out of [0, {length}] at rows {rows}")
-    finite = torch.isfinite(token_level_rewards).all(dim=1)
+    # A NaN or inf at any token makes the row's sum non-finite, so checking the (B,) sums is enough.
+    finite = torch.isfinite(scores)
     if not bool(finite.all()):
         rows = torch.nonzero(~finite).flatten()[:5].tolist()
         raise ValueError(
@@ -112,15 +113,17 @@ def dual_grpo_advantage(
     modes = np.asarray(modes)
     prefix_len = np.asarray(prefix_len)
     index = np.asarray(index)
-    _validate(token_level_rewards, response_mask, index, modes, prefix_len)
+    if token_level_rewards.dim() != 2:
+        raise ValueError(f"dual_grpo: token_level_rewards must be (B, L), got {tuple(token_level_rewards.shape)}")
+    scores = token_level_rewards.sum(dim=-1).to(torch.float64)
+    _validate(token_level_rewards, scores, response_mask, index, modes, prefix_len)
     b, length = token_level_rewards.shape
     device = token_level_rewards.device
     if b == 0:
         return torch.zeros_like(token_level_rewards)
 
-    scores = token_level_rewards.sum(dim=-1).to(torch.float64)
-    _, group_np = np.unique(index.astype(str) if index.dtype == object else index, return_inverse=True)
-    group = torch.as_tensor(group_np.reshape(-1), dtype=torch.long, device=device)
+    group_np, _ = pd.factorize(index, sort=False)
+    group = torch.as_tensor(group_np, dtype=torch.long, device=device)
     n_groups = int(group.max()) + 1
     mode = torch.as_tensor(modes.astype(np.int64), device=device)
     known = mode >= 0
@@ -148,13 +151,15 @@ def dual_grpo_advantage(
     group_total = torch.zeros(n_groups, dtype=torch.float64, device=device).index_add_(0, group, scores)
     unknown_adv = scores - (group_total / group_count)[group]
 
-    adv = torch.where(known, intra + inter, unknown_adv)
-    mask = response_mask.to(torch.float64)
-    token_adv = adv[:, None] * mask
+    adv = torch.where(known, intra + inter, unknown_adv).to(token_level_rewards.dtype)
+    token_adv = adv[:, None] * response_mask.to(token_level_rewards.dtype)
+    # Only the first max(prefix_len) columns can hold prefix tokens: scale that narrow slice in place.
     plen = torch.as_tensor(prefix_len.astype(np.int64), device=device) * known
-    in_prefix = torch.arange(length, device=device)[None, :] < plen[:, None]
-    token_adv = torch.where(in_prefix, token_adv * cfg.beta, token_adv)
-    return token_adv.to(token_level_rewards.dtype)
+    width = int(plen.max())
+    if width:
+        in_prefix = torch.arange(width, device=device)[None, :] < plen[:, None]
+        token_adv[:, :width] *= torch.where(in_prefix, cfg.beta, 1.0).to(token_adv.dtype)
+    return token_adv
 
 
 @register_adv_est(ESTIMATOR)
