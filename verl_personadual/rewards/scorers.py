@@ -25,7 +25,7 @@ Matching rules (text is normalised by :func:`normalize.normalize_text`):
   matches no option is invalid.
 - ``free_text``: correct on equality, or when the gold's tokens occur contiguously in an answer of at most
   ``2 * len(gold) + 5`` tokens (so listing many candidates does not pay).
-- ``yes_no_maybe``: the answer's first token if it is yes/no/maybe, else the only one of the three it contains.
+- ``yes_no_maybe``: the one of yes/no/maybe that the answer contains; hedging ("yes and no") is invalid.
 - ``open_qa``: equality with any alias (TriviaQA exact match).
 - ``math``: :func:`mathcheck.math_equal` (exact/numeric fast path, then math-verify).
 """
@@ -212,14 +212,8 @@ def _free_text(answer: str, gold: str, extra_info: dict[str, Any], _: float) -> 
 
 
 def _yes_no_maybe(answer: str, gold: str, extra_info: dict[str, Any], _: float) -> Verdict:
-    words = tokens(answer)
-    if not words:
-        return Verdict(None, False)
-    if words[0] in YES_NO_MAYBE:
-        pred: str | None = words[0]
-    else:
-        found = {w for w in words if w in YES_NO_MAYBE}
-        pred = found.pop() if len(found) == 1 else None
+    found = {w for w in tokens(answer) if w in YES_NO_MAYBE}
+    pred = found.pop() if len(found) == 1 else None
     return Verdict(pred, pred == gold)
 
 
