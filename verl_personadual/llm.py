@@ -1,0 +1,390 @@
+"""The project's one OpenAI-compatible chat client (aligned personas, SFT expert trajectories, judges, eval
+personas all go through it).
+
+Contract:
+
+- Endpoint, model and key come from :class:`LLMConfig` (explicit values win) or the environment variables
+  ``PERSONADUAL_LLM_BASE_URL``, ``PERSONADUAL_LLM_MODEL``, ``PERSONADUAL_LLM_API_KEY``. The key is never logged
+  nor shown in ``repr``; with no key set, the placeholder ``"EMPTY"`` is sent (what local vLLM servers accept).
+- :meth:`LLMClient.complete_many` sends one chat completion per message list, at most
+  ``max_concurrency`` in flight, and returns the reply texts in input order.
+- Retries with exponential backoff (plus jitter, honouring ``Retry-After`` up to ``backoff_max_s``) on HTTP 429,
+  5xx, timeouts and connection errors, up to ``max_retries`` retries per request. Other HTTP errors fail at once.
+- A content-addressed on-disk cache: key = SHA-256 of (model, messages, sampling params). A reply is cached only
+  after it passed validation, written atomically (temp file + rename), so a re-run or a resumed run sends no
+  request that already succeeded.
+- A validation hook ``validate(reply: str) -> None`` raises ``ValueError`` to reject a reply (garbage); the
+  rejected reply is not cached. ``complete_many`` finishes every other request first (so they are cached), then
+  raises :class:`LLMBatchError` listing each failed index with its reason.
+- Counters in :attr:`LLMClient.stats`: requests sent, completions served from cache, retries, rejected replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Coroutine, Mapping, Sequence, TypeVar
+
+import openai
+from tqdm.auto import tqdm
+
+__all__ = [
+    "ENV_BASE_URL",
+    "ENV_MODEL",
+    "ENV_API_KEY",
+    "ENV_CACHE_DIR",
+    "LLMConfig",
+    "LLMStats",
+    "LLMError",
+    "LLMConfigError",
+    "LLMBatchError",
+    "LLMClient",
+    "Messages",
+    "Validator",
+    "cache_key",
+]
+
+logger = logging.getLogger(__name__)
+
+ENV_BASE_URL = "PERSONADUAL_LLM_BASE_URL"
+ENV_MODEL = "PERSONADUAL_LLM_MODEL"
+ENV_API_KEY = "PERSONADUAL_LLM_API_KEY"
+ENV_CACHE_DIR = "PERSONADUAL_LLM_CACHE_DIR"
+#: Cache directory when neither the config nor ``PERSONADUAL_LLM_CACHE_DIR`` names one.
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "verl_personadual" / "llm"
+_NO_KEY = "EMPTY"
+
+Messages = Sequence[Mapping[str, str]]
+Validator = Callable[[str], None]
+_T = TypeVar("_T")
+
+#: Request parameters the client controls itself; passing them as sampling params is an error.
+_RESERVED_PARAMS = frozenset({"model", "messages", "n", "stream", "timeout"})
+
+
+class LLMError(RuntimeError):
+    """Base class of this module's errors."""
+
+
+class LLMConfigError(LLMError):
+    """The endpoint or model is not configured."""
+
+
+class LLMBatchError(LLMError):
+    """Some requests of a batch failed after retries or had their reply rejected.
+
+    Attributes:
+        failures: input index -> reason, for every failed request.
+        results: the reply of every request that succeeded (``None`` where it failed), in input order.
+    """
+
+    def __init__(self, failures: dict[int, str], results: list[str | None]):
+        self.failures = failures
+        self.results = results
+        shown = "; ".join(f"#{i}: {msg}" for i, msg in sorted(failures.items())[:5])
+        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+        super().__init__(f"{len(failures)} of {len(results)} LLM requests failed: {shown}{more}")
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Where and how to send requests. ``api_key`` is excluded from ``repr``."""
+
+    base_url: str
+    model: str
+    api_key: str = field(default=_NO_KEY, repr=False)
+    max_concurrency: int = 16
+    max_retries: int = 6
+    timeout_s: float = 120.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.base_url:
+            raise LLMConfigError(f"no LLM endpoint configured: pass base_url or set {ENV_BASE_URL}")
+        if not self.model:
+            raise LLMConfigError(f"no LLM model configured: pass model or set {ENV_MODEL}")
+        if self.max_concurrency < 1:
+            raise LLMConfigError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.max_retries < 0:
+            raise LLMConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+
+    @classmethod
+    def from_env(
+        cls,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> "LLMConfig":
+        """Explicit arguments win over the ``PERSONADUAL_LLM_*`` environment variables.
+
+        The cache directory: ``cache_dir``, else ``PERSONADUAL_LLM_CACHE_DIR``, else ``DEFAULT_CACHE_DIR``.
+        Raises :class:`LLMConfigError` naming the variable when the endpoint or model is missing.
+        """
+        cache = cache_dir or os.environ.get(ENV_CACHE_DIR) or DEFAULT_CACHE_DIR
+        return cls(
+            base_url=base_url or os.environ.get(ENV_BASE_URL, ""),
+            model=model or os.environ.get(ENV_MODEL, ""),
+            api_key=api_key or os.environ.get(ENV_API_KEY) or _NO_KEY,
+            cache_dir=Path(cache),
+            **kwargs,
+        )
+
+
+@dataclass
+class LLMStats:
+    """Counters over the client's lifetime."""
+
+    requests: int = 0  # HTTP requests sent (retries included)
+    completed: int = 0  # replies received and accepted (not from cache)
+    cache_hits: int = 0  # replies served from the on-disk cache
+    retries: int = 0  # requests re-sent after 429 / 5xx / timeout / connection error
+    rejected: int = 0  # replies the validator rejected
+    failed: int = 0  # requests that failed for good
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def cache_key(model: str, messages: Messages, params: Mapping[str, Any]) -> str:
+    """SHA-256 hex digest of (model, messages, sampling params): the cache address of one request."""
+    material = json.dumps(
+        {"model": model, "messages": [dict(m) for m in messages], "params": dict(params)},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+class _Cache:
+    """One JSON file per key under ``root/<key[:2]>/<key>.json``; writes are atomic."""
+
+    def __init__(self, root: Path | None):
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> str | None:
+        if self.root is None:
+            return None
+        path = self._path(key)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)["reply"]
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as err:
+            logger.warning("ignoring unreadable LLM cache entry %s (%s)", path, err)
+            return None
+
+    def put(self, key: str, reply: str) -> None:
+        if self.root is None:
+            return
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"reply": reply}, f, ensure_ascii=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _retryable(err: Exception) -> bool:
+    if isinstance(err, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    if isinstance(err, openai.APIStatusError):
+        return err.status_code == 429 or err.status_code >= 500
+    return False
+
+
+def _describe_error(err: Exception) -> str:
+    if isinstance(err, openai.APIStatusError):
+        return f"HTTP {err.status_code}: {str(err.message)[:200]}"
+    return f"{type(err).__name__}: {str(err)[:200]}"
+
+
+def _run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coro`` to completion from sync code, also when the caller is inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as err:  # re-raised in the calling thread
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name="llm-client")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class LLMClient:
+    """Chat completions with bounded concurrency, retries, an on-disk cache and counters.
+
+    Args:
+        config: endpoint, model, key and limits (see :meth:`LLMConfig.from_env`).
+        validate: default validation hook; raise ``ValueError`` to reject a reply.
+        progress: show a tqdm bar per batch.
+    """
+
+    def __init__(self, config: LLMConfig, *, validate: Validator | None = None, progress: bool = True):
+        self.config = config
+        self.validate = validate
+        self.progress = progress
+        self.stats = LLMStats()
+        self._cache = _Cache(config.cache_dir)
+
+    def __repr__(self) -> str:
+        return f"LLMClient({self.config!r})"
+
+    def complete(self, messages: Messages, *, validate: Validator | None = None, **params: Any) -> str:
+        """One chat completion (see :meth:`complete_many`)."""
+        return self.complete_many([messages], validate=validate, desc=None, **params)[0]
+
+    def complete_many(
+        self,
+        messages_list: Sequence[Messages],
+        *,
+        validate: Validator | None = None,
+        desc: str | None = "LLM",
+        **params: Any,
+    ) -> list[str]:
+        """Reply text of each message list, in input order.
+
+        ``params`` are sampling parameters passed to ``chat.completions.create`` (temperature, max_tokens, seed,
+        top_p, ...) and are part of the cache key. ``validate`` overrides the client's default hook.
+        Raises :class:`LLMBatchError` (after all other requests finished and were cached) if any failed.
+        """
+        return _run_sync(self.acomplete_many(messages_list, validate=validate, desc=desc, **params))
+
+    async def acomplete_many(
+        self,
+        messages_list: Sequence[Messages],
+        *,
+        validate: Validator | None = None,
+        desc: str | None = "LLM",
+        **params: Any,
+    ) -> list[str]:
+        """Async form of :meth:`complete_many` (same contract)."""
+        bad = _RESERVED_PARAMS.intersection(params)
+        if bad:
+            raise ValueError(f"these parameters are set by LLMClient and may not be passed: {sorted(bad)}")
+        check = validate or self.validate
+        results: list[str | None] = [None] * len(messages_list)
+        failures: dict[int, str] = {}
+        keys = [cache_key(self.config.model, m, params) for m in messages_list]
+        todo: list[int] = []
+        for i, key in enumerate(keys):
+            cached = self._cache.get(key)
+            if cached is None:
+                todo.append(i)
+            else:
+                results[i] = cached
+                self.stats.cache_hits += 1
+        bar = tqdm(total=len(messages_list), desc=desc, disable=not self.progress or desc is None, unit="req")
+        bar.update(len(messages_list) - len(todo))
+        if todo:
+            client = openai.AsyncOpenAI(
+                base_url=self.config.base_url,
+                api_key=self.config.api_key,
+                max_retries=0,
+                timeout=self.config.timeout_s,
+            )
+            sem = asyncio.Semaphore(self.config.max_concurrency)
+
+            async def one(i: int) -> None:
+                async with sem:
+                    try:
+                        reply = await self._request(client, messages_list[i], params)
+                        if check is not None:
+                            try:
+                                check(reply)
+                            except ValueError as err:
+                                self.stats.rejected += 1
+                                raise LLMError(f"reply rejected by validator: {err}; reply: {reply[:200]!r}") from err
+                        self._cache.put(keys[i], reply)
+                        results[i] = reply
+                        self.stats.completed += 1
+                    except (LLMError, openai.OpenAIError) as err:
+                        self.stats.failed += 1
+                        failures[i] = str(err) if isinstance(err, LLMError) else _describe_error(err)
+                    finally:
+                        bar.update(1)
+
+            try:
+                await asyncio.gather(*(one(i) for i in todo))
+            finally:
+                await client.close()
+        bar.close()
+        if failures:
+            raise LLMBatchError(failures, results)
+        return [r for r in results if r is not None]
+
+    async def _request(self, client: openai.AsyncOpenAI, messages: Messages, params: Mapping[str, Any]) -> str:
+        attempt = 0
+        while True:
+            self.stats.requests += 1
+            try:
+                resp = await client.chat.completions.create(
+                    model=self.config.model, messages=[dict(m) for m in messages], **params
+                )
+            except openai.OpenAIError as err:
+                if not _retryable(err) or attempt >= self.config.max_retries:
+                    raise
+                delay = self._backoff(attempt, err)
+                logger.warning(
+                    "LLM request failed (%s); retry %d/%d in %.2fs",
+                    _describe_error(err),
+                    attempt + 1,
+                    self.config.max_retries,
+                    delay,
+                )
+                self.stats.retries += 1
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            return self._reply_text(resp)
+
+    @staticmethod
+    def _reply_text(resp: Any) -> str:
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            raise LLMError(f"malformed completion: no choices in {str(resp)[:200]!r}")
+        content = getattr(choices[0].message, "content", None)
+        if not isinstance(content, str):
+            raise LLMError(f"malformed completion: message content is {type(content).__name__}, not str")
+        return content
+
+    def _backoff(self, attempt: int, err: Exception) -> float:
+        delay = self.config.backoff_base_s * (2**attempt) * (1 + random.random() / 2)
+        if isinstance(err, openai.APIStatusError):
+            retry_after = err.response.headers.get("retry-after")
+            try:
+                delay = max(delay, float(retry_after)) if retry_after else delay
+            except ValueError:
+                pass
+        return min(delay, self.config.backoff_max_s)
