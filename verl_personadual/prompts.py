@@ -28,6 +28,9 @@ __all__ = [
     "build_prompt",
     "format_answer",
     "build_judge_prompt",
+    "build_preference_question",
+    "PERSONA_KEY",
+    "build_aligned_persona_request",
 ]
 
 #: The JSON key of the final answer object.
@@ -184,6 +187,47 @@ def build_judge_prompt(question: str, reference: str, candidate: str) -> list[di
     """Chat prompt asking an LLM judge whether ``candidate`` matches ``reference``; the judge replies in our
     answer format with "yes" or "no" (used by ``verl_personadual.rewards.judge``)."""
     content = _JUDGE_TEMPLATE.format(
-        question=question.strip() or "(not given)", reference=reference.strip(), candidate=candidate.strip(), key=ANSWER_KEY
+        question=question.strip() or "(not given)",
+        reference=reference.strip(),
+        candidate=candidate.strip(),
+        key=ANSWER_KEY,
     )
     return [{"role": "user", "content": content}]
+
+
+# --- RL data: AlignX preference questions and aligned-persona generation (used by data_preprocess) ---
+
+_PREFERENCE_TEMPLATE = (
+    "{post}\n\nHere are two responses to this. Which one would you prefer?\n\n"
+    "Response A:\n{response_a}\n\nResponse B:\n{response_b}"
+)
+
+
+def build_preference_question(post: str, response_a: str, response_b: str) -> str:
+    """Question text of a pairwise-preference item (AlignX): the post, then responses A and B. The gold of such
+    an item (family ``PREFERENCE``) is the letter of the response the user prefers."""
+    return _PREFERENCE_TEMPLATE.format(
+        post=post.strip(), response_a=response_a.strip(), response_b=response_b.strip()
+    )
+
+
+#: JSON key of the persona in an aligned-persona generation reply.
+PERSONA_KEY = "persona"
+
+_ALIGNED_PERSONA_TEMPLATE = (
+    "Describe a person who would plausibly ask the question below and whose background bears on it: their "
+    "occupation, situation, experience or interests. Write one sentence of at most 40 words, in the third person, "
+    "starting with \"A\" or \"An\" (e.g. \"A rural nurse who often treats farm injuries.\"). Do not answer the "
+    "question and do not hint at its answer.\n\nQuestion:\n{question}\n\n"
+    "Reply with only a JSON object with the key \"{key}\", e.g. {{\"{key}\": \"A ...\"}}."
+)
+
+
+def build_aligned_persona_request(question: str) -> list[dict[str, str]]:
+    """Chat messages asking an LLM (the paper used GPT-4o) for a persona *aligned* with ``question``: someone
+    whose background is relevant to it, without leaking the answer. The reply is a JSON object
+    ``{"persona": "..."}`` (parsed and validated by ``data_preprocess.personas``)."""
+    body = question.strip()
+    if not body:
+        raise ValueError("question is empty")
+    return [{"role": "user", "content": _ALIGNED_PERSONA_TEMPLATE.format(question=body, key=PERSONA_KEY)}]
