@@ -71,7 +71,9 @@ class LLMJudge:
         try:
             replies = self.client.complete_many(requests)
         except Exception:
-            logger.warning("LLM judge: client failed on %d item(s); keeping the rule verdicts", len(items), exc_info=True)
+            logger.warning(
+                "LLM judge: client failed on %d item(s); keeping the rule verdicts", len(items), exc_info=True
+            )
             return [None] * len(items)
         if len(replies) != len(items):
             logger.warning("LLM judge: %d replies for %d requests; keeping the rule verdicts", len(replies), len(items))
