@@ -163,7 +163,7 @@ def compute_score(
     else:
         verdict = score(family, found.answer, gold, dict(info), _number("math_timeout_s", math_timeout_s))
         if judge is not None and family in judge.families and not verdict.correct:
-            judged = judge.judge(str(info.get("question", "")), ground_truth, found.answer)
+            judged = judge.judge(str(info.get("question", "")), gold, found.answer)
             if judged:
                 verdict = Verdict(verdict.pred or found.answer[:100], True)
     correct = 1.0 if verdict.correct else 0.0
