@@ -17,6 +17,7 @@ logger = logging.getLogger("verl_personadual")
 REGISTERING_MODULES: tuple[str, ...] = (
     "verl_personadual.advantage",
     "verl_personadual.trainer",
+    "verl_personadual.rollout",
 )
 
 

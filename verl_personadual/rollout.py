@@ -1,0 +1,224 @@
+"""Dual-mode agent loops for verl: prefix-forced rollouts for training, free rollouts for validation.
+
+Two loops are registered with verl's agent-loop registry (a data row picks one through its ``agent_name``):
+
+``names.AGENT_LOOP_FORCED`` (training rows)
+    Each prompt group of ``n = actor_rollout_ref.rollout.n`` sessions is split exactly in half by the
+    session's index in the group (verl's ``session_id``, 0..n-1): sessions ``0 .. n/2-1`` are forced into
+    ``Mode.GENERAL``, sessions ``n/2 .. n-1`` into ``Mode.PERSONALIZED``. The rollout server receives
+    ``prompt_ids + prefix_ids(mode)`` and *generates after* the prefix, with
+    ``max_tokens = response_length - len(prefix)``, so the response (prefix + generated tokens) never
+    exceeds ``response_length``. The returned response starts with the prefix ids, and the prefix has
+    ``response_mask = 1`` so it receives gradient (its advantage is weighted by ``beta`` in the estimator).
+    With ``algorithm.dual_grpo.prefix_forcing = false`` (the paper's "w/o PfxSmp" ablation) this loop
+    behaves exactly like the free loop.
+
+``names.AGENT_LOOP_FREE`` (validation rows)
+    No forcing: the server receives the prompt and the model writes its own prefix.
+
+Both record, in the output's ``extra_fields`` (which verl passes on to the reward's ``extra_info`` and stores
+per row), ``names.MODE_FIELD`` = ``"general"`` / ``"personalized"`` (free: read from the head of the generated
+ids; ``"unknown"`` when they start with no valid prefix) and ``FORCED_FIELD`` (bool).
+
+Rollout log-probs of forced tokens. The prefix tokens were not sampled, so the server has no log-prob for
+them; the loop records ``0.0`` for each (i.e. probability 1, which is what forcing means for the sampler).
+verl recomputes ``old_log_probs`` with the actor, so the PPO ratio and the loss are exact. The rollout
+log-probs are used only for diagnostics (``rollout_corr/*`` metrics, slightly skewed on the prefix) and by
+rollout correction: ``algorithm.rollout_correction.rollout_is`` / ``rollout_rs`` would weight or reject on the
+fake 0.0, and ``bypass_mode: true`` would use them as the PPO ratio's old log-probs. The forced loop
+therefore refuses, at construction, any of these settings (the free loop has honest log-probs for every
+token and accepts them).
+
+Prefix ids come from the tokenizer via ``modes.resolve_prefixes``; ``algorithm.dual_grpo.require_mode_tokens``
+(default true) requires dedicated tokens, false requires the plain-text encoding (several ids), exactly as the
+trainer resolves them. Both loops refuse at construction a tokenizer on which the prefixes do not resolve so.
+
+The loops require verl's v1 (TransferQueue) agent-loop worker, which passes ``session_id``; the forced loop
+assumes each group has exactly ``rollout.n`` sessions (no per-row ``__rollout_n__`` override, and it is not
+meant for validation rows, whose group size is ``rollout.val_kwargs.n``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import uuid4
+
+from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
+from verl.utils.profiler import simple_timer
+from verl.utils.rollout_trace import rollout_trace_op
+from verl.workers.rollout.replica import TokenOutput
+
+from verl_personadual.config import DualGRPOConfig
+from verl_personadual.modes import UNKNOWN_MODE, Mode, ModePrefixes, resolve_prefixes
+from verl_personadual.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, CONFIG_NAMESPACE, MODE_FIELD
+
+__all__ = [
+    "FORCED_FIELD",
+    "UNKNOWN_MODE_NAME",
+    "ForcedModeAgentLoop",
+    "FreeModeAgentLoop",
+    "mode_name",
+    "forced_mode",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``extra_fields`` key: True when the rollout's prefix was forced, False when the model chose it.
+FORCED_FIELD = "forced"
+
+#: ``extra_fields[MODE_FIELD]`` value for a free rollout that starts with no valid prefix.
+UNKNOWN_MODE_NAME = "unknown"
+
+#: ``algorithm.rollout_correction`` settings that would consume the forced tokens' placeholder log-probs.
+_ROLLOUT_CORRECTION_KEYS = ("rollout_is", "rollout_rs")
+
+
+def mode_name(code: int) -> str:
+    """``"general"`` / ``"personalized"`` for mode codes 0 / 1, ``"unknown"`` for anything else."""
+    return Mode(code).name.lower() if code in (Mode.GENERAL, Mode.PERSONALIZED) else UNKNOWN_MODE_NAME
+
+
+def forced_mode(session_id: int, n: int) -> Mode:
+    """Mode forced on session ``session_id`` (0..n-1) of a group of ``n`` (even): first half general."""
+    if not 0 <= session_id < n:
+        raise ValueError(
+            f"session_id {session_id} is outside the group of actor_rollout_ref.rollout.n={n} sessions; "
+            f"{AGENT_LOOP_FORCED} assumes every group has exactly rollout.n sessions "
+            "(use it for training rows only, without a per-row __rollout_n__)"
+        )
+    return Mode.GENERAL if session_id < n // 2 else Mode.PERSONALIZED
+
+
+class _DualModeAgentLoop(AgentLoopBase):
+    """Shared machinery: config, prefix resolution and one generate call with an optional forced prefix."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prompt_length: int = self.rollout_config.prompt_length
+        self.response_length: int = self.rollout_config.response_length
+        self.dual_grpo = DualGRPOConfig.from_algorithm(self.config.get("algorithm"))
+        self.prefixes: ModePrefixes = resolve_prefixes(
+            self.tokenizer, require_single_token=self.dual_grpo.require_mode_tokens
+        )
+
+    async def _rollout(self, sampling_params: dict[str, Any], forced: Mode | None, **kwargs: Any) -> AgentLoopOutput:
+        """Template the row's ``raw_prompt``, generate (after ``forced``'s prefix ids if given), and package.
+
+        Returns an ``AgentLoopOutput`` whose ``response_ids`` are ``prefix_ids + generated`` (forced) or
+        ``generated`` (free), at most ``response_length`` long, with ``response_mask`` all 1 and, when the
+        server returns log-probs, ``response_logprobs`` = ``[0.0] * len(prefix)`` + the server's.
+        """
+        messages = list(kwargs["raw_prompt"])
+        if await self.process_multi_modal_info(messages):
+            raise ValueError(f"{type(self).__name__} handles text-only rows; this row has multimodal inputs")
+        prompt_ids = await self.ct_build_initial_tokens(messages)
+        prefix_ids = list(self.prefixes.ids[forced]) if forced is not None else []
+
+        params = dict(sampling_params)  # shared by all sessions of the group: never mutate it
+        params["max_tokens"] = self.response_length - len(prefix_ids)
+        metrics: dict[str, Any] = {}
+        with simple_timer("generate_sequences", metrics):
+            output: TokenOutput = await self.server_manager.generate(
+                request_id=uuid4().hex, prompt_ids=prompt_ids + prefix_ids, sampling_params=params
+            )
+        metrics["num_preempted"] = output.num_preempted if output.num_preempted is not None else -1
+        generated = list(output.token_ids)[: params["max_tokens"]]
+        generated_lp = list(output.log_probs)[: params["max_tokens"]] if output.log_probs else None
+
+        merge, response_mask, response_logprobs = await self.ct_merge_assistant_token(
+            prompt_ids,
+            prefix_ids + generated,
+            [],
+            [] if generated_lp is not None else None,
+            assistant_logprobs=[0.0] * len(prefix_ids) + generated_lp if generated_lp is not None else None,
+        )
+        n_resp = len(response_mask)
+        response_ids = merge.token_ids[len(merge.token_ids) - n_resp :] if n_resp else []
+        prompt_ids = merge.token_ids[: len(merge.token_ids) - n_resp]
+        if response_ids[: len(prefix_ids)] != prefix_ids:
+            raise RuntimeError(
+                f"the continuous-token merge changed the forced prefix: expected the response to start with "
+                f"{prefix_ids}, got {response_ids[: len(prefix_ids) + 2]}"
+            )
+        mode_code = int(forced) if forced is not None else self.prefixes.mode_of_ids(response_ids)
+        extra_fields = dict(output.extra_fields)
+        extra_fields.update(
+            {
+                MODE_FIELD: mode_name(mode_code),
+                FORCED_FIELD: forced is not None,
+                # same schema as verl's single_turn_agent / tool_agent loops
+                "turn_scores": [],
+                "tool_rewards": [],
+            }
+        )
+        return AgentLoopOutput(
+            prompt_ids=prompt_ids,
+            response_ids=response_ids[: self.response_length],
+            response_mask=response_mask[: self.response_length],
+            response_logprobs=response_logprobs[: self.response_length] if response_logprobs is not None else None,
+            num_turns=2,
+            metrics=metrics,
+            extra_fields=extra_fields,
+        )
+
+
+@register(AGENT_LOOP_FREE)
+class FreeModeAgentLoop(_DualModeAgentLoop):
+    """Validation loop: the model chooses its prefix; the mode it chose is recorded."""
+
+    @rollout_trace_op
+    async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
+        return await self._rollout(sampling_params, forced=None, **kwargs)
+
+
+@register(AGENT_LOOP_FORCED)
+class ForcedModeAgentLoop(_DualModeAgentLoop):
+    """Training loop: session ``i`` of a group of ``n`` is forced into ``forced_mode(i, n)``.
+
+    Raises (at construction) ``ValueError`` for odd ``n`` or ``n < 2``, for a ``response_length`` that leaves
+    no room after the longest prefix, and for rollout-correction settings that would use the forced tokens'
+    placeholder log-probs; ``PrefixResolutionError`` for a tokenizer that does not resolve as configured.
+    With ``algorithm.dual_grpo.prefix_forcing = false`` none of this applies and it behaves like the free loop.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.forcing: bool = self.dual_grpo.prefix_forcing
+        if not self.forcing:
+            return
+        self.n: int = int(self.rollout_config.n)
+        if self.n < 2 or self.n % 2:
+            raise ValueError(
+                f"{AGENT_LOOP_FORCED} splits each group exactly in half between the two modes, so "
+                f"actor_rollout_ref.rollout.n must be even and >= 2; got n={self.n}"
+            )
+        longest = max(self.prefixes.length(m) for m in Mode)
+        if self.response_length <= longest:
+            raise ValueError(
+                f"actor_rollout_ref.rollout.response_length={self.response_length} leaves no room to generate "
+                f"after a forced prefix of {longest} token(s)"
+            )
+        correction = self.config.get("algorithm", {}).get("rollout_correction", None) or {}
+        misuse = [f"{k}={correction.get(k)!r}" for k in _ROLLOUT_CORRECTION_KEYS if correction.get(k) is not None]
+        if correction.get("bypass_mode", False):
+            misuse.append("bypass_mode=True")
+        if misuse:
+            raise ValueError(
+                f"{AGENT_LOOP_FORCED}: forced prefix tokens were not sampled, so their rollout log-probs are "
+                f"placeholders (0.0); algorithm.rollout_correction {', '.join(misuse)} would use them. Leave "
+                "rollout_is/rollout_rs null and bypass_mode false, or set "
+                f"algorithm.{CONFIG_NAMESPACE}.prefix_forcing=false"
+            )
+
+    @rollout_trace_op
+    async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
+        if not self.forcing:
+            return await self._rollout(sampling_params, forced=None, **kwargs)
+        if "session_id" not in kwargs:
+            raise ValueError(
+                f"{AGENT_LOOP_FORCED} needs the session index verl's v1 agent-loop worker passes as session_id "
+                "(trainer.use_v1=true); it was not given"
+            )
+        mode = forced_mode(int(kwargs["session_id"]), self.n)
+        return await self._rollout(sampling_params, forced=mode, **kwargs)
