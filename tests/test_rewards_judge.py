@@ -16,7 +16,8 @@ class ScriptedClient:
         self.fail = fail
         self.requests: list[list[dict[str, str]]] = []
 
-    def complete_many(self, requests):
+    def complete_many(self, requests, **params):
+        assert params == {"temperature": 0.0}
         self.requests.extend(requests)
         if self.fail:
             raise ConnectionError("endpoint down")
@@ -70,7 +71,46 @@ def test_judge_many_keeps_order_and_shows_alias_lists() -> None:
 
 def test_judge_reply_count_mismatch_gives_unknown() -> None:
     class Short(ScriptedClient):
-        def complete_many(self, requests):
+        def complete_many(self, requests, **params):
             return [YES]
 
     assert LLMJudge(Short()).judge_many([("q", "a", "b"), ("q", "a", "c")]) == [None, None]
+
+
+@pytest.fixture
+def judge_server(monkeypatch, tmp_path):
+    """The project's local OpenAI-protocol test server, judging "yes" when the candidate mentions Obama."""
+    from openai_server import OpenAITestServer
+
+    from verl_personadual import llm
+    from verl_personadual.rewards.judge import default_judge
+
+    def reply(body):
+        prompt = body["messages"][-1]["content"]
+        candidate = prompt.split("Candidate answer:\n", 1)[1]
+        return format_answer("yes" if "Obama" in candidate.split("\n\n")[0] else "no")
+
+    with OpenAITestServer(reply=reply) as srv:
+        monkeypatch.setenv(llm.ENV_BASE_URL, srv.base_url)
+        monkeypatch.setenv(llm.ENV_MODEL, "judge-model")
+        monkeypatch.setenv(llm.ENV_CACHE_DIR, str(tmp_path / "cache"))
+        default_judge.cache_clear()
+        yield srv
+        default_judge.cache_clear()
+
+
+def test_llm_judge_from_reward_kwargs_through_the_project_client(judge_server) -> None:
+    kw = dict(ROW, llm_judge=True, judge_families=["free_text"])
+    out = compute_score(solution_str=format_answer("Obama, the 44th president"), **kw)
+    assert (out["score"], out["correct"]) == (1.0, 1.0)
+    assert compute_score(solution_str=format_answer("George Bush"), **kw)["score"] == 0.1
+    assert judge_server.requests == 2
+    assert judge_server.bodies[0]["temperature"] == 0.0 and judge_server.bodies[0]["model"] == "judge-model"
+    again = compute_score(solution_str=format_answer("Obama, the 44th president"), **kw)
+    assert again["score"] == 1.0 and judge_server.requests == 2  # served from the client's cache
+
+
+def test_unreadable_judge_reply_is_rejected_by_the_client_hook() -> None:
+    with pytest.raises(ValueError, match="no yes/no verdict"):
+        LLMJudge.check_reply("I think so")
+    LLMJudge.check_reply('{"answer": "no"}')

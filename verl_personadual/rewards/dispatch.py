@@ -26,13 +26,13 @@ a bad keyword raises :class:`~verl_personadual.rewards.scorers.RewardInputError`
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from verl_personadual.modes import UNKNOWN_MODE, Mode
 from verl_personadual.names import MODE_FIELD
 from verl_personadual.prompts import DataSource, PersonaSetting, TaskFamily
 from verl_personadual.rewards.extract import extract_answer
-from verl_personadual.rewards.judge import LLMJudge
+from verl_personadual.rewards.judge import LLMJudge, default_judge
 from verl_personadual.rewards.mathcheck import DEFAULT_TIMEOUT_S
 from verl_personadual.rewards.scorers import RewardInputError, Verdict, parse_gold, score
 
@@ -136,6 +136,8 @@ def compute_score(
     no_answer_score: float = NO_ANSWER_SCORE,
     math_timeout_s: float = DEFAULT_TIMEOUT_S,
     judge: LLMJudge | None = None,
+    llm_judge: bool = False,
+    judge_families: Iterable[str] | None = None,
     **reward_kwargs: Any,
 ) -> dict[str, Any]:
     """Reward of one response (see the module docstring for the families, the shape and the keys).
@@ -146,6 +148,8 @@ def compute_score(
         ground_truth: ``reward_model["ground_truth"]`` in the family's encoding (``scorers`` docstring).
         extra_info: the row's ``extra_info`` merged with the agent loop's extra fields.
         judge: optional :class:`LLMJudge`, consulted for its families when the rules say "incorrect".
+        llm_judge: without ``judge``, use :func:`judge.default_judge` (the project's LLM client configured from
+            the environment) for ``judge_families`` (default: free_text).
     """
     unknown = set(reward_kwargs) - _VERL_KWARGS
     if unknown:
@@ -154,6 +158,8 @@ def compute_score(
     fw = _number("format_weight", format_weight)
     empty = _number("no_answer_score", no_answer_score)
     info: Mapping[str, Any] = extra_info if isinstance(extra_info, Mapping) else {}
+    if judge is None and llm_judge:
+        judge = default_judge(None if judge_families is None else tuple(str(f) for f in judge_families))
     family = resolve_family(data_source, info)
     gold = parse_gold(family, ground_truth, dict(info))
 
