@@ -1,0 +1,136 @@
+"""The checkpoint command on tiny local Qwen3 checkpoints built from the text-prefix tokenizer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import build_tiny_model
+from verl_personadual.add_mode_tokens import main, prepare_checkpoint
+from verl_personadual.modes import Mode, resolve_prefixes
+
+SPARE = 16
+
+
+def untie(model_dir: Path) -> Path:
+    """Rewrite ``model_dir`` with an independent lm_head (different values from the input embedding)."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.config.tie_word_embeddings = False
+    torch.manual_seed(1)
+    model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight))
+    model.save_pretrained(model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory: pytest.TempPathFactory, text_tokenizer_dir: Path) -> dict[str, Path]:
+    """Base checkpoints: spare rows or not, tied or not; each also gets a README to be carried over."""
+    made = {}
+    for name, spare, tied in [("spare_tied", SPARE, True), ("full_tied", 0, True), ("spare_untied", SPARE, False), ("full_untied", 0, False)]:
+        d = tmp_path_factory.mktemp(name)
+        n = len(AutoTokenizer.from_pretrained(text_tokenizer_dir))
+        build_tiny_model(d, text_tokenizer_dir, vocab_size=n + spare)
+        if not tied:
+            untie(d)
+        (d / "README.md").write_text("base model card\n")
+        made[name] = d
+    return made
+
+
+def load(d: Path):
+    return AutoTokenizer.from_pretrained(d), AutoModelForCausalLM.from_pretrained(d)
+
+
+@pytest.mark.parametrize("name", ["spare_tied", "full_tied", "spare_untied", "full_untied"])
+def test_adds_tokens_and_initialises_rows(name: str, bases: dict[str, Path], tmp_path: Path) -> None:
+    base = bases[name]
+    base_tok, base_model = load(base)
+    n_tok, rows = len(base_tok), base_model.get_input_embeddings().weight.shape[0]
+    text_ids = {m: base_tok.encode(m.prefix, add_special_tokens=False) for m in Mode}
+    assert all(len(v) > 1 for v in text_ids.values())
+
+    out = tmp_path / "with_modes"
+    report = prepare_checkpoint(base, out)
+    tok, model = load(out)
+
+    assert report.ids == {Mode.GENERAL: n_tok, Mode.PERSONALIZED: n_tok + 1}
+    assert report.added == (Mode.GENERAL, Mode.PERSONALIZED)
+    assert len(tok) == n_tok + 2
+    assert {m: v[0] for m, v in resolve_prefixes(tok, require_single_token=True).ids.items()} == report.ids
+    # spare rows used as they are; resized to exactly the tokenizer size otherwise
+    expected_rows = rows if name.startswith("spare") else n_tok + 2
+    assert report.rows_after == expected_rows == model.get_input_embeddings().weight.shape[0]
+    assert model.config.vocab_size == expected_rows
+    assert report.resized == name.startswith("full")
+    # rows = mean of the prefix text's rows (input; and lm_head when untied); other rows untouched
+    emb, base_emb = model.get_input_embeddings().weight, base_model.get_input_embeddings().weight
+    for m in Mode:
+        torch.testing.assert_close(emb[report.ids[m]], base_emb[text_ids[m]].mean(0), rtol=0, atol=1e-6)
+    assert torch.equal(emb[:n_tok], base_emb[:n_tok])
+    tied = name.endswith("_tied")
+    assert report.tied == tied
+    assert (model.lm_head.weight.data_ptr() == emb.data_ptr()) == tied
+    assert model.config.tie_word_embeddings == tied
+    if not tied:
+        head, base_head = model.lm_head.weight, base_model.lm_head.weight
+        for m in Mode:
+            torch.testing.assert_close(head[report.ids[m]], base_head[text_ids[m]].mean(0), rtol=0, atol=1e-6)
+        assert torch.equal(head[:n_tok], base_head[:n_tok])
+        assert not torch.equal(head[report.ids[Mode.GENERAL]], emb[report.ids[Mode.GENERAL]])
+    # round trip and a forward pass on the reloaded checkpoint
+    text = "[General_mode]because[Personalized_mode] answer"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert ids[0] == n_tok and n_tok + 1 in ids
+    assert tok.decode(ids) == text
+    assert tok.decode(ids, skip_special_tokens=True) == "because answer"
+    logits = model(torch.tensor([ids])).logits
+    assert logits.shape == (1, len(ids), expected_rows) and torch.isfinite(logits).all()
+    assert (out / "README.md").read_text() == "base model card\n"
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_idempotent(bases: dict[str, Path], tmp_path: Path) -> None:
+    first = tmp_path / "once"
+    prepare_checkpoint(bases["full_untied"], first)
+    report = prepare_checkpoint(first, tmp_path / "twice")
+    assert report.added == () and not report.resized
+    (tok1, m1), (tok2, m2) = load(first), load(tmp_path / "twice")
+    assert tok1.get_vocab() == tok2.get_vocab()
+    assert torch.equal(m1.get_input_embeddings().weight, m2.get_input_embeddings().weight)
+    assert torch.equal(m1.lm_head.weight, m2.lm_head.weight)
+    # in place, with --overwrite: still nothing added
+    assert main([str(first), str(first), "--overwrite"]) == 0
+    assert load(first)[0].get_vocab() == tok1.get_vocab()
+
+
+def test_refuses_existing_output_and_missing_base(bases: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "exists"
+    out.mkdir()
+    assert main([str(bases["spare_tied"]), str(out)]) == 2
+    assert list(out.iterdir()) == []
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        prepare_checkpoint(tmp_path / "nope", tmp_path / "out")
+
+
+def test_refuses_mismatched_tokenizer(bases: dict[str, Path], tokenizer_dir: Path, tmp_path: Path) -> None:
+    """A tokenizer larger than the embedding (not this checkpoint's) is refused before anything is written."""
+    base = tmp_path / "mismatch"
+    model = AutoModelForCausalLM.from_pretrained(bases["full_tied"])
+    model.resize_token_embeddings(model.get_input_embeddings().weight.shape[0] - 10)
+    model.save_pretrained(base)
+    AutoTokenizer.from_pretrained(bases["full_tied"]).save_pretrained(base)
+    with pytest.raises(ValueError, match="does not belong to this checkpoint"):
+        prepare_checkpoint(base, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_help() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "verl_personadual.add_mode_tokens", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "[General_mode]" in res.stdout and "mean of the rows" in res.stdout and "--overwrite" in res.stdout
