@@ -234,3 +234,51 @@ def test_math_child_is_killed_on_overrun_and_replaced() -> None:
         assert verifier.equal("3", "\\sqrt{9}") is True
     finally:
         verifier.close()
+
+
+# Per data source (and FLAN family): gold, extra_info, a correct answer, a wrong one, a messy correct response.
+SPECS = {
+    "ultramedical": ("B", {}, "B", "A", "Vitamin C is ascorbate.\n\nSo, the answer is B."),
+    "flan/option_text": ("no", {"choices": FLAN_CHOICES}, "no", "yes", "**Answer:** No."),
+    "flan/free_text": ("Barack Obama", {}, "Barack Obama", "George Bush", "The answer is: barack obama."),
+    "flan/math": ("-3/4", {"task_family": "math"}, "-\\frac{3}{4}", "3/4", "hence \\boxed{-0.75}"),
+    "alignx": ("A", {}, "A", "B", "I prefer Response A. The answer is (A)"),
+    "mmlu_pro": ("B", {"choices": MMLU_CHOICES}, "B", "C", "The answer is (B)"),
+    "supergpqa": ("B", {"choices": GPQA_CHOICES}, "newton", "joule", "answer: B) newton"),
+    "triviaqa": (["Jupiter", "Planet Jupiter"], {}, "Jupiter", "Saturn", "Final answer: *Planet Jupiter*."),
+    "pubmedqa": ("maybe", {}, "maybe", "yes", "\\boxed{Maybe}"),
+    "math500": ("\\frac{1}{2}", {}, "0.5", "2", "so $\\boxed{\\frac12}$"),
+    "personafeedback": ("B", {}, "B", "A", "Given your persona, Response B fits better.\nThe answer is B"),
+    "fspo_roleplay": ("A", {}, "(A)", "(B)", "```\n{'answer': 'A'}\n```"),
+}
+
+
+def _standard_cases():
+    for key, (gold, extra, right, wrong, messy) in SPECS.items():
+        source = key.split("/")[0]
+        cases = {
+            "correct": (ans(right), 1.0, 1, 1),
+            "prefix_general": ("[General_mode] " + ans(right), 1.0, 1, 1),
+            "prefix_personalized_unicode": ("[Personalized_mode]" + UNICODE + format_answer(right), 1.0, 1, 1),
+            "wrong": (ans(wrong), 0.1, 0, 1),
+            "messy": (messy, 0.9, 1, 0),
+            "malformed": ('{"answer": "' + right, 0.0, 0, 0),
+            "empty": ("", 0.0, 0, 0),
+            "noise_50k": (NOISE, 0.0, 0, 0),
+            "noise_50k_then_answer": (NOISE + "\n" + format_answer(right), 1.0, 1, 1),
+        }
+        for name, (response, score, correct, format_ok) in cases.items():
+            yield pytest.param(source, gold, extra, response, score, correct, format_ok, id=f"{key}-{name}")
+
+
+@pytest.mark.parametrize(("source", "gold", "extra", "response", "score", "correct", "format_ok"), _standard_cases())
+def test_standard_cases_for_every_source(source, gold, extra, response, score, correct, format_ok) -> None:
+    out = compute_score(source, response, gold, dict(extra, persona_setting="unaligned", **{MODE_FIELD: "general"}))
+    assert (out["score"], out["correct"], out["format_ok"]) == pytest.approx((score, float(correct), float(format_ok)))
+    assert (out["acc_general"], out["acc_persona_unaligned"], out["acc_personalized"]) == (
+        float(correct), float(correct), None
+    )
+
+
+def test_standard_cases_cover_every_source() -> None:
+    assert {k.split("/")[0] for k in SPECS} == {s.value for s in DataSource}
