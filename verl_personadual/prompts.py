@@ -31,6 +31,8 @@ __all__ = [
     "build_preference_question",
     "PERSONA_KEY",
     "build_aligned_persona_request",
+    "EXPERT_PROMPT_VERSION",
+    "build_expert_request",
 ]
 
 #: The JSON key of the final answer object.
@@ -231,3 +233,37 @@ def build_aligned_persona_request(question: str) -> list[dict[str, str]]:
     if not body:
         raise ValueError("question is empty")
     return [{"role": "user", "content": _ALIGNED_PERSONA_TEMPLATE.format(question=body, key=PERSONA_KEY)}]
+
+
+# --- SFT data: expert trajectories in each mode (used by data_preprocess.build_sft) ---
+
+#: Version of the two expert templates below; ``build_sft`` records it in its manifest. Bump it whenever their
+#: text changes (the text is part of every request, hence of the LLM cache key, so a change re-asks the expert).
+EXPERT_PROMPT_VERSION = "expert-v1"
+
+_EXPERT_GENERAL_TEMPLATE = (
+    "Answer the question below in general mode: reason only from facts, domain knowledge and logic. Do not "
+    "assume anything about who is asking.\n\n{user}"
+)
+
+_EXPERT_PERSONALIZED_TEMPLATE = (
+    "Answer the question below in personalized mode. The asker describes themselves first. Start your reasoning "
+    "by analysing their attributes (occupation, interests, needs, situation) and use them throughout: decide "
+    "what they most likely mean, which knowledge applies to them, and which answer serves them best.\n\n{user}"
+)
+
+
+def build_expert_request(
+    question: str, family: TaskFamily | str, persona: str | None
+) -> list[dict[str, str]]:
+    """Chat messages asking the expert model for one SFT trajectory.
+
+    ``persona is None`` -> *general* mode: the expert sees only the question (and the answer-format instruction
+    of :func:`build_user_message`) and is told to reason from facts and logic. Otherwise *personalized* mode:
+    the expert sees the persona sentence + question exactly as the RL prompt words them, and is told to analyse
+    the persona's attributes and use them throughout its reasoning. One user turn, no system prompt (some
+    reasoning experts, e.g. DeepSeek-R1, are meant to be used without one). Versioned by
+    :data:`EXPERT_PROMPT_VERSION`.
+    """
+    template = _EXPERT_GENERAL_TEMPLATE if persona is None else _EXPERT_PERSONALIZED_TEMPLATE
+    return [{"role": "user", "content": template.format(user=build_user_message(question, family, persona))}]
