@@ -192,6 +192,7 @@ def test_verl_keywords_are_accepted_and_typos_rejected() -> None:
 
 def test_task_family_overrides_the_source_default() -> None:
     assert resolve_family("flan", {}) is TaskFamily.FREE_TEXT
+    assert resolve_family("pubmedqa", {"task_family": ""}) is TaskFamily.YES_NO_MAYBE
     assert resolve_family("flan", {"choices": ["yes", "no"]}) is TaskFamily.OPTION_TEXT
     assert resolve_family("ultramedical", {"task_family": "yes_no_maybe"}) is TaskFamily.YES_NO_MAYBE
     assert resolve_family("some_new_benchmark", {"task_family": "open_qa"}) is TaskFamily.OPEN_QA

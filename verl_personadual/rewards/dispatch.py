@@ -1,7 +1,8 @@
 """The reward entry point: ``compute_score`` as verl 0.9.1's reward managers call it.
 
-Family: ``extra_info["task_family"]`` (a ``prompts.TaskFamily`` value) when present, else the default of the
-row's ``data_source`` (``DEFAULT_FAMILY``; FLAN rows with ``extra_info["choices"]`` -> ``option_text``).
+Family: ``extra_info["task_family"]`` (a ``prompts.TaskFamily`` value) when present (None and "" count as
+absent), else the default of the row's ``data_source`` (``DEFAULT_FAMILY``; FLAN rows with
+``extra_info["choices"]`` -> ``option_text``).
 
 Reward shape (keyword arguments, settable as ``+reward.custom_reward_function.reward_kwargs.<key>=<value>``):
 ``score = correct_weight * correct + format_weight * format_ok`` when an answer was extracted
@@ -87,7 +88,7 @@ _VERL_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
 def resolve_family(data_source: Any, extra_info: Mapping[str, Any]) -> TaskFamily:
     """The task family of a row (see the module docstring); raises RewardInputError naming the field."""
     raw = extra_info.get("task_family")
-    if raw is not None:
+    if raw is not None and raw != "":
         try:
             return TaskFamily(raw)
         except (ValueError, TypeError) as err:

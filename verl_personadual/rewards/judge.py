@@ -2,9 +2,9 @@
 
 The judge does not own a client: it is given one that satisfies :class:`CompletionClient`, normally the
 project's ``verl_personadual.llm.LLMClient`` (cache, bounded concurrency, retries); :func:`default_judge`
-builds that one from the ``PERSONADUAL_LLM_*`` environment variables. The judge sees the question, the reference and the candidate answer (``prompts.build_judge_prompt``)
-and replies in our own answer format, ``{"answer": "yes"}`` / ``{"answer": "no"}``, read back with
-:func:`extract.extract_answer`.
+builds that one from the ``PERSONADUAL_LLM_*`` environment variables. The judge sees the question, the
+reference and the candidate answer (``prompts.build_judge_prompt``) and replies in our own answer format,
+``{"answer": "yes"}`` / ``{"answer": "no"}``, read back with :func:`extract.extract_answer`.
 
 In ``compute_score`` it is consulted only for its ``families`` and only when the rules said "incorrect" (a
 rule match is never overturned). A client failure or an unreadable verdict gives None: the rule verdict stands.
