@@ -50,12 +50,12 @@ from verl.utils.rollout_trace import rollout_trace_op
 from verl.workers.rollout.replica import TokenOutput
 
 from verl_personadual.config import DualGRPOConfig
+from verl_personadual.metrics import UNKNOWN_MODE_NAME
 from verl_personadual.modes import UNKNOWN_MODE, Mode, ModePrefixes, resolve_prefixes
 from verl_personadual.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, CONFIG_NAMESPACE, MODE_FIELD
 
 __all__ = [
     "FORCED_FIELD",
-    "UNKNOWN_MODE_NAME",
     "ForcedModeAgentLoop",
     "FreeModeAgentLoop",
     "mode_name",
@@ -66,9 +66,6 @@ logger = logging.getLogger(__name__)
 
 #: ``extra_fields`` key: True when the rollout's prefix was forced, False when the model chose it.
 FORCED_FIELD = "forced"
-
-#: ``extra_fields[MODE_FIELD]`` value for a free rollout that starts with no valid prefix.
-UNKNOWN_MODE_NAME = "unknown"
 
 #: ``algorithm.rollout_correction`` settings that would consume the forced tokens' placeholder log-probs.
 _ROLLOUT_CORRECTION_KEYS = ("rollout_is", "rollout_rs")
