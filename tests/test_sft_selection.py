@@ -1,0 +1,109 @@
+"""SFT trajectory normalisation, grading and gain-based selection (data_preprocess.sft_selection), exact values."""
+
+from __future__ import annotations
+
+import pytest
+
+from data_preprocess.sft_selection import (
+    Decision,
+    Problem,
+    Trajectory,
+    assistant_text,
+    normalize_reply,
+    score_trajectory,
+    select,
+)
+from verl_personadual.modes import Mode
+from verl_personadual.rewards import compute_score
+
+MC_INFO = {"task_family": "multiple_choice", "choices": ["Vitamin A", "Vitamin C", "Vitamin D"]}
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ('Scurvy is ascorbate deficiency.\n{"answer": "B"}', ("Scurvy is ascorbate deficiency.", "B")),
+        ('Step 1.\nStep 2.\n\n```json\n{"answer": "B"}\n```\n', ("Step 1.\nStep 2.", "B")),
+        ('Think.\n<answer>{"answer": "no"}</answer>', ("Think.", "no")),
+        ('First {"answer": "A"} was a guess.\n{"note": {"k": 1}, "answer": "C"}',
+         ('First {"answer": "A"} was a guess.', "C")),
+        # Fallback extractions keep the whole reply as reasoning.
+        ("Vitamin C prevents scurvy, so the answer is (B).", ("Vitamin C prevents scurvy, so the answer is (B).", "(B)")),
+        ("We get \\boxed{42}.", ("We get \\boxed{42}.", "42")),
+        # The answer object is not last: the whole reply is the reasoning.
+        ('{"answer": "B"}\nThat is my answer.', ('{"answer": "B"}\nThat is my answer.', "B")),
+    ],
+)
+def test_normalize_reply_splits_reasoning_and_answer(reply, expected):
+    assert normalize_reply(reply) == expected
+
+
+@pytest.mark.parametrize(
+    ("reply", "problem"),
+    [
+        ("<think>scurvy</think>\n{\"answer\": \"B\"}", Problem.THINK_TAGS),
+        ("I cannot decide between them.\nMaybe { later", Problem.NO_ANSWER),
+        ("", Problem.NO_ANSWER),
+        ("B", Problem.NO_REASONING),
+        ('{"answer": "B"}', Problem.NO_REASONING),
+        ('\n```json\n{"answer": "B"}\n```', Problem.NO_REASONING),
+    ],
+)
+def test_normalize_reply_problems(reply, problem):
+    assert normalize_reply(reply) is problem
+
+
+def test_score_trajectory_grades_the_normalised_body():
+    good = score_trajectory("Scurvy: vitamin C.\nSo the answer is B.", "ultramedical", "B", MC_INFO)
+    assert good == Trajectory("Scurvy: vitamin C.\nSo the answer is B.", "B", True, None)
+    assert good.body() == 'Scurvy: vitamin C.\nSo the answer is B.\n{"answer": "B"}'
+    # The option text counts as its letter (reward rule), and is kept verbatim in the answer line.
+    text = score_trajectory('Ascorbate.\n{"answer": "Vitamin C"}', "ultramedical", "B", MC_INFO)
+    assert (text.answer, text.correct) == ("Vitamin C", True)
+    wrong = score_trajectory('Hmm.\n{"answer": "A"}', "ultramedical", "B", MC_INFO)
+    assert (wrong.answer, wrong.correct, wrong.usable) == ("A", False, True)
+    bad = score_trajectory("B", "ultramedical", "B", MC_INFO)
+    assert bad == Trajectory(None, None, False, Problem.NO_REASONING)
+    with pytest.raises(ValueError, match="unusable"):
+        bad.body()
+
+
+def test_assistant_text_is_prefix_reasoning_answer_line_and_scores_full_marks():
+    t = score_trajectory('Ascorbate.\n```json\n{"answer": "B"}\n```', "ultramedical", "B", MC_INFO)
+    text = assistant_text(Mode.PERSONALIZED, t)
+    assert text == '[Personalized_mode]Ascorbate.\n{"answer": "B"}'
+    result = compute_score("ultramedical", text, "B", MC_INFO)
+    assert (result["score"], result["correct"], result["format_ok"]) == (1.0, 1.0, 1.0)
+
+
+def _t(correct: bool, usable: bool = True) -> Trajectory:
+    if not usable:
+        return Trajectory(None, None, False, Problem.NO_ANSWER)
+    return Trajectory("r", "B" if correct else "A", correct, None)
+
+
+RIGHT, WRONG, BROKEN = _t(True), _t(False), _t(False, usable=False)
+
+
+@pytest.mark.parametrize(
+    ("general", "personalized", "mode", "decision", "strict_mode"),
+    [
+        (WRONG, RIGHT, Mode.PERSONALIZED, Decision.PERSONA_GAIN, Mode.PERSONALIZED),
+        (BROKEN, RIGHT, Mode.PERSONALIZED, Decision.PERSONA_GAIN, Mode.PERSONALIZED),
+        (RIGHT, RIGHT, Mode.GENERAL, Decision.BOTH_CORRECT, Mode.GENERAL),
+        (RIGHT, WRONG, Mode.GENERAL, Decision.GENERAL_ONLY, Mode.GENERAL),
+        (RIGHT, BROKEN, Mode.GENERAL, Decision.GENERAL_ONLY, Mode.GENERAL),
+        (WRONG, WRONG, Mode.GENERAL, Decision.BOTH_WRONG, None),
+        (WRONG, BROKEN, Mode.GENERAL, Decision.BOTH_WRONG, None),
+        (BROKEN, WRONG, None, Decision.GENERAL_UNUSABLE, None),
+        (BROKEN, BROKEN, None, Decision.GENERAL_UNUSABLE, None),
+        (None, RIGHT, Mode.PERSONALIZED, Decision.PERSONALIZED_CORRECT, Mode.PERSONALIZED),
+        (None, WRONG, Mode.PERSONALIZED, Decision.PERSONALIZED_WRONG, None),
+        (None, BROKEN, None, Decision.PERSONALIZED_UNUSABLE, None),
+    ],
+)
+def test_selection_table(general, personalized, mode, decision, strict_mode):
+    assert select(general, personalized) == (s := select(general, personalized, require_correct=False))
+    assert (s.mode, s.decision) == (mode, decision)
+    strict = select(general, personalized, require_correct=True)
+    assert (strict.mode, strict.decision) == (strict_mode, decision)
