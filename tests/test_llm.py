@@ -84,9 +84,9 @@ def test_cache_files_are_complete_json(server, tmp_path):
 
 @pytest.mark.parametrize("failures", [(429, 429), (500, 503), ("timeout",), (429, "timeout", 502)])
 def test_transient_failures_are_retried(failures, tmp_path):
-    with OpenAITestServer(hang_s=0.6) as srv:
+    with OpenAITestServer(hang_s=2.5) as srv:
         srv.script(*failures)
-        client = make_client(srv, tmp_path / "c", timeout_s=0.3)
+        client = make_client(srv, tmp_path / "c", timeout_s=1.0)
         assert client.complete(msgs(1)) == "question 1"
         assert srv.requests == len(failures) + 1
         assert client.stats.retries == len(failures) and client.stats.requests == len(failures) + 1

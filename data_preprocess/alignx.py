@@ -1,0 +1,131 @@
+"""AlignX (``JinaLeejnl/AlignX``, split ``train``) -> pairwise-preference items carrying their own user.
+
+Row schema: ``prompt``, ``chosen``, ``rejected`` str; ``Demographic Information`` str (may be empty);
+``User-Generated Content`` list of {``prompt``, ``comment``, ...}; ``Pair-wise Comparative Feedback`` list of
+{``prompt``, ``chosen``, ``rejected``, ...}; ``Preference Direction`` (unused).
+
+Question: ``prompts.build_preference_question(post, A, B)``; whether ``chosen`` is A or B is drawn from a
+``random.Random`` seeded with ``(seed, source_id)``, so it is reproducible and independent of row order. Gold: the
+letter of ``chosen``; ``choices`` = [response A, response B].
+
+Persona rendering (:func:`render_user`), one string, fields in this order:
+
+1. ``Demographic Information`` as written (``"a user"`` when it is empty);
+2. if there is user-generated content: `` Things I wrote: on "<post>" I commented "<comment>"; ...``;
+3. if there is pairwise feedback: `` Responses I preferred: to "<post>", "<chosen>" over "<rejected>"; ...``.
+
+Each quoted snippet is whitespace-collapsed and cut to ``SNIPPET_CHARS`` characters (an ellipsis marks a cut); at
+most ``MAX_HISTORY`` entries of each list are used. An item with no demographic text and no history is skipped as
+``empty_persona``; one whose demographic text exceeds ``common.MAX_PERSONA_CHARS`` as ``overlong_persona``.
+``source_id`` hashes (prompt, chosen, rejected); exact duplicates are skipped as ``duplicate_id``.
+``persona_id`` = ``alignx-user:<hash of the rendered persona>``. There are no tasks: the stratum is ``alignx``.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from data_preprocess.common import (
+    MAX_PERSONA_CHARS,
+    Item,
+    LoadedSource,
+    Record,
+    SchemaError,
+    SourceSpec,
+    iter_records,
+    require,
+    stable_id,
+)
+from verl_personadual.prompts import DataSource, TaskFamily, build_preference_question
+
+HUB_ID = "JinaLeejnl/AlignX"
+HUB_CONFIG: str | None = None
+HUB_SPLIT = "train"
+DEMOGRAPHIC = "Demographic Information"
+UGC = "User-Generated Content"
+PAIRWISE = "Pair-wise Comparative Feedback"
+SNIPPET_CHARS = 120
+MAX_HISTORY = 4
+NO_DEMOGRAPHIC = "a user"
+
+
+def spec(path: Path | None = None, revision: str | None = None) -> SourceSpec:
+    return SourceSpec(HUB_ID, HUB_CONFIG, HUB_SPLIT, path, revision)
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
+
+
+def _entries(rec: Record, name: str, keys: tuple[str, ...]) -> list[dict[str, str]]:
+    value = require(rec, name, list, nullable=True) or []
+    out = []
+    for k, entry in enumerate(value[:MAX_HISTORY]):
+        if not isinstance(entry, dict):
+            raise SchemaError(f"{rec.where(f'{name}[{k}]')}: expected an object")
+        for key in keys:
+            if not isinstance(entry.get(key), str):
+                raise SchemaError(f"{rec.where(f'{name}[{k}].{key}')}: missing or not a str")
+        out.append(entry)
+    return out
+
+
+def render_user(demographic: str, ugc: list[dict[str, Any]], pairwise: list[dict[str, Any]]) -> str:
+    """The persona text of one AlignX user (rendering documented in the module docstring)."""
+    parts = [" ".join(demographic.split()).rstrip(" .") or NO_DEMOGRAPHIC]
+    if ugc:
+        wrote = "; ".join(f'on "{_clip(e["prompt"])}" I commented "{_clip(e["comment"])}"' for e in ugc)
+        parts.append(f"Things I wrote: {wrote}")
+    if pairwise:
+        liked = "; ".join(
+            f'to "{_clip(e["prompt"])}", "{_clip(e["chosen"])}" over "{_clip(e["rejected"])}"' for e in pairwise
+        )
+        parts.append(f"Responses I preferred: {liked}")
+    return ". ".join(parts)
+
+
+def load(source: SourceSpec, seed: int) -> LoadedSource:
+    out = LoadedSource("alignx", [])
+    seen: set[str] = set()
+    for rec in iter_records(source):
+        out.rows_read += 1
+        post = require(rec, "prompt", str).strip()
+        chosen = require(rec, "chosen", str).strip()
+        rejected = require(rec, "rejected", str).strip()
+        demographic = require(rec, DEMOGRAPHIC, str, nullable=True) or ""
+        ugc = _entries(rec, UGC, ("prompt", "comment"))
+        pairwise = _entries(rec, PAIRWISE, ("prompt", "chosen", "rejected"))
+        if not (post and chosen and rejected):
+            out.skipped["empty_question"] += 1
+            continue
+        uid = stable_id("alignx", post, chosen, rejected)
+        if uid in seen:
+            out.skipped["duplicate_id"] += 1
+            continue
+        seen.add(uid)
+        if not demographic.strip() and not ugc and not pairwise:
+            out.skipped["empty_persona"] += 1
+            continue
+        if len(" ".join(demographic.split())) > MAX_PERSONA_CHARS:
+            out.skipped["overlong_persona"] += 1
+            continue
+        persona = render_user(demographic, ugc, pairwise)
+        chosen_is_a = random.Random(f"{seed}:{uid}").random() < 0.5
+        a, b = (chosen, rejected) if chosen_is_a else (rejected, chosen)
+        out.items.append(
+            Item(
+                source=DataSource.ALIGNX,
+                source_id=uid,
+                task="alignx",
+                family=TaskFamily.PREFERENCE,
+                question=build_preference_question(post, a, b),
+                gold="A" if chosen_is_a else "B",
+                choices=(a, b),
+                persona=persona,
+                persona_id=stable_id("alignx-user", persona),
+            )
+        )
+    return out

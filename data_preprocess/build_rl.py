@@ -1,0 +1,464 @@
+"""Build the RL data (PersonaDualData, RL column of Table 5) as verl 0.9.1 RL parquet.
+
+    python -m data_preprocess.build_rl --samples --out /tmp/pd_rl          # shipped samples, offline
+    python -m data_preprocess.build_rl --out data/rl                       # hub data + LLM personas
+
+Pipeline (all randomness from ``--seed``; the same inputs and seed give byte-identical parquet):
+
+1. Load UltraMedical, FLAN, AlignX and PersonaHub (local files or hub ids; bad-input policy in
+   ``data_preprocess.common``), remove items overlapping PubMedQA (from UltraMedical) and TriviaQA (from FLAN)
+   when their question files are given.
+2. Per source, sort the pool by ``source_id``, draw the training items stratified by task (largest-remainder
+   allocation proportional to task size), then the validation items the same way from what is left (disjoint).
+3. Objective items (UltraMedical, FLAN) alternate aligned / unaligned persona in their stratified order, so each
+   split and each task is split equally (the odd one out is aligned). AlignX items keep their own user persona
+   (setting ``aligned``).
+4. Unaligned personas come from PersonaHub; aligned ones from the LLM (or the labelled offline templates).
+5. Rows are shuffled per split and written atomically as ``train.parquet`` / ``validation.parquet`` with a
+   ``manifest.json`` next to them.
+
+Row schema (verl-notes §5): ``prompt`` (chat list from ``prompts.build_prompt``), ``data_source``,
+``reward_model`` {``style``: "rule", ``ground_truth``: str}, ``extra_info`` (:data:`EXTRA_INFO_TYPE`, the
+same struct for every row), ``agent_name`` (forced agent loop for training rows, free for validation rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_preprocess import alignx, flan, overlap, personahub, ultramedical
+from data_preprocess.common import Item, LoadedSource, SchemaError
+from data_preprocess.personahub import Persona
+from data_preprocess.personas import (
+    AlignedMode,
+    aligned_personas_llm,
+    aligned_personas_offline,
+    unaligned_personas,
+)
+from verl_personadual import names
+from verl_personadual.llm import LLMBatchError, LLMClient, LLMConfig, LLMError
+from verl_personadual.prompts import PersonaSetting, build_prompt
+
+SOURCES = ("ultramedical", "flan", "alignx")
+FILE_INPUTS = SOURCES + ("personahub", "pubmedqa", "triviaqa")
+#: Table 5, RL column.
+DEFAULT_TRAIN_COUNTS = {"ultramedical": 3000, "flan": 5998, "alignx": 1000}
+#: Held-out validation items per source (about 5 % of training).
+DEFAULT_VAL_COUNTS = {"ultramedical": 150, "flan": 300, "alignx": 50}
+#: Counts used with ``--samples`` (sized to the shipped sample files).
+SAMPLE_TRAIN_COUNTS = {"ultramedical": 6, "flan": 10, "alignx": 4}
+SAMPLE_VAL_COUNTS = {"ultramedical": 2, "flan": 4, "alignx": 2}
+SPLITS = ("train", "validation")
+AGENT_FOR_SPLIT = {"train": names.AGENT_LOOP_FORCED, "validation": names.AGENT_LOOP_FREE}
+
+EXTRA_INFO_TYPE = pa.struct(
+    [
+        ("index", pa.int64()),
+        ("split", pa.string()),
+        ("source_id", pa.string()),
+        ("task", pa.string()),
+        ("task_family", pa.string()),
+        ("persona_setting", pa.string()),
+        ("persona_id", pa.string()),
+        ("persona", pa.string()),
+        ("question", pa.string()),
+        ("choices", pa.list_(pa.string())),
+    ]
+)
+ROW_SCHEMA = pa.schema(
+    [
+        ("data_source", pa.string()),
+        ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+        ("extra_info", EXTRA_INFO_TYPE),
+        ("agent_name", pa.string()),
+    ]
+)
+
+
+class BuildError(ValueError):
+    """The inputs cannot produce the requested data (the message says what to change)."""
+
+
+def samples_dir() -> Path:
+    """Directory of the shipped sample files (one per input, in the hub schemas)."""
+    return Path(str(resources.files("verl_personadual") / "samples"))
+
+
+def sample_paths() -> dict[str, Path]:
+    return {name: samples_dir() / f"{name}.jsonl" for name in FILE_INPUTS}
+
+
+@dataclass
+class BuildConfig:
+    out_dir: Path
+    paths: dict[str, Path | None] = field(default_factory=dict)
+    revisions: dict[str, str] = field(default_factory=dict)
+    train_counts: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_TRAIN_COUNTS))
+    val_counts: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_VAL_COUNTS))
+    seed: int = 0
+    aligned: AlignedMode = AlignedMode.LLM
+    llm: LLMConfig | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """A sampled item with its split, persona setting and persona."""
+
+    item: Item
+    split: str
+    setting: PersonaSetting
+    persona: Persona | None = None
+
+
+def stratified_sample(items: Sequence[Item], k: int, rng: random.Random) -> list[Item]:
+    """``k`` items, each task getting a share proportional to its size (largest remainder, ties by task name);
+    result grouped by task in name order, random order within a task."""
+    by_task: dict[str, list[Item]] = defaultdict(list)
+    for item in items:
+        by_task[item.task].append(item)
+    total = len(items)
+    if k > total:
+        raise ValueError(f"cannot draw {k} of {total} items")
+    tasks = sorted(by_task)
+    exact = {t: k * len(by_task[t]) / total for t in tasks} if total else {}
+    quota = {t: int(exact[t]) for t in tasks}
+    by_remainder = sorted(tasks, key=lambda t: (-(exact[t] - quota[t]), t))
+    for t in by_remainder[: k - sum(quota.values())]:
+        quota[t] += 1
+    out: list[Item] = []
+    for t in tasks:
+        out.extend(rng.sample(by_task[t], quota[t]))
+    return out
+
+
+def _load_sources(cfg: BuildConfig) -> tuple[dict[str, LoadedSource], list[Persona], LoadedSource, dict[str, Any]]:
+    def spec(module: Any, name: str) -> Any:
+        return module.spec(cfg.paths.get(name), cfg.revisions.get(name))
+
+    needed = [s for s in SOURCES if cfg.train_counts.get(s, 0) + cfg.val_counts.get(s, 0) > 0]
+    loaded: dict[str, LoadedSource] = {}
+    provenance: dict[str, Any] = {}
+    modules = {"ultramedical": ultramedical, "flan": flan, "alignx": alignx}
+    for name in needed:
+        source_spec = spec(modules[name], name)
+        loaded[name] = alignx.load(source_spec, cfg.seed) if name == "alignx" else modules[name].load(source_spec)
+        provenance[name] = source_spec.describe()
+    pool_spec = spec(personahub, "personahub")
+    pool, pool_report = personahub.load(pool_spec)
+    provenance["personahub"] = pool_spec.describe()
+    return loaded, pool, pool_report, provenance
+
+
+def _apply_filters(cfg: BuildConfig, loaded: dict[str, LoadedSource]) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    for name, hub, target in (("pubmedqa", overlap.PUBMEDQA, "ultramedical"), ("triviaqa", overlap.TRIVIAQA, "flan")):
+        path = cfg.paths.get(name)
+        if path is None:
+            report[name] = {"ran": False, "applies_to": target, "removed": 0}
+            continue
+        filt = overlap.load_filter(name, hub, path)
+        removed: list[Item] = []
+        if target in loaded:
+            loaded[target].items, removed = filt.split(loaded[target].items)
+        report[name] = {
+            "ran": True,
+            "applies_to": target,
+            "questions": len(filt.questions),
+            "removed": len(removed),
+            "removed_ids": [it.source_id for it in removed],
+            "input": filt.origin,
+        }
+    return report
+
+
+def _compose(cfg: BuildConfig, loaded: dict[str, LoadedSource]) -> list[Assigned]:
+    assigned: list[Assigned] = []
+    for name in SOURCES:
+        n_train, n_val = cfg.train_counts.get(name, 0), cfg.val_counts.get(name, 0)
+        if n_train + n_val == 0:
+            continue
+        src = loaded[name]
+        pool = sorted(src.items, key=lambda it: it.source_id)
+        if not pool:
+            raise SchemaError(
+                f"source {name!r} yielded no usable item ({src.rows_read} rows read, skipped {src.skipped.as_dict()})"
+            )
+        if n_train + n_val > len(pool):
+            raise BuildError(
+                f"{name}: {n_train} train + {n_val} validation items requested but only {len(pool)} available "
+                f"after filtering ({src.rows_read} rows read, skipped {src.skipped.as_dict()}); "
+                "lower --train-counts / --val-counts"
+            )
+        rng = random.Random(f"{cfg.seed}:{name}")
+        train = stratified_sample(pool, n_train, rng)
+        taken = {it.source_id for it in train}
+        val = stratified_sample([it for it in pool if it.source_id not in taken], n_val, rng)
+        for split, items in (("train", train), ("validation", val)):
+            for i, item in enumerate(items):
+                if item.persona is not None:
+                    setting = PersonaSetting.ALIGNED
+                    persona = Persona(item.persona_id or "", item.persona)
+                    assigned.append(Assigned(item, split, setting, persona))
+                else:
+                    setting = PersonaSetting.ALIGNED if i % 2 == 0 else PersonaSetting.UNALIGNED
+                    assigned.append(Assigned(item, split, setting))
+    return assigned
+
+
+def _attach_personas(
+    cfg: BuildConfig, assigned: list[Assigned], pool: list[Persona]
+) -> tuple[list[Assigned], dict[str, Any]]:
+    need_unaligned = [i for i, a in enumerate(assigned) if a.persona is None and a.setting is PersonaSetting.UNALIGNED]
+    need_aligned = [i for i, a in enumerate(assigned) if a.persona is None and a.setting is PersonaSetting.ALIGNED]
+    out = list(assigned)
+    if need_unaligned and not pool:
+        raise SchemaError("the PersonaHub source yielded no usable persona, but unaligned personas are needed")
+    for i, persona in zip(need_unaligned, unaligned_personas(pool, len(need_unaligned), cfg.seed)):
+        out[i] = replace(out[i], persona=persona)
+    llm_report: dict[str, Any] = {"mode": str(cfg.aligned), "items": len(need_aligned)}
+    items = [assigned[i].item for i in need_aligned]
+    if cfg.aligned is AlignedMode.OFFLINE_TEMPLATE:
+        generated = aligned_personas_offline(items)
+    else:
+        if cfg.llm is None:
+            raise BuildError(
+                "aligned personas need an LLM endpoint: set PERSONADUAL_LLM_BASE_URL and PERSONADUAL_LLM_MODEL "
+                "(or --llm-base-url / --llm-model), or pass --aligned-personas offline-template"
+            )
+        client = LLMClient(cfg.llm, progress=cfg.progress)
+        try:
+            generated = aligned_personas_llm(items, client) if items else []
+        except LLMBatchError as err:
+            details = "; ".join(
+                f"{items[i].source.value} {items[i].source_id}: {msg}" for i, msg in sorted(err.failures.items())[:5]
+            )
+            raise BuildError(
+                f"{len(err.failures)} of {len(items)} aligned-persona requests failed ({details}). "
+                "The successful replies are cached; re-run to retry only the failed ones."
+            ) from err
+        llm_report.update(
+            base_url=cfg.llm.base_url,
+            model=cfg.llm.model,
+            requests_made=client.stats.requests,
+            served_from_cache=client.stats.cache_hits,
+            retries=client.stats.retries,
+        )
+    for i, persona in zip(need_aligned, generated):
+        out[i] = replace(out[i], persona=persona)
+    return out, llm_report
+
+
+def build_rows(assigned: Sequence[Assigned], split: str, seed: int) -> list[dict[str, Any]]:
+    """The rows of one split, shuffled with the seed and indexed 0..n-1."""
+    chosen = [a for a in assigned if a.split == split]
+    random.Random(f"{seed}:shuffle:{split}").shuffle(chosen)
+    rows = []
+    for index, a in enumerate(chosen):
+        item, persona = a.item, a.persona
+        assert persona is not None
+        rows.append(
+            {
+                "data_source": item.source.value,
+                "prompt": build_prompt(item.question, item.family, persona.text),
+                "reward_model": {"style": "rule", "ground_truth": item.gold},
+                "extra_info": {
+                    "index": index,
+                    "split": split,
+                    "source_id": item.source_id,
+                    "task": item.task,
+                    "task_family": item.family.value,
+                    "persona_setting": a.setting.value,
+                    "persona_id": persona.persona_id,
+                    "persona": persona.text,
+                    "question": item.question,
+                    "choices": list(item.choices),
+                },
+                "agent_name": AGENT_FOR_SPLIT[split],
+            }
+        )
+    return rows
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
+    table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def _counts(assigned: Sequence[Assigned]) -> dict[str, dict[str, dict[str, int]]]:
+    table: dict[str, dict[str, Counter[str]]] = {s: defaultdict(Counter) for s in SPLITS}
+    for a in assigned:
+        table[a.split][a.item.source.value][a.setting.value] += 1
+    return {s: {src: dict(sorted(c.items())) for src, c in sorted(t.items())} for s, t in table.items()}
+
+
+def build(cfg: BuildConfig) -> dict[str, Any]:
+    """Run the pipeline; returns the manifest (also written to ``out_dir/manifest.json``)."""
+    loaded, pool, pool_report, provenance = _load_sources(cfg)
+    filters = _apply_filters(cfg, loaded)
+    assigned = _compose(cfg, loaded)
+    assigned, llm_report = _attach_personas(cfg, assigned, pool)
+    outputs = {}
+    for split in SPLITS:
+        rows = build_rows(assigned, split, cfg.seed)
+        path = cfg.out_dir / f"{split}.parquet"
+        write_parquet(rows, path)
+        outputs[split] = {"path": str(path), "rows": len(rows), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    manifest = {
+        "seed": cfg.seed,
+        "sources": provenance,
+        "rows_read": {name: src.rows_read for name, src in loaded.items()} | {"personahub": pool_report.rows_read},
+        "skipped": {name: src.skipped.as_dict() for name, src in loaded.items()}
+        | {"personahub": pool_report.skipped.as_dict()},
+        "available_after_filters": {name: len(src.items) for name, src in loaded.items()}
+        | {"personahub": len(pool)},
+        "filters": filters,
+        "requested": {"train": cfg.train_counts, "validation": cfg.val_counts},
+        "counts": _counts(assigned),
+        "aligned_personas": llm_report,
+        "agent_name": AGENT_FOR_SPLIT,
+        "outputs": outputs,
+    }
+    text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+
+    def write_manifest(tmp: str) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+    _atomic_write(cfg.out_dir / "manifest.json", write_manifest)
+    return manifest
+
+
+def _parse_counts(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or name not in SOURCES or not value.isdigit():
+            raise argparse.ArgumentTypeError(f"expected SOURCE=N with SOURCE in {', '.join(SOURCES)}, got {part!r}")
+        out[name] = int(value)
+    return out
+
+
+def _parse_revision(text: str) -> tuple[str, str]:
+    name, sep, rev = text.partition("=")
+    if not sep or name not in FILE_INPUTS or not rev:
+        raise argparse.ArgumentTypeError(f"expected NAME=REVISION with NAME in {', '.join(FILE_INPUTS)}, got {text!r}")
+    return name, rev
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m data_preprocess.build_rl",
+        description=(
+            "Build PersonaDual RL data (UltraMedical, FLAN, AlignX with unaligned PersonaHub personas and aligned "
+            "LLM-generated personas) as verl 0.9.1 RL parquet: OUT/train.parquet (agent_name="
+            f"{names.AGENT_LOOP_FORCED}), OUT/validation.parquet (agent_name={names.AGENT_LOOP_FREE}) and "
+            "OUT/manifest.json (counts per source x persona setting, seed, input provenance, filters, skips, LLM "
+            "requests made vs served from cache). Same inputs + seed -> byte-identical parquet."
+        ),
+        epilog=(
+            "Quick start, offline: `--samples --out DIR` runs on the shipped sample files with labelled placeholder "
+            "aligned personas (--aligned-personas offline-template). Real data: inputs without a local file are "
+            "loaded from the Hugging Face hub; aligned personas need an OpenAI-compatible endpoint "
+            "(PERSONADUAL_LLM_BASE_URL, PERSONADUAL_LLM_MODEL, PERSONADUAL_LLM_API_KEY, or the --llm-* flags); "
+            "with none configured the build stops with an error unless --aligned-personas offline-template. "
+            "Replies are cached (PERSONADUAL_LLM_CACHE_DIR or --llm-cache-dir), so a re-run or a resumed run "
+            "sends only the requests that never succeeded."
+        ),
+    )
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--samples", action="store_true",
+                   help="use the shipped sample files for every input not given explicitly, sample-sized counts, "
+                        "and offline-template aligned personas unless --aligned-personas is given")
+    for name in FILE_INPUTS:
+        p.add_argument(f"--{name}", type=Path, metavar="FILE",
+                       help=f"local {name} file (.jsonl or .parquet, hub schema)"
+                            + ("; enables the overlap filter" if name in ("pubmedqa", "triviaqa") else "; else the hub"))
+    p.add_argument("--revision", type=_parse_revision, action="append", default=[], metavar="NAME=REV",
+                   help="hub revision (commit / tag) of an input loaded from the hub; repeatable")
+    p.add_argument("--train-counts", type=_parse_counts, default={}, metavar="SRC=N,...",
+                   help=f"training items per source (default {DEFAULT_TRAIN_COUNTS}, Table 5)")
+    p.add_argument("--val-counts", type=_parse_counts, default={}, metavar="SRC=N,...",
+                   help=f"validation items per source (default {DEFAULT_VAL_COUNTS})")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--aligned-personas", type=AlignedMode, choices=list(AlignedMode), default=None,
+                   help="llm (default; needs an endpoint) or offline-template (labelled placeholders, no endpoint)")
+    p.add_argument("--llm-base-url", help="OpenAI-compatible base URL (else PERSONADUAL_LLM_BASE_URL)")
+    p.add_argument("--llm-model", help="model name (else PERSONADUAL_LLM_MODEL)")
+    p.add_argument("--llm-cache-dir", type=Path, help="reply cache (else PERSONADUAL_LLM_CACHE_DIR or ~/.cache)")
+    p.add_argument("--llm-concurrency", type=int, default=16, help="requests in flight (default 16)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> BuildConfig:
+    defaults = sample_paths() if args.samples else {}
+    paths = {name: getattr(args, name) or defaults.get(name) for name in FILE_INPUTS}
+    train = (dict(SAMPLE_TRAIN_COUNTS) if args.samples else dict(DEFAULT_TRAIN_COUNTS)) | args.train_counts
+    val = (dict(SAMPLE_VAL_COUNTS) if args.samples else dict(DEFAULT_VAL_COUNTS)) | args.val_counts
+    aligned = args.aligned_personas or (AlignedMode.OFFLINE_TEMPLATE if args.samples else AlignedMode.LLM)
+    llm = None
+    if aligned is AlignedMode.LLM and (args.llm_base_url or os.environ.get("PERSONADUAL_LLM_BASE_URL")):
+        llm = LLMConfig.from_env(
+            base_url=args.llm_base_url,
+            model=args.llm_model,
+            cache_dir=args.llm_cache_dir,
+            max_concurrency=args.llm_concurrency,
+        )
+    return BuildConfig(
+        out_dir=args.out,
+        paths=paths,
+        revisions=dict(args.revision),
+        train_counts=train,
+        val_counts=val,
+        seed=args.seed,
+        aligned=aligned,
+        llm=llm,
+        progress=not args.no_progress,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if cfg.aligned is AlignedMode.OFFLINE_TEMPLATE:
+            print("aligned personas: OFFLINE TEMPLATE placeholders (not question-specific)", file=sys.stderr)
+        manifest = build(cfg)
+    except (ValueError, LLMError) as err:  # SchemaError and BuildError are ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for split, out in manifest["outputs"].items():
+        print(f"{split}: {out['rows']} rows -> {out['path']}")
+    print(f"manifest -> {cfg.out_dir / 'manifest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,429 @@
+"""Build the SFT data (PersonaDualData, SFT column of Table 5) as verl 0.9.1 multi-turn SFT parquet.
+
+    python -m data_preprocess.build_sft --out data/sft --exclude-rl data/rl          # hub data, expert LLM
+    python -m data_preprocess.build_sft --samples --out /tmp/pd_sft                   # shipped samples
+
+Pipeline (all randomness from ``--seed``):
+
+1. Items, splits, persona settings and personas exactly as ``data_preprocess.build_rl`` makes them (same loaders,
+   overlap filters, stratified draws, aligned / unaligned alternation for objective items, AlignX users), after
+   removing every item that an RL build listed by ``--exclude-rl`` uses, so SFT and RL items are disjoint.
+2. Each item becomes its RL row (``build_rl.build_rows``): the SFT user turn *is* that row's prompt.
+3. The expert (any OpenAI-compatible endpoint, through ``verl_personadual.llm.LLMClient``: cache, concurrency,
+   retries, resume) writes one trajectory per mode with ``prompts.build_expert_request``: objective items
+   (UltraMedical, FLAN) get a general one (question only) and a personalized one (persona + question);
+   personalized items (AlignX) a personalized one only.
+4. Replies are normalised, graded with the project's reward and selected by gain (``data_preprocess.sft_selection``
+   documents normalisation, tie rules and drops). Optionally, rows longer than ``--max-length`` tokens under
+   ``--tokenizer``'s chat template are dropped (verl's SFT trainer is configured to fail on them).
+5. ``train.parquet`` / ``validation.parquet`` (rows in the RL shuffle order, re-indexed) and ``manifest.json`` are
+   written atomically.
+
+Row schema: ``messages`` = [user: the RL prompt, assistant: ``<mode prefix> + reasoning + "\\n" +
+format_answer(answer)``], ``data_source``, ``extra_info`` (:data:`SFT_EXTRA_INFO_TYPE`: the RL row's extra_info
+plus ``ground_truth``, the kept ``mode``, the selection ``decision`` and each mode's expert correctness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from data_preprocess import build_rl
+from data_preprocess.build_rl import BuildConfig, BuildError
+from data_preprocess.common import SchemaError
+from data_preprocess.personas import AlignedMode
+from data_preprocess.sft_selection import Selection, Trajectory, assistant_text, score_trajectory, select
+from verl_personadual.llm import ENV_BASE_URL, LLMBatchError, LLMClient, LLMConfig, LLMError
+from verl_personadual.modes import Mode
+from verl_personadual.prompts import EXPERT_PROMPT_VERSION, OBJECTIVE_SOURCES, DataSource, build_expert_request
+
+#: Table 5, SFT column.
+DEFAULT_TRAIN_COUNTS = {"ultramedical": 2000, "flan": 4000, "alignx": 2000}
+#: Held-out validation items per source (5 % of training).
+DEFAULT_VAL_COUNTS = {"ultramedical": 100, "flan": 200, "alignx": 100}
+#: Expert sampling defaults (DeepSeek-R1's recommended temperature); part of the cache key.
+DEFAULT_TEMPERATURE = 0.6
+DEFAULT_MAX_TOKENS = 4096
+
+SFT_EXTRA_INFO_TYPE = pa.struct(
+    list(build_rl.EXTRA_INFO_TYPE)
+    + [
+        pa.field("ground_truth", pa.string()),
+        pa.field("mode", pa.string()),
+        pa.field("decision", pa.string()),
+        pa.field("general_correct", pa.bool_()),  # null for personalized items (no general trajectory)
+        pa.field("personalized_correct", pa.bool_()),
+    ]
+)
+SFT_ROW_SCHEMA = pa.schema(
+    [
+        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("data_source", pa.string()),
+        ("extra_info", SFT_EXTRA_INFO_TYPE),
+    ]
+)
+
+
+@dataclass
+class SFTConfig:
+    """Everything ``build`` needs. ``base`` drives item selection and personas exactly as in ``build_rl``."""
+
+    base: BuildConfig
+    expert: LLMConfig | None
+    exclude_rl: list[Path] = field(default_factory=list)
+    sampling: dict[str, Any] = field(
+        default_factory=lambda: {"temperature": DEFAULT_TEMPERATURE, "max_tokens": DEFAULT_MAX_TOKENS}
+    )
+    require_correct: bool = False
+    tokenizer: Path | None = None
+    max_length: int | None = None
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One RL row with its expert trajectories and the selection outcome."""
+
+    row: dict[str, Any]
+    general: Trajectory | None
+    personalized: Trajectory
+    selection: Selection
+
+
+def excluded_ids(dirs: Sequence[Path]) -> dict[str, set[str]]:
+    """``source_id``s per ``data_source`` used by the RL builds in ``dirs`` (their train and validation parquet)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for d in dirs:
+        for split in build_rl.SPLITS:
+            path = Path(d) / f"{split}.parquet"
+            if not path.is_file():
+                raise BuildError(f"--exclude-rl {d}: {path} does not exist (expected a build_rl output directory)")
+            table = pq.read_table(path, columns=["data_source", "extra_info"]).to_pylist()
+            for i, row in enumerate(table):
+                info = row.get("extra_info") or {}
+                if not isinstance(info.get("source_id"), str):
+                    raise SchemaError(f"{path}, row {i}, field 'extra_info.source_id': missing or not a str")
+                out[row["data_source"]].add(info["source_id"])
+    return out
+
+
+def expert_requests(rows: Sequence[dict[str, Any]]) -> list[tuple[int, Mode, list[dict[str, str]]]]:
+    """``(row index, mode, messages)`` of every expert request: general + personalized for objective rows,
+    personalized only for personalized rows."""
+    out = []
+    for i, row in enumerate(rows):
+        info = row["extra_info"]
+        if DataSource(row["data_source"]) in OBJECTIVE_SOURCES:
+            out.append((i, Mode.GENERAL, build_expert_request(info["question"], info["task_family"], None)))
+        out.append((i, Mode.PERSONALIZED, build_expert_request(info["question"], info["task_family"], info["persona"])))
+    return out
+
+
+def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[Mode, str]], dict[str, Any]]:
+    """Expert replies per row and mode, plus the request report for the manifest."""
+    if cfg.expert is None:
+        raise BuildError(
+            f"expert trajectories need an LLM endpoint: set {ENV_BASE_URL} and PERSONADUAL_LLM_MODEL "
+            "(or --llm-base-url / --llm-model)"
+        )
+    requests = expert_requests(rows)
+    client = LLMClient(cfg.expert, progress=cfg.base.progress)
+    try:
+        replies = client.complete_many([m for _, _, m in requests], desc="expert trajectories", **cfg.sampling)
+    except LLMBatchError as err:
+        details = "; ".join(
+            f"{rows[requests[k][0]]['data_source']} {rows[requests[k][0]]['extra_info']['source_id']} "
+            f"({requests[k][1].name.lower()}): {msg}"
+            for k, msg in sorted(err.failures.items())[:5]
+        )
+        raise BuildError(
+            f"{len(err.failures)} of {len(requests)} expert requests failed ({details}). "
+            "The successful replies are cached; re-run to retry only the failed ones."
+        ) from err
+    by_row: list[dict[Mode, str]] = [{} for _ in rows]
+    for (i, mode, _), reply in zip(requests, replies):
+        by_row[i][mode] = reply
+    report = {
+        "base_url": cfg.expert.base_url,
+        "model": cfg.expert.model,
+        "prompt_version": EXPERT_PROMPT_VERSION,
+        "sampling": cfg.sampling,
+        "requests": len(requests),
+        "requests_made": client.stats.requests,
+        "served_from_cache": client.stats.cache_hits,
+        "retries": client.stats.retries,
+    }
+    return by_row, report
+
+
+def judge(rows: Sequence[dict[str, Any]], replies: Sequence[dict[Mode, str]], cfg: SFTConfig) -> list[Judged]:
+    """Grade every trajectory and select the kept mode of every row."""
+    out = []
+    for row, reply in tqdm(
+        list(zip(rows, replies)), desc="grading trajectories", unit="item", disable=not cfg.base.progress
+    ):
+        gt, info = row["reward_model"]["ground_truth"], row["extra_info"]
+        graded = {m: score_trajectory(r, row["data_source"], gt, info) for m, r in reply.items()}
+        general, personalized = graded.get(Mode.GENERAL), graded[Mode.PERSONALIZED]
+        out.append(Judged(row, general, personalized, select(general, personalized, require_correct=cfg.require_correct)))
+    return out
+
+
+def sft_row(j: Judged, index: int) -> dict[str, Any]:
+    """The SFT row of a kept item (``j.selection.mode`` is not None)."""
+    mode = j.selection.mode
+    assert mode is not None
+    trajectory = j.personalized if mode is Mode.PERSONALIZED else j.general
+    assert trajectory is not None
+    info = dict(j.row["extra_info"])
+    info.update(
+        index=index,
+        ground_truth=j.row["reward_model"]["ground_truth"],
+        mode=mode.name.lower(),
+        decision=j.selection.decision.value,
+        general_correct=None if j.general is None else j.general.correct,
+        personalized_correct=j.personalized.correct,
+    )
+    messages = [*j.row["prompt"], {"role": "assistant", "content": assistant_text(mode, trajectory)}]
+    return {"messages": messages, "data_source": j.row["data_source"], "extra_info": info}
+
+
+class _LengthCheck:
+    """Token length of a conversation under a tokenizer's chat template."""
+
+    def __init__(self, tokenizer_dir: Path):
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+
+    def __call__(self, messages: list[dict[str, str]]) -> int:
+        text = self.tok.apply_chat_template(messages, tokenize=False)
+        return len(self.tok(text, add_special_tokens=False)["input_ids"])
+
+
+def _summary(judged: Sequence[Judged], too_long: set[int]) -> dict[str, Any]:
+    """Per source -> persona setting: kept general / personalized / dropped, decisions, expert accuracy."""
+    table: dict[str, dict[str, dict[str, Counter[str]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(Counter)))
+    for k, j in enumerate(judged):
+        cell = table[j.row["data_source"]][j.row["extra_info"]["persona_setting"]]
+        kept = j.selection.mode is not None and k not in too_long
+        cell["kept"][j.selection.mode.name.lower() if kept else "dropped"] += 1
+        cell["decisions"][j.selection.decision.value] += 1
+        if k in too_long:
+            cell["dropped_reasons"]["too_long"] += 1
+        elif j.selection.mode is None:
+            cell["dropped_reasons"][j.selection.decision.value] += 1
+        for name, t in (("general", j.general), ("personalized", j.personalized)):
+            if t is None:
+                continue
+            cell["expert"][f"{name}_correct"] += int(t.correct)
+            cell["expert"][f"{name}_total"] += 1
+            if t.problem is not None:
+                cell["expert"][f"{name}_unusable_{t.problem.value}"] += 1
+    return {
+        src: {
+            setting: {
+                "general": c["kept"]["general"],
+                "personalized": c["kept"]["personalized"],
+                "dropped": c["kept"]["dropped"],
+                "decisions": dict(sorted(c["decisions"].items())),
+                "dropped_reasons": dict(sorted(c["dropped_reasons"].items())),
+                "expert": dict(sorted(c["expert"].items())),
+            }
+            for setting, c in sorted(settings.items())
+        }
+        for src, settings in sorted(table.items())
+    }
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    build_rl._atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def build(cfg: SFTConfig) -> dict[str, Any]:
+    """Run the pipeline; returns the manifest (also written to ``out_dir/manifest.json``)."""
+    base = cfg.base
+    loaded, pool, pool_report, provenance = build_rl._load_sources(base)
+    filters = build_rl._apply_filters(base, loaded)
+    exclude = excluded_ids(cfg.exclude_rl)
+    excluded = {}
+    for name, src in loaded.items():
+        before = len(src.items)
+        src.items = [it for it in src.items if it.source_id not in exclude.get(name, set())]
+        excluded[name] = before - len(src.items)
+    assigned = build_rl._compose(base, loaded)
+    assigned, persona_report = build_rl._attach_personas(base, assigned, pool)
+    rows = {split: build_rl.build_rows(assigned, split, base.seed) for split in build_rl.SPLITS}
+    flat = [r for split in build_rl.SPLITS for r in rows[split]]
+    replies, expert_report = _ask_expert(cfg, flat)
+    judged_flat = judge(flat, replies, cfg)
+    length = _LengthCheck(cfg.tokenizer) if cfg.tokenizer is not None and cfg.max_length is not None else None
+
+    outputs, selection = {}, {}
+    start = 0
+    for split in build_rl.SPLITS:
+        judged = judged_flat[start : start + len(rows[split])]
+        start += len(rows[split])
+        out_rows, too_long = [], set()
+        for k, j in enumerate(judged):
+            if j.selection.mode is None:
+                continue
+            row = sft_row(j, len(out_rows))
+            if length is not None and length(row["messages"]) > cfg.max_length:
+                too_long.add(k)
+                continue
+            out_rows.append(row)
+        path = base.out_dir / f"{split}.parquet"
+        table = pa.Table.from_pylist(out_rows, schema=SFT_ROW_SCHEMA)
+        build_rl._atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp))
+        outputs[split] = {"path": str(path), "rows": len(out_rows), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        selection[split] = _summary(judged, too_long)
+
+    manifest = {
+        "seed": base.seed,
+        "sources": provenance,
+        "rows_read": {name: src.rows_read for name, src in loaded.items()} | {"personahub": pool_report.rows_read},
+        "skipped": {name: src.skipped.as_dict() for name, src in loaded.items()}
+        | {"personahub": pool_report.skipped.as_dict()},
+        "filters": filters,
+        "excluded_rl": {"dirs": [str(d) for d in cfg.exclude_rl], "removed": excluded},
+        "requested": {"train": base.train_counts, "validation": base.val_counts},
+        "aligned_personas": persona_report,
+        "expert": expert_report,
+        "selection_rules": {
+            "module": "data_preprocess.sft_selection",
+            "require_correct": cfg.require_correct,
+            "assistant_turn": '<mode prefix> + reasoning + "\\n" + {"answer": <extracted answer>}',
+        },
+        "length_filter": {
+            "tokenizer": None if cfg.tokenizer is None else str(cfg.tokenizer),
+            "max_length": cfg.max_length,
+        },
+        "selection": selection,
+        "outputs": outputs,
+    }
+    _write_json(base.out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m data_preprocess.build_sft",
+        description=(
+            "Build PersonaDual SFT data: expert trajectories in general and personalized mode for UltraMedical, "
+            "FLAN and AlignX items (personas as in build_rl), gain-based selection graded by the project's reward, "
+            "written as verl 0.9.1 multi-turn SFT parquet (column `messages`): OUT/train.parquet, "
+            "OUT/validation.parquet and OUT/manifest.json (kept general / personalized / dropped per source x "
+            "persona setting, selection decisions, expert accuracy, expert prompt version, requests made vs served "
+            "from cache). Selection and normalisation rules: data_preprocess/sft_selection.py."
+        ),
+        epilog=(
+            "The expert is any OpenAI-compatible endpoint (a hosted DeepSeek-R1, a local vLLM server): "
+            "PERSONADUAL_LLM_BASE_URL, PERSONADUAL_LLM_MODEL, PERSONADUAL_LLM_API_KEY or the --llm-* flags; it also "
+            "writes the aligned personas unless --aligned-personas offline-template. Every reply is cached "
+            "(PERSONADUAL_LLM_CACHE_DIR or --llm-cache-dir): a re-run or a resumed run sends only requests that "
+            "never succeeded. Pass --exclude-rl RL_OUT_DIR so that no SFT item is also an RL item. Train with "
+            "recipes/config/persona_dual_sft.yaml (data.train_files=OUT/train.parquet, "
+            "data.val_files=OUT/validation.parquet) from a checkpoint prepared by "
+            "`python -m verl_personadual.add_mode_tokens`."
+        ),
+    )
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--samples", action="store_true",
+                   help="use the shipped sample files for every input not given explicitly, sample-sized counts, "
+                        "and offline-template aligned personas unless --aligned-personas is given (the expert "
+                        "still needs an endpoint)")
+    for name in build_rl.FILE_INPUTS:
+        p.add_argument(f"--{name}", type=Path, metavar="FILE",
+                       help=f"local {name} file (.jsonl or .parquet, hub schema)"
+                            + ("; enables the overlap filter" if name in ("pubmedqa", "triviaqa") else "; else the hub"))
+    p.add_argument("--revision", type=build_rl._parse_revision, action="append", default=[], metavar="NAME=REV",
+                   help="hub revision (commit / tag) of an input loaded from the hub; repeatable")
+    p.add_argument("--train-counts", type=build_rl._parse_counts, default={}, metavar="SRC=N,...",
+                   help=f"training items per source before selection (default {DEFAULT_TRAIN_COUNTS}, Table 5)")
+    p.add_argument("--val-counts", type=build_rl._parse_counts, default={}, metavar="SRC=N,...",
+                   help=f"validation items per source before selection (default {DEFAULT_VAL_COUNTS})")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--exclude-rl", type=Path, action="append", default=[], metavar="DIR",
+                   help="a build_rl output directory whose items (train + validation) must not be used; repeatable")
+    p.add_argument("--aligned-personas", type=AlignedMode, choices=list(AlignedMode), default=None,
+                   help="llm (default) or offline-template (labelled placeholders)")
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                   help=f"expert sampling temperature (default {DEFAULT_TEMPERATURE})")
+    p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                   help=f"expert reply token limit (default {DEFAULT_MAX_TOKENS}); truncated replies have no answer "
+                        "and are counted as unusable")
+    p.add_argument("--require-correct", action="store_true",
+                   help="drop items whose kept trajectory is wrong (default: keep, as the paper's rule does)")
+    p.add_argument("--tokenizer", type=Path, metavar="DIR",
+                   help="tokenizer of the model to train; with --max-length, drop rows longer than that")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="longest row in tokens under --tokenizer's chat template (the SFT recipe uses 4096)")
+    p.add_argument("--llm-base-url", help="OpenAI-compatible base URL (else PERSONADUAL_LLM_BASE_URL)")
+    p.add_argument("--llm-model", help="model name (else PERSONADUAL_LLM_MODEL)")
+    p.add_argument("--llm-cache-dir", type=Path, help="reply cache (else PERSONADUAL_LLM_CACHE_DIR or ~/.cache)")
+    p.add_argument("--llm-concurrency", type=int, default=16, help="requests in flight (default 16)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SFTConfig:
+    if (args.tokenizer is None) != (args.max_length is None):
+        raise BuildError("--tokenizer and --max-length go together")
+    base = build_rl.config_from_args(args)
+    if not args.samples:
+        base = replace(base, train_counts=DEFAULT_TRAIN_COUNTS | args.train_counts,
+                       val_counts=DEFAULT_VAL_COUNTS | args.val_counts)
+    expert = None
+    if args.llm_base_url or os.environ.get(ENV_BASE_URL):
+        expert = LLMConfig.from_env(
+            base_url=args.llm_base_url,
+            model=args.llm_model,
+            cache_dir=args.llm_cache_dir,
+            max_concurrency=args.llm_concurrency,
+        )
+    return SFTConfig(
+        base=base,
+        expert=expert,
+        exclude_rl=list(args.exclude_rl),
+        sampling={"temperature": args.temperature, "max_tokens": args.max_tokens},
+        require_correct=args.require_correct,
+        tokenizer=args.tokenizer,
+        max_length=args.max_length,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if cfg.base.aligned is AlignedMode.OFFLINE_TEMPLATE:
+            print("aligned personas: OFFLINE TEMPLATE placeholders (not question-specific)", file=sys.stderr)
+        manifest = build(cfg)
+    except (ValueError, LLMError) as err:  # SchemaError and BuildError are ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for split, out in manifest["outputs"].items():
+        print(f"{split}: {out['rows']} rows -> {out['path']}")
+    for src, settings in manifest["selection"]["train"].items():
+        for setting, c in settings.items():
+            print(f"train {src}/{setting}: general {c['general']}, personalized {c['personalized']}, "
+                  f"dropped {c['dropped']}")
+    print(f"manifest -> {cfg.base.out_dir / 'manifest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

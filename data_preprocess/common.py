@@ -1,0 +1,234 @@
+"""What every source module shares: the normalised item, source loading (hub id or local file), schema errors,
+skip counters, stable ids, and the question normalisation used by overlap filters.
+
+Loading contract: a source is read either from the Hugging Face hub (``datasets.load_dataset(hub_id, config,
+split=..., revision=...)``) or from a local ``.jsonl`` / ``.json`` (JSON lines) or ``.parquet`` file in the hub's
+schema. Local JSONL is read line by line so that errors name the file and the 1-based line; parquet errors name
+the file and the 0-based row.
+
+Bad input policy (documented once, here):
+
+- a missing field or a field of the wrong type -> :class:`SchemaError` naming file, row and field;
+- bytes that are not UTF-8 -> :class:`SchemaError` naming file and row;
+- a source that yields no usable item when items are requested -> :class:`SchemaError`;
+- an item-level problem that the data legitimately contains (duplicate id, empty or over-long persona, an
+  open-ended item with no rule-checkable gold, a gold not among the options) -> the item is skipped and counted
+  in :class:`SkipCounts` under a fixed reason name; the counts go to the manifest.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from verl_personadual.prompts import DataSource, TaskFamily
+
+__all__ = [
+    "MAX_PERSONA_CHARS",
+    "Item",
+    "Record",
+    "SchemaError",
+    "SkipCounts",
+    "SourceSpec",
+    "LoadedSource",
+    "iter_records",
+    "require",
+    "stable_id",
+    "normalize_question",
+    "question_segments",
+]
+
+#: Personas longer than this (characters, after whitespace normalisation) are skipped as over-long.
+MAX_PERSONA_CHARS = 2000
+
+
+class SchemaError(ValueError):
+    """Input that does not match the documented schema; the message names file, row and field."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One normalised question, whatever its source.
+
+    ``gold`` is in the reward encoding of ``family`` (``verl_personadual.rewards.scorers``); ``choices`` are the
+    options in display order ([] when none); ``task`` is the stratum used for stratified sampling; ``persona`` /
+    ``persona_id`` are set only for sources that carry their own user (AlignX).
+    """
+
+    source: DataSource
+    source_id: str
+    task: str
+    family: TaskFamily
+    question: str
+    gold: str
+    choices: tuple[str, ...] = ()
+    persona: str | None = None
+    persona_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One raw row and where it came from (for error messages)."""
+
+    origin: str  # file path or hub id
+    row: int  # 1-based line for JSONL, 0-based row index otherwise
+    data: Mapping[str, Any]
+
+    def where(self, fieldname: str | None = None) -> str:
+        unit = "line" if self.origin.endswith((".jsonl", ".json")) else "row"
+        suffix = f", field {fieldname!r}" if fieldname else ""
+        return f"{self.origin}, {unit} {self.row}{suffix}"
+
+
+class SkipCounts(collections.Counter):
+    """Skipped items per reason (a Counter with a plain-dict view for the manifest)."""
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(sorted(self.items()))
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where a source is read from: a local file, or the hub id/config/split at an optional revision."""
+
+    hub_id: str
+    config: str | None
+    split: str
+    path: Path | None = None
+    revision: str | None = None
+
+    def describe(self) -> dict[str, str]:
+        """Provenance for the manifest: local file + SHA-256, or hub id + config + split + revision."""
+        if self.path is not None:
+            digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+            return {"file": str(self.path), "sha256": digest}
+        return {
+            "hub_id": self.hub_id,
+            "config": self.config or "default",
+            "split": self.split,
+            "revision": self.revision or "main (unpinned)",
+        }
+
+
+@dataclass
+class LoadedSource:
+    """The items of one source plus what was skipped and why."""
+
+    name: str
+    items: list[Item]
+    skipped: SkipCounts = field(default_factory=SkipCounts)
+    rows_read: int = 0
+
+
+def _iter_jsonl(path: Path) -> Iterator[Record]:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise SchemaError(
+                    f"{path}, line {lineno}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})"
+                ) from None
+            if not text.strip():
+                continue
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise SchemaError(f"{path}, line {lineno}: not valid JSON ({err.msg})") from None
+            if not isinstance(data, dict):
+                raise SchemaError(f"{path}, line {lineno}: expected a JSON object, got {type(data).__name__}")
+            yield Record(str(path), lineno, data)
+
+
+def _iter_parquet(path: Path) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as err:
+        raise SchemaError(f"{path}: not a readable parquet file ({err})") from None
+    row = 0
+    for batch in pf.iter_batches(batch_size=4096):
+        try:
+            rows = batch.to_pylist()
+        except Exception as err:  # invalid UTF-8 in a string column surfaces here
+            raise SchemaError(f"{path}, rows {row}-{row + batch.num_rows - 1}: cannot decode ({err})") from None
+        for data in rows:
+            yield Record(str(path), row, data)
+            row += 1
+
+
+def _iter_hub(spec: SourceSpec) -> Iterator[Record]:
+    import datasets
+
+    ds = datasets.load_dataset(spec.hub_id, spec.config, split=spec.split, revision=spec.revision)
+    origin = f"{spec.hub_id}[{spec.config or 'default'}/{spec.split}]"
+    for i, data in enumerate(ds):
+        yield Record(origin, i, data)
+
+
+def iter_records(spec: SourceSpec) -> Iterator[Record]:
+    """Raw rows of a source, from its local file when ``spec.path`` is set, else from the hub."""
+    if spec.path is None:
+        yield from _iter_hub(spec)
+        return
+    path = Path(spec.path)
+    if not path.is_file():
+        raise SchemaError(f"{path}: no such file")
+    if path.suffix in (".jsonl", ".json"):
+        yield from _iter_jsonl(path)
+    elif path.suffix == ".parquet":
+        yield from _iter_parquet(path)
+    else:
+        raise SchemaError(f"{path}: unsupported file type {path.suffix!r} (expected .jsonl, .json or .parquet)")
+
+
+def require(rec: Record, name: str, kind: type | tuple[type, ...], nullable: bool = False) -> Any:
+    """Field ``name`` of ``rec``, checked against ``kind``; raises :class:`SchemaError` naming file/row/field."""
+    if name not in rec.data:
+        raise SchemaError(f"{rec.where(name)}: missing field")
+    value = rec.data[name]
+    if value is None and nullable:
+        return None
+    if not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise SchemaError(f"{rec.where(name)}: expected {expected}, got {type(value).__name__}")
+    return value
+
+
+def stable_id(prefix: str, *parts: str) -> str:
+    """``prefix:<12 hex>`` from the SHA-1 of ``parts``: an id that depends only on content."""
+    digest = hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:12]
+    return f"{prefix}:{digest}"
+
+
+_NON_WORD = re.compile(r"[^\w]+")
+_SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
+
+
+def normalize_question(text: str) -> str:
+    """Overlap-filter normal form: NFKC, lower case, punctuation removed, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return " ".join(_NON_WORD.sub(" ", text).split())
+
+
+_LABEL = re.compile(r"^\s*[A-Za-z][\w ]{0,20}:\s+")
+
+
+def question_segments(text: str) -> set[str]:
+    """Normal forms of the whole text, of each line, of each sentence, and of each line or sentence without a
+    leading ``Label:`` ("Question: ..."): an item overlaps an evaluation question when any of these equals the
+    evaluation question's normal form (templates wrap questions in extra lines, sentences and labels;
+    UltraMedical appends the options)."""
+    pieces = [text]
+    for line in text.splitlines():
+        for piece in [line, *_SENTENCE_END.split(line)]:
+            pieces.append(piece)
+            pieces.append(_LABEL.sub("", piece, count=1))
+    return {n for n in (normalize_question(p) for p in pieces) if n}
