@@ -1,0 +1,229 @@
+"""build_sft end to end on the shipped samples against the local OpenAI-protocol test server.
+
+The server plays the expert with a fixed script per item (right / wrong / malformed / <think> reply per mode), so
+the selection of every item is asserted against the table of data_preprocess.sft_selection, written out here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from openai_server import OpenAITestServer
+
+from data_preprocess import build_rl, build_sft
+from data_preprocess.personas import AlignedMode
+from verl_personadual.prompts import build_expert_request, format_answer
+
+# Per objective item: (general reply, personalized reply) -> (kept mode or None, decision). Cycled over items.
+OBJECTIVE_SCRIPT = [
+    (("right", "wrong"), ("general", "general_only")),
+    (("wrong", "right"), ("personalized", "persona_gain")),
+    (("right", "right"), ("general", "both_correct")),
+    (("wrong", "wrong"), ("general", "both_wrong")),
+    (("malformed", "right"), ("personalized", "persona_gain")),
+    (("malformed", "wrong"), (None, "general_unusable")),
+    (("fenced", "malformed"), ("general", "general_only")),
+    (("think", "fenced"), ("personalized", "persona_gain")),
+]
+# Per AlignX item: personalized reply -> (kept mode or None, decision).
+ALIGNX_SCRIPT = [
+    ("right", ("personalized", "personalized_correct")),
+    ("wrong", ("personalized", "personalized_wrong")),
+    ("malformed", (None, "personalized_unusable")),
+]
+ANSWERED = {"right", "wrong", "fenced"}
+
+
+def wrong_answer(row: dict) -> str:
+    gold, info = row["reward_model"]["ground_truth"], row["extra_info"]
+    family = info["task_family"]
+    if family in ("multiple_choice", "preference"):
+        return "A" if gold != "A" else "B"
+    if family == "option_text":
+        return next(c for c in info["choices"] if c.lower() != gold.lower())
+    return "-1" if family == "math" else "Nowhere"
+
+
+def reply_text(row: dict, mode: str, kind: str) -> str:
+    sid = row["extra_info"]["source_id"]
+    answer = row["reward_model"]["ground_truth"] if kind in ("right", "fenced") else wrong_answer(row)
+    if kind == "right" or kind == "wrong":
+        return f"{mode} view of {sid}.\n{format_answer(answer)}"
+    if kind == "fenced":
+        return f"{mode} view of {sid}.\n```json\n{format_answer(answer)}\n```"
+    if kind == "think":
+        return f"<think>{mode} view of {sid}.</think>\n{format_answer(answer)}"
+    return f"{mode} rambling about {sid}.\nNo idea {{"
+
+
+@pytest.fixture(scope="module")
+def rl_rows(tmp_path_factory) -> list[dict]:
+    """The RL rows of the samples (same seed and counts as build_sft --samples): items, personas, prompts."""
+    out = tmp_path_factory.mktemp("rl")
+    build_rl.build(build_rl.BuildConfig(
+        out_dir=out, paths=build_rl.sample_paths(), train_counts=dict(build_rl.SAMPLE_TRAIN_COUNTS),
+        val_counts=dict(build_rl.SAMPLE_VAL_COUNTS), aligned=AlignedMode.OFFLINE_TEMPLATE, progress=False))
+    return [r for s in build_rl.SPLITS for r in pq.read_table(out / f"{s}.parquet").to_pylist()]
+
+
+@pytest.fixture(scope="module")
+def plan(rl_rows) -> dict[str, dict]:
+    """source_id -> {row, replies {mode: kind}, expected (mode, decision)}."""
+    out, k_obj, k_ax = {}, 0, 0
+    for row in rl_rows:
+        if row["data_source"] == "alignx":
+            kind, expected = ALIGNX_SCRIPT[k_ax % len(ALIGNX_SCRIPT)]
+            replies, k_ax = {"personalized": kind}, k_ax + 1
+        else:
+            (g, p), expected = OBJECTIVE_SCRIPT[k_obj % len(OBJECTIVE_SCRIPT)]
+            replies, k_obj = {"general": g, "personalized": p}, k_obj + 1
+        out[row["extra_info"]["source_id"]] = {"row": row, "replies": replies, "expected": expected}
+    return out
+
+
+def make_server(plan: dict[str, dict]) -> OpenAITestServer:
+    def reply(body: dict) -> str:
+        content = body["messages"][0]["content"]
+        mode = "personalized" if "in personalized mode" in content else "general"
+        hits = [p for p in plan.values() if f"\n\n{p['row']['extra_info']['question'].strip()}\n\n" in content]
+        assert len(hits) == 1, content
+        return reply_text(hits[0]["row"], mode, hits[0]["replies"][mode])
+
+    return OpenAITestServer(reply=reply)
+
+
+def run(out: Path, srv: OpenAITestServer, cache: Path, *extra: str) -> int:
+    return build_sft.main(["--samples", "--out", str(out), "--llm-base-url", srv.base_url, "--llm-model", "expert",
+                           "--llm-cache-dir", str(cache), "--no-progress", *extra])
+
+
+def read(out: Path) -> dict[str, list[dict]]:
+    return {s: pq.read_table(out / f"{s}.parquet").to_pylist() for s in build_rl.SPLITS}
+
+
+def test_selection_item_by_item_and_rerun_makes_no_request(plan, rl_rows, tmp_path):
+    assert len(plan) == 28  # 16 objective + 4 AlignX train, 6 + 2 validation
+    with make_server(plan) as srv:
+        assert run(tmp_path / "a", srv, tmp_path / "cache") == 0
+        assert srv.requests == 2 * 22 + 6
+        # The expert saw exactly the versioned templates: no persona in general mode, the RL persona otherwise.
+        sent = [b["messages"] for b in srv.bodies]
+        for row in rl_rows:
+            info = row["extra_info"]
+            assert build_expert_request(info["question"], info["task_family"], info["persona"]) in sent
+            general = build_expert_request(info["question"], info["task_family"], None)
+            assert (general in sent) == (row["data_source"] != "alignx")
+            assert info["persona"] not in general[0]["content"]
+        assert {b["temperature"] for b in srv.bodies} == {0.6} and {b["max_tokens"] for b in srv.bodies} == {4096}
+
+        out = read(tmp_path / "a")
+        kept = {r["extra_info"]["source_id"]: (split, r) for split, rows in out.items() for r in rows}
+        for sid, p in plan.items():
+            mode, decision = p["expected"]
+            rl = p["row"]
+            if mode is None:
+                assert sid not in kept, sid
+                continue
+            split, row = kept[sid]
+            assert split == rl["extra_info"]["split"]
+            info = row["extra_info"]
+            assert (info["mode"], info["decision"]) == (mode, decision), sid
+            kind = p["replies"][mode]
+            answer = rl["reward_model"]["ground_truth"] if kind in ("right", "fenced") else wrong_answer(rl)
+            prefix = "[General_mode]" if mode == "general" else "[Personalized_mode]"
+            assert row["messages"] == [
+                *rl["prompt"],
+                {"role": "assistant", "content": f"{prefix}{mode} view of {sid}.\n{format_answer(answer)}"},
+            ]
+            assert row["data_source"] == rl["data_source"]
+            assert info["ground_truth"] == rl["reward_model"]["ground_truth"]
+            assert {k: info[k] for k in rl["extra_info"] if k != "index"} == {
+                k: v for k, v in rl["extra_info"].items() if k != "index"}
+            g, pz = p["replies"].get("general"), p["replies"]["personalized"]
+            assert info["general_correct"] == (None if g is None else g in ("right", "fenced"))
+            assert info["personalized_correct"] == (pz in ("right", "fenced"))
+        for split, rows in out.items():
+            assert [r["extra_info"]["index"] for r in rows] == list(range(len(rows)))
+        # Rows keep the RL shuffle order.
+        rl_order = [r["extra_info"]["source_id"] for r in rl_rows]
+        flat = [r["extra_info"]["source_id"] for s in build_rl.SPLITS for r in out[s]]
+        assert flat == [s for s in rl_order if s in kept]
+
+        manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+        expected_counts: dict = {}
+        for p in plan.values():
+            info = p["row"]["extra_info"]
+            cell = expected_counts.setdefault(info["split"], {}).setdefault(p["row"]["data_source"], {}).setdefault(
+                info["persona_setting"], {"general": 0, "personalized": 0, "dropped": 0})
+            cell[p["expected"][0] or "dropped"] += 1
+        got = {split: {src: {st: {k: c[k] for k in ("general", "personalized", "dropped")} for st, c in v.items()}
+                       for src, v in t.items()} for split, t in manifest["selection"].items()}
+        assert got == expected_counts
+        # Expert counters, summed over all cells, against the script.
+        totals: dict[str, int] = {}
+        for t in manifest["selection"].values():
+            for v in t.values():
+                for c in v.values():
+                    for k, n in c["expert"].items():
+                        totals[k] = totals.get(k, 0) + n
+        kinds = [(m, k) for p in plan.values() for m, k in p["replies"].items()]
+        expected_totals = {f"{m}_total": sum(mm == m for mm, _ in kinds) for m in ("general", "personalized")}
+        expected_totals |= {f"{m}_correct": sum(mm == m and k in ("right", "fenced") for mm, k in kinds)
+                            for m in ("general", "personalized")}
+        for m, k, problem in (("general", "malformed", "no_answer"), ("personalized", "malformed", "no_answer"),
+                              ("general", "think", "think_tags")):
+            expected_totals[f"{m}_unusable_{problem}"] = sum((mm, kk) == (m, k) for mm, kk in kinds)
+        assert totals == {k: v for k, v in expected_totals.items() if v}
+        assert manifest["expert"]["prompt_version"] == "expert-v1"
+        assert (manifest["expert"]["requests_made"], manifest["expert"]["served_from_cache"]) == (50, 0)
+        assert manifest["outputs"]["train"]["rows"] == len(out["train"])
+
+        # Re-run into a fresh directory: every reply comes from the cache, the bytes are identical.
+        before = srv.requests
+        assert run(tmp_path / "b", srv, tmp_path / "cache") == 0
+        assert srv.requests == before
+        again = json.loads((tmp_path / "b" / "manifest.json").read_text())
+        assert (again["expert"]["requests_made"], again["expert"]["served_from_cache"]) == (0, 50)
+        for split in build_rl.SPLITS:
+            assert again["outputs"][split]["sha256"] == manifest["outputs"][split]["sha256"]
+
+
+def test_exclude_rl_makes_items_disjoint(plan, tmp_path):
+    rl_dir = tmp_path / "rl"
+    assert build_rl.main(["--samples", "--out", str(rl_dir), "--no-progress"]) == 0
+    rl_ids = {r["extra_info"]["source_id"] for s in build_rl.SPLITS
+              for r in pq.read_table(rl_dir / f"{s}.parquet").to_pylist()}
+    with OpenAITestServer(reply=lambda body: 'Because.\n{"answer": "A"}') as srv:
+        code = run(tmp_path / "sft", srv, tmp_path / "cache", "--exclude-rl", str(rl_dir),
+                   "--train-counts", "ultramedical=1,flan=2,alignx=0", "--val-counts", "ultramedical=1,flan=0,alignx=0")
+        assert code == 0
+    out = read(tmp_path / "sft")
+    ids = [r["extra_info"]["source_id"] for s in build_rl.SPLITS for r in out[s]]
+    assert len(ids) == 4 and not set(ids) & rl_ids
+    manifest = json.loads((tmp_path / "sft" / "manifest.json").read_text())
+    assert manifest["excluded_rl"]["removed"] == {"ultramedical": 8, "flan": 14}
+
+
+def test_bad_inputs_fail_with_precise_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PERSONADUAL_LLM_BASE_URL", raising=False)
+    assert build_sft.main(["--samples", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "expert trajectories need an LLM endpoint" in capsys.readouterr().err
+    with OpenAITestServer() as srv:
+        assert run(tmp_path / "x", srv, tmp_path / "c", "--exclude-rl", str(tmp_path / "nope")) == 2
+        assert f"{tmp_path / 'nope' / 'train.parquet'} does not exist" in capsys.readouterr().err
+        assert run(tmp_path / "x", srv, tmp_path / "c", "--max-length", "10") == 2
+        assert "--tokenizer and --max-length go together" in capsys.readouterr().err
+        assert srv.requests == 0
+
+
+def test_help_explains_itself(capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_sft.main(["--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in ("selection graded by the project's reward", "--exclude-rl", "PERSONADUAL_LLM_BASE_URL", "persona_dual_sft.yaml",
+                   "add_mode_tokens", "manifest.json"):
+        assert phrase in text
