@@ -31,7 +31,8 @@ def untie(model_dir: Path) -> Path:
 def bases(tmp_path_factory: pytest.TempPathFactory, text_tokenizer_dir: Path) -> dict[str, Path]:
     """Base checkpoints: spare rows or not, tied or not; each also gets a README to be carried over."""
     made = {}
-    for name, spare, tied in [("spare_tied", SPARE, True), ("full_tied", 0, True), ("spare_untied", SPARE, False), ("full_untied", 0, False)]:
+    kinds = [("spare_tied", SPARE, True), ("full_tied", 0, True), ("spare_untied", SPARE, False), ("full_untied", 0, False)]
+    for name, spare, tied in kinds:
         d = tmp_path_factory.mktemp(name)
         n = len(AutoTokenizer.from_pretrained(text_tokenizer_dir))
         build_tiny_model(d, text_tokenizer_dir, vocab_size=n + spare)

@@ -24,7 +24,7 @@ from conftest import build_tiny_model
 from verl_personadual import plugin
 from verl_personadual.modes import Mode, PrefixResolutionError, resolve_prefixes
 from verl_personadual.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, MODE_FIELD
-from verl_personadual.rollout import FORCED_FIELD, ForcedModeAgentLoop, FreeModeAgentLoop, forced_mode
+from verl_personadual.rollout import FORCED_FIELD, forced_mode
 
 MESSAGES = [{"role": "user", "content": "I am a nurse. My question is: which vitamin deficiency causes scurvy?"}]
 SAMPLING = dict(temperature=1.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, logprobs=True)
@@ -128,7 +128,6 @@ def test_registered_and_loaded_by_plugin() -> None:
     assert "verl_personadual.rollout" in plugin.REGISTERING_MODULES
     assert _agent_loop_registry[AGENT_LOOP_FORCED] == {"_target_": "verl_personadual.rollout.ForcedModeAgentLoop"}
     assert _agent_loop_registry[AGENT_LOOP_FREE] == {"_target_": "verl_personadual.rollout.FreeModeAgentLoop"}
-    assert issubclass(ForcedModeAgentLoop, FreeModeAgentLoop.__mro__[1])
 
 
 def test_forced_mode_split() -> None:
@@ -143,13 +142,14 @@ def check_forced_group(outs, server: TinyModelServer, tokenizer, n: int, respons
     prefixes = resolve_prefixes(tokenizer)
     prompt = templated_prompt(tokenizer)
     assert len(outs) == len(server.calls) == n
-    # sessions run concurrently; map each output to its request by the prefix the server was sent
+    # sessions run concurrently: find each output's request by prompt + returned tokens == prompt + response
     expected_modes = [Mode.GENERAL] * (n // 2) + [Mode.PERSONALIZED] * (n // 2)
     seen = {Mode.GENERAL: 0, Mode.PERSONALIZED: 0}
     for session, out in enumerate(outs):
         mode = expected_modes[session]
         pfx = list(prefixes.ids[mode])
-        call = next(c for c in server.calls if c["returned"][0] == out.response_ids[0, len(pfx) : response_length].tolist() and c["prompt_ids"][len(prompt) :] == pfx)
+        response = out.response_ids[0].tolist()
+        call = next(c for c in server.calls if c["prompt_ids"] + c["returned"][0] == prompt + response)
         assert call["prompt_ids"] == prompt + pfx  # the server received prompt + forced prefix
         assert call["sampling_params"] == {**SAMPLING, "max_tokens": response_length - len(pfx)}  # length cap
         gen_ids, gen_lp = call["returned"]
@@ -240,10 +240,12 @@ def test_free_with_tiny_model(ppo_config, tiny_model_dir: Path, tokenizer) -> No
         assert out.extra_fields[MODE_FIELD] == names[prefixes.mode_of_ids(call["returned"][0])]
 
 
-def construction_error(cfg: DictConfig, agent_name: str = AGENT_LOOP_FORCED, sessions=(0,)) -> BaseException:
-    with pytest.raises((hydra.errors.InstantiationException, ValueError, PrefixResolutionError)) as err:
-        run_group(cfg, ScriptedServer(FILLER), agent_name, sessions=list(sessions))
-    return err.value
+def construction_error(cfg: DictConfig, agent_name: str = AGENT_LOOP_FORCED, kind: type = ValueError) -> BaseException:
+    """The error the loop's constructor raised (verl instantiates loops with hydra, which wraps it)."""
+    with pytest.raises(hydra.errors.InstantiationException) as err:
+        run_group(cfg, ScriptedServer(FILLER), agent_name, sessions=[0])
+    assert type(err.value.__cause__) is kind
+    return err.value.__cause__
 
 
 @pytest.mark.parametrize("n", [1, 3, 5])
@@ -271,9 +273,10 @@ def test_rollout_correction_refused(key: str, value: Any, ppo_config, tiny_model
 def test_tokenizer_not_as_configured_refused(
     agent_name: str, ppo_config, tiny_model_dir: Path, text_model_dir: Path
 ) -> None:
-    err = construction_error(make_config(ppo_config, text_model_dir, 4, 16), agent_name)
+    err = construction_error(make_config(ppo_config, text_model_dir, 4, 16), agent_name, PrefixResolutionError)
     assert "not dedicated tokens" in str(err)
-    err = construction_error(make_config(ppo_config, tiny_model_dir, 4, 16, require_mode_tokens=False), agent_name)
+    cfg = make_config(ppo_config, tiny_model_dir, 4, 16, require_mode_tokens=False)
+    err = construction_error(cfg, agent_name, PrefixResolutionError)
     assert "text prefixes were configured" in str(err)
 
 
@@ -285,4 +288,5 @@ def test_response_length_too_short_refused(ppo_config, text_model_dir: Path, tex
 
 def test_session_outside_group_refused(ppo_config, tiny_model_dir: Path) -> None:
     with pytest.raises(ValueError, match="outside the group"):
-        run_group(make_config(ppo_config, tiny_model_dir, 2, 8), ScriptedServer(FILLER), AGENT_LOOP_FORCED, sessions=[2])
+        cfg = make_config(ppo_config, tiny_model_dir, 2, 8)
+        run_group(cfg, ScriptedServer(FILLER), AGENT_LOOP_FORCED, sessions=[2])

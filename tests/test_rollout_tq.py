@@ -37,7 +37,8 @@ def run_prompt(tq, cfg, server, agent_name: str, validate: bool = False) -> tupl
 def test_forced_group_in_transfer_queue(n: int, ray_tq, ppo_config, tiny_model_dir: Path, tokenizer) -> None:
     response_length = 5
     server = TinyModelServer(tiny_model_dir, tokenizer.pad_token_id)
-    uid, status = run_prompt(ray_tq, make_config(ppo_config, tiny_model_dir, n, response_length), server, AGENT_LOOP_FORCED)
+    cfg = make_config(ppo_config, tiny_model_dir, n, response_length)
+    uid, status = run_prompt(ray_tq, cfg, server, AGENT_LOOP_FORCED)
     assert status == "finished"
     keys = [f"{uid}_{i}_0" for i in range(n)]
     data = ray_tq.kv_batch_get(keys=keys, partition_id="train", select_fields=FIELDS)
@@ -61,7 +62,8 @@ def test_forced_group_in_transfer_queue(n: int, ray_tq, ppo_config, tiny_model_d
 
 
 def test_odd_n_fails_the_group(ray_tq, ppo_config, tiny_model_dir: Path) -> None:
-    _, status = run_prompt(ray_tq, make_config(ppo_config, tiny_model_dir, 3, 5), ScriptedServer(FILLER), AGENT_LOOP_FORCED)
+    cfg = make_config(ppo_config, tiny_model_dir, 3, 5)
+    _, status = run_prompt(ray_tq, cfg, ScriptedServer(FILLER), AGENT_LOOP_FORCED)
     assert status == "failure"
 
 

@@ -158,7 +158,8 @@ def verify_checkpoint(path: Path, report: ModeTokenReport, expected_rows: dict[s
     with torch.no_grad():
         logits = model(torch.tensor([enc])).logits
     if logits.shape != (1, len(enc), rows) or not torch.isfinite(logits).all():
-        raise RuntimeError(f"{path}: forward pass gave logits {tuple(logits.shape)} (finite={torch.isfinite(logits).all()})")
+        finite = bool(torch.isfinite(logits).all())
+        raise RuntimeError(f"{path}: forward pass gave logits of shape {tuple(logits.shape)}, all finite: {finite}")
 
 
 def prepare_checkpoint(base_dir: Path, out_dir: Path, overwrite: bool = False) -> ModeTokenReport:

@@ -51,7 +51,7 @@ from verl.workers.rollout.replica import TokenOutput
 
 from verl_personadual.config import DualGRPOConfig
 from verl_personadual.metrics import UNKNOWN_MODE_NAME
-from verl_personadual.modes import UNKNOWN_MODE, Mode, ModePrefixes, resolve_prefixes
+from verl_personadual.modes import Mode, ModePrefixes, resolve_prefixes
 from verl_personadual.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, CONFIG_NAMESPACE, MODE_FIELD
 
 __all__ = [
