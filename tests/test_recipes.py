@@ -437,6 +437,22 @@ def test_cli_dry_run_prints_the_composed_config_and_starts_nothing(stage, run_fi
     assert not out_dir.exists()
 
 
+@pytest.mark.parametrize("stage", ["rl", "sft"])
+def test_verl_entry_point_composes_the_same_config(stage, run_files):
+    """The command the CLI launches, run through verl's own hydra.main with `--cfg job` (print, do not run)."""
+    f = run_files
+    val = [f["val"]] if stage == "rl" else []
+    train = [f["train" if stage == "rl" else "sft"]]
+    overrides = R.build_overrides(stage, "qwen3_8b", "/m", train, val, R.NO_ABLATION, f["out"])
+    cfg = R.compose(stage, overrides)
+    command = R.launch_command(stage, cfg, overrides)
+    command = [sys.executable, *command[command.index("-m") :], "--cfg", "job"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert OmegaConf.to_container(OmegaConf.create(out.stdout)) == OmegaConf.to_container(cfg)
+
+
 def test_cli_rejects_what_it_cannot_run(run_files):
     with pytest.raises(ValueError, match="validation files"):
         R.build_overrides("rl", "qwen3_8b", "/m", [run_files["train"]])

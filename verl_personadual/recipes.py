@@ -74,6 +74,10 @@ STAGES: dict[str, Stage] = {
 
 
 def _group_options(group: str) -> list[str]:
+    if not CONFIG_DIR.is_dir():
+        raise FileNotFoundError(
+            f"recipe configs not found at {CONFIG_DIR}: run from a source checkout installed with `pip install -e .`"
+        )
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
