@@ -101,7 +101,14 @@ def make_config(ppo_config: DictConfig, model_dir: Path, n: int, response_length
     return cfg
 
 
-def run_group(cfg: DictConfig, server: Any, agent_name: str, sessions: list[int] | None = None, **row: Any) -> list:
+def run_group(
+    cfg: DictConfig,
+    server: Any,
+    agent_name: str,
+    sessions: list[int] | None = None,
+    sampling: dict[str, Any] = SAMPLING,
+    **row: Any,
+) -> list:
     """Run one prompt's sessions concurrently as verl's v1 worker does; returns the padded outputs."""
     worker = AgentLoopWorker(cfg, llm_client=server)
     n = cfg.actor_rollout_ref.rollout.n
@@ -111,7 +118,7 @@ def run_group(cfg: DictConfig, server: Any, agent_name: str, sessions: list[int]
     async def main() -> list:
         return await asyncio.gather(
             *[
-                worker._run_agent_loop(SAMPLING, trajectory, agent_name=agent_name, trace=False, session_id=i, **fields)
+                worker._run_agent_loop(sampling, trajectory, agent_name=agent_name, trace=False, session_id=i, **fields)
                 for i in (range(n) if sessions is None else sessions)
             ]
         )
@@ -201,6 +208,17 @@ def test_forced_truncates_overlong_server_output(ppo_config, tiny_model_dir: Pat
     outs = run_group(make_config(ppo_config, tiny_model_dir, 2, 4), server, AGENT_LOOP_FORCED, sessions=[1])
     assert outs[0].response_ids[0].tolist() == [pers] + FILLER
     assert outs[0].response_logprobs[0].tolist() == [0.0, -1.0, -1.0, -1.0]
+
+
+def test_forced_keeps_a_smaller_max_tokens_and_empty_generation(ppo_config, tiny_model_dir: Path, tokenizer) -> None:
+    gen = resolve_prefixes(tokenizer).ids[Mode.GENERAL][0]
+    server = ScriptedServer([])
+    cfg = make_config(ppo_config, tiny_model_dir, 2, 8)
+    outs = run_group(cfg, server, AGENT_LOOP_FORCED, sessions=[0], sampling={**SAMPLING, "max_tokens": 2})
+    assert server.calls[0]["sampling_params"]["max_tokens"] == 2
+    assert outs[0].response_ids[0].tolist() == [gen] + [tokenizer.pad_token_id] * 7
+    assert outs[0].response_mask[0].tolist() == [1] + [0] * 7
+    assert outs[0].response_logprobs[0].tolist() == [0.0] * 8
 
 
 @pytest.mark.parametrize(

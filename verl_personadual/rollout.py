@@ -92,7 +92,6 @@ class _DualModeAgentLoop(AgentLoopBase):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.prompt_length: int = self.rollout_config.prompt_length
         self.response_length: int = self.rollout_config.response_length
         self.dual_grpo = DualGRPOConfig.from_algorithm(self.config.get("algorithm"))
         self.prefixes: ModePrefixes = resolve_prefixes(
@@ -113,7 +112,8 @@ class _DualModeAgentLoop(AgentLoopBase):
         prefix_ids = list(self.prefixes.ids[forced]) if forced is not None else []
 
         params = dict(sampling_params)  # shared by all sessions of the group: never mutate it
-        params["max_tokens"] = self.response_length - len(prefix_ids)
+        cap = self.response_length - len(prefix_ids)
+        params["max_tokens"] = min(int(params.get("max_tokens", cap)), cap)
         metrics: dict[str, Any] = {}
         with simple_timer("generate_sequences", metrics):
             output: TokenOutput = await self.server_manager.generate(
@@ -121,7 +121,7 @@ class _DualModeAgentLoop(AgentLoopBase):
             )
         metrics["num_preempted"] = output.num_preempted if output.num_preempted is not None else -1
         generated = list(output.token_ids)[: params["max_tokens"]]
-        generated_lp = list(output.log_probs)[: params["max_tokens"]] if output.log_probs else None
+        generated_lp = list(output.log_probs)[: params["max_tokens"]] if output.log_probs is not None else None
 
         merge, response_mask, response_logprobs = await self.ct_merge_assistant_token(
             prompt_ids,
