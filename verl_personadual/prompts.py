@@ -267,3 +267,26 @@ def build_expert_request(
     """
     template = _EXPERT_GENERAL_TEMPLATE if persona is None else _EXPERT_PERSONALIZED_TEMPLATE
     return [{"role": "user", "content": template.format(user=build_user_message(question, family, persona))}]
+
+
+# --- Evaluation baseline: PersonaDual-Prompt (the mode is chosen by an instruction, not by training) ---
+
+_MODE_CHOICE_TEMPLATE = (
+    "Before answering, decide whether the persona above should shape your answer. Begin your response with "
+    "exactly one of these two tags: {general} if the answer should rest on facts alone and ignore the persona, "
+    "or {personalized} if it should take the persona into account. Then answer in that mode."
+)
+
+
+def build_mode_choice_prompt(
+    question: str, family: TaskFamily | str, persona: str | None = None
+) -> list[dict[str, str]]:
+    """Chat prompt of the PersonaDual-Prompt baseline: :func:`build_prompt`'s user turn followed by an instruction
+    to open the response with one of the two mode prefixes (``modes.PREFIX_TEXT``) chosen by the model itself."""
+    from verl_personadual.modes import PREFIX_TEXT, Mode
+
+    instruction = _MODE_CHOICE_TEMPLATE.format(
+        general=PREFIX_TEXT[Mode.GENERAL], personalized=PREFIX_TEXT[Mode.PERSONALIZED]
+    )
+    content = f"{build_user_message(question, family, persona)}\n\n{instruction}"
+    return [{"role": "user", "content": content}]

@@ -1,0 +1,206 @@
+"""Generation backends: vLLM's offline engine (GPU) and a transformers fallback that runs tiny models on CPU.
+
+Contract of a backend (:class:`Generator`): ``generate(prompts, max_new_tokens)`` takes token-id prompts and a
+per-prompt token budget and returns, per prompt, the generated ids up to and excluding the first end-of-sequence
+id (at most its budget). Prompts are built once, here, for both backends (:func:`prompt_ids`): the chat template
+with the generation prompt, encoded without extra special tokens, then - for forced decoding - the mode prefix
+ids, after which the model generates (exactly what the training agent loop does). A forced response is the
+prefix ids followed by the generated ids, and its budget is ``max_new_tokens - len(prefix)`` so it has the same
+total length cap as a free response.
+
+Sampling: ``temperature == 0`` is greedy; otherwise sampling with ``top_p``, seeded (transformers: the torch
+generator is re-seeded with ``seed`` + batch number; vLLM: ``SamplingParams(seed=...)`` per request).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, Sequence
+
+from verl_personadual.modes import Mode
+
+__all__ = ["Decoding", "DecodingParams", "Generator", "HFGenerator", "VLLMGenerator", "make_generator", "prompt_ids", "BACKENDS"]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "vllm", "hf")
+
+
+class Decoding(str, enum.Enum):
+    """How the mode of a response is decided: by the model (``free``), forced (``general`` / ``personalized``:
+    the prefix is appended to the prompt and the model generates after it), or by the router baseline."""
+
+    FREE = "free"
+    GENERAL = "general"
+    PERSONALIZED = "personalized"
+    ROUTER = "router"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def forced_mode(self) -> Mode | None:
+        """The mode a forced decoding imposes (None for free and router)."""
+        return {Decoding.GENERAL: Mode.GENERAL, Decoding.PERSONALIZED: Mode.PERSONALIZED}.get(self)
+
+
+@dataclass(frozen=True)
+class DecodingParams:
+    """Sampling parameters shared by every request of a run (recorded in the run config)."""
+
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"bad sampling parameters: temperature={self.temperature}, top_p={self.top_p}")
+
+
+class Generator(Protocol):
+    tokenizer: Any
+
+    def generate(self, prompts: Sequence[list[int]], max_new_tokens: Sequence[int]) -> list[list[int]]: ...
+
+
+def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], chat_template_kwargs: Mapping[str, Any]) -> list[int]:
+    """Token ids of ``messages`` rendered by the chat template with the generation prompt."""
+    text = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False, **dict(chat_template_kwargs)
+    )
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _eos_ids(tokenizer: Any, generation_config: Any = None) -> set[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    extra = getattr(generation_config, "eos_token_id", None)
+    if isinstance(extra, int):
+        ids.add(extra)
+    elif extra:
+        ids.update(int(e) for e in extra)
+    return ids
+
+
+def _cut(ids: Sequence[int], eos: set[int], budget: int) -> list[int]:
+    out: list[int] = []
+    for t in ids[:budget]:
+        if int(t) in eos:
+            break
+        out.append(int(t))
+    return out
+
+
+class HFGenerator:
+    """transformers ``generate`` on left-padded batches (CPU or one GPU)."""
+
+    def __init__(self, model_path: str, params: DecodingParams, device: str = "cpu", dtype: str = "auto"):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.params = params
+        self.device = device
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device).eval()
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id
+        self.eos = _eos_ids(self.tokenizer, self.model.generation_config)
+        self._batches = 0
+
+    def generate(self, prompts: Sequence[list[int]], max_new_tokens: Sequence[int]) -> list[list[int]]:
+        import torch
+
+        if not prompts:
+            return []
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p) :] = 1
+        sample = self.params.temperature > 0
+        kwargs: dict[str, Any] = {"do_sample": sample}
+        if sample:
+            kwargs.update(temperature=self.params.temperature, top_p=self.params.top_p)
+            torch.manual_seed(self.params.seed + self._batches)
+        self._batches += 1
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                max_new_tokens=max(max_new_tokens),
+                pad_token_id=self.pad_id,
+                eos_token_id=sorted(self.eos) or None,
+                **kwargs,
+            )
+        new = out[:, width:].tolist()
+        return [_cut(row, self.eos, budget) for row, budget in zip(new, max_new_tokens)]
+
+
+class VLLMGenerator:
+    """vLLM offline engine (``vllm.LLM``) on token-id prompts."""
+
+    def __init__(self, model_path: str, params: DecodingParams, engine_kwargs: Mapping[str, Any] | None = None):
+        from vllm import LLM
+
+        self.params = params
+        self.llm = LLM(model=model_path, **dict(engine_kwargs or {}))
+        self.tokenizer = self.llm.get_tokenizer()
+        self.eos = _eos_ids(self.tokenizer)
+
+    def generate(self, prompts: Sequence[list[int]], max_new_tokens: Sequence[int]) -> list[list[int]]:
+        from vllm import SamplingParams
+
+        if not prompts:
+            return []
+        p = self.params
+        sampling = [
+            SamplingParams(
+                max_tokens=budget,
+                temperature=p.temperature,
+                top_p=p.top_p if p.temperature > 0 else 1.0,
+                seed=p.seed + i if p.temperature > 0 else None,
+            )
+            for i, budget in enumerate(max_new_tokens)
+        ]
+        outs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompts], sampling, use_tqdm=False)
+        return [_cut(o.outputs[0].token_ids, self.eos, b) for o, b in zip(outs, max_new_tokens)]
+
+
+def _vllm_usable() -> bool:
+    try:
+        import torch
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def make_generator(
+    backend: str,
+    model_path: str,
+    params: DecodingParams,
+    device: str | None = None,
+    dtype: str = "auto",
+    engine_kwargs: Mapping[str, Any] | None = None,
+) -> Generator:
+    """``backend``: ``vllm``, ``hf`` or ``auto`` (vLLM when it imports and a GPU is visible, else transformers).
+    ``device`` (transformers only): default ``cuda`` when available, else ``cpu``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: expected one of {BACKENDS}")
+    if backend == "auto":
+        backend = "vllm" if _vllm_usable() else "hf"
+    logger.info("generation backend: %s (model %s)", backend, model_path)
+    if backend == "vllm":
+        return VLLMGenerator(model_path, params, engine_kwargs)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return HFGenerator(model_path, params, device=device, dtype=dtype)

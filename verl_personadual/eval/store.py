@@ -1,0 +1,119 @@
+"""Atomic file writes and the append-only predictions JSONL that makes runs resumable.
+
+``predictions.jsonl`` holds one JSON object per line, keyed by ``(row_id, decoding)`` (``row_id`` is item id +
+persona setting). :class:`PredictionStore` reads the completed keys on open, so a resumed run skips them; it
+appends whole lines and fsyncs after each batch. A crash can leave at most a torn last line (no trailing newline
+or not valid JSON): it is cut off on open, with a warning. Any other bad line, or a key that occurs twice, is an
+error naming the line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+__all__ = ["atomic_write_text", "atomic_write_bytes", "PredictionStore", "StoreError", "read_predictions"]
+
+logger = logging.getLogger(__name__)
+
+
+class StoreError(ValueError):
+    """A predictions file is corrupt beyond a torn last line; the message names file and line."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _key(record: Mapping[str, Any]) -> tuple[str, str]:
+    return str(record["row_id"]), str(record["decoding"])
+
+
+def _scan(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Records of ``path`` and the byte length of its intact part: every line but the last ends with a newline,
+    and the part after the last newline (empty after a clean write) is a torn line, excluded."""
+    with open(path, "rb") as f:
+        data = f.read()
+    *complete, _torn = data.split(b"\n")
+    records: list[dict[str, Any]] = []
+    good = 0
+    for lineno, raw in enumerate(complete, start=1):
+        good += len(raw) + 1
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+            if not isinstance(rec, dict) or "row_id" not in rec or "decoding" not in rec:
+                raise ValueError("not an object with 'row_id' and 'decoding'")
+        except (ValueError, UnicodeDecodeError) as err:
+            raise StoreError(f"{path}, line {lineno}: {err}") from None
+        records.append(rec)
+    return records, good
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """All intact records of a predictions file (a torn last line ignored); StoreError on a repeated key."""
+    records, _ = _scan(Path(path))
+    seen: set[tuple[str, str]] = set()
+    for lineno, rec in enumerate(records, start=1):
+        key = _key(rec)
+        if key in seen:
+            raise StoreError(f"{path}, line {lineno}: key {key} occurs twice")
+        seen.add(key)
+    return records
+
+
+class PredictionStore:
+    """Append-only predictions file with its completed-key set (module docstring)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.completed: set[tuple[str, str]] = set()
+        if self.path.exists():
+            records, good = _scan(self.path)
+            size = self.path.stat().st_size
+            if good < size:
+                logger.warning("%s: cutting a torn last line (%d bytes) left by an interrupted run", self.path, size - good)
+                with open(self.path, "r+b") as f:
+                    f.truncate(good)
+            self.completed = {_key(r) for r in read_predictions(self.path)}
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch()
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self.completed
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append ``records`` (each a new key) as whole lines, then fsync."""
+        batch = list(records)
+        keys = [_key(r) for r in batch]
+        dup = [k for k in keys if k in self.completed]
+        if dup or len(set(keys)) != len(keys):
+            raise StoreError(f"{self.path}: refusing to append already present key(s) {dup[:3] or keys[:3]}")
+        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch).encode("utf-8")
+        with open(self.path, "ab") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        self.completed.update(keys)
