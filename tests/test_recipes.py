@@ -453,6 +453,19 @@ def test_verl_entry_point_composes_the_same_config(stage, run_files):
     assert OmegaConf.to_container(OmegaConf.create(out.stdout)) == OmegaConf.to_container(cfg)
 
 
+def test_paths_with_hydra_syntax_and_several_files_arrive_verbatim(tmp_path):
+    odd = tmp_path / "my data, v=2" / "train.parquet"
+    second = tmp_path / "more.parquet"
+    overrides = R.build_overrides("rl", "qwen3_8b", str(tmp_path), [str(odd), str(second)], [str(odd)])
+    cfg = R.compose("rl", overrides)
+    assert list(cfg.data.train_files) == [str(odd), str(second)]
+    assert cfg.data.val_files == str(odd)
+    assert cfg.actor_rollout_ref.model.path == str(tmp_path)  # an existing directory: made absolute
+    assert R.compose("sft", R.build_overrides("sft", "qwen3_8b", "Qwen/Qwen3-8B", [str(odd)])).model.path == (
+        "Qwen/Qwen3-8B"  # not a local path: a hub id, kept as given
+    )
+
+
 def test_cli_rejects_what_it_cannot_run(run_files):
     with pytest.raises(ValueError, match="validation files"):
         R.build_overrides("rl", "qwen3_8b", "/m", [run_files["train"]])
