@@ -226,9 +226,9 @@ def question_segments(text: str) -> set[str]:
     leading ``Label:`` ("Question: ..."): an item overlaps an evaluation question when any of these equals the
     evaluation question's normal form (templates wrap questions in extra lines, sentences and labels;
     UltraMedical appends the options)."""
-    pieces = [text]
+    pieces = {text}
     for line in text.splitlines():
-        for piece in [line, *_SENTENCE_END.split(line)]:
-            pieces.append(piece)
-            pieces.append(_LABEL.sub("", piece, count=1))
-    return {n for n in (normalize_question(p) for p in pieces) if n}
+        for piece in {line, *_SENTENCE_END.split(line)}:
+            pieces.add(piece)
+            pieces.add(_LABEL.sub("", piece, count=1))
+    return {n for n in map(normalize_question, pieces) if n}

@@ -173,6 +173,7 @@ class _Cache:
 
     def __init__(self, root: Path | None):
         self.root = root
+        self._made: set[Path] = set()
 
     def _path(self, key: str) -> Path:
         assert self.root is not None
@@ -195,7 +196,9 @@ class _Cache:
         if self.root is None:
             return
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
