@@ -370,7 +370,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=Path, metavar="DIR",
                    help="tokenizer of the model to train; with --max-length, drop rows longer than that")
     p.add_argument("--max-length", type=int, default=None,
-                   help="longest row in tokens under --tokenizer's chat template (the SFT recipe uses 4096)")
+                   help="longest row in tokens, counted on --tokenizer's chat template of the whole conversation "
+                        "(a few template tokens above verl's per-message count for Qwen3, so conservative); the SFT "
+                        "recipe uses data.max_length=4096 with truncation=error")
     p.add_argument("--llm-base-url", help="OpenAI-compatible base URL (else PERSONADUAL_LLM_BASE_URL)")
     p.add_argument("--llm-model", help="model name (else PERSONADUAL_LLM_MODEL)")
     p.add_argument("--llm-cache-dir", type=Path, help="reply cache (else PERSONADUAL_LLM_CACHE_DIR or ~/.cache)")
@@ -411,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(args)
         if cfg.base.aligned is AlignedMode.OFFLINE_TEMPLATE:
             print("aligned personas: OFFLINE TEMPLATE placeholders (not question-specific)", file=sys.stderr)
+        if not cfg.exclude_rl and not args.samples:
+            print("warning: no --exclude-rl given: SFT items may also be RL items", file=sys.stderr)
         manifest = build(cfg)
     except (ValueError, LLMError) as err:  # SchemaError and BuildError are ValueErrors
         print(f"error: {err}", file=sys.stderr)

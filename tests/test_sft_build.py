@@ -227,3 +227,44 @@ def test_help_explains_itself(capsys):
     for phrase in ("selection graded by the project's reward", "--exclude-rl", "PERSONADUAL_LLM_BASE_URL", "persona_dual_sft.yaml",
                    "add_mode_tokens", "manifest.json"):
         assert phrase in text
+
+
+def test_length_filter_drops_rows_longer_than_max_length(plan, tokenizer_dir, tokenizer, tmp_path):
+    with make_server(plan) as srv:
+        assert run(tmp_path / "all", srv, tmp_path / "cache") == 0
+        full = read(tmp_path / "all")
+
+        def length(row: dict) -> int:
+            text = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        lengths = {r["extra_info"]["source_id"]: length(r) for s in build_rl.SPLITS for r in full[s]}
+        limit = sorted(lengths.values())[len(lengths) // 2]
+        before = srv.requests
+        assert run(tmp_path / "short", srv, tmp_path / "cache", "--tokenizer", str(tokenizer_dir),
+                   "--max-length", str(limit)) == 0
+        assert srv.requests == before
+    short = read(tmp_path / "short")
+    kept = [r["extra_info"]["source_id"] for s in build_rl.SPLITS for r in short[s]]
+    assert kept == [sid for s in build_rl.SPLITS for sid in (r["extra_info"]["source_id"] for r in full[s])
+                    if lengths[sid] <= limit]
+    assert 0 < len(kept) < len(lengths)
+    manifest = json.loads((tmp_path / "short" / "manifest.json").read_text())
+    too_long = sum(c["dropped_reasons"].get("too_long", 0) for t in manifest["selection"].values()
+                   for v in t.values() for c in v.values())
+    assert too_long == len(lengths) - len(kept)
+    assert manifest["length_filter"] == {"tokenizer": str(tokenizer_dir), "max_length": limit}
+
+
+def test_failed_request_stops_the_build_and_a_rerun_asks_only_for_it(plan, tmp_path, capsys):
+    with make_server(plan) as srv:
+        srv.script(400)  # not retryable: the first request to arrive fails for good
+        assert run(tmp_path / "a", srv, tmp_path / "cache") == 2
+        err = capsys.readouterr().err
+        assert "1 of 50 expert requests failed" in err and "HTTP 400" in err and "re-run to retry" in err
+        assert not (tmp_path / "a" / "train.parquet").exists()
+        assert srv.requests == 50
+        assert run(tmp_path / "a", srv, tmp_path / "cache") == 0
+        assert srv.requests == 51
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert (manifest["expert"]["requests_made"], manifest["expert"]["served_from_cache"]) == (1, 49)
