@@ -45,7 +45,7 @@ from data_preprocess.build_rl import BuildConfig, BuildError
 from data_preprocess.common import SchemaError
 from data_preprocess.personas import AlignedMode
 from data_preprocess.sft_selection import Selection, Trajectory, assistant_text, score_trajectory, select
-from verl_personadual.llm import ENV_BASE_URL, LLMBatchError, LLMClient, LLMConfig, LLMError
+from verl_personadual.llm import ENV_BASE_URL, ENV_MODEL, LLMBatchError, LLMClient, LLMConfig, LLMError
 from verl_personadual.modes import Mode
 from verl_personadual.prompts import EXPERT_PROMPT_VERSION, OBJECTIVE_SOURCES, DataSource, build_expert_request
 
@@ -134,7 +134,7 @@ def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[di
     """Expert replies per row and mode, plus the request report for the manifest."""
     if cfg.expert is None:
         raise BuildError(
-            f"expert trajectories need an LLM endpoint: set {ENV_BASE_URL} and PERSONADUAL_LLM_MODEL "
+            f"expert trajectories need an LLM endpoint: set {ENV_BASE_URL} and {ENV_MODEL} "
             "(or --llm-base-url / --llm-model)"
         )
     requests = expert_requests(rows)

@@ -268,3 +268,18 @@ def test_failed_request_stops_the_build_and_a_rerun_asks_only_for_it(plan, tmp_p
         assert srv.requests == 51
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert (manifest["expert"]["requests_made"], manifest["expert"]["served_from_cache"]) == (1, 49)
+
+
+def test_require_correct_drops_wrong_kept_trajectories(plan, tmp_path):
+    with make_server(plan) as srv:
+        assert run(tmp_path / "a", srv, tmp_path / "cache") == 0
+        before = srv.requests
+        assert run(tmp_path / "strict", srv, tmp_path / "cache", "--require-correct") == 0
+        assert srv.requests == before
+    strict = read(tmp_path / "strict")
+    kept = {r["extra_info"]["source_id"]: r["extra_info"]["decision"] for s in build_rl.SPLITS for r in strict[s]}
+    expected = {sid: p["expected"][1] for sid, p in plan.items()
+                if p["expected"][0] is not None and p["expected"][1] not in ("both_wrong", "personalized_wrong")}
+    assert kept == expected
+    manifest = json.loads((tmp_path / "strict" / "manifest.json").read_text())
+    assert manifest["selection_rules"]["require_correct"] is True
