@@ -25,6 +25,7 @@ rules say incorrect, as the paper graded them with an LLM; rule-based otherwise.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +49,7 @@ from verl_personadual.names import MODE_FIELD
 from verl_personadual.prompts import PERSONALIZED_SOURCES, DataSource, PersonaSetting, TaskFamily
 from verl_personadual.rewards import LLMJudge, compute_score
 
-__all__ = ["RunConfig", "RunError", "run", "prepare_eval_set", "JUDGE_FAMILIES", "EVAL_SET", "PREDICTIONS"]
+__all__ = ["RunConfig", "RunError", "run", "prepare_eval_set", "score_response", "JUDGE_FAMILIES", "EVAL_SET", "PREDICTIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,18 +185,17 @@ def _check_run_config(cfg: RunConfig) -> None:
         atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
 
 
-def _scorer(judge: LLMJudge | None):
-    def one(row: EvalRow, text: str, mode: int) -> dict[str, Any]:
-        extra = {
-            "task_family": row.family,
-            "choices": row.choices or None,
-            "question": row.question,
-            "persona_setting": row.setting,
-            MODE_FIELD: _MODE_NAME[mode],
-        }
-        return compute_score(row.benchmark, text, row.gold, extra, judge=judge)
-
-    return one
+def score_response(row: EvalRow, text: str, mode: int, judge: LLMJudge | None = None) -> dict[str, Any]:
+    """``rewards.compute_score`` of one decoded response to ``row`` (mode code 0 / 1 / -1), with ``extra_info``
+    carrying the family, options, question, persona setting and mode name."""
+    extra = {
+        "task_family": row.family,
+        "choices": row.choices or None,
+        "question": row.question,
+        "persona_setting": row.setting,
+        MODE_FIELD: _MODE_NAME[mode],
+    }
+    return compute_score(row.benchmark, text, row.gold, extra, judge=judge)
 
 
 def _read_mode(ids: Sequence[int], gen: Generator, prefixes: ModePrefixes, style: PromptStyle) -> int:
@@ -253,7 +253,7 @@ def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
                 raise RunError("--judge needs an OpenAI-compatible endpoint: set PERSONADUAL_LLM_BASE_URL and "
                                "PERSONADUAL_LLM_MODEL (or --llm-base-url / --llm-model)")
             judge = LLMJudge(LLMClient(cfg.llm, validate=LLMJudge.check_reply, progress=False), JUDGE_FAMILIES)
-        score = _scorer(judge)
+        score = functools.partial(score_response, judge=judge)
         workers = cfg.llm.max_concurrency if judge is not None and cfg.llm is not None else 1
         with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
             total=len(units), desc="generate+score", unit="resp", disable=not cfg.progress
