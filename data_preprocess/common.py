@@ -8,6 +8,7 @@ the file and the 0-based row.
 
 Bad input policy (documented once, here):
 
+- a hub source that cannot be loaded -> :class:`SourceUnavailableError` (use a local file);
 - a missing field or a field of the wrong type -> :class:`SchemaError` naming file, row and field;
 - bytes that are not UTF-8 -> :class:`SchemaError` naming file and row;
 - a source that yields no usable item when items are requested -> :class:`SchemaError`;
@@ -34,6 +35,7 @@ __all__ = [
     "Item",
     "Record",
     "SchemaError",
+    "SourceUnavailableError",
     "SkipCounts",
     "SourceSpec",
     "LoadedSource",
@@ -50,6 +52,10 @@ MAX_PERSONA_CHARS = 2000
 
 class SchemaError(ValueError):
     """Input that does not match the documented schema; the message names file, row and field."""
+
+
+class SourceUnavailableError(ValueError):
+    """A source cannot be loaded from the hub (offline, unknown id / config / split)."""
 
 
 @dataclass(frozen=True)
@@ -167,8 +173,14 @@ def _iter_parquet(path: Path) -> Iterator[Record]:
 def _iter_hub(spec: SourceSpec) -> Iterator[Record]:
     import datasets
 
-    ds = datasets.load_dataset(spec.hub_id, spec.config, split=spec.split, revision=spec.revision)
     origin = f"{spec.hub_id}[{spec.config or 'default'}/{spec.split}]"
+    try:
+        ds = datasets.load_dataset(spec.hub_id, spec.config, split=spec.split, revision=spec.revision)
+    except (OSError, ValueError) as err:  # ConnectionError (offline / unreachable), missing repo, config or split
+        raise SourceUnavailableError(
+            f"cannot load {origin} from the Hugging Face hub ({type(err).__name__}: {str(err)[:300]}); "
+            "pass a local file in the same schema instead"
+        ) from err
     for i, data in enumerate(ds):
         yield Record(origin, i, data)
 

@@ -13,7 +13,14 @@ import pytest
 
 from data_preprocess import alignx, flan, personahub, ultramedical
 from data_preprocess.build_rl import BuildConfig, BuildError, build, main, sample_paths, stratified_sample
-from data_preprocess.common import Item, SchemaError, SourceSpec, iter_records, question_segments
+from data_preprocess.common import (
+    Item,
+    SchemaError,
+    SourceSpec,
+    SourceUnavailableError,
+    iter_records,
+    question_segments,
+)
 from data_preprocess.personas import AlignedMode, parse_persona_reply, unaligned_personas
 from verl_personadual.prompts import DataSource, TaskFamily
 
@@ -193,6 +200,14 @@ def test_hub_loading_path_through_datasets(tmp_path):
     assert len(records) == 19 and records[0].origin == f"{repo}[default/train]" and records[0].row == 0
     loaded = flan.load(SourceSpec(str(repo), None, "train"))
     assert loaded.items == flan.load(flan.spec(sample_paths()["flan"])).items
+
+
+def test_unreachable_hub_is_a_clear_error(tmp_path, capsys):
+    """HF_HUB_OFFLINE=1 (tests/conftest.py): the real hub id fails fast with a message that says what to do."""
+    with pytest.raises(SourceUnavailableError, match=r"^cannot load TsinghuaC3I/UltraMedical\[default/train\] from the"):
+        list(iter_records(ultramedical.spec()))
+    assert main(["--out", str(tmp_path / "hub"), "--aligned-personas", "offline-template", "--no-progress"]) == 2
+    assert "pass a local file in the same schema instead" in capsys.readouterr().err
 
 
 # --- bad inputs ---

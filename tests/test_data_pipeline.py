@@ -315,3 +315,20 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
         assert resumed == (tmp_path / "fresh" / f"{split}.parquet").read_bytes()
     rows = read(tmp_path / "killed" / "train.parquet")
     assert len({r["extra_info"]["source_id"] for r in rows}) == len(rows) == 20
+
+
+def test_rows_score_with_the_project_reward(offline_out):
+    """Every row's gold is in the encoding the reward function expects: its own gold scores acc 1, a wrong
+    answer acc 0."""
+    import importlib
+
+    from verl_personadual.prompts import format_answer
+
+    compute_score = getattr(importlib.import_module("verl_personadual.rewards"), names.REWARD_FN_NAME)
+    rows = read(offline_out / "train.parquet") + read(offline_out / "validation.parquet")
+    for r in rows:
+        gold = r["reward_model"]["ground_truth"]
+        wrong = "Z" if len(gold) == 1 else "zzz unrelated"
+        for answer, acc in ((gold, 1.0), (wrong, 0.0)):
+            out = compute_score(r["data_source"], f"Reasoning.\n{format_answer(answer)}", gold, r["extra_info"])
+            assert out["acc"] == acc, (r["extra_info"]["source_id"], answer, out)

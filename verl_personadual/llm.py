@@ -96,7 +96,8 @@ class LLMBatchError(LLMError):
 
 @dataclass(frozen=True)
 class LLMConfig:
-    """Where and how to send requests. ``api_key`` is excluded from ``repr``."""
+    """Where and how to send requests. ``api_key`` is excluded from ``repr``; ``cache_dir=None`` disables the
+    cache (:meth:`from_env` always sets one)."""
 
     base_url: str
     model: str
