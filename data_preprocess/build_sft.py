@@ -87,6 +87,7 @@ class SFTConfig:
         default_factory=lambda: {"temperature": DEFAULT_TEMPERATURE, "max_tokens": DEFAULT_MAX_TOKENS}
     )
     require_correct: bool = False
+    tie: Mode = Mode.GENERAL
     tokenizer: Path | None = None
     max_length: int | None = None
 
@@ -176,7 +177,7 @@ def judge(rows: Sequence[dict[str, Any]], replies: Sequence[dict[Mode, str]], cf
         gt, info = row["reward_model"]["ground_truth"], row["extra_info"]
         graded = {m: score_trajectory(r, row["data_source"], gt, info) for m, r in reply.items()}
         general, personalized = graded.get(Mode.GENERAL), graded[Mode.PERSONALIZED]
-        out.append(Judged(row, general, personalized, select(general, personalized, require_correct=cfg.require_correct)))
+        out.append(Judged(row, general, personalized, select(general, personalized, require_correct=cfg.require_correct, tie=cfg.tie)))
     return out
 
 
@@ -305,6 +306,7 @@ def build(cfg: SFTConfig) -> dict[str, Any]:
         "selection_rules": {
             "module": "data_preprocess.sft_selection",
             "require_correct": cfg.require_correct,
+            "tie": cfg.tie.name.lower(),
             "assistant_turn": '<mode prefix> + reasoning + "\\n" + {"answer": <extracted answer>}',
         },
         "length_filter": {
@@ -367,6 +369,9 @@ def make_parser() -> argparse.ArgumentParser:
                         "and are counted as unusable")
     p.add_argument("--require-correct", action="store_true",
                    help="drop items whose kept trajectory is wrong (default: keep, as the paper's rule does)")
+    p.add_argument("--tie", type=Mode.parse, choices=list(Mode), default=Mode.GENERAL, metavar="{general,personalized}",
+                   help="mode kept when both trajectories of an objective item are correct (default general: the "
+                        "persona must change the outcome)")
     p.add_argument("--tokenizer", type=Path, metavar="DIR",
                    help="tokenizer of the model to train; with --max-length, drop rows longer than that")
     p.add_argument("--max-length", type=int, default=None,
@@ -402,6 +407,7 @@ def config_from_args(args: argparse.Namespace) -> SFTConfig:
         exclude_rl=list(args.exclude_rl),
         sampling={"temperature": args.temperature, "max_tokens": args.max_tokens},
         require_correct=args.require_correct,
+        tie=args.tie,
         tokenizer=args.tokenizer,
         max_length=args.max_length,
     )

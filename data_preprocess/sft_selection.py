@@ -23,7 +23,7 @@ RL reward would call it correct.
 item                   outcome                              kept mode           :class:`Decision`
 =====================  ===================================  ==================  ==========================
 objective              p and not g (g wrong or unusable)    personalized        ``persona_gain``
-objective              g and p (tie)                        general             ``both_correct``
+objective              g and p (tie)                        ``tie`` (general)   ``both_correct``
 objective              g and not p                          general             ``general_only``
 objective              g usable but wrong, not p            general [#]_        ``both_wrong``
 objective              g unusable, not p                    dropped             ``general_unusable``
@@ -35,7 +35,10 @@ personalized (AlignX)  p unusable                           dropped             
 .. [#] The paper keeps the general trajectory whenever the persona brought no gain; with
    ``require_correct=True`` wrong trajectories are dropped instead (decision unchanged, ``mode`` None).
 
-Ties therefore go to general mode: the persona must *change the outcome* to earn a personalized trajectory.
+Ties therefore go to general mode by default: the persona must *change the outcome* to earn a personalized
+trajectory. ``tie=Mode.PERSONALIZED`` keeps the personalized trajectory when both are correct instead (the paper's
+Table 5, e.g. 270 general / 1,730 personalized for UltraMedical, is hard to reach with general ties and a strong
+expert; this switch is how to test that reading).
 """
 
 from __future__ import annotations
@@ -185,12 +188,17 @@ def assistant_text(mode: Mode, trajectory: Trajectory) -> str:
 
 
 def select(
-    general: Trajectory | None, personalized: Trajectory, *, require_correct: bool = False
+    general: Trajectory | None,
+    personalized: Trajectory,
+    *,
+    require_correct: bool = False,
+    tie: Mode = Mode.GENERAL,
 ) -> Selection:
     """Gain-based selection (table in the module docstring).
 
     ``general is None`` marks a personalized item (AlignX: no general trajectory is generated); otherwise the
-    item is objective. ``require_correct`` drops items whose kept trajectory is wrong.
+    item is objective. ``require_correct`` drops items whose kept trajectory is wrong; ``tie`` is the mode kept
+    when both trajectories of an objective item are correct.
     """
     if general is None:
         if not personalized.usable:
@@ -200,8 +208,10 @@ def select(
         return Selection(None if require_correct else Mode.PERSONALIZED, Decision.PERSONALIZED_WRONG)
     if personalized.correct and not general.correct:
         return Selection(Mode.PERSONALIZED, Decision.PERSONA_GAIN)
+    if general.correct and personalized.correct:
+        return Selection(tie, Decision.BOTH_CORRECT)
     if general.correct:
-        return Selection(Mode.GENERAL, Decision.BOTH_CORRECT if personalized.correct else Decision.GENERAL_ONLY)
+        return Selection(Mode.GENERAL, Decision.GENERAL_ONLY)
     if general.usable:
         return Selection(None if require_correct else Mode.GENERAL, Decision.BOTH_WRONG)
     return Selection(None, Decision.GENERAL_UNUSABLE)

@@ -283,3 +283,20 @@ def test_require_correct_drops_wrong_kept_trajectories(plan, tmp_path):
     assert kept == expected
     manifest = json.loads((tmp_path / "strict" / "manifest.json").read_text())
     assert manifest["selection_rules"]["require_correct"] is True
+
+
+def test_tie_personalized_keeps_the_personalized_trajectory_when_both_are_correct(plan, tmp_path):
+    with make_server(plan) as srv:
+        assert run(tmp_path / "tie", srv, tmp_path / "cache", "--tie", "personalized") == 0
+    out = read(tmp_path / "tie")
+    kept = {r["extra_info"]["source_id"]: r for s in build_rl.SPLITS for r in out[s]}
+    ties = [sid for sid, p in plan.items() if p["expected"][1] == "both_correct"]
+    assert ties
+    for sid, p in plan.items():
+        if p["expected"][0] is None:
+            continue
+        mode = "personalized" if sid in ties else p["expected"][0]
+        assert (kept[sid]["extra_info"]["mode"], kept[sid]["extra_info"]["decision"]) == (mode, p["expected"][1])
+        assert kept[sid]["messages"][1]["content"].startswith(f"[{mode.capitalize()}_mode]{mode} view of {sid}.")
+    manifest = json.loads((tmp_path / "tie" / "manifest.json").read_text())
+    assert manifest["selection_rules"]["tie"] == "personalized"

@@ -107,3 +107,6 @@ def test_selection_table(general, personalized, mode, decision, strict_mode):
     assert (s.mode, s.decision) == (mode, decision)
     strict = select(general, personalized, require_correct=True)
     assert (strict.mode, strict.decision) == (strict_mode, decision)
+    # The tie switch changes only the both-correct row.
+    tied = select(general, personalized, tie=Mode.PERSONALIZED)
+    assert (tied.mode, tied.decision) == (Mode.PERSONALIZED if decision is Decision.BOTH_CORRECT else mode, decision)
