@@ -50,7 +50,16 @@ from data_preprocess.personas import (
     unaligned_personas,
 )
 from verl_personadual import names
-from verl_personadual.llm import LLMBatchError, LLMClient, LLMConfig, LLMError
+from verl_personadual.llm import (
+    ENV_API_KEY,
+    ENV_BASE_URL,
+    ENV_CACHE_DIR,
+    ENV_MODEL,
+    LLMBatchError,
+    LLMClient,
+    LLMConfig,
+    LLMError,
+)
 from verl_personadual.prompts import PersonaSetting, build_prompt
 
 SOURCES = ("ultramedical", "flan", "alignx")
@@ -238,7 +247,7 @@ def _attach_personas(
     else:
         if cfg.llm is None:
             raise BuildError(
-                "aligned personas need an LLM endpoint: set PERSONADUAL_LLM_BASE_URL and PERSONADUAL_LLM_MODEL "
+                f"aligned personas need an LLM endpoint: set {ENV_BASE_URL} and {ENV_MODEL} "
                 "(or --llm-base-url / --llm-model), or pass --aligned-personas offline-template"
             )
         client = LLMClient(cfg.llm, progress=cfg.progress)
@@ -386,10 +395,11 @@ def make_parser() -> argparse.ArgumentParser:
             "Quick start, offline: `--samples --out DIR` runs on the shipped sample files with labelled placeholder "
             "aligned personas (--aligned-personas offline-template). Real data: inputs without a local file are "
             "loaded from the Hugging Face hub; aligned personas need an OpenAI-compatible endpoint "
-            "(PERSONADUAL_LLM_BASE_URL, PERSONADUAL_LLM_MODEL, PERSONADUAL_LLM_API_KEY, or the --llm-* flags); "
+            f"({ENV_BASE_URL}, {ENV_MODEL}, {ENV_API_KEY}, or the --llm-* flags); "
             "with none configured the build stops with an error unless --aligned-personas offline-template. "
-            "Replies are cached (PERSONADUAL_LLM_CACHE_DIR or --llm-cache-dir), so a re-run or a resumed run "
-            "sends only the requests that never succeeded."
+            f"Replies are cached ({ENV_CACHE_DIR} or --llm-cache-dir), so a re-run or a resumed run "
+            "sends only the requests that never succeeded. Errors (bad input naming file/row/field, "
+            "too few items, failed LLM requests) exit with status 2."
         ),
     )
     p.add_argument("--out", type=Path, required=True, help="output directory")
@@ -409,10 +419,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     p.add_argument("--aligned-personas", type=AlignedMode, choices=list(AlignedMode), default=None,
                    help="llm (default; needs an endpoint) or offline-template (labelled placeholders, no endpoint)")
-    p.add_argument("--llm-base-url", help="OpenAI-compatible base URL (else PERSONADUAL_LLM_BASE_URL)")
-    p.add_argument("--llm-model", help="model name (else PERSONADUAL_LLM_MODEL)")
-    p.add_argument("--llm-cache-dir", type=Path, help="reply cache (else PERSONADUAL_LLM_CACHE_DIR or ~/.cache)")
-    p.add_argument("--llm-concurrency", type=int, default=16, help="requests in flight (default 16)")
+    p.add_argument("--llm-base-url", metavar="URL", help=f"OpenAI-compatible base URL (else {ENV_BASE_URL})")
+    p.add_argument("--llm-model", metavar="NAME", help=f"model name (else {ENV_MODEL}); the key: {ENV_API_KEY}")
+    p.add_argument("--llm-cache-dir", type=Path, metavar="DIR",
+                   help=f"reply cache (else {ENV_CACHE_DIR}, else ~/.cache/verl_personadual/llm)")
+    p.add_argument("--llm-concurrency", type=int, default=16, metavar="N", help="requests in flight (default 16)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -424,7 +435,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
     val = (dict(SAMPLE_VAL_COUNTS) if args.samples else dict(DEFAULT_VAL_COUNTS)) | args.val_counts
     aligned = args.aligned_personas or (AlignedMode.OFFLINE_TEMPLATE if args.samples else AlignedMode.LLM)
     llm = None
-    if aligned is AlignedMode.LLM and (args.llm_base_url or os.environ.get("PERSONADUAL_LLM_BASE_URL")):
+    if aligned is AlignedMode.LLM and (args.llm_base_url or os.environ.get(ENV_BASE_URL)):
         llm = LLMConfig.from_env(
             base_url=args.llm_base_url,
             model=args.llm_model,

@@ -130,7 +130,7 @@ def test_garbage_reply_rejected_not_cached_others_kept(tmp_path):
 def test_non_json_http_body_is_a_clear_failure(server, tmp_path):
     server.script("garbage")
     client = make_client(server, tmp_path / "c", max_retries=0)
-    with pytest.raises(LLMBatchError, match="#0: "):
+    with pytest.raises(LLMBatchError, match=r"#0: malformed completion: no choices in '<html>not json</html>'$"):
         client.complete(msgs(1))
     assert not any(p.is_file() for p in (tmp_path / "c").rglob("*"))
 
@@ -180,3 +180,14 @@ def test_reserved_params_rejected(server, tmp_path):
     client = make_client(server, tmp_path / "c")
     with pytest.raises(ValueError, match=r"\['n'\]"):
         client.complete(msgs(1), n=2)
+
+
+def test_server_reply_function_error_is_a_500(tmp_path):
+    def boom(body):
+        raise RuntimeError("reply function failed")
+
+    with OpenAITestServer(reply=boom) as srv:
+        client = make_client(srv, tmp_path / "c", max_retries=1)
+        with pytest.raises(LLMBatchError, match=r"#0: HTTP 500: .*reply function failed"):
+            client.complete(msgs(1))
+        assert srv.requests == 2 and client.stats.retries == 1 and client.stats.failed == 1
