@@ -142,10 +142,7 @@ def test_namespace_keys_are_dualgrpo_fields():
     for path in [R.CONFIG_DIR / "persona_dual_rl.yaml", *sorted((R.CONFIG_DIR / R.ABLATION_GROUP).glob("*.yaml"))]:
         section = ((yaml.safe_load(path.read_text()) or {}).get("algorithm") or {}).get(names.CONFIG_NAMESPACE, {})
         unknown = set(section) - known
-        if path.stem in SINGLE_MODE:
-            assert unknown == {"only_mode"}, path.name
-        else:
-            assert not unknown, f"{path.name}: {unknown}"
+        assert not unknown, f"{path.name}: {unknown}"
 
 
 # --- Stage 2 (RL) ----------------------------------------------------------------------------------------------
@@ -216,21 +213,17 @@ def test_grpo_baseline_is_verl_grpo_without_forcing(run_files):
 
 
 @pytest.mark.parametrize("ablation", sorted(SINGLE_MODE))
-def test_single_mode_baselines_compose_but_await_agent_loop_support(ablation, run_files):
-    """G-SFT-RL / P-SFT-RL need `algorithm.dual_grpo.only_mode`, which no component implements yet.
-
-    verl accepts the recipe; our config rejects the key, so a run stops at start-up instead of silently
-    training both modes. When support lands this test fails: update it and recipes/README.md.
-    """
+def test_single_mode_baselines_select_one_forced_mode(ablation, run_files):
+    """G-SFT-RL / P-SFT-RL: `algorithm.dual_grpo.only_mode` forces every training rollout into one mode."""
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
     cfg = composed("rl", "qwen3_8b", run_files, ablation)
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
-    assert Mode.parse(cfg.algorithm.dual_grpo.only_mode) is SINGLE_MODE[ablation]
-    assert "only_mode" not in DualGRPOConfig.__dataclass_fields__
-    with pytest.raises(ValueError, match="only_mode"):
-        R.validate("rl", cfg)
+    R.validate("rl", cfg)
+    dual = DualGRPOConfig.from_algorithm(cfg.algorithm)
+    assert dual.single_mode is SINGLE_MODE[ablation] and dual.prefix_forcing is True
+    assert cfg.algorithm.adv_estimator == names.ESTIMATOR
 
 
 def test_plugin_registers_the_names_the_recipes_select(run_files):

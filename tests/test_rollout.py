@@ -293,9 +293,23 @@ def test_tokenizer_not_as_configured_refused(
 ) -> None:
     err = construction_error(make_config(ppo_config, text_model_dir, 4, 16), agent_name, PrefixResolutionError)
     assert "not dedicated tokens" in str(err)
+    # require_mode_tokens=false accepts either kind: dedicated tokens still resolve.
     cfg = make_config(ppo_config, tiny_model_dir, 4, 16, require_mode_tokens=False)
-    err = construction_error(cfg, agent_name, PrefixResolutionError)
-    assert "text prefixes were configured" in str(err)
+    assert len(run_group(cfg, ScriptedServer(FILLER), agent_name, sessions=[0])) == 1
+
+
+@pytest.mark.parametrize("only_mode", ["general", "personalized"])
+def test_only_mode_forces_every_session_into_one_mode(only_mode: str, ppo_config, tiny_model_dir: Path, tokenizer):
+    """G-SFT-RL / P-SFT-RL baselines: any n (here odd), every rollout forced into the configured mode."""
+    mode = Mode.parse(only_mode)
+    prefix = list(resolve_prefixes(tokenizer).ids[mode])
+    server = TinyModelServer(tiny_model_dir, tokenizer.pad_token_id)
+    outs = run_group(make_config(ppo_config, tiny_model_dir, 3, 6, only_mode=only_mode), server, AGENT_LOOP_FORCED)
+    prompt = templated_prompt(tokenizer)
+    assert sorted(c["prompt_ids"] == prompt + prefix for c in server.calls) == [True] * 3
+    for out in outs:
+        assert out.response_ids[0, : len(prefix)].tolist() == prefix
+        assert out.extra_fields[MODE_FIELD] == only_mode and out.extra_fields[FORCED_FIELD] is True
 
 
 def test_response_length_too_short_refused(ppo_config, text_model_dir: Path, text_tokenizer) -> None:

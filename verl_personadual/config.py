@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from verl_personadual.modes import Mode
 from verl_personadual.names import CONFIG_NAMESPACE
 
 __all__ = ["DualGRPOConfig"]
@@ -25,7 +26,9 @@ class DualGRPOConfig:
         norm_by_std: divide the intra-mode term by the std of the mode's rewards in its group (the paper has none).
         epsilon: added to that std.
         prefix_forcing: training rollouts are forced n/2 per mode (False = "w/o PfxSmp": the model picks).
-        require_mode_tokens: the prefixes must be dedicated tokens (False allows multi-token text prefixes).
+        require_mode_tokens: the prefixes must be dedicated tokens (False also accepts multi-token text prefixes).
+        only_mode: None, or "general" / "personalized": force every training rollout into that one mode
+            (the paper's G-SFT-RL / P-SFT-RL baselines); the inter-mode term is then 0 in every group.
     """
 
     beta: float = 2.0
@@ -34,6 +37,7 @@ class DualGRPOConfig:
     epsilon: float = 1e-6
     prefix_forcing: bool = True
     require_mode_tokens: bool = True
+    only_mode: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.beta, (int, float)) or self.beta < 0:
@@ -43,6 +47,26 @@ class DualGRPOConfig:
         for name in ("inter_mode", "norm_by_std", "prefix_forcing", "require_mode_tokens"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"algorithm.{CONFIG_NAMESPACE}.{name} must be true/false, got {getattr(self, name)!r}")
+        if self.only_mode is not None:
+            try:
+                Mode.parse(self.only_mode)
+            except ValueError as exc:
+                raise ValueError(f"algorithm.{CONFIG_NAMESPACE}.only_mode: {exc}") from None
+            if not self.prefix_forcing:
+                raise ValueError(
+                    f"algorithm.{CONFIG_NAMESPACE}.only_mode={self.only_mode!r} forces one mode, which contradicts "
+                    "prefix_forcing=false"
+                )
+
+    @property
+    def single_mode(self) -> Mode | None:
+        """The one mode every training rollout is forced into, or None (both modes, n/2 each)."""
+        return None if self.only_mode is None else Mode.parse(self.only_mode)
+
+    @property
+    def prefix_requirement(self) -> bool | None:
+        """``require_single_token`` for ``modes.resolve_prefixes``: True (dedicated tokens) or None (either kind)."""
+        return True if self.require_mode_tokens else None
 
     @classmethod
     def from_algorithm(cls, algorithm: Any) -> "DualGRPOConfig":

@@ -11,7 +11,8 @@ Two loops are registered with verl's agent-loop registry (a data row picks one t
     exceeds ``response_length``. The returned response starts with the prefix ids, and the prefix has
     ``response_mask = 1`` so it receives gradient (its advantage is weighted by ``beta`` in the estimator).
     With ``algorithm.dual_grpo.prefix_forcing = false`` (the paper's "w/o PfxSmp" ablation) this loop
-    behaves exactly like the free loop.
+    behaves exactly like the free loop. With ``algorithm.dual_grpo.only_mode = general|personalized`` (the
+    G-SFT-RL / P-SFT-RL baselines) every session is forced into that one mode and any ``n >= 1`` is accepted.
 
 ``names.AGENT_LOOP_FREE`` (validation rows)
     No forcing: the server receives the prompt and the model writes its own prefix.
@@ -30,7 +31,7 @@ therefore refuses, at construction, any of these settings (the free loop has hon
 token and accepts them).
 
 Prefix ids come from the tokenizer via ``modes.resolve_prefixes``; ``algorithm.dual_grpo.require_mode_tokens``
-(default true) requires dedicated tokens, false requires the plain-text encoding (several ids), exactly as the
+(default true) requires dedicated tokens; false also accepts the plain-text encoding (several ids), exactly as the
 trainer resolves them. Both loops refuse at construction a tokenizer on which the prefixes do not resolve so.
 
 The loops require verl's v1 (TransferQueue) agent-loop worker, which passes ``session_id``; the forced loop
@@ -95,7 +96,7 @@ class _DualModeAgentLoop(AgentLoopBase):
         self.response_length: int = self.rollout_config.response_length
         self.dual_grpo = DualGRPOConfig.from_algorithm(self.config.get("algorithm"))
         self.prefixes: ModePrefixes = resolve_prefixes(
-            self.tokenizer, require_single_token=self.dual_grpo.require_mode_tokens
+            self.tokenizer, require_single_token=self.dual_grpo.prefix_requirement
         )
 
     async def _rollout(self, sampling_params: dict[str, Any], forced: Mode | None, **kwargs: Any) -> AgentLoopOutput:
@@ -185,7 +186,8 @@ class ForcedModeAgentLoop(_DualModeAgentLoop):
         if not self.forcing:
             return
         self.n: int = int(self.rollout_config.n)
-        if self.n < 2 or self.n % 2:
+        self.single_mode: Mode | None = self.dual_grpo.single_mode
+        if self.single_mode is None and (self.n < 2 or self.n % 2):
             raise ValueError(
                 f"{AGENT_LOOP_FORCED} splits each group exactly in half between the two modes, so "
                 f"actor_rollout_ref.rollout.n must be even and >= 2; got n={self.n}"
@@ -217,5 +219,5 @@ class ForcedModeAgentLoop(_DualModeAgentLoop):
                 f"{AGENT_LOOP_FORCED} needs the session index verl's v1 agent-loop worker passes as session_id "
                 "(trainer.use_v1=true); it was not given"
             )
-        mode = forced_mode(int(kwargs["session_id"]), self.n)
+        mode = self.single_mode if self.single_mode is not None else forced_mode(int(kwargs["session_id"]), self.n)
         return await self._rollout(sampling_params, forced=mode, **kwargs)

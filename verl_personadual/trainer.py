@@ -59,7 +59,7 @@ class PersonaDualSyncTrainer(PPOTrainerSync):
 
     def _init_tokenizer(self) -> None:
         super()._init_tokenizer()
-        self.mode_prefixes = resolve_prefixes(self.tokenizer, require_single_token=self.dual_grpo.require_mode_tokens)
+        self.mode_prefixes = resolve_prefixes(self.tokenizer, require_single_token=self.dual_grpo.prefix_requirement)
         logger.info("%s: mode prefix ids %s", TRAINER_MODE, self.mode_prefixes.ids)
 
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
