@@ -87,10 +87,10 @@ def render_user(demographic: str, ugc: list[dict[str, Any]], pairwise: list[dict
     return ". ".join(parts)
 
 
-def load(source: SourceSpec, seed: int) -> LoadedSource:
+def load(source: SourceSpec, seed: int, progress: bool = False) -> LoadedSource:
     out = LoadedSource("alignx", [])
     seen: set[str] = set()
-    for rec in iter_records(source):
+    for rec in iter_records(source, progress):
         out.rows_read += 1
         post = require(rec, "prompt", str).strip()
         chosen = require(rec, "chosen", str).strip()

@@ -166,10 +166,13 @@ def _load_sources(cfg: BuildConfig) -> tuple[dict[str, LoadedSource], list[Perso
     modules = {"ultramedical": ultramedical, "flan": flan, "alignx": alignx}
     for name in needed:
         source_spec = spec(modules[name], name)
-        loaded[name] = alignx.load(source_spec, cfg.seed) if name == "alignx" else modules[name].load(source_spec)
+        if name == "alignx":
+            loaded[name] = alignx.load(source_spec, cfg.seed, cfg.progress)
+        else:
+            loaded[name] = modules[name].load(source_spec, cfg.progress)
         provenance[name] = source_spec.describe()
     pool_spec = spec(personahub, "personahub")
-    pool, pool_report = personahub.load(pool_spec)
+    pool, pool_report = personahub.load(pool_spec, cfg.progress)
     provenance["personahub"] = pool_spec.describe()
     return loaded, pool, pool_report, provenance
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from tqdm.auto import tqdm
+
 from verl_personadual.prompts import DataSource, TaskFamily
 
 __all__ = [
@@ -185,8 +187,7 @@ def _iter_hub(spec: SourceSpec) -> Iterator[Record]:
         yield Record(origin, i, data)
 
 
-def iter_records(spec: SourceSpec) -> Iterator[Record]:
-    """Raw rows of a source, from its local file when ``spec.path`` is set, else from the hub."""
+def _records(spec: SourceSpec) -> Iterator[Record]:
     if spec.path is None:
         yield from _iter_hub(spec)
         return
@@ -199,6 +200,16 @@ def iter_records(spec: SourceSpec) -> Iterator[Record]:
         yield from _iter_parquet(path)
     else:
         raise SchemaError(f"{path}: unsupported file type {path.suffix!r} (expected .jsonl, .json or .parquet)")
+
+
+def iter_records(spec: SourceSpec, progress: bool = False) -> Iterator[Record]:
+    """Raw rows of a source, from its local file when ``spec.path`` is set, else from the hub; ``progress``
+    shows a tqdm bar (rows read)."""
+    name = spec.path.name if spec.path is not None else spec.hub_id
+    with tqdm(desc=f"reading {name}", unit=" rows", disable=not progress, mininterval=0.5) as bar:
+        for rec in _records(spec):
+            bar.update(1)
+            yield rec
 
 
 def require(rec: Record, name: str, kind: type | tuple[type, ...], nullable: bool = False) -> Any:

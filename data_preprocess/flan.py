@@ -54,10 +54,10 @@ def family_of(task: str, options: list[str] | None) -> TaskFamily:
     return TaskFamily.FREE_TEXT
 
 
-def load(source: SourceSpec) -> LoadedSource:
+def load(source: SourceSpec, progress: bool = False) -> LoadedSource:
     out = LoadedSource("flan", [])
     seen: set[str] = set()
-    for rec in iter_records(source):
+    for rec in iter_records(source, progress):
         out.rows_read += 1
         inputs = require(rec, "inputs", str).strip()
         targets = require(rec, "targets", str).strip()

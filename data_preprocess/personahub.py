@@ -27,12 +27,12 @@ def spec(path: Path | None = None, revision: str | None = None) -> SourceSpec:
     return SourceSpec(HUB_ID, HUB_CONFIG, HUB_SPLIT, path, revision)
 
 
-def load(source: SourceSpec) -> tuple[list[Persona], LoadedSource]:
+def load(source: SourceSpec, progress: bool = False) -> tuple[list[Persona], LoadedSource]:
     """The persona pool in file order, and the load report (its ``items`` list stays empty)."""
     report = LoadedSource("personahub", [])
     pool: list[Persona] = []
     seen: set[str] = set()
-    for rec in iter_records(source):
+    for rec in iter_records(source, progress):
         report.rows_read += 1
         text = " ".join(require(rec, "persona", str).split())
         if not text:

@@ -65,11 +65,11 @@ def _human_turn(rec: Record) -> str:
     raise SchemaError(f"{rec.where('conversations')}: no turn with from='human'")
 
 
-def load(source: SourceSpec) -> LoadedSource:
+def load(source: SourceSpec, progress: bool = False) -> LoadedSource:
     """All multiple-choice items of the source (first occurrence of each id); skips counted by reason."""
     out = LoadedSource("ultramedical", [])
     seen: set[str] = set()
-    for rec in iter_records(source):
+    for rec in iter_records(source, progress):
         out.rows_read += 1
         uid = require(rec, "id", str).strip()
         require(rec, "type", str)
