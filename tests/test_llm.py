@@ -56,7 +56,7 @@ def test_replies_in_order_and_rerun_sends_nothing(server, tmp_path):
     assert server.bodies[0]["model"] == "test-model"
     assert server.bodies[0]["temperature"] == 0.0 and server.bodies[0]["max_tokens"] == 8
     assert client.stats.as_dict() == {
-        "requests": 5, "completed": 5, "cache_hits": 0, "retries": 0, "rejected": 0, "failed": 0
+        "requests": 5, "completed": 5, "cache_hits": 0, "duplicates": 0, "retries": 0, "rejected": 0, "failed": 0
     }
     again = make_client(server, tmp_path / "c")
     assert again.complete_many([msgs(i) for i in range(5)], temperature=0.0, max_tokens=8) == out
@@ -191,3 +191,10 @@ def test_server_reply_function_error_is_a_500(tmp_path):
         with pytest.raises(LLMBatchError, match=r"#0: HTTP 500: .*reply function failed"):
             client.complete(msgs(1))
         assert srv.requests == 2 and client.stats.retries == 1 and client.stats.failed == 1
+
+
+def test_identical_requests_in_a_batch_are_sent_once(server, tmp_path):
+    client = make_client(server, tmp_path / "c")
+    out = client.complete_many([msgs(1), msgs(2), msgs(1), msgs(1)])
+    assert out == ["question 1", "question 2", "question 1", "question 1"]
+    assert server.requests == 2 and client.stats.duplicates == 2 and client.stats.completed == 2

@@ -16,6 +16,7 @@ Contract:
 - A validation hook ``validate(reply: str) -> None`` raises ``ValueError`` to reject a reply (garbage); the
   rejected reply is not cached. ``complete_many`` finishes every other request first (so they are cached), then
   raises :class:`LLMBatchError` listing each failed index with its reason.
+- Identical requests within one batch are sent once and share the reply.
 - Counters in :attr:`LLMClient.stats`: requests sent, completions served from cache, retries, rejected replies.
 """
 
@@ -150,6 +151,7 @@ class LLMStats:
     requests: int = 0  # HTTP requests sent (retries included)
     completed: int = 0  # replies received and accepted (not from cache)
     cache_hits: int = 0  # replies served from the on-disk cache
+    duplicates: int = 0  # requests identical to an earlier one of the same batch (answered by its one request)
     retries: int = 0  # requests re-sent after 429 / 5xx / timeout / connection error
     rejected: int = 0  # replies the validator rejected
     failed: int = 0  # requests that failed for good
@@ -282,6 +284,8 @@ class LLMClient:
         ``params`` are sampling parameters passed to ``chat.completions.create`` (temperature, max_tokens, seed,
         top_p, ...) and are part of the cache key. ``validate`` overrides the client's default hook.
         Raises :class:`LLMBatchError` (after all other requests finished and were cached) if any failed.
+        From async code prefer ``await acomplete_many(...)``: called inside a running event loop, this method
+        runs the batch on a helper thread and blocks the caller until it is done.
         """
         return _run_sync(self.acomplete_many(messages_list, validate=validate, desc=desc, **params))
 
@@ -300,17 +304,21 @@ class LLMClient:
         check = validate or self.validate
         results: list[str | None] = [None] * len(messages_list)
         failures: dict[int, str] = {}
-        keys = [cache_key(self.config.model, m, params) for m in messages_list]
-        todo: list[int] = []
-        for i, key in enumerate(keys):
+        todo: dict[str, list[int]] = {}  # cache key -> indices of identical requests, sent once
+        for i, messages in enumerate(messages_list):
+            key = cache_key(self.config.model, messages, params)
+            if key in todo:
+                todo[key].append(i)
+                self.stats.duplicates += 1
+                continue
             cached = self._cache.get(key)
             if cached is None:
-                todo.append(i)
+                todo[key] = [i]
             else:
                 results[i] = cached
                 self.stats.cache_hits += 1
         bar = tqdm(total=len(messages_list), desc=desc, disable=not self.progress or desc is None, unit="req")
-        bar.update(len(messages_list) - len(todo))
+        bar.update(len(messages_list) - sum(len(v) for v in todo.values()))
         if todo:
             client = openai.AsyncOpenAI(
                 base_url=self.config.base_url,
@@ -320,27 +328,29 @@ class LLMClient:
             )
             sem = asyncio.Semaphore(self.config.max_concurrency)
 
-            async def one(i: int) -> None:
+            async def one(key: str, indices: list[int]) -> None:
                 async with sem:
                     try:
-                        reply = await self._request(client, messages_list[i], params)
+                        reply = await self._request(client, messages_list[indices[0]], params)
                         if check is not None:
                             try:
                                 check(reply)
                             except ValueError as err:
                                 self.stats.rejected += 1
                                 raise LLMError(f"reply rejected by validator: {err}; reply: {reply[:200]!r}") from err
-                        self._cache.put(keys[i], reply)
-                        results[i] = reply
+                        self._cache.put(key, reply)
+                        for i in indices:
+                            results[i] = reply
                         self.stats.completed += 1
                     except (LLMError, openai.OpenAIError) as err:
                         self.stats.failed += 1
-                        failures[i] = str(err) if isinstance(err, LLMError) else _describe_error(err)
+                        for i in indices:
+                            failures[i] = str(err) if isinstance(err, LLMError) else _describe_error(err)
                     finally:
-                        bar.update(1)
+                        bar.update(len(indices))
 
             try:
-                await asyncio.gather(*(one(i) for i in todo))
+                await asyncio.gather(*(one(key, indices) for key, indices in todo.items()))
             finally:
                 await client.close()
         bar.close()
