@@ -21,11 +21,12 @@ from verl_personadual.advantage import row_modes
 from verl_personadual.config import DualGRPOConfig
 from verl_personadual.modes import Mode, resolve_prefixes
 from verl_personadual.names import ESTIMATOR
-from verl_personadual.trainer import PersonaDualSyncTrainer, read_row_modes
+from verl_personadual.trainer import PersonaDualSyncTrainer, read_step_rows, setting_name
 
 ROWS = SINGLE_TOKEN_ROWS[:-1]  # verl appends its own padding rows
 EXPECTED = SINGLE_TOKEN_EXPECTED[:-1]
 FILLER = 30  # an ordinary token id
+SETTING = {"a": "aligned", "b": "unaligned", "c": "none"}  # persona setting of each prompt group
 
 
 def response_ids(mode: int, n: int, prefixes) -> list[int]:
@@ -49,7 +50,7 @@ def put_rollouts(tq, prefixes, partition: str) -> KVBatchMeta:
             extra_fields={},
         )
         field = out.as_dict()
-        field.update(uid=f"{uid}{run}", session_id=i, data_source="flan")
+        field.update(uid=f"{uid}{run}", session_id=i, data_source="flan", extra_info={"persona_setting": SETTING[uid]})
         field["input_ids"] = torch.cat([field["prompts"], field["responses"]])
         field["attention_mask"] = torch.ones_like(field["input_ids"])
         field["position_ids"] = torch.arange(field["input_ids"].numel())
@@ -83,9 +84,25 @@ def test_advantage_step_through_transfer_queue(ray_tq, ppo_config, tokenizer):
     perm = np.random.default_rng(0).permutation(len(batch)).tolist()
     batch.reorder(perm)
 
-    modes, plen = read_row_modes(batch, trainer.mode_prefixes)
+    rows = read_step_rows(batch, trainer.mode_prefixes)
+    modes, plen = rows.modes, rows.prefix_len
     metrics: dict = {}
     batch = trainer._compute_advantage(batch, metrics)
+
+    # Mode metrics of the step: padding rows excluded (hand-computed from ROWS).
+    assert rows.valid.sum() == 12
+    m = "personadual/train/"
+    assert metrics[m + "all/all/count"] == 12
+    assert metrics[m + "all/all/personalized_rate"] == pytest.approx(7 / 12)
+    assert metrics[m + "all/all/unknown_rate"] == pytest.approx(1 / 12)
+    assert metrics[m + "all/all/reward_general"] == pytest.approx(0.75)
+    assert metrics[m + "all/all/reward_personalized"] == pytest.approx(3.0 / 7)
+    assert metrics[m + "all/all/reward_gap"] == pytest.approx(3.0 / 7 - 0.75)
+    assert metrics[m + "flan/aligned/personalized_rate"] == pytest.approx(0.6)
+    assert metrics[m + "flan/aligned/reward_gap"] == pytest.approx(-0.5)
+    assert metrics[m + "flan/unaligned/personalized_rate"] == 1.0
+    assert m + "flan/unaligned/reward_general" not in metrics
+    assert metrics[m + "all/none/count"] == 4
 
     got = tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["advantages"]).to_padded_tensor()
     adv = got["advantages"]
@@ -123,3 +140,31 @@ def test_verl_compute_advantage_uses_the_registered_estimator(tokenizer, ppo_con
     with row_modes(modes, plen):
         out = compute_advantage(data, adv_estimator=ESTIMATOR, num_repeat=4, config=config)
     torch.testing.assert_close(out.batch["advantages"], torch.tensor(SINGLE_TOKEN_EXPECTED), rtol=0, atol=1e-6)
+
+
+def test_validation_metrics_add_mode_rates_from_the_reward_fields(tokenizer, ppo_config):
+    """verl's own validation metrics plus personadual/val/* from the reward's mode / persona_setting codes."""
+    trainer = glue_trainer(ppo_config, tokenizer)
+    infos = {
+        "reward": [1.0, 0.0, 0.9, 0.1],
+        "acc": [1.0, 0.0, 1.0, 0.0],
+        "mode": [1.0, 0.0, -1.0, 1.0],
+        "persona_setting": [2.0, 0.0, 1.0, -1.0],
+    }
+    metrics = trainer._val_metrics_update(["flan", "flan", "mmlu_pro", "org/custom"], ["u1", "u2", "u3", "u4"], infos, [])
+    assert metrics["val-core/flan/acc/mean@1"] == 0.5  # verl's own metric is still there
+    m = "personadual/val/"
+    assert metrics[m + "all/all/personalized_rate"] == 0.5
+    assert metrics[m + "all/all/unknown_rate"] == 0.25
+    assert metrics[m + "all/all/reward_personalized"] == pytest.approx(0.55)
+    assert metrics[m + "flan/aligned/personalized_rate"] == 1.0
+    assert metrics[m + "flan/none/reward_general"] == 0.0
+    assert metrics[m + "mmlu_pro/unaligned/unknown_rate"] == 1.0
+    assert metrics[m + "org_custom/unknown/count"] == 1  # foreign rows: sanitised source, unknown setting
+    assert not any(k.endswith("reward_gap") for k in metrics if k.startswith(m))
+
+
+def test_setting_name():
+    assert [setting_name(v) for v in ("aligned", 0, 1.0, 2, -1, None, "Aligned", 7, 0.5)] == [
+        "aligned", "none", "unaligned", "aligned", "unknown", "unknown", "unknown", "unknown", "unknown"
+    ]

@@ -5,7 +5,8 @@ Naming scheme (every value a float)::
     personadual/<split>/<data_source>/<persona_setting>/<metric>
 
 ``<split>`` is ``train`` or ``val``; ``<data_source>`` is a row's ``data_source`` or ``all`` (every source);
-``<persona_setting>`` is ``none`` / ``unaligned`` / ``aligned`` (``prompts.PersonaSetting``) or ``all``. Every
+``<persona_setting>`` is ``none`` / ``unaligned`` / ``aligned`` (``prompts.PersonaSetting``), ``unknown`` (rows
+whose data does not say) or ``all``. Every
 (source, setting) pair present in the batch is reported, plus the ``all`` aggregates over either or both.
 ``<metric>``:
 
@@ -28,7 +29,7 @@ import numpy as np
 from verl_personadual.modes import UNKNOWN_MODE, Mode
 from verl_personadual.prompts import PersonaSetting
 
-__all__ = ["ALL", "METRIC_ROOT", "SPLITS", "UNKNOWN_MODE_NAME", "mode_codes", "mode_metrics"]
+__all__ = ["ALL", "METRIC_ROOT", "SPLITS", "UNKNOWN_MODE_NAME", "UNKNOWN_SETTING", "mode_codes", "mode_metrics", "metric_safe_source"]
 
 #: First component of every metric name.
 METRIC_ROOT = "personadual"
@@ -42,7 +43,10 @@ ALL = "all"
 #: Mode name of a row whose response starts with no valid prefix (``Mode`` names lower-cased otherwise).
 UNKNOWN_MODE_NAME = "unknown"
 
-_SETTINGS = tuple(s.value for s in PersonaSetting)
+#: Persona setting of a row that does not say which it is (data not built by data_preprocess).
+UNKNOWN_SETTING = "unknown"
+
+_SETTINGS = tuple(s.value for s in PersonaSetting) + (UNKNOWN_SETTING,)
 
 
 def mode_codes(names: Sequence[str]) -> np.ndarray:
@@ -52,6 +56,12 @@ def mode_codes(names: Sequence[str]) -> np.ndarray:
     if bad:
         raise ValueError(f"unknown mode name(s) {bad}; expected one of {sorted(lookup)}")
     return np.array([lookup[n] for n in names], dtype=np.int8)
+
+
+def metric_safe_source(data_source: str) -> str:
+    """A ``data_source`` usable as one metric-name component ("/" -> "_"; empty or ``all`` -> ``<name>_``)."""
+    name = str(data_source).replace("/", "_")
+    return name + "_" if name in ("", ALL) else name
 
 
 def _group_metrics(modes: np.ndarray, rewards: np.ndarray, with_gap: bool) -> dict[str, float]:
@@ -83,7 +93,7 @@ def mode_metrics(
         modes: (B,) int mode codes, 0 general / 1 personalized / -1 unknown (``ModePrefixes.modes_of``).
         rewards: (B,) float sequence-level reward of each row (e.g. ``token_level_scores.sum(-1)``).
         data_sources: B ``data_source`` strings (non-empty, without ``/``, not ``"all"``).
-        persona_settings: B persona settings: ``"none"`` / ``"unaligned"`` / ``"aligned"``.
+        persona_settings: B persona settings: ``"none"`` / ``"unaligned"`` / ``"aligned"`` / ``"unknown"``.
         split: ``"train"`` or ``"val"``.
         valid: optional (B,) bool; rows where it is False (e.g. verl's balance-padding rows) are ignored.
     Returns:

@@ -8,12 +8,19 @@ reordered the rows and appended balance-padding rows) and exposes it through ``a
 verl compares ``trainer_mode`` with the literal ``"sync"`` in several places; the trainer therefore sets
 ``config.trainer.v1.trainer_mode = "sync"`` before verl's constructor runs, so every other code path is
 exactly verl's sync path.
+
+It also logs the mode metrics of ``verl_personadual.metrics`` (``personadual/train/...`` from the rows of each
+step, read from their response ids; ``personadual/val/...`` from the reward's ``mode`` / ``persona_setting``
+fields of each validation run).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 import transfer_queue as tq
 from omegaconf import DictConfig, open_dict
@@ -23,22 +30,56 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from verl_personadual.advantage import row_modes
 from verl_personadual.config import DualGRPOConfig
+from verl_personadual.metrics import UNKNOWN_SETTING, metric_safe_source, mode_metrics
 from verl_personadual.modes import ModePrefixes, resolve_prefixes
 from verl_personadual.names import ESTIMATOR, TRAINER_MODE
+from verl_personadual.prompts import PersonaSetting
 
-__all__ = ["PersonaDualSyncTrainer", "read_row_modes"]
+__all__ = ["PersonaDualSyncTrainer", "StepRows", "read_step_rows", "setting_name"]
 
 logger = logging.getLogger(__name__)
 
 
-def read_row_modes(batch: KVBatchMeta, prefixes: ModePrefixes) -> tuple[Any, Any]:
-    """Modes and prefix lengths of the rows of ``batch``, in ``batch.keys`` order, read from TransferQueue.
+@dataclass(frozen=True)
+class StepRows:
+    """Per-row facts of one training batch, in ``batch.keys`` order (all arrays/lists of length len(batch))."""
 
-    Returns ``(modes, prefix_len)`` as numpy arrays of shape (len(batch),) (see ``ModePrefixes.modes_of``).
-    """
-    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["responses", "response_mask"])
-    padded = data.to_padded_tensor()
-    return prefixes.modes_of(padded["responses"], padded["response_mask"])
+    modes: np.ndarray  # int8 0 / 1 / -1, read from the head of the response ids
+    prefix_len: np.ndarray  # int64 prefix tokens at the head of the response (0 when unknown)
+    rewards: np.ndarray  # float64 sum of rm_scores
+    data_sources: list[str]
+    persona_settings: list[str]
+    valid: np.ndarray  # bool, False for verl's balance-padding rows
+
+
+def read_step_rows(batch: KVBatchMeta, prefixes: ModePrefixes) -> StepRows:
+    """Read what the estimator and the mode metrics need for the rows of ``batch`` from TransferQueue."""
+    fields = ["responses", "response_mask", "rm_scores", "data_source", "extra_info"]
+    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+    data_sources = [metric_safe_source(x) for x in list(data["data_source"])]
+    settings = [setting_name((info or {}).get("persona_setting")) for info in list(data["extra_info"])]
+    padded = data.select("responses", "response_mask", "rm_scores").to_padded_tensor()
+    modes, prefix_len = prefixes.modes_of(padded["responses"], padded["response_mask"])
+    return StepRows(
+        modes=modes,
+        prefix_len=prefix_len,
+        rewards=padded["rm_scores"].sum(dim=-1).double().numpy(),
+        data_sources=data_sources,
+        persona_settings=settings,
+        valid=np.array([not tag.get("is_padding", False) for tag in batch.tags], dtype=bool),
+    )
+
+
+def setting_name(value: Any) -> str:
+    """A row's persona setting for the metrics: a ``PersonaSetting`` value, its index (the reward's numeric
+    ``persona_setting`` code), or ``UNKNOWN_SETTING`` for anything else (missing, -1, foreign data)."""
+    settings = list(PersonaSetting)
+    if isinstance(value, str):
+        return value if value in {s.value for s in settings} else UNKNOWN_SETTING
+    if isinstance(value, (int, float, np.integer, np.floating)) and float(value).is_integer():
+        i = int(value)
+        return settings[i].value if 0 <= i < len(settings) else UNKNOWN_SETTING
+    return UNKNOWN_SETTING
 
 
 @register_trainer(TRAINER_MODE)
@@ -63,6 +104,23 @@ class PersonaDualSyncTrainer(PPOTrainerSync):
         logger.info("%s: mode prefix ids %s", TRAINER_MODE, self.mode_prefixes.ids)
 
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
-        modes, prefix_len = read_row_modes(batch, self.mode_prefixes)
-        with row_modes(modes, prefix_len):
+        rows = read_step_rows(batch, self.mode_prefixes)
+        metrics.update(
+            mode_metrics(rows.modes, rows.rewards, rows.data_sources, rows.persona_settings, "train", valid=rows.valid)
+        )
+        with row_modes(rows.modes, rows.prefix_len):
             return super()._compute_advantage(batch, metrics)
+
+    def _val_metrics_update(
+        self, data_sources, sample_uids, reward_extra_infos_dict, sample_turns, expected_acc_counts=None
+    ) -> dict[str, float]:
+        metric_dict = super()._val_metrics_update(
+            data_sources, sample_uids, reward_extra_infos_dict, sample_turns, expected_acc_counts=expected_acc_counts
+        )
+        if "mode" in reward_extra_infos_dict and "persona_setting" in reward_extra_infos_dict:
+            modes = np.array([-1 if m is None else int(m) for m in reward_extra_infos_dict["mode"]], dtype=np.int8)
+            rewards = np.asarray(reward_extra_infos_dict["reward"], dtype=np.float64)
+            settings = [setting_name(code) for code in reward_extra_infos_dict["persona_setting"]]
+            sources = [metric_safe_source(d) for d in data_sources]
+            metric_dict.update(mode_metrics(modes, rewards, sources, settings, "val"))
+        return metric_dict
