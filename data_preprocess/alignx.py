@@ -10,7 +10,7 @@ letter of ``chosen``; ``choices`` = [response A, response B].
 
 Persona rendering (:func:`render_user`), one string, fields in this order:
 
-1. ``Demographic Information`` as written (``"a user"`` when it is empty);
+1. ``Demographic Information`` as written (``"a user"`` when it has no content);
 2. if there is user-generated content: `` Things I wrote: on "<post>" I commented "<comment>"; ...``;
 3. if there is pairwise feedback: `` Responses I preferred: to "<post>", "<chosen>" over "<rejected>"; ...``.
 
@@ -34,6 +34,7 @@ from data_preprocess.common import (
     Record,
     SchemaError,
     SourceSpec,
+    has_content,
     iter_records,
     require,
     stable_id,
@@ -75,7 +76,7 @@ def _entries(rec: Record, name: str, keys: tuple[str, ...]) -> list[dict[str, st
 
 def render_user(demographic: str, ugc: list[dict[str, Any]], pairwise: list[dict[str, Any]]) -> str:
     """The persona text of one AlignX user (rendering documented in the module docstring)."""
-    parts = [" ".join(demographic.split()).rstrip(" .") or NO_DEMOGRAPHIC]
+    parts = [" ".join(demographic.split()).rstrip(" .") if has_content(demographic) else NO_DEMOGRAPHIC]
     if ugc:
         wrote = "; ".join(f'on "{_clip(e["prompt"])}" I commented "{_clip(e["comment"])}"' for e in ugc)
         parts.append(f"Things I wrote: {wrote}")
@@ -106,7 +107,7 @@ def load(source: SourceSpec, seed: int, progress: bool = False) -> LoadedSource:
             out.skipped["duplicate_id"] += 1
             continue
         seen.add(uid)
-        if not demographic.strip() and not ugc and not pairwise:
+        if not has_content(demographic) and not ugc and not pairwise:
             out.skipped["empty_persona"] += 1
             continue
         if len(" ".join(demographic.split())) > MAX_PERSONA_CHARS:

@@ -30,7 +30,7 @@ from typing import Any, Iterator, Mapping
 
 from tqdm.auto import tqdm
 
-from verl_personadual.prompts import DataSource, TaskFamily
+from verl_personadual.prompts import DataSource, TaskFamily, render_persona
 
 __all__ = [
     "MAX_PERSONA_CHARS",
@@ -44,6 +44,7 @@ __all__ = [
     "iter_records",
     "require",
     "stable_id",
+    "has_content",
     "normalize_question",
     "question_segments",
 ]
@@ -223,6 +224,15 @@ def require(rec: Record, name: str, kind: type | tuple[type, ...], nullable: boo
         expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise SchemaError(f"{rec.where(name)}: expected {expected}, got {type(value).__name__}")
     return value
+
+
+def has_content(persona: str) -> bool:
+    """True when ``prompts.render_persona`` leaves some text (so the persona can go into a prompt)."""
+    try:
+        render_persona(persona)
+    except ValueError:
+        return False
+    return True
 
 
 def stable_id(prefix: str, *parts: str) -> str:

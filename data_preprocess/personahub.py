@@ -1,6 +1,6 @@
 """PersonaHub (``proj-persona/PersonaHub``, config ``persona``, split ``train``) -> the unaligned persona pool.
 
-Row schema: ``persona`` str. Empty personas are skipped as ``empty_persona``, personas longer than
+Row schema: ``persona`` str. Empty personas (nothing left after ``prompts.render_persona``, e.g. "..." ) are skipped as ``empty_persona``, personas longer than
 ``common.MAX_PERSONA_CHARS`` as ``overlong_persona``, repeated texts as ``duplicate_persona``.
 ``persona_id`` = ``personahub:<hash of the whitespace-normalised text>``.
 """
@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_preprocess.common import MAX_PERSONA_CHARS, LoadedSource, SourceSpec, iter_records, require, stable_id
+from data_preprocess.common import (
+    MAX_PERSONA_CHARS,
+    LoadedSource,
+    SourceSpec,
+    has_content,
+    iter_records,
+    require,
+    stable_id,
+)
 
 HUB_ID = "proj-persona/PersonaHub"
 HUB_CONFIG = "persona"
@@ -35,7 +43,7 @@ def load(source: SourceSpec, progress: bool = False) -> tuple[list[Persona], Loa
     for rec in iter_records(source, progress):
         report.rows_read += 1
         text = " ".join(require(rec, "persona", str).split())
-        if not text:
+        if not has_content(text):
             report.skipped["empty_persona"] += 1
             continue
         if len(text) > MAX_PERSONA_CHARS:

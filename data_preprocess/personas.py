@@ -21,7 +21,7 @@ import random
 import re
 from typing import Any, Sequence
 
-from data_preprocess.common import Item, stable_id
+from data_preprocess.common import Item, has_content, stable_id
 from data_preprocess.personahub import Persona
 from verl_personadual.llm import LLMClient
 from verl_personadual.prompts import PERSONA_KEY, DataSource, TaskFamily, build_aligned_persona_request
@@ -75,6 +75,8 @@ def parse_persona_reply(reply: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f'the JSON object has no non-empty string "{PERSONA_KEY}"')
     text = " ".join(text.split())
+    if not has_content(text):
+        raise ValueError("the persona has no content")
     if len(text) > MAX_GENERATED_PERSONA_CHARS:
         raise ValueError(f"the persona has {len(text)} characters (max {MAX_GENERATED_PERSONA_CHARS})")
     return text

@@ -157,6 +157,7 @@ def test_unaligned_personas_use_whole_pool_before_repeating():
         ("{persona: x}", "the JSON object does not parse"),
         ('{"name": "A nurse."}', 'no non-empty string "persona"'),
         ('{"persona": "   "}', 'no non-empty string "persona"'),
+        ('{"persona": "..."}', "the persona has no content"),
         ('{"persona": ["A nurse."]}', 'no non-empty string "persona"'),
         (json.dumps({"persona": "x" * 401}), "the persona has 401 characters (max 400)"),
     ],
@@ -264,13 +265,13 @@ def test_malformed_files(tmp_path):
 
 def test_empty_and_huge_personas_skipped_and_counted(tmp_path):
     rows = [json.loads(line) for line in sample_paths()["personahub"].read_text().splitlines()]
-    rows += [{"persona": ""}, {"persona": "x" * 100_000}]
+    rows += [{"persona": ""}, {"persona": " ... "}, {"persona": "x" * 100_000}]
     path = write_jsonl(tmp_path / "p.jsonl", rows)
     ax_rows = [json.loads(line) for line in sample_paths()["alignx"].read_text().splitlines()]
     ax_rows[0]["Demographic Information"] = "y" * 100_000
     ax_path = write_jsonl(tmp_path / "a.jsonl", ax_rows)
     m = build(small_config(tmp_path, personahub=path, alignx=ax_path))
-    assert m["skipped"]["personahub"] == {"duplicate_persona": 1, "empty_persona": 2, "overlong_persona": 1}
+    assert m["skipped"]["personahub"] == {"duplicate_persona": 1, "empty_persona": 3, "overlong_persona": 1}
     assert m["skipped"]["alignx"] == {"empty_persona": 1, "overlong_persona": 1}
     assert m["available_after_filters"]["personahub"] == 12 and m["available_after_filters"]["alignx"] == 5
     persona_texts = [r["extra_info"]["persona"] for r in pq.read_table(tmp_path / "out" / "train.parquet").to_pylist()]
