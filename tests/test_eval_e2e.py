@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from openai_server import OpenAITestServer
+from verl_personadual.eval.benchmarks import BENCHMARKS, load_benchmark
 from verl_personadual.eval.cli import main, samples_paths
+from verl_personadual.eval.generate import prompt_ids
 from verl_personadual.eval.store import read_predictions
+from verl_personadual.prompts import build_prompt
 
 N_ITEMS = 4  # every fixture file has 4 items
 OBJECTIVE = ["mmlu_pro", "supergpqa", "triviaqa", "pubmedqa", "math500"]
@@ -29,6 +32,50 @@ def _reply(body: dict) -> str:
     return '{"answer": "yes"}'
 
 
+@pytest.fixture(scope="module")
+def taught_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Qwen3 after ~80 CPU steps on the fixture prompts (a second or so of work): it opens a free
+    response with a mode token and answers ``{"answer": "B"}`` after ``[General_mode]`` and a bare ``C`` after
+    ``[Personalized_mode]``, so accuracies differ between modes and from zero (a purely random model scores 0
+    almost everywhere, which would make the table checks vacuous)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    g, p = tok.convert_tokens_to_ids("[General_mode]"), tok.convert_tokens_to_ids("[Personalized_mode]")
+    answer = {g: tok.encode('{"answer": "B"}', add_special_tokens=False), p: tok.encode("C", add_special_tokens=False)}
+    seqs = []
+    paths = samples_paths()
+    for bench in BENCHMARKS:
+        for item in load_benchmark(bench, paths[bench.value])[0].items:
+            for persona in [None, "A sailor."] if item.persona is None else [item.persona]:
+                ids = prompt_ids(tok, build_prompt(item.question, item.family, persona), {})
+                seqs.append((ids, [p if persona else g]))
+                seqs += [(ids + [m], answer[m] + [tok.eos_token_id]) for m in (g, p)]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(80):
+        batch = [seqs[i] for i in torch.randint(len(seqs), (8,)).tolist()]
+        width = max(len(a) + len(b) for a, b in batch)
+        ids = torch.full((8, width), tok.pad_token_id)
+        labels = torch.full((8, width), -100)
+        mask = torch.zeros((8, width), dtype=torch.long)
+        for j, (a, b) in enumerate(batch):
+            ids[j, : len(a) + len(b)] = torch.tensor(a + b)
+            mask[j, : len(a) + len(b)] = 1
+            labels[j, len(a) : len(a) + len(b)] = torch.tensor(b)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    out = tmp_path_factory.mktemp("taught")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 @pytest.fixture()
 def server():
     with OpenAITestServer(reply=_reply) as srv:
@@ -38,14 +85,14 @@ def server():
 def _args(model: Path, out: Path, srv: OpenAITestServer, cache: Path, *extra: str) -> list[str]:
     return [
         "run", "--model", str(model), "--out", str(out), "--samples", "--no-progress",
-        "--max-new-tokens", "6", "--temperature", "1.0", "--batch-size", "8", "--backend", "hf", "--device", "cpu",
+        "--max-new-tokens", "12", "--batch-size", "8", "--backend", "hf", "--device", "cpu",
         "--llm-base-url", srv.base_url, "--llm-model", "judge-m", "--llm-cache-dir", str(cache), *extra,
     ]
 
 
-def test_full_run_tables_and_plots(tiny_model_dir: Path, tmp_path: Path, server: OpenAITestServer) -> None:
+def test_full_run_tables_and_plots(taught_model_dir: Path, tmp_path: Path, server: OpenAITestServer) -> None:
     out = tmp_path / "run"
-    assert main(_args(tiny_model_dir, out, server, tmp_path / "cache", "--judge")) == 0
+    assert main(_args(taught_model_dir, out, server, tmp_path / "cache", "--judge")) == 0
     records = read_predictions(out / "predictions.jsonl")
     n_rows = N_ITEMS * (len(OBJECTIVE) * len(SETTINGS) + len(PERSONALIZED))
     assert len(records) == n_rows * len(DECODINGS)
@@ -67,6 +114,10 @@ def test_full_run_tables_and_plots(tiny_model_dir: Path, tmp_path: Path, server:
     for (b, s, _), d in both.items():
         acc[(b, s, "upper_bound")].append(max(d["general"], d["personalized"]))
     pct = {k: 100 * sum(v) / len(v) for k, v in acc.items()}
+    # the taught model makes the checks below non-vacuous: some answers right, modes that differ
+    assert 0 < sum(r["correct"] for r in records) < len(records)
+    assert any(pct[(b, s, "general")] != pct[(b, s, "personalized")] for b, s, _ in pct)
+    assert any(pct[(b, s, "upper_bound")] > max(pct[(b, s, "general")], pct[(b, s, "personalized")]) for b, s, _ in pct)
 
     with open(out / "tables" / "table1.csv") as f:
         table = {row["system"]: row for row in csv.DictReader(f)}

@@ -40,12 +40,12 @@ class CountingGenerator:
         self.inner, self.tokenizer = inner, inner.tokenizer
         self.crash_after, self.batches, self.prompts = crash_after, 0, 0
 
-    def generate(self, prompts, max_new_tokens):
+    def generate(self, prompts, max_new_tokens, seeds):
         if self.crash_after is not None and self.batches >= self.crash_after:
             raise Crash("simulated kill")
         self.batches += 1
         self.prompts += len(prompts)
-        return self.inner.generate(prompts, max_new_tokens)
+        return self.inner.generate(prompts, max_new_tokens, seeds)
 
 
 def _count(srv: OpenAITestServer, mark: str) -> int:

@@ -243,11 +243,14 @@ def test_baselines_through_the_harness(tiny_model_dir: Path, tmp_path: Path) -> 
                  "--prompt-style", "mode_choice"]) == 0
     assert main(["run", *common, "--out", str(tmp_path / "np"), "--eval-set", es, "--decoding", "free",
                  "--prompt-style", "no_persona"]) == 0
+    assert read_eval_set(tmp_path / "rt" / "eval_set.jsonl") == rows  # the run keeps a copy of its rows
     routed = read_predictions(tmp_path / "rt" / "predictions.jsonl")
     want = dict(zip([r.row_id for r in rows], Router.load(router).predict(rows)))
     assert len(routed) == len(rows) == 4 * 2 + 4
     assert all(r["mode"] == want[r["row_id"]].name.lower() for r in routed)
     assert len(read_predictions(tmp_path / "np" / "predictions.jsonl")) == len(rows)
+    # the random model is wrong in both modes everywhere: no label, a clear refusal
+    assert main(["train-router", str(pd), "--out", str(tmp_path / "r2.json")]) == 2
     # a resumed run with other generation settings is refused
     assert main(["run", *common, "--out", str(tmp_path / "np"), "--eval-set", es, "--decoding", "free"]) == 2
     assert main(["compare", "--run", f"pd={pd}", f"router={tmp_path / 'rt'}", f"prompt={tmp_path / 'pr'}",

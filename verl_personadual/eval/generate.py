@@ -1,27 +1,31 @@
 """Generation backends: vLLM's offline engine (GPU) and a transformers fallback that runs tiny models on CPU.
 
-Contract of a backend (:class:`Generator`): ``generate(prompts, max_new_tokens)`` takes token-id prompts and a
-per-prompt token budget and returns, per prompt, the generated ids up to and excluding the first end-of-sequence
+Contract of a backend (:class:`Generator`): ``generate(prompts, max_new_tokens, seeds)`` takes token-id prompts,
+a per-prompt token budget and a per-prompt sampling seed and returns, per prompt, the generated ids up to and excluding the first end-of-sequence
 id (at most its budget). Prompts are built once, here, for both backends (:func:`prompt_ids`): the chat template
 with the generation prompt, encoded without extra special tokens, then - for forced decoding - the mode prefix
 ids, after which the model generates (exactly what the training agent loop does). A forced response is the
 prefix ids followed by the generated ids, and its budget is ``max_new_tokens - len(prefix)`` so it has the same
 total length cap as a free response.
 
-Sampling: ``temperature == 0`` is greedy; otherwise sampling with ``top_p``, seeded (transformers: the torch
-generator is re-seeded with ``seed`` + batch number; vLLM: ``SamplingParams(seed=...)`` per request).
+Sampling: ``temperature == 0`` (the default) is greedy, hence identical whether a run was resumed or not. Otherwise
+sampling with ``top_p``; the run gives each request a seed derived from its key and ``DecodingParams.seed``
+(:func:`request_seed`). vLLM seeds every request with it (``SamplingParams(seed=...)``), so a sampled response
+does not depend on batching or resumption; transformers samples a whole batch from one torch generator seeded
+with the batch's first seed, so its sampled responses depend on the batch composition (a resumed run re-batches).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import zlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
 
 from verl_personadual.modes import Mode
 
-__all__ = ["Decoding", "DecodingParams", "Generator", "HFGenerator", "VLLMGenerator", "make_generator", "prompt_ids", "BACKENDS"]
+__all__ = ["Decoding", "DecodingParams", "Generator", "HFGenerator", "VLLMGenerator", "make_generator", "prompt_ids", "request_seed", "BACKENDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +69,14 @@ class DecodingParams:
 class Generator(Protocol):
     tokenizer: Any
 
-    def generate(self, prompts: Sequence[list[int]], max_new_tokens: Sequence[int]) -> list[list[int]]: ...
+    def generate(
+        self, prompts: Sequence[list[int]], max_new_tokens: Sequence[int], seeds: Sequence[int]
+    ) -> list[list[int]]: ...
+
+
+def request_seed(base: int, key: str) -> int:
+    """The sampling seed of the request with ``key`` (stable across processes: CRC-32, not ``hash``)."""
+    return (base * 1_000_003 + zlib.crc32(key.encode("utf-8"))) % (2**31)
 
 
 def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], chat_template_kwargs: Mapping[str, Any]) -> list[int]:
@@ -111,9 +122,10 @@ class HFGenerator:
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
         self.eos = _eos_ids(self.tokenizer, self.model.generation_config)
-        self._batches = 0
 
-    def generate(self, prompts: Sequence[list[int]], max_new_tokens: Sequence[int]) -> list[list[int]]:
+    def generate(
+        self, prompts: Sequence[list[int]], max_new_tokens: Sequence[int], seeds: Sequence[int]
+    ) -> list[list[int]]:
         import torch
 
         if not prompts:
@@ -128,8 +140,7 @@ class HFGenerator:
         kwargs: dict[str, Any] = {"do_sample": sample}
         if sample:
             kwargs.update(temperature=self.params.temperature, top_p=self.params.top_p)
-            torch.manual_seed(self.params.seed + self._batches)
-        self._batches += 1
+            torch.manual_seed(seeds[0])
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=ids.to(self.device),
@@ -154,7 +165,9 @@ class VLLMGenerator:
         self.tokenizer = self.llm.get_tokenizer()
         self.eos = _eos_ids(self.tokenizer)
 
-    def generate(self, prompts: Sequence[list[int]], max_new_tokens: Sequence[int]) -> list[list[int]]:
+    def generate(
+        self, prompts: Sequence[list[int]], max_new_tokens: Sequence[int], seeds: Sequence[int]
+    ) -> list[list[int]]:
         from vllm import SamplingParams
 
         if not prompts:
@@ -165,9 +178,9 @@ class VLLMGenerator:
                 max_tokens=budget,
                 temperature=p.temperature,
                 top_p=p.top_p if p.temperature > 0 else 1.0,
-                seed=p.seed + i if p.temperature > 0 else None,
+                seed=seed if p.temperature > 0 else None,
             )
-            for i, budget in enumerate(max_new_tokens)
+            for budget, seed in zip(max_new_tokens, seeds)
         ]
         outs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompts], sampling, use_tqdm=False)
         return [_cut(o.outputs[0].token_ids, self.eos, b) for o, b in zip(outs, max_new_tokens)]

@@ -4,7 +4,8 @@ Output directory layout (``--out``):
 
 - ``eval_set.jsonl`` + ``eval_manifest.json``: the sampled items with their persona per setting, and how they
   were made (inputs with SHA-256, seed, sizes, skip counts, persona-LLM request counts). Built once; a resumed
-  run, or another model given ``--eval-set``, reuses it.
+  run, or another model given ``--eval-set``, reuses it (a run given ``--eval-set`` keeps a copy of the rows it
+  evaluates).
 - ``run_config.json``: model and generation settings; a resumed run must match it (else use another ``--out``).
 - ``predictions.jsonl``: one line per (row, decoding): ``row_id`` (``<item_id>|<setting>``), ``item_id``,
   ``benchmark``, ``task``, ``family``, ``setting``, ``decoding``, ``prompt_style``, ``mode`` (the mode the
@@ -39,7 +40,14 @@ from data_preprocess import personahub
 from data_preprocess.common import Item
 from verl_personadual.eval.baselines import PromptStyle, Router, build_messages, mode_from_text
 from verl_personadual.eval.benchmarks import DEFAULT_SIZES, load_benchmark, sample_items
-from verl_personadual.eval.generate import Decoding, DecodingParams, Generator, make_generator, prompt_ids
+from verl_personadual.eval.generate import (
+    Decoding,
+    DecodingParams,
+    Generator,
+    make_generator,
+    prompt_ids,
+    request_seed,
+)
 from verl_personadual.eval.report import write_report
 from verl_personadual.eval.personas import EvalRow, build_eval_set, read_eval_set, write_eval_set
 from verl_personadual.eval.store import PredictionStore, atomic_write_text
@@ -126,7 +134,14 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
         rows = [r for r in read_eval_set(cfg.eval_set) if _keep(r, cfg)]
         if not rows:
             raise RunError(f"{cfg.eval_set}: no row of the selected benchmarks and settings")
-        logger.info("eval set: %d rows from %s", len(rows), cfg.eval_set)
+        if own.exists() and own.resolve() != Path(cfg.eval_set).resolve():
+            if read_eval_set(own) != rows:
+                raise RunError(f"{own} holds other rows than the selection from {cfg.eval_set}; use another --out")
+        elif not own.exists():
+            write_eval_set(own, rows)
+            selection = {"eval_set": str(cfg.eval_set), **_selection(cfg)}
+            atomic_write_text(manifest_path, json.dumps({"selection": selection, "rows": len(rows)}, indent=2) + "\n")
+        logger.info("eval set: %d rows from %s (copy in %s)", len(rows), cfg.eval_set, own)
         return rows
     if own.exists():
         saved = json.loads(manifest_path.read_text(encoding="utf-8")).get("selection") if manifest_path.exists() else None
@@ -208,8 +223,8 @@ def _read_mode(ids: Sequence[int], gen: Generator, prefixes: ModePrefixes, style
 def _generate_batch(
     batch: Sequence[tuple[EvalRow, Decoding, Mode | None]], gen: Generator, prefixes: ModePrefixes, cfg: RunConfig
 ) -> list[tuple[list[int], bool]]:
-    prompts, budgets, heads = [], [], []
-    for row, _, forced in batch:
+    prompts, budgets, heads, seeds = [], [], [], []
+    for row, dec, forced in batch:
         ids = prompt_ids(gen.tokenizer, build_messages(row, cfg.prompt_style), cfg.chat_template_kwargs)
         head = list(prefixes.ids[forced]) if forced is not None else []
         budget = cfg.decoding.max_new_tokens - len(head)
@@ -218,7 +233,8 @@ def _generate_batch(
         prompts.append(ids + head)
         budgets.append(budget)
         heads.append(head)
-    outs = gen.generate(prompts, budgets)
+        seeds.append(request_seed(cfg.decoding.seed, f"{row.row_id}|{dec.value}"))
+    outs = gen.generate(prompts, budgets, seeds)
     return [(head + out, len(out) >= budget) for head, out, budget in zip(heads, outs, budgets)]
 
 
