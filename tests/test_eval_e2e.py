@@ -10,8 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-
 from openai_server import OpenAITestServer
+
 from verl_personadual.eval.benchmarks import BENCHMARKS, load_benchmark
 from verl_personadual.eval.cli import main, samples_paths
 from verl_personadual.eval.generate import prompt_ids

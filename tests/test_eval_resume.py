@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from openai_server import OpenAITestServer
+
 from verl_personadual.eval.cli import samples_paths
 from verl_personadual.eval.generate import Decoding, DecodingParams, HFGenerator
 from verl_personadual.eval.run import RunConfig, run

@@ -22,7 +22,6 @@ from verl_personadual.eval.personas import (
     read_eval_set,
     write_eval_set,
 )
-from verl_personadual.eval.report import write_comparison
 from verl_personadual.eval.run import score_response
 from verl_personadual.eval.store import PredictionStore, StoreError, read_predictions
 from verl_personadual.modes import PREFIX_TEXT, Mode
@@ -46,7 +45,6 @@ def test_fixtures_load_in_hub_schema() -> None:
     pub = _items("pubmedqa")[2]
     assert pub.gold == "maybe" and pub.question.startswith("Abstract:\nA small pilot study")
     assert _items("math500")[1].gold == "\\frac{3}{4}"
-    chosen = {"personafeedback": ("chosen", "question"), "fspo_roleplay": ("yw", "x")}
     for name in ("personafeedback", "fspo_roleplay"):
         for item in _items(name):
             assert item.family.value == "preference" and item.persona

@@ -91,6 +91,11 @@ def _ordered_cells(cells: Mapping[Cell, Any]) -> tuple[list[tuple[str, str]], li
     return ordered, lines
 
 
+def _acc(cells: Mapping[Cell, tuple[int, float]], pair: tuple[str, str], decoding: str) -> float | None:
+    hit = cells.get((pair[0], pair[1], decoding))
+    return None if hit is None else hit[1]
+
+
 def table1(runs: Mapping[str, Mapping[Cell, tuple[int, float]]]) -> tuple[list[str], list[list[Any]]]:
     """Header and lines of Table 1 (module docstring) for ``{label: cells}``; the first column is the line name
     (``<label>:<decoding>``, or ``<decoding>`` when the label is empty). Missing cells are None."""
@@ -105,12 +110,8 @@ def table1(runs: Mapping[str, Mapping[Cell, tuple[int, float]]]) -> tuple[list[s
     for label, cells in runs.items():
         _, decodings = _ordered_cells(cells)
         for dec in decodings:
-            def acc(pair: tuple[str, str]) -> float | None:
-                hit = cells.get((pair[0], pair[1], dec))
-                return None if hit is None else hit[1]
-
-            obj = [acc(p) for p in obj_cols]
-            pers = [acc(p) for p in pers_cols]
+            obj = [_acc(cells, p, dec) for p in obj_cols]
+            pers = [_acc(cells, p, dec) for p in pers_cols]
             avgs: list[float | None] = []
             for s in obj_settings:
                 vals = [v for p, v in zip(obj_cols, obj) if p[1] == s and v is not None]
@@ -228,7 +229,7 @@ def _plots(folder: Path, cells: Mapping[Cell, tuple[int, float]], rates: Any, mi
     ax.set_xlim(0, 100)
     ax.set_title("Mode rates (model-chosen mode)")
     ax.invert_yaxis()
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     written.append(_save(fig, folder / "mode_rates.png"))
     plt.close(fig)
 
@@ -246,7 +247,7 @@ def _plots(folder: Path, cells: Mapping[Cell, tuple[int, float]], rates: Any, mi
         ax.set_ylabel("accuracy %")
         ax.set_ylim(0, 100)
         ax.set_title(dec, fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
     fig.tight_layout()
     written.append(_save(fig, folder / "accuracy_by_setting.png"))
     plt.close(fig)

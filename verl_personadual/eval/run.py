@@ -48,8 +48,8 @@ from verl_personadual.eval.generate import (
     prompt_ids,
     request_seed,
 )
-from verl_personadual.eval.report import write_report
 from verl_personadual.eval.personas import EvalRow, build_eval_set, read_eval_set, write_eval_set
+from verl_personadual.eval.report import write_report
 from verl_personadual.eval.store import PredictionStore, atomic_write_text
 from verl_personadual.llm import LLMClient, LLMConfig
 from verl_personadual.modes import UNKNOWN_MODE, Mode, ModePrefixes, resolve_prefixes
@@ -137,10 +137,10 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
         if own.exists() and own.resolve() != Path(cfg.eval_set).resolve():
             if read_eval_set(own) != rows:
                 raise RunError(f"{own} holds other rows than the selection from {cfg.eval_set}; use another --out")
-        elif not own.exists():
-            write_eval_set(own, rows)
+        elif not own.exists():  # the manifest first: a saved eval set always has its manifest
             selection = {"eval_set": str(cfg.eval_set), **_selection(cfg)}
             atomic_write_text(manifest_path, json.dumps({"selection": selection, "rows": len(rows)}, indent=2) + "\n")
+            write_eval_set(own, rows)
         logger.info("eval set: %d rows from %s (copy in %s)", len(rows), cfg.eval_set, own)
         return rows
     if own.exists():
@@ -172,11 +172,11 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
     if PersonaSetting.ALIGNED in cfg.settings and has_objective:
         client = _client(cfg, "the aligned persona setting")
     rows = build_eval_set(items, cfg.settings, pool, cfg.seed, client)
-    write_eval_set(own, rows)
     manifest = {"selection": _selection(cfg), "inputs": inputs, "skipped": skipped, "rows": len(rows)}
     if client is not None:
         manifest["persona_llm"] = {"model": client.config.model, **client.stats.as_dict()}
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_eval_set(own, rows)
     logger.info("eval set: %d rows written to %s", len(rows), own)
     return rows
 
