@@ -256,3 +256,24 @@ def test_baselines_through_the_harness(tiny_model_dir: Path, tmp_path: Path) -> 
     with open(tmp_path / "cmp" / "table1.csv") as f:
         systems = [r["system"] for r in csv.DictReader(f)]
     assert systems == ["pd:general", "pd:personalized", "pd:upper_bound", "router:router", "prompt:free", "plain:free"]
+
+
+def test_parquet_in_hub_schema(tmp_path: Path) -> None:
+    """Parquet files (what hub shards are) load like JSONL, nested structs included (PubMedQA ``context``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for name in ("pubmedqa", "triviaqa", "mmlu_pro"):
+        rows = [json.loads(line) for line in PATHS[name].read_text().splitlines()]
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"{name}.parquet")
+        assert load_benchmark(name, tmp_path / f"{name}.parquet")[0].items == _items(name)
+
+
+def test_help_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["run", "--help"], ["train-router", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for phrase in ("forced general / forced personalized", "predictions.jsonl", "--eval-set", "PersonaDual-Router"):
+        assert phrase in text
