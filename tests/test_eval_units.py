@@ -277,3 +277,30 @@ def test_help_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for phrase in ("forced general / forced personalized", "predictions.jsonl", "--eval-set", "PersonaDual-Router"):
         assert phrase in text
+
+
+def test_failed_persona_requests_are_retried_alone(tiny_model_dir: Path, tmp_path: Path, caplog) -> None:
+    """A garbage aligned-persona reply fails the run before anything is evaluated, with a clear message; the
+    re-run asks only for the failed persona (the good replies are cached)."""
+    from openai_server import OpenAITestServer
+
+    state = {"broken": True}
+
+    def reply(body: dict) -> str:
+        content = body["messages"][-1]["content"]
+        if state["broken"] and "Great Red Spot" in content:
+            return "I cannot help with that."
+        return json.dumps({"persona": "An amateur astronomer."})
+
+    with OpenAITestServer(reply=reply) as srv:
+        argv = ["run", "--model", str(tiny_model_dir), "--out", str(tmp_path / "run"), "--samples", "--no-progress",
+                "--backend", "hf", "--device", "cpu", "--max-new-tokens", "2", "--benchmarks", "triviaqa",
+                "--settings", "aligned", "--decoding", "general", "--llm-base-url", srv.base_url,
+                "--llm-model", "m", "--llm-cache-dir", str(tmp_path / "cache")]
+        assert main(argv) == 2
+        assert "1 of 4 aligned-persona requests failed" in caplog.text and "tc_1" in caplog.text
+        assert not (tmp_path / "run" / "eval_set.jsonl").exists() and srv.requests == 4
+        state["broken"] = False
+        assert main(argv) == 0
+        assert srv.requests == 5
+        assert len(read_predictions(tmp_path / "run" / "predictions.jsonl")) == 4

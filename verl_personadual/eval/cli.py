@@ -15,11 +15,11 @@ import verl_personadual.eval.run as run_module
 from verl_personadual.eval.baselines import PromptStyle, Router, RouterError, router_labels
 from verl_personadual.eval.benchmarks import BENCHMARKS, DEFAULT_SIZES, parse_sizes
 from verl_personadual.eval.generate import BACKENDS, Decoding, DecodingParams
-from verl_personadual.eval.personas import read_eval_set
+from verl_personadual.eval.personas import PersonaAssignmentError, read_eval_set
 from verl_personadual.eval.report import write_comparison, write_report
 from verl_personadual.eval.run import PREDICTIONS, RunConfig, RunError, run
 from verl_personadual.eval.store import read_predictions
-from verl_personadual.llm import LLMConfig, LLMConfigError
+from verl_personadual.llm import LLMConfig, LLMConfigError, LLMError
 from verl_personadual.prompts import DataSource, PersonaSetting
 
 __all__ = ["main", "samples_paths"]
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             x, y = router_labels(rows, read_predictions(a.run_dir / PREDICTIONS))
             Router.train(x, y).save(a.out)
             logger.info("router trained on %d rows (%d personalized) -> %s", len(y), sum(int(m) for m in y), a.out)
-    except (RunError, RouterError, ValueError, FileNotFoundError) as err:
+    except (RunError, RouterError, PersonaAssignmentError, LLMError, ValueError, FileNotFoundError) as err:
         logger.error("%s", err)
         return 2
     return 0
