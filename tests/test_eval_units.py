@@ -304,3 +304,25 @@ def test_failed_persona_requests_are_retried_alone(tiny_model_dir: Path, tmp_pat
         assert main(argv) == 0
         assert srv.requests == 5
         assert len(read_predictions(tmp_path / "run" / "predictions.jsonl")) == 4
+
+
+def test_text_prefix_model(text_tokenizer_dir: Path, tmp_path: Path) -> None:
+    """A checkpoint without dedicated mode tokens: forcing appends the prefix's text ids, the response starts with
+    them and its mode is recorded; the mode_choice baseline runs on it (a random model writes no tag: unknown)."""
+    from conftest import build_tiny_model
+    from transformers import AutoTokenizer
+
+    from verl_personadual.modes import resolve_prefixes
+
+    model = build_tiny_model(tmp_path / "m", text_tokenizer_dir)
+    common = ["--model", str(model), "--samples", "--no-progress", "--backend", "hf", "--device", "cpu",
+              "--max-new-tokens", "12", "--benchmarks", "math500", "--settings", "none"]
+    assert main(["run", *common, "--out", str(tmp_path / "f"), "--decoding", "general", "personalized"]) == 0
+    recs = read_predictions(tmp_path / "f" / "predictions.jsonl")
+    plen = resolve_prefixes(AutoTokenizer.from_pretrained(model)).length(Mode.GENERAL)
+    assert plen > 1 and len(recs) == 8
+    assert all(r["mode"] == r["decoding"] for r in recs)
+    assert all(r["response_tokens"] >= plen for r in recs if r["decoding"] == "general")
+    assert all(r["response_tokens"] <= 12 for r in recs)
+    assert main(["run", *common, "--out", str(tmp_path / "p"), "--decoding", "free", "--prompt-style", "mode_choice"]) == 0
+    assert all(r["mode"] == "unknown" for r in read_predictions(tmp_path / "p" / "predictions.jsonl"))

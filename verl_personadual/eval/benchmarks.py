@@ -43,6 +43,7 @@ notes, so 500 per benchmark (MATH-500 is exactly 500; PersonaFeedback and FSPO a
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,8 @@ __all__ = [
     "SPECS",
     "parse_sizes",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Benchmarks in table order: objective first, then personalized.
 OBJECTIVE_BENCHMARKS: tuple[DataSource, ...] = (
@@ -333,14 +336,19 @@ _PARSERS: dict[DataSource, Callable[[Record, int], Item | None]] = {
 
 
 def _download_personafeedback(revision: str | None) -> Path:
+    """The local snapshot root of the PersonaFeedback files; a data file missing on the hub is skipped (the
+    loader then reads the ones present), the persona file is required."""
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
 
     spec = SPECS[DataSource.PERSONAFEEDBACK]
-    paths = [
-        hf_hub_download(spec.hub_id, rel, repo_type="dataset", revision=revision)
-        for rel in (*PERSONAFEEDBACK_FILES, PERSONAFEEDBACK_PERSONAS)
-    ]
-    return Path(paths[-1]).parent.parent
+    for rel in PERSONAFEEDBACK_FILES:
+        try:
+            hf_hub_download(spec.hub_id, rel, repo_type="dataset", revision=revision)
+        except EntryNotFoundError:
+            logger.warning("%s: no %s on the hub; continuing without it", spec.hub_id, rel)
+    personas = hf_hub_download(spec.hub_id, PERSONAFEEDBACK_PERSONAS, repo_type="dataset", revision=revision)
+    return Path(personas).parent.parent
 
 
 def load_benchmark(
