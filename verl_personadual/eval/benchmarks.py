@@ -110,27 +110,24 @@ _PERSONA_FIELDS = ("Name", "Demographics", "Personality", "Preference", "Bias")
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    """Where a benchmark lives on the hub and how its rows become items."""
+    """Where a benchmark lives on the hub (PersonaFeedback: raw files, ``split`` unused)."""
 
     name: DataSource
     hub_id: str
     config: str | None
     split: str
-    family: TaskFamily
 
 
 SPECS: dict[DataSource, BenchmarkSpec] = {
     s.name: s
     for s in (
-        BenchmarkSpec(DataSource.MMLU_PRO, "TIGER-Lab/MMLU-Pro", None, "test", TaskFamily.MULTIPLE_CHOICE),
-        BenchmarkSpec(DataSource.SUPERGPQA, "m-a-p/SuperGPQA", None, "train", TaskFamily.MULTIPLE_CHOICE),
-        BenchmarkSpec(DataSource.TRIVIAQA, "mandarjoshi/trivia_qa", "rc.nocontext", "validation", TaskFamily.OPEN_QA),
-        BenchmarkSpec(DataSource.PUBMEDQA, "qiaojin/PubMedQA", "pqa_labeled", "train", TaskFamily.YES_NO_MAYBE),
-        BenchmarkSpec(DataSource.MATH500, "HuggingFaceH4/MATH-500", None, "test", TaskFamily.MATH),
-        BenchmarkSpec(DataSource.PERSONAFEEDBACK, "PersonalAILab/PersonaFeedback", None, "files", TaskFamily.PREFERENCE),
-        BenchmarkSpec(
-            DataSource.FSPO_ROLEPLAY, "sher222/persona-iterative-responses", None, "test", TaskFamily.PREFERENCE
-        ),
+        BenchmarkSpec(DataSource.MMLU_PRO, "TIGER-Lab/MMLU-Pro", None, "test"),
+        BenchmarkSpec(DataSource.SUPERGPQA, "m-a-p/SuperGPQA", None, "train"),
+        BenchmarkSpec(DataSource.TRIVIAQA, "mandarjoshi/trivia_qa", "rc.nocontext", "validation"),
+        BenchmarkSpec(DataSource.PUBMEDQA, "qiaojin/PubMedQA", "pqa_labeled", "train"),
+        BenchmarkSpec(DataSource.MATH500, "HuggingFaceH4/MATH-500", None, "test"),
+        BenchmarkSpec(DataSource.PERSONAFEEDBACK, "PersonalAILab/PersonaFeedback", None, "files"),
+        BenchmarkSpec(DataSource.FSPO_ROLEPLAY, "sher222/persona-iterative-responses", None, "test"),
     )
 }
 
