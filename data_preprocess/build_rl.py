@@ -30,7 +30,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -50,6 +49,7 @@ from data_preprocess.personas import (
     unaligned_personas,
 )
 from verl_personadual import names
+from verl_personadual.atomic import atomic_write
 from verl_personadual.llm import (
     ENV_API_KEY,
     ENV_BASE_URL,
@@ -156,7 +156,7 @@ def stratified_sample(items: Sequence[Item], k: int, rng: random.Random) -> list
     return out
 
 
-def _load_sources(cfg: BuildConfig) -> tuple[dict[str, LoadedSource], list[Persona], LoadedSource, dict[str, Any]]:
+def load_sources(cfg: BuildConfig) -> tuple[dict[str, LoadedSource], list[Persona], LoadedSource, dict[str, Any]]:
     def spec(module: Any, name: str) -> Any:
         return module.spec(cfg.paths.get(name), cfg.revisions.get(name))
 
@@ -177,7 +177,7 @@ def _load_sources(cfg: BuildConfig) -> tuple[dict[str, LoadedSource], list[Perso
     return loaded, pool, pool_report, provenance
 
 
-def _apply_filters(cfg: BuildConfig, loaded: dict[str, LoadedSource]) -> dict[str, Any]:
+def apply_filters(cfg: BuildConfig, loaded: dict[str, LoadedSource]) -> dict[str, Any]:
     report: dict[str, Any] = {}
     for name, hub, target in (("pubmedqa", overlap.PUBMEDQA, "ultramedical"), ("triviaqa", overlap.TRIVIAQA, "flan")):
         path = cfg.paths.get(name)
@@ -199,7 +199,7 @@ def _apply_filters(cfg: BuildConfig, loaded: dict[str, LoadedSource]) -> dict[st
     return report
 
 
-def _compose(cfg: BuildConfig, loaded: dict[str, LoadedSource]) -> list[Assigned]:
+def compose(cfg: BuildConfig, loaded: dict[str, LoadedSource]) -> list[Assigned]:
     assigned: list[Assigned] = []
     for name in SOURCES:
         n_train, n_val = cfg.train_counts.get(name, 0), cfg.val_counts.get(name, 0)
@@ -233,7 +233,7 @@ def _compose(cfg: BuildConfig, loaded: dict[str, LoadedSource]) -> list[Assigned
     return assigned
 
 
-def _attach_personas(
+def attach_personas(
     cfg: BuildConfig, assigned: list[Assigned], pool: list[Persona]
 ) -> tuple[list[Assigned], dict[str, Any]]:
     need_unaligned = [i for i, a in enumerate(assigned) if a.persona is None and a.setting is PersonaSetting.UNALIGNED]
@@ -307,21 +307,9 @@ def build_rows(assigned: Sequence[Assigned], split: str, seed: int) -> list[dict
     return rows
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
     table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
-    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def _counts(assigned: Sequence[Assigned]) -> dict[str, dict[str, dict[str, int]]]:
@@ -333,10 +321,10 @@ def _counts(assigned: Sequence[Assigned]) -> dict[str, dict[str, dict[str, int]]
 
 def build(cfg: BuildConfig) -> dict[str, Any]:
     """Run the pipeline; returns the manifest (also written to ``out_dir/manifest.json``)."""
-    loaded, pool, pool_report, provenance = _load_sources(cfg)
-    filters = _apply_filters(cfg, loaded)
-    assigned = _compose(cfg, loaded)
-    assigned, llm_report = _attach_personas(cfg, assigned, pool)
+    loaded, pool, pool_report, provenance = load_sources(cfg)
+    filters = apply_filters(cfg, loaded)
+    assigned = compose(cfg, loaded)
+    assigned, llm_report = attach_personas(cfg, assigned, pool)
     outputs = {}
     for split in SPLITS:
         rows = build_rows(assigned, split, cfg.seed)
@@ -363,11 +351,11 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     def write_manifest(tmp: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
-    _atomic_write(cfg.out_dir / "manifest.json", write_manifest)
+    atomic_write(cfg.out_dir / "manifest.json", write_manifest)
     return manifest
 
 
-def _parse_counts(text: str) -> dict[str, int]:
+def parse_counts(text: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
@@ -377,7 +365,7 @@ def _parse_counts(text: str) -> dict[str, int]:
     return out
 
 
-def _parse_revision(text: str) -> tuple[str, str]:
+def parse_revision(text: str) -> tuple[str, str]:
     name, sep, rev = text.partition("=")
     if not sep or name not in FILE_INPUTS or not rev:
         raise argparse.ArgumentTypeError(f"expected NAME=REVISION with NAME in {', '.join(FILE_INPUTS)}, got {text!r}")
@@ -413,11 +401,11 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", type=Path, metavar="FILE",
                        help=f"local {name} file (.jsonl or .parquet, hub schema)"
                             + ("; enables the overlap filter" if name in ("pubmedqa", "triviaqa") else "; else the hub"))
-    p.add_argument("--revision", type=_parse_revision, action="append", default=[], metavar="NAME=REV",
+    p.add_argument("--revision", type=parse_revision, action="append", default=[], metavar="NAME=REV",
                    help="hub revision (commit / tag) of an input loaded from the hub; repeatable")
-    p.add_argument("--train-counts", type=_parse_counts, default={}, metavar="SRC=N,...",
+    p.add_argument("--train-counts", type=parse_counts, default={}, metavar="SRC=N,...",
                    help=f"training items per source (default {DEFAULT_TRAIN_COUNTS}, Table 5)")
-    p.add_argument("--val-counts", type=_parse_counts, default={}, metavar="SRC=N,...",
+    p.add_argument("--val-counts", type=parse_counts, default={}, metavar="SRC=N,...",
                    help=f"validation items per source (default {DEFAULT_VAL_COUNTS})")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     p.add_argument("--aligned-personas", type=AlignedMode, choices=list(AlignedMode), default=None,

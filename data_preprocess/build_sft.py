@@ -44,10 +44,29 @@ from data_preprocess import build_rl
 from data_preprocess.build_rl import BuildConfig, BuildError
 from data_preprocess.common import SchemaError
 from data_preprocess.personas import AlignedMode
-from data_preprocess.sft_selection import Selection, Trajectory, assistant_text, score_trajectory, select
-from verl_personadual.llm import ENV_BASE_URL, ENV_MODEL, LLMBatchError, LLMClient, LLMConfig, LLMError
+from data_preprocess.sft_selection import (
+    Selection,
+    Trajectory,
+    assistant_text,
+    score_trajectory,
+    select,
+)
+from verl_personadual.atomic import atomic_write
+from verl_personadual.llm import (
+    ENV_BASE_URL,
+    ENV_MODEL,
+    LLMBatchError,
+    LLMClient,
+    LLMConfig,
+    LLMError,
+)
 from verl_personadual.modes import Mode
-from verl_personadual.prompts import EXPERT_PROMPT_VERSION, OBJECTIVE_SOURCES, DataSource, build_expert_request
+from verl_personadual.prompts import (
+    EXPERT_PROMPT_VERSION,
+    OBJECTIVE_SOURCES,
+    DataSource,
+    build_expert_request,
+)
 
 #: Table 5, SFT column.
 DEFAULT_TRAIN_COUNTS = {"ultramedical": 2000, "flan": 4000, "alignx": 2000}
@@ -250,22 +269,22 @@ def _summary(judged: Sequence[Judged], too_long: set[int]) -> dict[str, Any]:
 
 def _write_json(path: Path, obj: Any) -> None:
     text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
-    build_rl._atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def build(cfg: SFTConfig) -> dict[str, Any]:
     """Run the pipeline; returns the manifest (also written to ``out_dir/manifest.json``)."""
     base = cfg.base
-    loaded, pool, pool_report, provenance = build_rl._load_sources(base)
-    filters = build_rl._apply_filters(base, loaded)
+    loaded, pool, pool_report, provenance = build_rl.load_sources(base)
+    filters = build_rl.apply_filters(base, loaded)
     exclude = excluded_ids(cfg.exclude_rl)
     excluded = {}
     for name, src in loaded.items():
         before = len(src.items)
         src.items = [it for it in src.items if it.source_id not in exclude.get(name, set())]
         excluded[name] = before - len(src.items)
-    assigned = build_rl._compose(base, loaded)
-    assigned, persona_report = build_rl._attach_personas(base, assigned, pool)
+    assigned = build_rl.compose(base, loaded)
+    assigned, persona_report = build_rl.attach_personas(base, assigned, pool)
     rows = {split: build_rl.build_rows(assigned, split, base.seed) for split in build_rl.SPLITS}
     flat = [r for split in build_rl.SPLITS for r in rows[split]]
     replies, expert_report = _ask_expert(cfg, flat)
@@ -288,7 +307,7 @@ def build(cfg: SFTConfig) -> dict[str, Any]:
             out_rows.append(row)
         path = base.out_dir / f"{split}.parquet"
         table = pa.Table.from_pylist(out_rows, schema=SFT_ROW_SCHEMA)
-        build_rl._atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp))
+        atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp))
         outputs[split] = {"path": str(path), "rows": len(out_rows), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
         selection[split] = _summary(judged, too_long)
 
@@ -351,11 +370,11 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", type=Path, metavar="FILE",
                        help=f"local {name} file (.jsonl or .parquet, hub schema)"
                             + ("; enables the overlap filter" if name in ("pubmedqa", "triviaqa") else "; else the hub"))
-    p.add_argument("--revision", type=build_rl._parse_revision, action="append", default=[], metavar="NAME=REV",
+    p.add_argument("--revision", type=build_rl.parse_revision, action="append", default=[], metavar="NAME=REV",
                    help="hub revision (commit / tag) of an input loaded from the hub; repeatable")
-    p.add_argument("--train-counts", type=build_rl._parse_counts, default={}, metavar="SRC=N,...",
+    p.add_argument("--train-counts", type=build_rl.parse_counts, default={}, metavar="SRC=N,...",
                    help=f"training items per source before selection (default {DEFAULT_TRAIN_COUNTS}, Table 5)")
-    p.add_argument("--val-counts", type=build_rl._parse_counts, default={}, metavar="SRC=N,...",
+    p.add_argument("--val-counts", type=build_rl.parse_counts, default={}, metavar="SRC=N,...",
                    help=f"validation items per source before selection (default {DEFAULT_VAL_COUNTS})")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     p.add_argument("--exclude-rl", type=Path, action="append", default=[], metavar="DIR",

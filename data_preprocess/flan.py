@@ -19,7 +19,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_preprocess.common import Item, LoadedSource, SourceSpec, iter_records, require, stable_id
+from data_preprocess.common import (
+    Item,
+    LoadedSource,
+    SourceSpec,
+    iter_records,
+    require,
+    stable_id,
+)
 from verl_personadual.prompts import DataSource, TaskFamily
 
 HUB_ID = "Muennighoff/flan"

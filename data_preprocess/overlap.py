@@ -12,7 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_preprocess.common import Item, SourceSpec, iter_records, normalize_question, question_segments, require
+from data_preprocess.common import (
+    Item,
+    SourceSpec,
+    iter_records,
+    normalize_question,
+    question_segments,
+    require,
+)
 
 PUBMEDQA = SourceSpec("qiaojin/PubMedQA", "pqa_labeled", "train")
 TRIVIAQA = SourceSpec("mandarjoshi/trivia_qa", "rc.nocontext", "validation")

@@ -24,7 +24,12 @@ from typing import Any, Sequence
 from data_preprocess.common import Item, has_content, stable_id
 from data_preprocess.personahub import Persona
 from verl_personadual.llm import LLMClient
-from verl_personadual.prompts import PERSONA_KEY, DataSource, TaskFamily, build_aligned_persona_request
+from verl_personadual.prompts import (
+    PERSONA_KEY,
+    DataSource,
+    TaskFamily,
+    build_aligned_persona_request,
+)
 
 #: Longest accepted generated persona (characters).
 MAX_GENERATED_PERSONA_CHARS = 400

@@ -16,7 +16,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from data_preprocess.common import Item, LoadedSource, Record, SchemaError, SourceSpec, iter_records, require
+from data_preprocess.common import (
+    Item,
+    LoadedSource,
+    Record,
+    SchemaError,
+    SourceSpec,
+    iter_records,
+    require,
+)
 from verl_personadual.prompts import LETTERS, DataSource, TaskFamily, format_choices
 
 HUB_ID = "TsinghuaC3I/UltraMedical"

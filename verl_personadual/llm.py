@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +35,8 @@ from typing import Any, Callable, Coroutine, Mapping, Sequence, TypeVar
 
 import openai
 from tqdm.auto import tqdm
+
+from verl_personadual.atomic import atomic_write_text
 
 __all__ = [
     "ENV_BASE_URL",
@@ -176,7 +177,6 @@ class _Cache:
 
     def __init__(self, root: Path | None):
         self.root = root
-        self._made: set[Path] = set()
 
     def _path(self, key: str) -> Path:
         assert self.root is not None
@@ -198,18 +198,7 @@ class _Cache:
     def put(self, key: str, reply: str) -> None:
         if self.root is None:
             return
-        path = self._path(key)
-        if path.parent not in self._made:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"reply": reply}, f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self._path(key), json.dumps({"reply": reply}, ensure_ascii=False))
 
 
 def _retryable(err: Exception) -> bool:

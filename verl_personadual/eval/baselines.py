@@ -31,9 +31,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from verl_personadual.atomic import atomic_write_text
 from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.personas import EvalRow
-from verl_personadual.eval.store import atomic_write_text
 from verl_personadual.modes import PREFIX_TEXT, UNKNOWN_MODE, Mode
 from verl_personadual.prompts import build_mode_choice_prompt, build_prompt
 

@@ -12,7 +12,12 @@ from typing import Sequence
 
 import verl_personadual.eval.baselines as baselines_module
 import verl_personadual.eval.run as run_module
-from verl_personadual.eval.baselines import PromptStyle, Router, RouterError, router_labels
+from verl_personadual.eval.baselines import (
+    PromptStyle,
+    Router,
+    RouterError,
+    router_labels,
+)
 from verl_personadual.eval.benchmarks import BENCHMARKS, DEFAULT_SIZES, parse_sizes
 from verl_personadual.eval.generate import BACKENDS, Decoding, DecodingParams
 from verl_personadual.eval.personas import PersonaAssignmentError, read_eval_set

@@ -23,9 +23,14 @@ from typing import Any, Mapping, Sequence
 from data_preprocess.common import Item, SchemaError
 from data_preprocess.personahub import Persona
 from data_preprocess.personas import aligned_personas_llm, unaligned_personas
-from verl_personadual.eval.store import atomic_write_text
+from verl_personadual.atomic import atomic_write_text
 from verl_personadual.llm import LLMBatchError, LLMClient
-from verl_personadual.prompts import PERSONALIZED_SOURCES, DataSource, PersonaSetting, TaskFamily
+from verl_personadual.prompts import (
+    PERSONALIZED_SOURCES,
+    DataSource,
+    PersonaSetting,
+    TaskFamily,
+)
 
 __all__ = ["EvalRow", "build_eval_set", "write_eval_set", "read_eval_set", "PersonaAssignmentError"]
 

@@ -35,9 +35,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from verl_personadual.eval.benchmarks import BENCHMARKS, OBJECTIVE_BENCHMARKS, PERSONALIZED_BENCHMARKS
+from verl_personadual.atomic import atomic_write_bytes, atomic_write_text
+from verl_personadual.eval.benchmarks import (
+    BENCHMARKS,
+    OBJECTIVE_BENCHMARKS,
+    PERSONALIZED_BENCHMARKS,
+)
 from verl_personadual.eval.generate import Decoding
-from verl_personadual.eval.store import atomic_write_bytes, atomic_write_text, read_predictions
+from verl_personadual.eval.store import read_predictions
 from verl_personadual.prompts import PersonaSetting
 
 __all__ = [

@@ -38,7 +38,13 @@ from tqdm.auto import tqdm
 
 from data_preprocess import personahub
 from data_preprocess.common import Item
-from verl_personadual.eval.baselines import PromptStyle, Router, build_messages, mode_from_text
+from verl_personadual.atomic import atomic_write_text
+from verl_personadual.eval.baselines import (
+    PromptStyle,
+    Router,
+    build_messages,
+    mode_from_text,
+)
 from verl_personadual.eval.benchmarks import DEFAULT_SIZES, load_benchmark, sample_items
 from verl_personadual.eval.generate import (
     Decoding,
@@ -48,13 +54,23 @@ from verl_personadual.eval.generate import (
     prompt_ids,
     request_seed,
 )
-from verl_personadual.eval.personas import EvalRow, build_eval_set, read_eval_set, write_eval_set
+from verl_personadual.eval.personas import (
+    EvalRow,
+    build_eval_set,
+    read_eval_set,
+    write_eval_set,
+)
 from verl_personadual.eval.report import write_report
-from verl_personadual.eval.store import PredictionStore, atomic_write_text
+from verl_personadual.eval.store import PredictionStore
 from verl_personadual.llm import LLMClient, LLMConfig
 from verl_personadual.modes import UNKNOWN_MODE, Mode, ModePrefixes, resolve_prefixes
 from verl_personadual.names import MODE_FIELD
-from verl_personadual.prompts import PERSONALIZED_SOURCES, DataSource, PersonaSetting, TaskFamily
+from verl_personadual.prompts import (
+    PERSONALIZED_SOURCES,
+    DataSource,
+    PersonaSetting,
+    TaskFamily,
+)
 from verl_personadual.rewards import LLMJudge, compute_score
 
 __all__ = ["RunConfig", "RunError", "run", "prepare_eval_set", "score_response", "JUDGE_FAMILIES", "EVAL_SET", "PREDICTIONS"]

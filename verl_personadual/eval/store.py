@@ -12,37 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "PredictionStore", "StoreError", "read_predictions"]
+__all__ = ["PredictionStore", "StoreError", "read_predictions"]
 
 logger = logging.getLogger(__name__)
 
 
 class StoreError(ValueError):
     """A predictions file is corrupt beyond a torn last line; the message names file and line."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _key(record: Mapping[str, Any]) -> tuple[str, str]:
