@@ -23,23 +23,22 @@ most ``MAX_HISTORY`` entries of each list are used. An item with no demographic 
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
 from data_preprocess.common import (
     MAX_PERSONA_CHARS,
-    Item,
     LoadedSource,
     Record,
     SchemaError,
     SourceSpec,
     has_content,
     iter_records,
+    preference_item,
     require,
     stable_id,
 )
-from verl_personadual.prompts import DataSource, TaskFamily, build_preference_question
+from verl_personadual.prompts import DataSource
 
 HUB_ID = "JinaLeejnl/AlignX"
 HUB_CONFIG: str | None = None
@@ -114,19 +113,5 @@ def load(source: SourceSpec, seed: int, progress: bool = False) -> LoadedSource:
             out.skipped["overlong_persona"] += 1
             continue
         persona = render_user(demographic, ugc, pairwise)
-        chosen_is_a = random.Random(f"{seed}:{uid}").random() < 0.5
-        a, b = (chosen, rejected) if chosen_is_a else (rejected, chosen)
-        out.items.append(
-            Item(
-                source=DataSource.ALIGNX,
-                source_id=uid,
-                task="alignx",
-                family=TaskFamily.PREFERENCE,
-                question=build_preference_question(post, a, b),
-                gold="A" if chosen_is_a else "B",
-                choices=(a, b),
-                persona=persona,
-                persona_id=stable_id("alignx-user", persona),
-            )
-        )
+        out.items.append(preference_item(DataSource.ALIGNX, uid, "alignx", post, chosen, rejected, persona, seed))
     return out

@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import random
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -30,7 +31,12 @@ from typing import Any, Iterator, Mapping
 
 from tqdm.auto import tqdm
 
-from verl_personadual.prompts import DataSource, TaskFamily, render_persona
+from verl_personadual.prompts import (
+    DataSource,
+    TaskFamily,
+    build_preference_question,
+    render_persona,
+)
 
 __all__ = [
     "MAX_PERSONA_CHARS",
@@ -265,3 +271,24 @@ def question_segments(text: str) -> set[str]:
             pieces.add(piece)
             pieces.add(_LABEL.sub("", piece, count=1))
     return {n for n in map(normalize_question, pieces) if n}
+
+
+def preference_item(
+    source: DataSource, source_id: str, task: str, post: str, preferred: str, other: str, persona: str, seed: int
+) -> Item:
+    """A pairwise-preference item (AlignX, PersonaFeedback, FSPO): responses A/B in an order drawn from
+    ``random.Random(f"{seed}:{source_id}")`` (< 0.5 -> preferred is A), reproducible and independent of row
+    order; gold = the letter of the preferred response; persona id = ``stable_id("<source>-user", persona)``."""
+    preferred_is_a = random.Random(f"{seed}:{source_id}").random() < 0.5
+    a, b = (preferred, other) if preferred_is_a else (other, preferred)
+    return Item(
+        source=source,
+        source_id=source_id,
+        task=task,
+        family=TaskFamily.PREFERENCE,
+        question=build_preference_question(post, a, b),
+        gold="A" if preferred_is_a else "B",
+        choices=(a, b),
+        persona=persona,
+        persona_id=stable_id(f"{source.value}-user", persona),
+    )

@@ -56,6 +56,7 @@ from data_preprocess.common import (
     SchemaError,
     SourceSpec,
     iter_records,
+    preference_item,
     require,
     stable_id,
 )
@@ -65,7 +66,6 @@ from verl_personadual.prompts import (
     PERSONALIZED_SOURCES,
     DataSource,
     TaskFamily,
-    build_preference_question,
     format_choices,
 )
 
@@ -235,25 +235,6 @@ def _math500(rec: Record, seed: int) -> Item | None:
     )
 
 
-def _preference_item(
-    source: DataSource, source_id: str, task: str, post: str, preferred: str, other: str, persona: str, seed: int
-) -> Item:
-    """The AlignX convention (module docstring): seeded A/B order, gold = letter of the preferred response."""
-    preferred_is_a = random.Random(f"{seed}:{source_id}").random() < 0.5
-    a, b = (preferred, other) if preferred_is_a else (other, preferred)
-    return Item(
-        source=source,
-        source_id=source_id,
-        task=task,
-        family=TaskFamily.PREFERENCE,
-        question=build_preference_question(post, a, b),
-        gold="A" if preferred_is_a else "B",
-        choices=(a, b),
-        persona=persona,
-        persona_id=stable_id(f"{source.value}-user", persona),
-    )
-
-
 def _fspo(rec: Record, seed: int) -> Item | None:
     post, preferred, other = _text(rec, "x"), _text(rec, "yw"), _text(rec, "yl")
     persona = _nested(rec, "score_persona", "persona_description", str).strip()
@@ -261,7 +242,7 @@ def _fspo(rec: Record, seed: int) -> Item | None:
         raise SchemaError(f"{rec.where('score_persona.persona_description')}: empty")
     level = require(rec, "level", (str, int))
     sid = stable_id("fspo_roleplay", str(level), post, preferred, other)
-    return _preference_item(DataSource.FSPO_ROLEPLAY, sid, "fspo_roleplay", post, preferred, other, persona, seed)
+    return preference_item(DataSource.FSPO_ROLEPLAY, sid, "fspo_roleplay", post, preferred, other, persona, seed)
 
 
 def _render_value(value: Any) -> str:
@@ -318,7 +299,7 @@ def _personafeedback(root: Path, seed: int, report: LoadedSource) -> None:
             post, chosen, reject = _text(rec, "question"), _text(rec, "chosen"), _text(rec, "reject")
             sid = stable_id("personafeedback", task, user, post, chosen, reject)
             report.items.append(
-                _preference_item(DataSource.PERSONAFEEDBACK, sid, task, post, chosen, reject, personas[user], seed)
+                preference_item(DataSource.PERSONAFEEDBACK, sid, task, post, chosen, reject, personas[user], seed)
             )
 
 
