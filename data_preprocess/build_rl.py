@@ -372,6 +372,49 @@ def parse_revision(text: str) -> tuple[str, str]:
     return name, rev
 
 
+def add_input_arguments(
+    p: argparse.ArgumentParser, train_default: dict[str, int], val_default: dict[str, int], count_note: str = ""
+) -> None:
+    """The output, input-file, revision, count and seed options shared by build_rl and build_sft."""
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--samples", action="store_true",
+                   help="use the shipped sample files for every input not given explicitly, sample-sized counts, "
+                        "and offline-template aligned personas unless --aligned-personas is given")
+    for name in FILE_INPUTS:
+        p.add_argument(f"--{name}", type=Path, metavar="FILE",
+                       help=f"local {name} file (.jsonl or .parquet, hub schema)"
+                            + ("; enables the overlap filter" if name in ("pubmedqa", "triviaqa") else "; else the hub"))
+    p.add_argument("--revision", type=parse_revision, action="append", default=[], metavar="NAME=REV",
+                   help="hub revision (commit / tag) of an input loaded from the hub; repeatable")
+    p.add_argument("--train-counts", type=parse_counts, default={}, metavar="SRC=N,...",
+                   help=f"training items per source{count_note} (default {train_default}, Table 5)")
+    p.add_argument("--val-counts", type=parse_counts, default={}, metavar="SRC=N,...",
+                   help=f"validation items per source{count_note} (default {val_default})")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+
+
+def add_llm_arguments(p: argparse.ArgumentParser) -> None:
+    """The OpenAI-compatible endpoint options (and --no-progress) shared by build_rl and build_sft."""
+    p.add_argument("--llm-base-url", metavar="URL", help=f"OpenAI-compatible base URL (else {ENV_BASE_URL})")
+    p.add_argument("--llm-model", metavar="NAME", help=f"model name (else {ENV_MODEL}); the key: {ENV_API_KEY}")
+    p.add_argument("--llm-cache-dir", type=Path, metavar="DIR",
+                   help=f"reply cache (else {ENV_CACHE_DIR}, else ~/.cache/verl_personadual/llm)")
+    p.add_argument("--llm-concurrency", type=int, default=16, metavar="N", help="requests in flight (default 16)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def llm_config_from_args(args: argparse.Namespace) -> LLMConfig | None:
+    """The endpoint configured by the --llm-* flags or the environment, or None when there is none."""
+    if not (args.llm_base_url or os.environ.get(ENV_BASE_URL)):
+        return None
+    return LLMConfig.from_env(
+        base_url=args.llm_base_url,
+        model=args.llm_model,
+        cache_dir=args.llm_cache_dir,
+        max_concurrency=args.llm_concurrency,
+    )
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m data_preprocess.build_rl",
@@ -393,29 +436,10 @@ def make_parser() -> argparse.ArgumentParser:
             "too few items, failed LLM requests) exit with status 2."
         ),
     )
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--samples", action="store_true",
-                   help="use the shipped sample files for every input not given explicitly, sample-sized counts, "
-                        "and offline-template aligned personas unless --aligned-personas is given")
-    for name in FILE_INPUTS:
-        p.add_argument(f"--{name}", type=Path, metavar="FILE",
-                       help=f"local {name} file (.jsonl or .parquet, hub schema)"
-                            + ("; enables the overlap filter" if name in ("pubmedqa", "triviaqa") else "; else the hub"))
-    p.add_argument("--revision", type=parse_revision, action="append", default=[], metavar="NAME=REV",
-                   help="hub revision (commit / tag) of an input loaded from the hub; repeatable")
-    p.add_argument("--train-counts", type=parse_counts, default={}, metavar="SRC=N,...",
-                   help=f"training items per source (default {DEFAULT_TRAIN_COUNTS}, Table 5)")
-    p.add_argument("--val-counts", type=parse_counts, default={}, metavar="SRC=N,...",
-                   help=f"validation items per source (default {DEFAULT_VAL_COUNTS})")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    add_input_arguments(p, DEFAULT_TRAIN_COUNTS, DEFAULT_VAL_COUNTS)
     p.add_argument("--aligned-personas", type=AlignedMode, choices=list(AlignedMode), default=None,
                    help="llm (default; needs an endpoint) or offline-template (labelled placeholders, no endpoint)")
-    p.add_argument("--llm-base-url", metavar="URL", help=f"OpenAI-compatible base URL (else {ENV_BASE_URL})")
-    p.add_argument("--llm-model", metavar="NAME", help=f"model name (else {ENV_MODEL}); the key: {ENV_API_KEY}")
-    p.add_argument("--llm-cache-dir", type=Path, metavar="DIR",
-                   help=f"reply cache (else {ENV_CACHE_DIR}, else ~/.cache/verl_personadual/llm)")
-    p.add_argument("--llm-concurrency", type=int, default=16, metavar="N", help="requests in flight (default 16)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_llm_arguments(p)
     return p
 
 
@@ -425,14 +449,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
     train = (dict(SAMPLE_TRAIN_COUNTS) if args.samples else dict(DEFAULT_TRAIN_COUNTS)) | args.train_counts
     val = (dict(SAMPLE_VAL_COUNTS) if args.samples else dict(DEFAULT_VAL_COUNTS)) | args.val_counts
     aligned = args.aligned_personas or (AlignedMode.OFFLINE_TEMPLATE if args.samples else AlignedMode.LLM)
-    llm = None
-    if aligned is AlignedMode.LLM and (args.llm_base_url or os.environ.get(ENV_BASE_URL)):
-        llm = LLMConfig.from_env(
-            base_url=args.llm_base_url,
-            model=args.llm_model,
-            cache_dir=args.llm_cache_dir,
-            max_concurrency=args.llm_concurrency,
-        )
+    llm = llm_config_from_args(args) if aligned is AlignedMode.LLM else None
     return BuildConfig(
         out_dir=args.out,
         paths=paths,

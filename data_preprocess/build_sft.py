@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
@@ -361,22 +360,7 @@ def make_parser() -> argparse.ArgumentParser:
             "`python -m verl_personadual.add_mode_tokens`."
         ),
     )
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--samples", action="store_true",
-                   help="use the shipped sample files for every input not given explicitly, sample-sized counts, "
-                        "and offline-template aligned personas unless --aligned-personas is given (the expert "
-                        "still needs an endpoint)")
-    for name in build_rl.FILE_INPUTS:
-        p.add_argument(f"--{name}", type=Path, metavar="FILE",
-                       help=f"local {name} file (.jsonl or .parquet, hub schema)"
-                            + ("; enables the overlap filter" if name in ("pubmedqa", "triviaqa") else "; else the hub"))
-    p.add_argument("--revision", type=build_rl.parse_revision, action="append", default=[], metavar="NAME=REV",
-                   help="hub revision (commit / tag) of an input loaded from the hub; repeatable")
-    p.add_argument("--train-counts", type=build_rl.parse_counts, default={}, metavar="SRC=N,...",
-                   help=f"training items per source before selection (default {DEFAULT_TRAIN_COUNTS}, Table 5)")
-    p.add_argument("--val-counts", type=build_rl.parse_counts, default={}, metavar="SRC=N,...",
-                   help=f"validation items per source before selection (default {DEFAULT_VAL_COUNTS})")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    build_rl.add_input_arguments(p, DEFAULT_TRAIN_COUNTS, DEFAULT_VAL_COUNTS, count_note=" before selection")
     p.add_argument("--exclude-rl", type=Path, action="append", default=[], metavar="DIR",
                    help="a build_rl output directory whose items (train + validation) must not be used; repeatable")
     p.add_argument("--aligned-personas", type=AlignedMode, choices=list(AlignedMode), default=None,
@@ -397,11 +381,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="longest row in tokens, counted on --tokenizer's chat template of the whole conversation "
                         "(a few template tokens above verl's per-message count for Qwen3, so conservative); the SFT "
                         "recipe uses data.max_length=4096 with truncation=error")
-    p.add_argument("--llm-base-url", help="OpenAI-compatible base URL (else PERSONADUAL_LLM_BASE_URL)")
-    p.add_argument("--llm-model", help="model name (else PERSONADUAL_LLM_MODEL)")
-    p.add_argument("--llm-cache-dir", type=Path, help="reply cache (else PERSONADUAL_LLM_CACHE_DIR or ~/.cache)")
-    p.add_argument("--llm-concurrency", type=int, default=16, help="requests in flight (default 16)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    build_rl.add_llm_arguments(p)
     return p
 
 
@@ -412,14 +392,7 @@ def config_from_args(args: argparse.Namespace) -> SFTConfig:
     if not args.samples:
         base = replace(base, train_counts=DEFAULT_TRAIN_COUNTS | args.train_counts,
                        val_counts=DEFAULT_VAL_COUNTS | args.val_counts)
-    expert = None
-    if args.llm_base_url or os.environ.get(ENV_BASE_URL):
-        expert = LLMConfig.from_env(
-            base_url=args.llm_base_url,
-            model=args.llm_model,
-            cache_dir=args.llm_cache_dir,
-            max_concurrency=args.llm_concurrency,
-        )
+    expert = build_rl.llm_config_from_args(args)
     return SFTConfig(
         base=base,
         expert=expert,
