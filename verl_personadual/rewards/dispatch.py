@@ -47,6 +47,11 @@ __all__ = [
     "NO_ANSWER_SCORE",
 ]
 
+#: Families whose valid answers form a closed set; an answer outside it is never sent to the judge.
+CLOSED_FAMILIES = frozenset(
+    {TaskFamily.MULTIPLE_CHOICE, TaskFamily.OPTION_TEXT, TaskFamily.YES_NO_MAYBE, TaskFamily.PREFERENCE}
+)
+
 CORRECT_WEIGHT = 0.9
 FORMAT_WEIGHT = 0.1
 NO_ANSWER_SCORE = 0.0
@@ -169,7 +174,9 @@ def compute_score(
         verdict = Verdict(None, False)
     else:
         verdict = score(family, found.answer, gold, dict(info), _number("math_timeout_s", math_timeout_s))
-        if judge is not None and family in judge.families and not verdict.correct:
+        # An answer outside a closed answer set ("B" to a yes/no question) is wrong without asking anyone.
+        judgeable = verdict.pred is not None or family not in CLOSED_FAMILIES
+        if judge is not None and family in judge.families and not verdict.correct and judgeable:
             judged = judge.judge(str(info.get("question", "")), gold, found.answer)
             if judged:
                 verdict = Verdict(verdict.pred or found.answer[:100], True)
