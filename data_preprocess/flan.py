@@ -10,6 +10,10 @@ Family rules (the question is ``inputs`` verbatim, the gold is ``targets``):
 - everything else, including ``trivia_qa_*`` and ``natural_questions_*`` -> ``FREE_TEXT``: FLAN gives one target
   string, not an alias list, so these are graded by normalised match / containment rather than ``OPEN_QA``.
 
+``FREE_TEXT`` items whose target is longer than ``MAX_FREE_TEXT_GOLD_WORDS`` words (summaries, translations,
+generated paragraphs) are skipped as ``long_free_text_gold``: normalised match / containment cannot grade them,
+so in RL they would only add zero-reward groups.
+
 FLAN rows have no id; ``source_id`` is ``<task>:<hash of inputs and targets>``, so exact duplicate rows are
 skipped as ``duplicate_id``. Empty ``inputs`` / ``targets`` are skipped as ``empty_question`` / ``empty_gold``.
 The stratification task is ``task``.
@@ -33,6 +37,8 @@ HUB_ID = "Muennighoff/flan"
 HUB_CONFIG: str | None = None
 HUB_SPLIT = "train"
 OPTIONS_MARKER = "OPTIONS:"
+#: Longest free-text target (in words) kept; longer ones cannot be graded by rules.
+MAX_FREE_TEXT_GOLD_WORDS = 10
 
 
 def spec(path: Path | None = None, revision: str | None = None, split: str = HUB_SPLIT) -> SourceSpec:
@@ -84,12 +90,16 @@ def load(source: SourceSpec, progress: bool = False) -> LoadedSource:
         if options is not None and targets not in options:
             out.skipped["gold_not_in_options"] += 1
             continue
+        family = family_of(task, options)
+        if family is TaskFamily.FREE_TEXT and len(targets.split()) > MAX_FREE_TEXT_GOLD_WORDS:
+            out.skipped["long_free_text_gold"] += 1
+            continue
         out.items.append(
             Item(
                 source=DataSource.FLAN,
                 source_id=uid,
                 task=task,
-                family=family_of(task, options),
+                family=family,
                 question=inputs,
                 gold=targets,
                 choices=tuple(options or ()),

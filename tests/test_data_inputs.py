@@ -98,6 +98,15 @@ def test_ultramedical_gold_outside_options(tmp_path):
     assert loaded.items == [] and loaded.skipped.as_dict() == {"gold_not_in_options": 1}
 
 
+def test_flan_long_free_text_targets_are_skipped(tmp_path):
+    short = {"inputs": "Capital of Peru?", "targets": "Lima", "task": "natural_questions_10templates"}
+    long_ = {"inputs": "Summarise: ...", "targets": " ".join(["word"] * 11), "task": "cnn_dailymail_10templates"}
+    ten = dict(long_, targets=" ".join(["word"] * 10))
+    loaded = flan.load(flan.spec(write_jsonl(tmp_path / "f.jsonl", [short, long_, ten])))
+    assert [i.gold for i in loaded.items] == ["Lima", ten["targets"]]
+    assert loaded.skipped.as_dict() == {"long_free_text_gold": 1}
+
+
 def test_flan_families():
     items = flan.load(flan.spec(sample_paths()["flan"])).items
     fams = {it.task: it.family for it in items}
