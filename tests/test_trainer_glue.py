@@ -168,3 +168,51 @@ def test_setting_name():
     assert [setting_name(v) for v in ("aligned", 0, 1.0, 2, -1, None, "Aligned", 7, 0.5)] == [
         "aligned", "none", "unaligned", "aligned", "unknown", "unknown", "unknown", "unknown", "unknown"
     ]
+
+
+def _recipe_config(tmp_path, model_dir, **dual_grpo):
+    from verl_personadual import recipes
+
+    overrides = recipes.build_overrides(
+        stage="rl",
+        backbone="qwen3_0p6b",
+        model=str(model_dir),
+        train_files=[str(tmp_path / "train.parquet")],
+        val_files=[str(tmp_path / "val.parquet")],
+        output_dir=str(tmp_path / "ckpt"),
+        extra=[f"algorithm.dual_grpo.{k}={v}" for k, v in dual_grpo.items()],
+    )
+    return recipes.compose("rl", overrides)
+
+
+def test_constructed_from_the_recipe_it_runs_verls_sync_paths(tmp_path, tiny_model_dir):
+    """verl compares trainer_mode with the literal "sync": the glue must end up on the sync replay buffer."""
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
+    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+
+    cfg = _recipe_config(tmp_path, tiny_model_dir, beta=3.0)
+    OmegaConf.resolve(cfg)
+    assert cfg.trainer.v1.trainer_mode == "persona_dual_sync"
+    trainer = TRAINER_REGISTRY[cfg.trainer.v1.trainer_mode](config=cfg)  # what main_ppo's TaskRunnerV1 does
+    assert trainer.trainer_mode == "sync"
+    assert type(trainer.replay_buffer) is ReplayBuffer and not isinstance(trainer.replay_buffer, ReplayBufferAsync)
+    assert trainer.dual_grpo.beta == 3.0
+    trainer._init_tokenizer()  # verl's HFModelConfig loads the tokenizer from the model path
+    assert trainer.mode_prefixes.ids == resolve_prefixes(trainer.tokenizer).ids
+    assert trainer.mode_prefixes.single_token
+
+
+def test_trainer_refuses_a_tokenizer_without_mode_tokens(tmp_path, text_tokenizer_dir):
+    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+
+    from conftest import build_tiny_model
+    from verl_personadual.modes import PrefixResolutionError
+
+    model_dir = build_tiny_model(tmp_path / "text_model", text_tokenizer_dir)
+    trainer = TRAINER_REGISTRY["persona_dual_sync"](config=_recipe_config(tmp_path, model_dir))
+    with pytest.raises(PrefixResolutionError, match="not dedicated tokens"):
+        trainer._init_tokenizer()
+    allowed = TRAINER_REGISTRY["persona_dual_sync"](config=_recipe_config(tmp_path, model_dir, require_mode_tokens=False))
+    allowed._init_tokenizer()
+    assert not allowed.mode_prefixes.single_token
