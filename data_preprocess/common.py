@@ -141,7 +141,9 @@ class LoadedSource:
     rows_read: int = 0
 
 
-def _iter_jsonl(path: Path) -> Iterator[Record]:
+def iter_jsonl(path: Path) -> Iterator[Record]:
+    """The JSON objects of a JSONL file with their 1-based line numbers (blank lines skipped); SchemaError naming
+    file and line for non-UTF-8 bytes, invalid JSON or a non-object line."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
@@ -202,7 +204,7 @@ def _records(spec: SourceSpec) -> Iterator[Record]:
     if not path.is_file():
         raise SchemaError(f"{path}: no such file")
     if path.suffix in (".jsonl", ".json"):
-        yield from _iter_jsonl(path)
+        yield from iter_jsonl(path)
     elif path.suffix == ".parquet":
         yield from _iter_parquet(path)
     else:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from data_preprocess.common import Item, SchemaError
+from data_preprocess.common import Item, SchemaError, iter_jsonl
 from data_preprocess.personahub import Persona
 from data_preprocess.personas import aligned_personas_llm, unaligned_personas
 from verl_personadual.atomic import atomic_write_text
@@ -151,22 +151,13 @@ def read_eval_set(path: Path) -> list[EvalRow]:
     """Rows of an ``eval_set.jsonl``; SchemaError naming the line and field on bad input or a repeated row id."""
     rows: list[EvalRow] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {lineno}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise SchemaError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(data, dict):
-                raise SchemaError(f"{where}: expected a JSON object")
-            row = _check_row(data, where)
-            if row.row_id in seen:
-                raise SchemaError(f"{where}: row_id {row.row_id!r} repeated")
-            seen.add(row.row_id)
-            rows.append(row)
+    for rec in iter_jsonl(Path(path)):
+        where = f"{path}, line {rec.row}"
+        row = _check_row(dict(rec.data), where)
+        if row.row_id in seen:
+            raise SchemaError(f"{where}: row_id {row.row_id!r} repeated")
+        seen.add(row.row_id)
+        rows.append(row)
     if not rows:
         raise SchemaError(f"{path}: no rows")
     return rows
