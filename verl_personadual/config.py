@@ -11,9 +11,9 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from verl_personadual.modes import Mode
-from verl_personadual.names import CONFIG_NAMESPACE
+from verl_personadual.names import CONFIG_NAMESPACE, TRAINER_SETTINGS
 
-__all__ = ["DualGRPOConfig"]
+__all__ = ["DualGRPOConfig", "TrainerSettings"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,35 @@ class DualGRPOConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """Every ``trainer.v1.persona_dual.*`` key (names.TRAINER_SETTINGS) with its default, read by both of the
+    plugin's trainers.
+
+    Attributes:
+        replay_poll_interval_s: seconds verl's replay buffer sleeps between checks for finished rollouts (verl
+            hard-codes 2.0 with no config key; each training step waits for at least one such interval, which
+            dominates a small CPU step).
+    """
+
+    replay_poll_interval_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        value = self.replay_poll_interval_s
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"trainer.v1.{TRAINER_SETTINGS}.replay_poll_interval_s must be > 0, got {value!r}")
+
+    @classmethod
+    def from_trainer(cls, trainer: Any) -> "TrainerSettings":
+        """Read the section from ``config.trainer`` (absent section or keys -> defaults; unknown keys -> error)."""
+        v1 = trainer.get("v1", None) if trainer is not None else None
+        section = (v1.get(TRAINER_SETTINGS, None) if v1 is not None else None) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) under trainer.v1.{TRAINER_SETTINGS}: {unknown}; known keys: {sorted(known)}"
+            )
+        return cls(**dict(section.items()))

@@ -24,3 +24,16 @@ REWARD_FN_NAME = "compute_score"
 
 #: Key of the agent loop's extra fields (and so of the reward's ``extra_info``) that holds the mode name.
 MODE_FIELD = "persona_mode"
+
+#: ``actor_rollout_ref.rollout.name`` of the CPU rollout backend (``verl_personadual.cpu.rollout``).
+CPU_ROLLOUT = "hf_cpu"
+
+#: ``trainer.v1.trainer_mode`` of verl's sync trainer with nothing of PersonaDual but the CPU worker classes
+#: (``verl_personadual.trainer.CPUSyncTrainer``): plain verl recipes (e.g. ``grpo``) on CPU.
+CPU_SYNC_TRAINER_MODE = "cpu_sync"
+
+#: Config section of the settings of both trainers above: ``trainer.v1.<TRAINER_SETTINGS>.<key>``.
+TRAINER_SETTINGS = "persona_dual"
+
+#: verl platform name (``VERL_PLATFORM``), ``trainer.device`` and torch device type of the CPU path.
+CPU_DEVICE = "cpu"

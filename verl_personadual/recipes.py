@@ -26,7 +26,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from verl_personadual.config import DualGRPOConfig
-from verl_personadual.names import ESTIMATOR
+from verl_personadual.names import CPU_DEVICE, ESTIMATOR
 
 __all__ = [
     "CONFIG_DIR",
@@ -51,6 +51,18 @@ NO_ABLATION = "none"
 
 #: Environment for launched runs: verl imports the plugin without swallowing errors (see plugin.py).
 RUN_ENV = {"VERL_USE_EXTERNAL_MODULES": "verl_personadual.plugin"}
+
+#: Module that runs verl's SFT trainer on CPU.
+CPU_SFT_MODULE = "verl_personadual.cpu.sft"
+
+
+def run_env(cfg: DictConfig) -> dict[str, str]:
+    """Environment variables of a launched run of ``cfg``: :data:`RUN_ENV`, plus ``VERL_PLATFORM=cpu`` when it runs
+    on CPU (verl then never probes for an accelerator)."""
+    env = dict(RUN_ENV)
+    if cfg.trainer.device == CPU_DEVICE:
+        env["VERL_PLATFORM"] = CPU_DEVICE
+    return env
 
 #: Override values made only of these characters need no quoting in Hydra's override grammar.
 _PLAIN = re.compile(r"[A-Za-z0-9_./:-]+")
@@ -185,9 +197,12 @@ def validate(stage: str, cfg: DictConfig) -> None:
 
 
 def launch_command(stage: str, cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
-    """The command that runs the composed recipe with verl (torchrun for SFT, main_ppo for RL)."""
+    """The command that runs the composed recipe with verl (torchrun for SFT, main_ppo for RL; on CPU, SFT runs
+    through ``verl_personadual.cpu.sft``, verl's SFT trainer on a gloo process group)."""
     spec = STAGES[stage]
     hydra_args = ["--config-path", str(CONFIG_DIR), "--config-name", spec.config_name, *overrides]
+    if stage == "sft" and cfg.trainer.device == CPU_DEVICE:
+        return [sys.executable, "-m", CPU_SFT_MODULE, *hydra_args]
     if stage == "sft":
         if cfg.trainer.nnodes != 1:
             raise ValueError("multi-node SFT: start torchrun on every node yourself (see recipes/README.md)")
@@ -271,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"[persona_dual] {args.stage}: running {shlex.join(command)}", flush=True)
     for what, path in outputs.items():
         print(f"[persona_dual] {what}: {path}", flush=True)
-    return subprocess.call(command, env={**os.environ, **RUN_ENV})
+    return subprocess.call(command, env={**os.environ, **run_env(cfg)})
 
 
 if __name__ == "__main__":

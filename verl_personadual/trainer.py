@@ -1,5 +1,12 @@
 """Trainer glue: hands each row's mode to the ``dual_grpo`` estimator on verl's default v1 sync path.
 
+Two trainers are registered, both verl's ``PPOTrainerSync`` with the same two system settings
+(:class:`_SyncTrainer`): with ``trainer.device=cpu`` they put the gloo worker classes of
+:mod:`verl_personadual.cpu.workers` into verl's role -> worker mapping (verl hard-codes its own classes), and they
+set the replay buffer's poll interval from ``trainer.v1.persona_dual.replay_poll_interval_s``
+(:class:`~verl_personadual.config.TrainerSettings`). ``names.CPU_SYNC_TRAINER_MODE`` is that and nothing more;
+``names.TRAINER_MODE`` adds the PersonaDual glue below.
+
 verl 0.9.1 passes an advantage estimator only rewards, mask, uid and ``config.algorithm``. This trainer
 (``trainer.v1.trainer_mode=persona_dual_sync``) is verl's ``PPOTrainerSync`` with one change: before the
 unchanged advantage step it reads every row's mode from the head of its response ids (after verl has
@@ -29,13 +36,14 @@ from verl.trainer.ppo.v1 import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from verl_personadual.advantage import row_modes
-from verl_personadual.config import DualGRPOConfig
+from verl_personadual.cpu.platform import PLATFORM_NAME
+from verl_personadual.config import DualGRPOConfig, TrainerSettings
 from verl_personadual.metrics import UNKNOWN_SETTING, metric_safe_source, mode_metrics
 from verl_personadual.modes import ModePrefixes, resolve_prefixes
-from verl_personadual.names import ESTIMATOR, TRAINER_MODE
+from verl_personadual.names import CPU_SYNC_TRAINER_MODE, ESTIMATOR, TRAINER_MODE
 from verl_personadual.prompts import PersonaSetting
 
-__all__ = ["PersonaDualSyncTrainer", "StepRows", "read_step_rows", "setting_name"]
+__all__ = ["PersonaDualSyncTrainer", "CPUSyncTrainer", "StepRows", "read_step_rows", "setting_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,20 +90,64 @@ def setting_name(value: Any) -> str:
     return UNKNOWN_SETTING
 
 
+class _SyncTrainer(PPOTrainerSync):
+    """verl's sync trainer with the CPU worker classes when ``trainer.device=cpu`` and a configurable replay-buffer
+    poll interval; verl's ``trainer_mode`` is reset to the literal ``"sync"`` that verl compares against."""
+
+    def __init__(self, config: DictConfig):
+        self.settings = TrainerSettings.from_trainer(config.trainer)
+        mode = config.trainer.v1.trainer_mode
+        with open_dict(config):
+            config.trainer.v1.trainer_mode = "sync"
+        _check_device(config)
+        logger.info("%s: verl's sync trainer on %s; %s", mode, config.trainer.device, self.settings)
+        super().__init__(config)
+
+    def _build_replay_buffer(self):
+        buffer = super()._build_replay_buffer()
+        buffer.poll_interval = self.settings.replay_poll_interval_s
+        return buffer
+
+    def _init_resource_pool_mgr(self) -> None:
+        super()._init_resource_pool_mgr()
+        if self.config.trainer.device != PLATFORM_NAME:
+            return
+        import ray
+        from verl.trainer.ppo.utils import Role
+
+        from verl_personadual.cpu.workers import CPUActorRolloutRefWorker, GlooTrainingWorker
+
+        # verl maps the critic to TrainingWorker and every other role to ActorRolloutRefWorker.
+        for role in list(self.role_worker_mapping):
+            cls = GlooTrainingWorker if role == Role.Critic else CPUActorRolloutRefWorker
+            self.role_worker_mapping[role] = ray.remote(cls)
+
+
+def _check_device(config: DictConfig) -> None:
+    """``trainer.device=cpu`` needs verl's CPU platform in this process (the other way round is allowed: a
+    CPU-only Ray node may run the trainer's driver actor of a GPU job)."""
+    from verl.plugin.platform import get_platform
+
+    platform = get_platform().device_name
+    if config.trainer.device == PLATFORM_NAME and platform != PLATFORM_NAME:
+        raise ValueError(
+            f"trainer.device={PLATFORM_NAME} but verl's platform in this process is {platform!r}: set "
+            f"VERL_PLATFORM={PLATFORM_NAME} for the driver and the Ray workers (the cpu_tiny recipes do)"
+        )
+
+
+@register_trainer(CPU_SYNC_TRAINER_MODE)
+class CPUSyncTrainer(_SyncTrainer):
+    """verl's sync PPO trainer, runnable on CPU (no PersonaDual glue): plain verl estimators such as ``grpo``."""
+
+
 @register_trainer(TRAINER_MODE)
-class PersonaDualSyncTrainer(PPOTrainerSync):
+class PersonaDualSyncTrainer(_SyncTrainer):
     """verl's sync PPO trainer that makes per-row modes visible to the ``dual_grpo`` estimator."""
 
     def __init__(self, config: DictConfig):
         self.dual_grpo = DualGRPOConfig.from_algorithm(config.algorithm)
-        with open_dict(config):
-            config.trainer.v1.trainer_mode = "sync"
-        logger.info(
-            "%s: running verl's sync trainer with per-row modes for %s (%s)",
-            TRAINER_MODE,
-            ESTIMATOR,
-            self.dual_grpo.as_dict(),
-        )
+        logger.info("%s: per-row modes for %s (%s)", TRAINER_MODE, ESTIMATOR, self.dual_grpo.as_dict())
         super().__init__(config)
 
     def _init_tokenizer(self) -> None:

@@ -1,0 +1,22 @@
+"""Registers the CPU engine and the ``hf_cpu`` rollout backend with verl (imported by the plugin entry point).
+
+The rollout classes are registered by name and imported by verl only when a run selects ``hf_cpu``: a Ray worker
+that unpickles one of them imports verl, hence this plugin, while the rollout module is still half-imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from verl.workers.rollout.replica import RolloutReplicaRegistry
+
+from verl_personadual.cpu import engine  # noqa: F401  (registers the FSDP engine for device "cpu")
+from verl_personadual.cpu.verl_private import register_rollout_adapter
+from verl_personadual.names import CPU_ROLLOUT
+
+__all__ = ["ROLLOUT_MODULE"]
+
+ROLLOUT_MODULE = "verl_personadual.cpu.rollout"
+
+RolloutReplicaRegistry.register(CPU_ROLLOUT, lambda: importlib.import_module(ROLLOUT_MODULE).HFRolloutReplica)
+register_rollout_adapter(CPU_ROLLOUT, f"{ROLLOUT_MODULE}.HFRolloutAdapter")
