@@ -57,7 +57,8 @@ def test_rl_keeps_the_last_two_actor_checkpoints(backbone, ablation):
     cfg = composed("rl", backbone, f"ablation={ablation}")
     assert cfg.trainer.max_actor_ckpt_to_keep == 2
     assert cfg.trainer.save_freq == 50
-    assert OmegaConf.select(composed("rl", backbone, "trainer.max_actor_ckpt_to_keep=null"), "trainer.max_actor_ckpt_to_keep") is None
+    keep_all = composed("rl", backbone, "trainer.max_actor_ckpt_to_keep=null")
+    assert keep_all.trainer.max_actor_ckpt_to_keep is None
 
 
 # --- 2. vLLM context length --------------------------------------------------------------------------------------
@@ -77,7 +78,8 @@ def test_max_model_len_is_prompt_plus_response(backbone):
 def test_longer_responses_need_a_longer_max_model_len():
     with pytest.raises(ValueError, match=r"max_model_len=3072 must be >= .* = 4096"):
         R.validate("rl", composed("rl", "qwen3_8b", "data.max_response_length=2048"))
-    R.validate("rl", composed("rl", "qwen3_8b", "data.max_response_length=2048", "actor_rollout_ref.rollout.max_model_len=4096"))
+    longer = ("data.max_response_length=2048", "actor_rollout_ref.rollout.max_model_len=4096")
+    R.validate("rl", composed("rl", "qwen3_8b", *longer))
 
 
 # --- 3. dynamic batching -----------------------------------------------------------------------------------------
@@ -236,7 +238,8 @@ def _lengths_by_hand(tokenizer_dir: Path) -> list[int]:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    return [len(tok.apply_chat_template(_conversation(w), tokenize=True, return_dict=True)["input_ids"]) for w in (2, 80, 5)]
+    convs = [_conversation(w) for w in (2, 80, 5)]
+    return [len(tok.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"]) for c in convs]
 
 
 def test_sft_length_check_finds_the_long_row(sft_file, tiny_model_dir, tokenizer_dir):
@@ -272,7 +275,8 @@ def test_sft_drop_overlong_writes_a_copy_without_the_row(sft_file, tiny_model_di
     out = R.drop_overlong_rows(found, tmp_path / "kept.parquet")
     kept, source = pd.read_parquet(out), pd.read_parquet(sft_file)
     assert len(kept) == 2
-    assert kept["messages"].map(list).map(lambda m: [dict(x) for x in m]).tolist() == [_conversation(2), _conversation(5)]
+    rows = [[dict(message) for message in conversation] for conversation in kept["messages"]]
+    assert rows == [_conversation(2), _conversation(5)]
     assert source.dtypes.to_dict() == kept.dtypes.to_dict()
     manifest = json.loads(Path(f"{out}.manifest.json").read_text())
     assert manifest == {
