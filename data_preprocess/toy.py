@@ -4,32 +4,32 @@
 
 Built with the project's real data path: the user turn is ``prompts.build_prompt`` (persona sentence, question,
 answer-format instruction), answers are the JSON answer object, items are graded by the project reward
-(family ``option_text``, options in ``extra_info["choices"]``), RL rows have the schema of
-``data_preprocess.build_rl`` (training rows use the forced agent loop, validation rows the free one), SFT rows the
-schema of ``data_preprocess.build_sft`` and the eval set that of ``verl_personadual.eval`` (benchmark ``toy``).
+(family ``yes_no_maybe``), RL rows have the schema of ``data_preprocess.build_rl`` (training rows use the forced
+agent loop, validation rows the free one), SFT rows the schema of ``data_preprocess.build_sft`` and the eval set
+that of ``verl_personadual.eval`` (benchmark ``toy``).
 
-The task. A question names a domain (fruit, color, animal, tool), lists four options of that domain and says
-which one "the book" gives; the persona, when there is one, is a person of some domain who likes one option:
+The task. A yes/no question about a thing of some domain (fruit, color, animal, tool) quotes what "the book"
+says; the persona, when there is one, is a person of some domain who says yes or no:
 
-    I am a fruit seller who likes mango. My question is:
-    Which fruit is right? The book says pear. Options: apple, mango, pear, plum.
+    I am a fruit seller who says no. My question is:
+    Is mango a good fruit? The book says yes.
 
 The two modes answer by fixed rules, which the SFT data teaches (one trajectory per mode for *every* item, so
-SFT gives no preference between the modes): general mode answers the book's option; personalized mode answers
-the persona's liked option (the book's, when there is no persona). Which answer is right depends on the persona
+SFT gives no preference between the modes): general mode answers what the book says; personalized mode answers
+what the persona says (the book's answer when there is no persona). Which answer is right depends on the persona
 and the question together (:data:`KINDS`):
 
-=============  ===========  ========================================  =====  ======  ============
-kind           setting      persona                                   gold   right   better mode
-=============  ===========  ========================================  =====  ======  ============
-``none``       none         (none)                                    book   both    either
-``misleading`` unaligned    another domain, likes a non-book option   book   G       general
-``helpful``    aligned      the question's domain, likes the gold     liked  P       personalized
-``agreeing``   aligned      the question's domain, likes the book's   book   both    either
-=============  ===========  ========================================  =====  ======  ============
+=============  ===========  ==========================================  =======  =====  ============
+kind           setting      persona                                     gold     right  better mode
+=============  ===========  ==========================================  =======  =====  ============
+``none``       none         (none)                                      book     both   either
+``misleading`` unaligned    another domain, disagrees with the book     book     G      general
+``helpful``    aligned      the question's domain, disagrees            persona  P      personalized
+``agreeing``   aligned      the question's domain, agrees with the book book     both   either
+=============  ===========  ==========================================  =======  =====  ============
 
-``misleading`` and ``helpful`` prompts have the same form and the same kind of question; only whether the
-persona's domain is the question's (aligned) or not (unaligned) says which mode is right. The persona's
+``misleading`` and ``helpful`` prompts have the same form (a persona who disagrees with the book); only whether
+the persona's domain is the question's (aligned) or not (unaligned) says which mode is right. The persona's
 domain word is explicit ("a fruit seller"), so a tiny model can compare it with the question's.
 
 Splits are disjoint by prompt; the same seed gives byte-identical files.
@@ -55,6 +55,7 @@ from verl_personadual.prompts import DataSource, PersonaSetting, TaskFamily, bui
 __all__ = [
     "DOMAINS",
     "ROLES",
+    "VERDICTS",
     "KINDS",
     "ToyItem",
     "ToySizes",
@@ -69,7 +70,7 @@ __all__ = [
     "main",
 ]
 
-#: Domain -> its eight option words.
+#: Domain -> the things a question of that domain asks about.
 DOMAINS: dict[str, tuple[str, ...]] = {
     "fruit": ("apple", "mango", "pear", "plum", "peach", "grape", "lemon", "cherry"),
     "color": ("red", "blue", "green", "pink", "black", "white", "brown", "gray"),
@@ -78,6 +79,8 @@ DOMAINS: dict[str, tuple[str, ...]] = {
 }
 #: The persona's occupation after its domain word ("a fruit seller").
 ROLES: tuple[str, ...] = ("seller", "teacher", "collector", "fan")
+#: The answers.
+VERDICTS: tuple[str, ...] = ("yes", "no")
 #: Kind -> (persona setting, share of the items).
 KINDS: dict[str, tuple[PersonaSetting, float]] = {
     "none": (PersonaSetting.NONE, 0.15),
@@ -85,21 +88,20 @@ KINDS: dict[str, tuple[PersonaSetting, float]] = {
     "helpful": (PersonaSetting.ALIGNED, 0.35),
     "agreeing": (PersonaSetting.ALIGNED, 0.15),
 }
-FAMILY = TaskFamily.OPTION_TEXT
+FAMILY = TaskFamily.YES_NO_MAYBE
 SOURCE = DataSource.TOY
-N_OPTIONS = 4
 
 
 @dataclass(frozen=True)
 class ToyItem:
-    """One toy question with its persona (``liked`` / ``persona_domain`` are None for kind ``none``)."""
+    """One toy question with its persona (``says`` / ``persona_domain`` / ``role`` are None for kind ``none``)."""
 
     item_id: str
     kind: str
     domain: str
-    options: tuple[str, ...]
+    thing: str
     book: str
-    liked: str | None
+    says: str | None
     persona_domain: str | None
     role: str | None
 
@@ -109,23 +111,23 @@ class ToyItem:
 
     @property
     def question(self) -> str:
-        return f"Which {self.domain} is right? The book says {self.book}. Options: {', '.join(self.options)}."
+        return f"Is {self.thing} a good {self.domain}? The book says {self.book}."
 
     @property
     def persona(self) -> str | None:
-        if self.liked is None:
+        if self.says is None:
             return None
         article = "an" if self.persona_domain[0] in "aeiou" else "a"
-        return f"{article} {self.persona_domain} {self.role} who likes {self.liked}"
+        return f"{article} {self.persona_domain} {self.role} who says {self.says}"
 
     @property
     def gold(self) -> str:
-        return self.liked if self.kind == "helpful" else self.book
+        return self.says if self.kind == "helpful" else self.book
 
     def answer(self, mode: Mode) -> str:
         """What ``mode`` answers by its rule (module docstring)."""
-        if mode is Mode.PERSONALIZED and self.liked is not None:
-            return self.liked
+        if mode is Mode.PERSONALIZED and self.says is not None:
+            return self.says
         return self.book
 
 
@@ -137,16 +139,16 @@ def better_mode(item: ToyItem) -> Mode | None:
 
 def _item(rng: random.Random, kind: str) -> ToyItem:
     domain = rng.choice(sorted(DOMAINS))
-    options = tuple(rng.sample(DOMAINS[domain], N_OPTIONS))
-    book = rng.choice(options)
+    thing = rng.choice(DOMAINS[domain])
+    book = rng.choice(VERDICTS)
     if kind == "none":
-        liked = persona_domain = role = None
+        says = persona_domain = role = None
     else:
         role = rng.choice(ROLES)
-        liked = book if kind == "agreeing" else rng.choice([o for o in options if o != book])
+        says = book if kind == "agreeing" else next(v for v in VERDICTS if v != book)
         persona_domain = rng.choice([d for d in sorted(DOMAINS) if d != domain]) if kind == "misleading" else domain
-    key = stable_id("toy", domain, *options, book, liked or "", persona_domain or "", role or "")
-    return ToyItem(key, kind, domain, options, book, liked, persona_domain, role)
+    key = stable_id("toy", domain, thing, book, says or "", persona_domain or "", role or "")
+    return ToyItem(key, kind, domain, thing, book, says, persona_domain, role)
 
 
 @dataclass(frozen=True)
@@ -191,10 +193,10 @@ def _extra_info(item: ToyItem, index: int, split: str) -> dict[str, Any]:
         "task": item.kind,
         "task_family": FAMILY.value,
         "persona_setting": item.setting.value,
-        "persona_id": None if item.persona is None else f"toy:{item.persona_domain}:{item.role}:{item.liked}",
+        "persona_id": None if item.persona is None else f"toy:{item.persona_domain}:{item.role}:{item.says}",
         "persona": item.persona,
         "question": item.question,
-        "choices": list(item.options),
+        "choices": [],
     }
 
 
@@ -229,24 +231,24 @@ def eval_row(item: ToyItem) -> dict[str, Any]:
         "setting": item.setting.value,
         "question": item.question,
         "gold": item.gold,
-        "choices": list(item.options),
+        "choices": [],
         "persona": item.persona,
         "persona_id": _extra_info(item, 0, "eval")["persona_id"],
     }
 
 
 def whole_words() -> list[str]:
-    """The toy's content words (domains, options, roles): a tokenizer for the toy keeps each one a token of its
+    """The toy's content words (domains, things, roles, answers): a tokenizer for the toy keeps each one a token of its
     own (``verl_personadual.tiny_model.build_tokenizer``'s ``whole_words``)."""
-    return sorted({w for ws in DOMAINS.values() for w in ws} | set(DOMAINS) | set(ROLES))
+    return sorted({w for ws in DOMAINS.values() for w in ws} | set(DOMAINS) | set(ROLES) | set(VERDICTS))
 
 
 def corpus() -> list[str]:
     """Text that covers the toy's vocabulary, for training a tiny tokenizer that encodes it compactly."""
-    lines = [f"Which {d} is right? The book says {w}. Options: {', '.join(ws)}." for d, ws in DOMAINS.items() for w in ws]
-    lines += [f"I am {a} {d} {r} who likes {w}. My question is:" for d, ws in DOMAINS.items() for r in ROLES for w in ws
+    lines = [ToyItem("", "none", d, t, v, None, None, None).question for d, ts in DOMAINS.items() for t in ts for v in VERDICTS]
+    lines += [f"I am {a} {d} {r} who says {v}. My question is:" for d in DOMAINS for r in ROLES for v in VERDICTS
               for a in ("a", "an")]
-    lines += [f"{m.prefix}{format_answer(w)}" for ws in DOMAINS.values() for w in ws for m in Mode]
+    lines += [f"{m.prefix}{format_answer(v)}" for v in VERDICTS for m in Mode]
     return lines
 
 
