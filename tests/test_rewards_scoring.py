@@ -76,10 +76,12 @@ ROWS = [
     # FLAN free text (no options): normalised match / bounded containment
     ("flan", "Barack Obama", {}, ans("barack obama."), 1.0, 1, 1, "barack obama"),
     ("flan", "Barack Obama", {}, ans("It was Barack Obama"), 1.0, 1, 1, "it was barack obama"),
-    ("flan", "Barack Obama", {}, ans("Bush, Clinton, Barack Obama, Trump, Biden, Carter"), 0.9 + 0.1, 1, 1,
-     "bush clinton barack obama trump biden carter"),  # 7 tokens <= 2 * 2 + 5
+    # a list of guesses that holds the gold is a hedge: no answer (the format is still right)
+    ("flan", "Barack Obama", {}, ans("Bush, Clinton, Barack Obama, Trump, Biden, Carter"), 0.1, 0, 1, ""),
     ("flan", "Barack Obama", {}, ans("Bush, Clinton, Barack Obama, Trump, Biden, Carter, Ford, Nixon, Reagan"), 0.1, 0,
-     1, "bush clinton barack obama trump biden carter ford nixon reagan"),  # 10 tokens > 9
+     1, ""),
+    ("flan", "Barack Obama", {}, ans("It was Barack Obama, the 44th president"), 1.0, 1, 1,
+     "it was barack obama 44th president"),  # 6 tokens <= 2 * 2 + 5; two comma parts are no list
     ("flan", "Barack Obama", {}, ans("Obama Barack"), 0.1, 0, 1, "obama barack"),
     # FLAN math through task_family
     ("flan", "12", {"task_family": "math"}, ans("12"), 1.0, 1, 1, "12"),
