@@ -123,3 +123,17 @@ def test_non_string_input_gives_nothing(value: object) -> None:
 def test_deep_nesting_is_bounded_not_recursive(opener: str) -> None:
     assert extract_answer('{"answer": ' + opener * 200_000) == Extraction(None, False, "none")
     assert extract_answer(opener * 200_000 + '\n{"answer": "B"}') == Extraction("B", True, "json")
+
+
+@pytest.mark.parametrize(
+    ("response", "obj"),
+    [
+        ('[General_mode]<think>draft {"answer": "A"}</think>\nSo:\n{"answer": "\\frac{1}{2}"}\n```',
+         '{"answer": "\\frac{1}{2}"}'),
+        ('[Personalized_mode] x\n{"why": "{a} {b}", "answer": "C"} trailing', '{"why": "{a} {b}", "answer": "C"}'),
+    ],
+)
+def test_span_locates_the_answer_object_in_the_response(response: str, obj: str) -> None:
+    start, end = extract_answer(response).span
+    assert response[start:end] == obj
+    assert extract_answer("The answer is B.").span is None

@@ -51,7 +51,7 @@ from the end, and fallbacks 2-4 only look at the last ``FALLBACK_WINDOW`` charac
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from verl_personadual.modes import PREFIX_TEXT
@@ -142,11 +142,13 @@ class Extraction:
         answer: the extracted answer text (stripped, at most ``MAX_ANSWER_CHARS``), or None if nothing found.
         format_ok: the response ends with the ``{"answer": ...}`` JSON object, as the prompt asks.
         source: ``json`` | ``loose_json`` | ``boxed`` | ``phrase`` | ``bare`` | ``none``.
+        span: for source ``json``, (start, end) of the answer object in the response; else None. Not compared.
     """
 
     answer: str | None
     format_ok: bool
     source: str
+    span: tuple[int, int] | None = field(default=None, compare=False)
 
 
 NOTHING = Extraction(None, False, "none")
@@ -287,8 +289,8 @@ def _decode_at(text: str, start: int) -> tuple[dict[str, Any], int]:
         return {}, start
 
 
-def _last_json(text: str) -> tuple[str, int] | None:
-    """(answer, end index) of the last JSON object holding the answer key with a usable value."""
+def _last_json(text: str) -> tuple[str, int, int] | None:
+    """(answer, start, end) of the last JSON object holding the answer key with a usable value."""
     n = len(text)
     k = text.rfind(_QUOTED_KEY)
     if k < 0:
@@ -299,7 +301,7 @@ def _last_json(text: str) -> tuple[str, int] | None:
     if simple is not None and simple.end() > k:
         answer = _finish(_unescape(simple.group(1)))
         if answer is not None:
-            return answer, simple.end()
+            return answer, brace, simple.end()
     rev = text[::-1]
     probes = 0
     while probes < MAX_JSON_PROBES and k >= 0:
@@ -311,7 +313,7 @@ def _last_json(text: str) -> tuple[str, int] | None:
             if end > k and ANSWER_KEY in obj:
                 answer = _value_text(obj[ANSWER_KEY])
                 if answer is not None:
-                    return answer, end
+                    return answer, start, end
                 break
             if tries >= _STARTS_PER_KEY or probes >= MAX_JSON_PROBES:
                 break
@@ -350,28 +352,31 @@ def _last_match(pattern: re.Pattern[str], tail: str) -> re.Match[str] | None:
     return last
 
 
-def _final_text(response: str) -> str | None:
-    """The part of ``response`` that may hold the final answer (rules 1-2 of the module docstring)."""
+def _final_text(response: str) -> tuple[str, int] | None:
+    """(text, offset in ``response``) of the part that may hold the final answer (rules 1-2 of the module
+    docstring); None when there is none."""
     text = strip_mode_prefix(response)
+    offset = len(response) - len(text)
     if "think>" not in text:
-        return text
+        return text, offset
     close = text.rfind(THINK_CLOSE)
     if close >= 0:
-        text = text[close + len(THINK_CLOSE) :]
-    return None if THINK_OPEN in text else text
+        text, offset = text[close + len(THINK_CLOSE) :], offset + close + len(THINK_CLOSE)
+    return None if THINK_OPEN in text else (text, offset)
 
 
 def extract_answer(response: str) -> Extraction:
     """Extract the final answer of ``response`` (see the module docstring for the rules). Never raises."""
     if not isinstance(response, str):
         return NOTHING
-    text = _final_text(response)
-    if text is None:
+    final = _final_text(response)
+    if final is None:
         return NOTHING
+    text, offset = final
     found = _last_json(text)
     if found is not None:
-        answer, end = found
-        return Extraction(answer, _TRAILER_RE.match(text, end) is not None, "json")
+        answer, start, end = found
+        return Extraction(answer, _TRAILER_RE.match(text, end) is not None, "json", (offset + start, offset + end))
     tail = text[-FALLBACK_WINDOW:]
     loose = _last_match(_LOOSE_RE, tail)
     if loose is not None:
