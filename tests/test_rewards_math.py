@@ -28,7 +28,9 @@ from verl_personadual.rewards.mathserver import verify_pair
 #: Never finishes (a power tower), but stays interruptible by the child's CPU timer and small in memory.
 ENDLESS = "9^{9^{9^{9}}}"
 #: A child that says ready and then never answers anything.
-SILENT_CHILD = [sys.executable, "-c", "import sys, time\nprint('ready', flush=True)\nsys.stdin.readline()\ntime.sleep(3600)"]
+SILENT_CHILD = [
+    sys.executable, "-c", "import sys, time\nprint('ready', flush=True)\nsys.stdin.readline()\ntime.sleep(3600)"
+]
 
 
 def slow_start_child(delay_s: float) -> list[str]:
@@ -97,8 +99,8 @@ def test_one_endless_check_does_not_stall_the_others(pool) -> None:
     worker.start()
     try:
         # The endless check holds one child for up to 600 s of CPU; the other child answers these meanwhile.
-        assert [pool.equal("2", "\\sqrt{4}", 60.0), pool.equal("\\pi", "3", 60.0), pool.equal("7", "\\sqrt{49}", 60.0)] \
-            == [True, False, True]
+        others = [("2", "\\sqrt{4}"), ("\\pi", "3"), ("7", "\\sqrt{49}")]
+        assert [pool.equal(gold, pred, 60.0) for gold, pred in others] == [True, False, True]
         assert worker.is_alive() and blocked == []
     finally:
         pool.close()  # kills the busy child too: its request answers "not equal"

@@ -107,7 +107,8 @@ CASES = [
     ("prefix_then_think", "personafeedback", "B", {},
      '[Personalized_mode]<think>\nThe user likes quiet plans: A? {"answer": "A"}\n</think>\n'
      'You prefer calm evenings, so the second suggestion fits.\n{"answer": "B"}', 1.0, 1, 1, "B"),
-    ("think_second_block_cut", MED, "B", {}, '<think>\nB.\n</think>\n{"answer": "B"}\n<think>\nActually', 0.0, 0, 0, ""),
+    ("think_second_block_cut", MED, "B", {}, '<think>\nB.\n</think>\n{"answer": "B"}\n<think>\nActually',
+     0.0, 0, 0, ""),
     # --- "A" the article, quoted responses, phrases inside the value ---
     ("quote_of_b_starting_with_a", "fspo_roleplay", "B", {"choices": FSPO_CHOICES},
      'As a vegan with little time, the stir-fry is the obvious pick.\n'

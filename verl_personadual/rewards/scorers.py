@@ -318,7 +318,9 @@ def parse_gold(family: TaskFamily, gold: Any, extra_info: dict[str, Any]) -> Gol
         return Gold(family, _gold_letter(gold, _valid_letters(choices), family), choices)
     if family is TaskFamily.PREFERENCE:
         if len(choices) not in (0, len(PREFERENCE_LETTERS)):
-            raise RewardInputError(f"extra_info['choices'] of a preference item must hold 2 responses, got {len(choices)}")
+            raise RewardInputError(
+                f"extra_info['choices'] of a preference item must hold 2 responses, got {len(choices)}"
+            )
         return Gold(family, _gold_letter(gold, PREFERENCE_LETTERS, family), choices)
     if family is TaskFamily.YES_NO_MAYBE:
         text = gold.strip().lower() if isinstance(gold, str) else None
