@@ -189,6 +189,8 @@ def test_verl_keywords_are_accepted_and_typos_rejected() -> None:
         compute_score(MED, ans("B"), "B", {}, correct_wieght=1.0)
     with pytest.raises(TypeError, match="format_weight"):
         compute_score(MED, ans("B"), "B", {}, format_weight="0.1")
+    with pytest.raises(TypeError, match="math_timeout_s"):
+        compute_score(MED, ans("B"), "B", {}, math_timeout_s=0)
 
 
 def test_task_family_overrides_the_source_default() -> None:

@@ -191,6 +191,8 @@ def compute_score(
     if judge is None and llm_judge:
         judge = default_judge(None if judge_families is None else tuple(str(f) for f in judge_families))
     timeout_s = _number("math_timeout_s", math_timeout_s)
+    if not timeout_s > 0:
+        raise TypeError(f"reward keyword math_timeout_s={math_timeout_s!r} must be a positive number of seconds")
     gold = parse_gold(resolve_family(data_source, info), ground_truth, dict(info))
     found, verdict = _grade(solution_str, gold, str(info.get("question", "")), timeout_s, judge)
     correct = 1.0 if verdict.correct else 0.0

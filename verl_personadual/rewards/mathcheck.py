@@ -226,6 +226,8 @@ class MathPool:
         """math-verify's verdict on ``pred`` against ``gold`` within ``timeout_s``; False on overrun or a child
         that dies on this request. Waits for a free (possibly new) child first; raises MathServerError when a
         child cannot start."""
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
         request = (json.dumps([gold, pred, timeout_s]) + "\n").encode()
         child = self._acquire()
         if not child.send(request):  # died while idle: replace it once, before the clock starts
