@@ -177,6 +177,7 @@ def compute_score(
         solution_str: the decoded response (special tokens, hence single-token mode prefixes, already stripped).
         ground_truth: ``reward_model["ground_truth"]`` in the family's encoding (``scorers`` docstring).
         extra_info: the row's ``extra_info`` merged with the agent loop's extra fields.
+        math_timeout_s: limit of one symbolic math check, in CPU seconds of the math child (``mathcheck``).
         judge: optional :class:`LLMJudge`, consulted for its families when the rules say "incorrect".
         llm_judge: without ``judge``, use :func:`judge.default_judge` (the project's LLM client configured from
             the environment) for ``judge_families`` (default: free_text).
