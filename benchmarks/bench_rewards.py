@@ -9,22 +9,36 @@ single core, wall clock) are printed per family, next to two baselines measured 
 - math: ``math_verify`` in process, without our fast path or child process, (a) on the answer we extract
   and (b) on the whole response (what a plain math-verify reward does); with the share judged correct.
 
-Run: ``python benchmarks/bench_rewards.py [--n 10000] [--math-n 2000] [--seed 0]``.
+Then the math checker itself (symbolic checks only, i.e. pairs the fast path cannot decide, default limit):
+
+- first-call latency of a fresh pool (child start-up included; the verdict must still be right), and the
+  start-up share of it;
+- steady-state latency of a warm pool (median and 99th percentile of sequential checks);
+- throughput of ``--mix-n`` checks (default 1,000) with one endless expression (``9^{9^{9^{9}}}``) mixed in,
+  from 8 caller threads as verl's reward threads call it, for pool sizes 1 and 2, with whether every verdict
+  was the expected one. This part runs on all the cores the process was given (the endless check burns one
+  core for the whole limit; a pool of 2 lets the other checks use another).
+
+Run: ``python benchmarks/bench_rewards.py [--n 10000] [--math-n 2000] [--mix-n 1000] [--seed 0]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import re
+import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from verl_personadual.modes import PREFIX_TEXT
 from verl_personadual.prompts import ANSWER_KEY, format_answer
 from verl_personadual.rewards import compute_score, extract_answer
+from verl_personadual.rewards.mathcheck import DEFAULT_TIMEOUT_S, MathPool, fast_math_equal
 
 WORDS = (
     "the patient presents with fatigue and bleeding gums which suggests a deficiency of vitamin c because "
@@ -98,20 +112,78 @@ def naive_extract(text: str) -> str | None:
     return found
 
 
+ENDLESS = "9^{9^{9^{9}}}"
+
+
+def symbolic_pairs(n: int) -> list[tuple[str, str, bool]]:
+    """``n`` distinct (gold, pred, expected) pairs the fast path cannot decide, half of them equal."""
+    pairs = [(str(i), f"\\sqrt{{{i * i + i % 2}}}", i % 2 == 0) for i in range(2, n + 2)]
+    assert all(fast_math_equal(g, p) is None for g, p, _ in pairs)
+    return pairs
+
+
+def math_checker_figures(mix_n: int, cores: set[int]) -> None:
+    """First-call and steady-state latency of the math pool, and throughput with one endless expression."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+    print(f"\nmath checker (symbolic checks only, limit {DEFAULT_TIMEOUT_S:g} s of child CPU per check, "
+          f"{len(cores)} core(s))")
+    start = time.perf_counter()
+    fresh = MathPool(size=1)
+    verdict = fresh.equal("2", "\\sqrt{4}")
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    fresh.equal("3", "\\sqrt{9}")
+    second = time.perf_counter() - start
+    fresh.close()
+    print(f"  first call, fresh pool:  {first * 1000:8.1f} ms (child start-up included, not charged to the "
+          f"limit; verdict {'right' if verdict else 'WRONG'}); next call {second * 1000:.1f} ms")
+
+    pool = MathPool(size=2)
+    pool.equal("2", "\\sqrt{4}")  # warm
+    latencies = []
+    for gold, pred, _ in symbolic_pairs(200):
+        start = time.perf_counter()
+        pool.equal(gold, pred)
+        latencies.append(time.perf_counter() - start)
+    latencies.sort()
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    print(f"  steady state, warm pool: median {statistics.median(latencies) * 1000:.1f} ms, "
+          f"p99 {p99 * 1000:.1f} ms (n={len(latencies)})")
+    pool.close()
+
+    pairs = symbolic_pairs(mix_n - 1)
+    pairs.insert(len(pairs) // 2, ("5", ENDLESS, False))
+    for size in (1, 2):
+        pool = MathPool(size=size)
+        with ThreadPoolExecutor(size) as ex:  # start and warm every child before the clock
+            list(ex.map(lambda _: pool.equal("2", "\\sqrt{4}"), range(size)))
+        start = time.perf_counter()
+        with ThreadPoolExecutor(8) as ex:
+            verdicts = list(ex.map(lambda p: pool.equal(p[0], p[1]), pairs))
+        took = time.perf_counter() - start
+        right = verdicts == [e for _, _, e in pairs]
+        print(f"  {mix_n} checks, 1 endless, pool of {size}: {mix_n / took:8.1f} checks/s ({took:.1f} s; "
+              f"verdicts {'all right' if right else 'WRONG'}; children killed {pool.kills})")
+        pool.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10_000, help="responses per rule family (default 10000)")
     parser.add_argument("--math-n", type=int, default=2_000, help="responses for the math figures (default 2000)")
+    parser.add_argument("--mix-n", type=int, default=1_000, help="checks in the math mix (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="workload seed")
     args = parser.parse_args()
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else {0}
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core; the math child inherits it
+        os.sched_setaffinity(0, {min(cores)})  # one core; the math child inherits it
 
     print(f"{'family':<18}{'responses/s':>14}{'mean score':>12}")
     for family in FAMILIES:
         n = args.math_n if family == "math" else args.n
         rows = workload(family, n, args.seed)
-        if family == "math":  # warm the math child (process start and imports are not per-response costs)
+        if family == "math":  # warm the math pool (child start-up is reported separately below)
             compute_score("math500", format_answer("\\sqrt{2}"), "\\frac{1}{2}")
         scores: list[float] = []
         per_s = rate(lambda: scores.extend(compute_score(s, r, g, e)["score"] for s, g, e, r in rows), n)
@@ -124,6 +196,8 @@ def main() -> None:
     print(f"\nextraction only: ours {ours:,.0f}/s, naive json-every-brace {naive:,.0f}/s, ratio {ours / naive:.2f}x")
 
     from math_verify import parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns that its own timeouts are off
 
     from verl_personadual.rewards.mathserver import verify_pair
 
@@ -150,6 +224,9 @@ def main() -> None:
     ]:
         per_s = rate(fn, args.math_n)
         print(f"{label:<44}{per_s:>12,.0f}{sum(results[name]) / args.math_n:>16.3f}")
+
+    math_checker_figures(args.mix_n, cores)
+
 
 if __name__ == "__main__":
     main()

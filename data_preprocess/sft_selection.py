@@ -44,15 +44,13 @@ expert; this switch is how to test that reading).
 from __future__ import annotations
 
 import enum
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from verl_personadual.modes import Mode
-from verl_personadual.prompts import ANSWER_KEY, format_answer
+from verl_personadual.prompts import format_answer
 from verl_personadual.rewards import compute_score, extract_answer
-from verl_personadual.rewards.extract import MAX_JSON_PROBES
 
 __all__ = [
     "Problem",
@@ -125,26 +123,7 @@ class Selection:
 
 
 _THINK = re.compile(r"</?think>", re.IGNORECASE)
-_TRAILER = re.compile(r"\s*(?:```|</answer>)?\s*\Z", re.IGNORECASE)
 _OPENER = re.compile(r"\s*(?:```(?:json)?|<answer>)?\s*\Z", re.IGNORECASE)
-_DECODER = json.JSONDecoder()
-
-
-def _final_object_start(text: str) -> int | None:
-    """Start of the JSON object holding the answer key that ends ``text`` (up to a closing fence / tag)."""
-    end = len(text)
-    for _ in range(MAX_JSON_PROBES):
-        b = text.rfind("{", 0, end)
-        if b < 0:
-            return None
-        end = b
-        try:
-            obj, stop = _DECODER.raw_decode(text, b)
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and ANSWER_KEY in obj and _TRAILER.match(text, stop):
-            return b
-    return None
 
 
 def normalize_reply(reply: str) -> tuple[str, str] | Problem:
@@ -155,10 +134,8 @@ def normalize_reply(reply: str) -> tuple[str, str] | Problem:
     if found.answer is None:
         return Problem.NO_ANSWER
     reasoning = reply
-    if found.format_ok:
-        start = _final_object_start(reply)
-        if start is not None:
-            reasoning = _OPENER.sub("", reply[:start])
+    if found.format_ok and found.span is not None:
+        reasoning = _OPENER.sub("", reply[: found.span[0]])
     reasoning = reasoning.strip()
     if not reasoning or reasoning == found.answer:
         return Problem.NO_REASONING

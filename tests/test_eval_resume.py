@@ -16,7 +16,6 @@ from verl_personadual.eval.store import read_predictions
 from verl_personadual.llm import LLMConfig
 from verl_personadual.prompts import DataSource, PersonaSetting
 from verl_personadual.rewards import compute_score, extract_answer
-from verl_personadual.rewards.dispatch import CLOSED_FAMILIES
 
 BENCHES = [DataSource.MMLU_PRO, DataSource.PUBMEDQA, DataSource.MATH500]
 PERSONA_MARK = "Describe a person who would plausibly ask"
@@ -99,8 +98,7 @@ def test_resume_after_crash(tiny_model_dir: Path, tmp_path: Path) -> None:
             row = rows[r["row_id"]]
             found = extract_answer(r["response"]).answer
             rule = compute_score(r["benchmark"], r["response"], row["gold"], {"task_family": r["family"]})
-            closed_and_invalid = r["family"] in CLOSED_FAMILIES and not rule["has_answer"]
-            if found is not None and not rule["correct"] and not closed_and_invalid:
+            if found is not None and not rule["correct"] and rule["has_answer"]:
                 eligible.add((row["question"], row["gold"], found))
                 assert r["correct"] == 1.0  # the scripted judge says yes
         assert eligible, "the tiny model produced no answer for the judge to grade; adjust the seed"

@@ -50,6 +50,37 @@ CASES = [
     ("   \n  ", None, False, "none"),
     ("line one\nline two without anything", None, False, "none"),
     ("x" * (BARE_MAX_CHARS + 1), None, False, "none"),
+    # JSON strings as models write them: a backslash starting a LaTeX command is literal
+    (r'{"answer": "\frac{3}{4}"}', r"\frac{3}{4}", True, "json"),
+    (r'{"answer": "\\frac{3}{4}"}', r"\frac{3}{4}", True, "json"),
+    (r'{"answer": "3 \times 4 \neq \theta"}', r"3 \times 4 \neq \theta", True, "json"),
+    (r'{"answer": "\text{yes}, \textbf{no}"}', r"\text{yes}, \textbf{no}", True, "json"),
+    (r'{"answer": "\left[ 0, 1 \right)"}', r"\left[ 0, 1 \right)", True, "json"),
+    (r'{"answer": "\binom{6}{2} \beta \bar{x}"}', r"\binom{6}{2} \beta \bar{x}", True, "json"),
+    (r'{"answer": "\sqrt{2} \pi \cdot \{1\} \, \$ \underline{x}"}', r"\sqrt{2} \pi \cdot \{1\} \, \$ \underline{x}",
+     True, "json"),
+    (r'{"answer": "first\nsecond\tthird"}', "first\nsecond\tthird", True, "json"),  # not LaTeX: escapes
+    (r'{"answer": "\"quoted\" \/ \u00e9 \ud83d\ude00"}', '"quoted" / é 😀', True, "json"),
+    (r'{"answer": "\ud83d alone"}', "\ufffd alone", True, "json"),
+    # the answer object behind string values full of braces, pretty-printed
+    ('{"why": "{a} {b} {c} {d} {e} {f} {g} {h} {i} {j}", "answer": "D"}', "D", True, "json"),
+    ('{\n  "steps": {"one": [1, {"x": null}]},\n  "answer": "D"\n}', "D", True, "json"),
+    ('{"answer": "B", }', "B", False, "loose_json"),
+    # lead-ins inside the value
+    ('{"answer": "The answer is C"}', "C", True, "json"),
+    ('{"answer": "**Final answer:** 12"}', "12", True, "json"),
+    ('{"answer": "Answer:"}', "Answer:", True, "json"),
+    # think blocks
+    ('<think>{"answer": "A"}</think>{"answer": "B"}', "B", True, "json"),
+    ('<think>so \\boxed{3}</think>\nThe answer is 4.', "4", False, "phrase"),
+    ('<think>draft {"answer": "A"}', None, False, "none"),
+    ('<think>x</think>', None, False, "none"),
+    ('draft</think>B', "B", False, "bare"),
+    ('[General_mode]<think>a</think>{"answer": "B"}', "B", True, "json"),
+    ('<think>a</think>{"answer": "B"}<think>b', None, False, "none"),
+    # nesting beyond MAX_JSON_DEPTH is no object; inside it is
+    ('{"answer": ' + "[" * 40 + '"B"' + "]" * 40 + "}", None, False, "none"),
+    ('{"answer": ["B"], "x": ' + "[" * 10 + "]" * 10 + "}", "B", True, "json"),
 ]
 
 
@@ -86,3 +117,23 @@ def test_strip_mode_prefix() -> None:
 @pytest.mark.parametrize("value", [None, 3, b'{"answer": "B"}'])
 def test_non_string_input_gives_nothing(value: object) -> None:
     assert extract_answer(value) == Extraction(None, False, "none")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("opener", ["[", "{", '{"answer": ', '["', '{"a": '])
+def test_deep_nesting_is_bounded_not_recursive(opener: str) -> None:
+    assert extract_answer('{"answer": ' + opener * 200_000) == Extraction(None, False, "none")
+    assert extract_answer(opener * 200_000 + '\n{"answer": "B"}') == Extraction("B", True, "json")
+
+
+@pytest.mark.parametrize(
+    ("response", "obj"),
+    [
+        ('[General_mode]<think>draft {"answer": "A"}</think>\nSo:\n{"answer": "\\frac{1}{2}"}\n```',
+         '{"answer": "\\frac{1}{2}"}'),
+        ('[Personalized_mode] x\n{"why": "{a} {b}", "answer": "C"} trailing', '{"why": "{a} {b}", "answer": "C"}'),
+    ],
+)
+def test_span_locates_the_answer_object_in_the_response(response: str, obj: str) -> None:
+    start, end = extract_answer(response).span
+    assert response[start:end] == obj
+    assert extract_answer("The answer is B.").span is None

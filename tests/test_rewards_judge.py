@@ -59,6 +59,8 @@ def test_judge_is_not_asked_when_rules_match_or_family_is_not_judged() -> None:
     assert compute_score(solution_str="", judge=judge, **ROW)["score"] == 0.0
     yes_no = LLMJudge(client, families=["yes_no_maybe"])
     assert compute_score("pubmedqa", format_answer("B"), "yes", {}, judge=yes_no)["score"] == 0.1  # not yes/no/maybe
+    hedge = format_answer("Barack Obama or Joe Biden")
+    assert compute_score(solution_str=hedge, judge=judge, **ROW)["score"] == 0.1  # a hedge is no answer
     assert client.requests == []
 
 

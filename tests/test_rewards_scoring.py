@@ -12,7 +12,6 @@ from verl_personadual.names import MODE_FIELD
 from verl_personadual.prompts import DataSource, PersonaSetting, TaskFamily, format_answer
 from verl_personadual.rewards import RESULT_KEYS, RewardInputError, compute_score
 from verl_personadual.rewards.dispatch import DEFAULT_FAMILY, resolve_family
-from verl_personadual.rewards.mathcheck import MathVerifier, fast_math_equal
 
 MMLU_CHOICES = ["4", "5", "6", "N/A", "N/A"]
 GPQA_CHOICES = ["joule", "newton", "watt", "pascal"]
@@ -77,10 +76,12 @@ ROWS = [
     # FLAN free text (no options): normalised match / bounded containment
     ("flan", "Barack Obama", {}, ans("barack obama."), 1.0, 1, 1, "barack obama"),
     ("flan", "Barack Obama", {}, ans("It was Barack Obama"), 1.0, 1, 1, "it was barack obama"),
-    ("flan", "Barack Obama", {}, ans("Bush, Clinton, Barack Obama, Trump, Biden, Carter"), 0.9 + 0.1, 1, 1,
-     "bush clinton barack obama trump biden carter"),  # 7 tokens <= 2 * 2 + 5
+    # a list of guesses that holds the gold is a hedge: no answer (the format is still right)
+    ("flan", "Barack Obama", {}, ans("Bush, Clinton, Barack Obama, Trump, Biden, Carter"), 0.1, 0, 1, ""),
     ("flan", "Barack Obama", {}, ans("Bush, Clinton, Barack Obama, Trump, Biden, Carter, Ford, Nixon, Reagan"), 0.1, 0,
-     1, "bush clinton barack obama trump biden carter ford nixon reagan"),  # 10 tokens > 9
+     1, ""),
+    ("flan", "Barack Obama", {}, ans("It was Barack Obama, the 44th president"), 1.0, 1, 1,
+     "it was barack obama 44th president"),  # 6 tokens <= 2 * 2 + 5; two comma parts are no list
     ("flan", "Barack Obama", {}, ans("Obama Barack"), 0.1, 0, 1, "obama barack"),
     # FLAN math through task_family
     ("flan", "12", {"task_family": "math"}, ans("12"), 1.0, 1, 1, "12"),
@@ -188,6 +189,8 @@ def test_verl_keywords_are_accepted_and_typos_rejected() -> None:
         compute_score(MED, ans("B"), "B", {}, correct_wieght=1.0)
     with pytest.raises(TypeError, match="format_weight"):
         compute_score(MED, ans("B"), "B", {}, format_weight="0.1")
+    with pytest.raises(TypeError, match="math_timeout_s"):
+        compute_score(MED, ans("B"), "B", {}, math_timeout_s=0)
 
 
 def test_task_family_overrides_the_source_default() -> None:
@@ -216,25 +219,6 @@ def test_task_family_overrides_the_source_default() -> None:
 def test_bad_rows_raise_a_precise_error(data_source, gold, extra, message) -> None:
     with pytest.raises(RewardInputError, match=message.replace("(", r"\(").replace("[", r"\[")):
         compute_score(data_source, ans("B"), gold, extra)
-
-
-def test_math_fast_path_decides_simple_pairs_without_sympy() -> None:
-    assert fast_math_equal("\\frac{3}{4}", "0.75") is True
-    assert fast_math_equal("-\\frac{3}{4}", "-3/4") is True
-    assert fast_math_equal("$12$", " 12. ") is True
-    assert fast_math_equal("12", "13") is False
-    assert fast_math_equal("2", "\\sqrt{4}") is None
-
-
-def test_math_child_is_killed_on_overrun_and_replaced() -> None:
-    verifier = MathVerifier(timeout_s=0.5)
-    try:
-        assert verifier.equal("2", "\\sqrt{4}") is True
-        assert verifier.equal("5", "9^{9^{9^{9}}}") is False
-        assert verifier.restarts == 1
-        assert verifier.equal("3", "\\sqrt{9}") is True
-    finally:
-        verifier.close()
 
 
 # Per data source (and FLAN family): gold, extra_info, a correct answer, a wrong one, a messy correct response.

@@ -30,6 +30,9 @@ MC_INFO = {"task_family": "multiple_choice", "choices": ["Vitamin A", "Vitamin C
         # Fallback extractions keep the whole reply as reasoning.
         ("Vitamin C prevents scurvy, so the answer is (B).", ("Vitamin C prevents scurvy, so the answer is (B).", "(B)")),
         ("We get \\boxed{42}.", ("We get \\boxed{42}.", "42")),
+        # LaTeX with single backslashes and an explanation full of braces: still the final object.
+        ('Rationalise.\n{"answer": "\\frac{\\sqrt{2}}{2}"}', ("Rationalise.", "\\frac{\\sqrt{2}}{2}")),
+        ('Sets.\n{"why": "{1} {2} {3} {4} {5}", "answer": "C"}', ("Sets.", "C")),
         # The answer object is not last: the whole reply is the reasoning.
         ('{"answer": "B"}\nThat is my answer.', ('{"answer": "B"}\nThat is my answer.', "B")),
     ],

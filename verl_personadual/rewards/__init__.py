@@ -2,10 +2,12 @@
 
 verl loads this package as ``reward.custom_reward_function.path=pkg://verl_personadual.rewards`` with
 ``name=compute_score`` (``names.REWARD_FN_PATH`` / ``names.REWARD_FN_NAME``). It registers nothing with verl
-and imports no heavy library (math-verify runs in a child process, started on the first symbolic check).
+and imports no heavy library (math-verify runs in a small pool of child processes, started on demand and
+ready before any check is timed; see ``mathcheck``).
 
 Modules: ``extract`` (answer extraction), ``normalize`` (text normalisation), ``scorers`` (gold encodings and
-rule scorers), ``mathcheck`` (math equivalence), ``judge`` (optional LLM judge), ``dispatch`` (the entry point).
+rule scorers), ``mathcheck`` (math equivalence, child pool), ``mathserver`` (the child), ``judge`` (optional LLM
+judge), ``dispatch`` (the entry point).
 """
 
 from __future__ import annotations

@@ -21,21 +21,26 @@ batch, so every row must have all of them):
   values before averaging, so their means are the accuracy per mode and per setting.
 - ``pred``: the canonical prediction (str, "" when none); verl uses it for majority-vote metrics.
 
-Model output never makes it raise; a bad row (unknown data source or family, unusable gold, bad choices) or
-a bad keyword raises :class:`~verl_personadual.rewards.scorers.RewardInputError` / ``TypeError`` naming it.
+Model output never makes it raise: extraction and the scorers are total by construction (bounded, no
+recursion, see ``extract`` and ``scorers``), and as a last line any exception while reading or scoring
+``solution_str`` is logged with its traceback and scored as no answer. What may raise is what is not model
+output: a bad row (unknown data source or family, unusable gold, bad choices) or a bad keyword raises
+:class:`~verl_personadual.rewards.scorers.RewardInputError` / ``TypeError`` naming it, and a math checker that
+cannot start at all (math-verify missing) raises :class:`~verl_personadual.rewards.mathcheck.MathServerError`.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable, Mapping
 
 from verl_personadual.modes import UNKNOWN_MODE, Mode
 from verl_personadual.names import MODE_FIELD
 from verl_personadual.prompts import DataSource, PersonaSetting, TaskFamily
-from verl_personadual.rewards.extract import extract_answer
+from verl_personadual.rewards.extract import NOTHING, Extraction, extract_answer
 from verl_personadual.rewards.judge import LLMJudge, default_judge
-from verl_personadual.rewards.mathcheck import DEFAULT_TIMEOUT_S
-from verl_personadual.rewards.scorers import RewardInputError, Verdict, parse_gold, score
+from verl_personadual.rewards.mathcheck import DEFAULT_TIMEOUT_S, MathServerError
+from verl_personadual.rewards.scorers import Gold, RewardInputError, Verdict, parse_gold, score
 
 __all__ = [
     "compute_score",
@@ -46,11 +51,6 @@ __all__ = [
     "FORMAT_WEIGHT",
     "NO_ANSWER_SCORE",
 ]
-
-#: Families whose valid answers form a closed set; an answer outside it is never sent to the judge.
-CLOSED_FAMILIES = frozenset(
-    {TaskFamily.MULTIPLE_CHOICE, TaskFamily.OPTION_TEXT, TaskFamily.YES_NO_MAYBE, TaskFamily.PREFERENCE}
-)
 
 CORRECT_WEIGHT = 0.9
 FORMAT_WEIGHT = 0.1
@@ -89,6 +89,8 @@ RESULT_KEYS: tuple[str, ...] = (
 )
 #: Keywords verl's reward managers may pass that this reward does not use.
 _VERL_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_family(data_source: Any, extra_info: Mapping[str, Any]) -> TaskFamily:
@@ -132,6 +134,28 @@ def _number(name: str, value: Any) -> float:
     return float(value)
 
 
+def _grade(
+    solution_str: Any, gold: Gold, question: str, math_timeout_s: float, judge: LLMJudge | None
+) -> tuple[Extraction, Verdict]:
+    """Extraction and verdict of one response; an unexpected error on model output scores as no answer."""
+    try:
+        found = extract_answer(solution_str)
+        if found.answer is None:
+            return found, Verdict(None, False)
+        verdict = score(gold, found.answer, math_timeout_s)
+        # No valid answer (a hedge, "B" to a yes/no question, nothing left after normalisation) is wrong without
+        # asking anyone.
+        if judge is not None and gold.family in judge.families and not verdict.correct and verdict.pred is not None:
+            if judge.judge(question, gold.value, found.answer):
+                verdict = Verdict(verdict.pred or found.answer[:100], True)
+        return found, verdict
+    except MathServerError:
+        raise
+    except Exception:
+        logger.exception("reward: error while scoring a %s response; scored as no answer", gold.family.value)
+        return NOTHING, Verdict(None, False)
+
+
 def compute_score(
     data_source: Any,
     solution_str: Any,
@@ -154,6 +178,7 @@ def compute_score(
         solution_str: the decoded response (special tokens, hence single-token mode prefixes, already stripped).
         ground_truth: ``reward_model["ground_truth"]`` in the family's encoding (``scorers`` docstring).
         extra_info: the row's ``extra_info`` merged with the agent loop's extra fields.
+        math_timeout_s: limit of one symbolic math check, in CPU seconds of the math child (``mathcheck``).
         judge: optional :class:`LLMJudge`, consulted for its families when the rules say "incorrect".
         llm_judge: without ``judge``, use :func:`judge.default_judge` (the project's LLM client configured from
             the environment) for ``judge_families`` (default: free_text).
@@ -167,20 +192,11 @@ def compute_score(
     info: Mapping[str, Any] = extra_info if isinstance(extra_info, Mapping) else {}
     if judge is None and llm_judge:
         judge = default_judge(None if judge_families is None else tuple(str(f) for f in judge_families))
-    family = resolve_family(data_source, info)
-    gold = parse_gold(family, ground_truth, dict(info))
-
-    found = extract_answer(solution_str)
-    if found.answer is None:
-        verdict = Verdict(None, False)
-    else:
-        verdict = score(family, found.answer, gold, dict(info), _number("math_timeout_s", math_timeout_s))
-        # An answer outside a closed answer set ("B" to a yes/no question) is wrong without asking anyone.
-        judgeable = verdict.pred is not None or family not in CLOSED_FAMILIES
-        if judge is not None and family in judge.families and not verdict.correct and judgeable:
-            judged = judge.judge(str(info.get("question", "")), gold, found.answer)
-            if judged:
-                verdict = Verdict(verdict.pred or found.answer[:100], True)
+    timeout_s = _number("math_timeout_s", math_timeout_s)
+    if not timeout_s > 0:
+        raise TypeError(f"reward keyword math_timeout_s={math_timeout_s!r} must be a positive number of seconds")
+    gold = parse_gold(resolve_family(data_source, info), ground_truth, dict(info))
+    found, verdict = _grade(solution_str, gold, str(info.get("question", "")), timeout_s, judge)
     correct = 1.0 if verdict.correct else 0.0
     format_ok = 1.0 if found.format_ok else 0.0
     mode, setting = _mode(info), _setting(info)

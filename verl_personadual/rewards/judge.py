@@ -6,8 +6,9 @@ builds that one from the ``PERSONADUAL_LLM_*`` environment variables. The judge 
 reference and the candidate answer (``prompts.build_judge_prompt``) and replies in our own answer format,
 ``{"answer": "yes"}`` / ``{"answer": "no"}``, read back with :func:`extract.extract_answer`.
 
-In ``compute_score`` it is consulted only for its ``families`` and only when the rules said "incorrect" (a
-rule match is never overturned). A client failure or an unreadable verdict gives None: the rule verdict stands.
+In ``compute_score`` it is consulted only for its ``families`` and only when the rules found a valid answer and
+said "incorrect" (a rule match is never overturned; a hedge or an answer outside a closed answer set is never
+sent). A client failure or an unreadable verdict gives None: the rule verdict stands.
 
 From a verl config: ``+reward.custom_reward_function.reward_kwargs.llm_judge=true`` (and optionally
 ``...judge_families=[free_text,open_qa]``) makes ``compute_score`` use :func:`default_judge`; the

@@ -3,6 +3,9 @@
 ``normalize_text`` is the usual open-QA normalisation (as in SQuAD / TriviaQA exact match): Unicode NFKC,
 lower case, punctuation deleted (ASCII and common Unicode quotes, dashes and ellipses), the articles
 "a", "an", "the" removed, whitespace collapsed.
+
+``number_tokens`` additionally writes number words from zero to ninety-nine as digits ("four" -> "4",
+"twenty-one" and "twenty one" -> "21"), for scorers that compare free text.
 """
 
 from __future__ import annotations
@@ -11,12 +14,23 @@ import re
 import string
 import unicodedata
 
-__all__ = ["normalize_text", "tokens", "contains_tokens"]
+__all__ = ["normalize_text", "tokens", "contains_tokens", "number_tokens"]
 
 _PUNCT = string.punctuation + "‘’‚‛“”„‟«»‹›–—―‐‑‒…·•¡¿、。，．：；！？（）［］｛｝《》〈〉「」『』【】"
 _PUNCT_TABLE = str.maketrans("", "", _PUNCT)
 _ARTICLES = frozenset({"a", "an", "the"})
 _SPACE_RE = re.compile(r"\s+")
+_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen"
+).split()
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_SMALL = {word: i for i, word in enumerate(_UNITS)}
+_NUMBER_WORDS = (
+    {word: str(i) for word, i in _SMALL.items()}
+    | {tens: str(value) for tens, value in _TENS.items()}
+    | {tens + unit: str(value + i) for tens, value in _TENS.items() for unit, i in _SMALL.items() if 1 <= i <= 9}
+)
 
 
 def tokens(text: str) -> list[str]:
@@ -40,3 +54,18 @@ def contains_tokens(haystack: list[str], needle: list[str]) -> bool:
         if haystack[i] == first and haystack[i : i + n] == needle:
             return True
     return False
+
+
+def number_tokens(words: list[str]) -> list[str]:
+    """``words`` (normalised tokens) with number words written as digits (see the module docstring)."""
+    if _TENS.keys().isdisjoint(words):
+        return [_NUMBER_WORDS.get(word, word) for word in words]
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in _TENS and i + 1 < len(words) and 1 <= _SMALL.get(words[i + 1], 0) <= 9:
+            word, i = word + words[i + 1], i + 1
+        out.append(_NUMBER_WORDS.get(word, word))
+        i += 1
+    return out
