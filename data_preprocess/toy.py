@@ -55,6 +55,8 @@ from verl_personadual.prompts import DataSource, PersonaSetting, TaskFamily, bui
 __all__ = [
     "DOMAINS",
     "ROLES",
+    "OCCUPATIONS",
+    "QUALITIES",
     "VERDICTS",
     "KINDS",
     "ToyItem",
@@ -72,15 +74,23 @@ __all__ = [
 
 #: Domain -> the things a question of that domain asks about.
 DOMAINS: dict[str, tuple[str, ...]] = {
-    "fruit": ("apple", "mango", "pear", "plum", "peach", "grape", "lemon", "cherry"),
-    "color": ("red", "blue", "green", "pink", "black", "white", "brown", "gray"),
-    "animal": ("horse", "sheep", "goat", "duck", "tiger", "zebra", "camel", "mouse"),
-    "tool": ("hammer", "saw", "drill", "wrench", "chisel", "pliers", "ruler", "ladder"),
+    "fruit": ("apple", "mango", "pear", "plum", "peach", "grape", "lemon", "cherry", "melon", "kiwi", "lime", "fig",
+              "date", "guava", "papaya", "banana"),
+    "color": ("red", "blue", "green", "pink", "black", "white", "brown", "gray", "orange", "purple", "teal", "navy",
+              "gold", "silver", "beige", "violet"),
+    "animal": ("horse", "sheep", "goat", "duck", "tiger", "zebra", "camel", "mouse", "otter", "eagle", "wolf", "fox",
+               "bear", "lion", "seal", "owl"),
+    "tool": ("hammer", "saw", "drill", "wrench", "chisel", "pliers", "ruler", "ladder", "shovel", "rake", "axe", "clamp",
+             "level", "file", "vise", "trowel"),
 }
-#: The persona's occupation after its domain word ("a fruit seller").
-ROLES: tuple[str, ...] = ("seller", "teacher", "collector", "fan")
+#: An aligned persona's occupation, after the question's domain ("a fruit seller").
+ROLES: tuple[str, ...] = ("seller", "teacher", "collector", "fan", "expert", "buyer", "critic", "lover")
+#: An unaligned persona's occupation: unrelated to every domain, as PersonaHub personas are to a question.
+OCCUPATIONS: tuple[str, ...] = ("pilot", "nurse", "driver", "clerk", "dancer", "miner", "sailor", "banker")
+#: What the question asks of the thing ("Is mango a good fruit?").
+QUALITIES: tuple[str, ...] = ("good", "rare", "cheap", "popular", "common", "useful", "fine", "nice")
 #: The answers.
-VERDICTS: tuple[str, ...] = ("yes", "no")
+VERDICTS: tuple[str, ...] = ("true", "false")
 #: Kind -> (persona setting, share of the items).
 KINDS: dict[str, tuple[PersonaSetting, float]] = {
     "none": (PersonaSetting.NONE, 0.15),
@@ -88,18 +98,20 @@ KINDS: dict[str, tuple[PersonaSetting, float]] = {
     "helpful": (PersonaSetting.ALIGNED, 0.35),
     "agreeing": (PersonaSetting.ALIGNED, 0.15),
 }
-FAMILY = TaskFamily.YES_NO_MAYBE
+FAMILY = TaskFamily.FREE_TEXT
 SOURCE = DataSource.TOY
 
 
 @dataclass(frozen=True)
 class ToyItem:
-    """One toy question with its persona (``says`` / ``persona_domain`` / ``role`` are None for kind ``none``)."""
+    """One toy question with its persona: ``says`` and ``role`` (an occupation of :data:`OCCUPATIONS` for an
+    unaligned persona, of :data:`ROLES` after ``persona_domain`` for an aligned one); None for kind ``none``."""
 
     item_id: str
     kind: str
     domain: str
     thing: str
+    quality: str
     book: str
     says: str | None
     persona_domain: str | None
@@ -111,14 +123,14 @@ class ToyItem:
 
     @property
     def question(self) -> str:
-        return f"Is {self.thing} a good {self.domain}? The book says {self.book}."
+        return f"Is {self.thing} a {self.quality} {self.domain}? The book says {self.book}."
 
     @property
     def persona(self) -> str | None:
         if self.says is None:
             return None
-        article = "an" if self.persona_domain[0] in "aeiou" else "a"
-        return f"{article} {self.persona_domain} {self.role} who says {self.says}"
+        who = self.role if self.persona_domain is None else f"{self.persona_domain} {self.role}"
+        return f"{'an' if who[0] in 'aeiou' else 'a'} {who} who says {self.says}"
 
     @property
     def gold(self) -> str:
@@ -140,15 +152,16 @@ def better_mode(item: ToyItem) -> Mode | None:
 def _item(rng: random.Random, kind: str) -> ToyItem:
     domain = rng.choice(sorted(DOMAINS))
     thing = rng.choice(DOMAINS[domain])
+    quality = rng.choice(QUALITIES)
     book = rng.choice(VERDICTS)
     if kind == "none":
         says = persona_domain = role = None
     else:
-        role = rng.choice(ROLES)
         says = book if kind == "agreeing" else next(v for v in VERDICTS if v != book)
-        persona_domain = rng.choice([d for d in sorted(DOMAINS) if d != domain]) if kind == "misleading" else domain
-    key = stable_id("toy", domain, thing, book, says or "", persona_domain or "", role or "")
-    return ToyItem(key, kind, domain, thing, book, says, persona_domain, role)
+        role = rng.choice(OCCUPATIONS if kind == "misleading" else ROLES)
+        persona_domain = None if kind == "misleading" else domain
+    key = stable_id("toy", domain, thing, quality, book, says or "", persona_domain or "", role or "")
+    return ToyItem(key, kind, domain, thing, quality, book, says, persona_domain, role)
 
 
 @dataclass(frozen=True)
@@ -172,9 +185,12 @@ def generate(sizes: ToySizes, seed: int = 0) -> dict[str, list[ToyItem]]:
         counts[max(KINDS, key=lambda k: KINDS[k][1])] += n - sum(counts.values())
         items: list[ToyItem] = []
         for kind, count in counts.items():
-            made = 0
+            made = tries = 0
             while made < count:
                 item = _item(rng, kind)
+                tries += 1
+                if tries > 50 * count + 1000:
+                    raise ValueError(f"too few distinct {kind!r} items for the sizes asked for; ask for fewer items")
                 if item.item_id in seen:
                     continue
                 seen.add(item.item_id)
@@ -240,14 +256,17 @@ def eval_row(item: ToyItem) -> dict[str, Any]:
 def whole_words() -> list[str]:
     """The toy's content words (domains, things, roles, answers): a tokenizer for the toy keeps each one a token of its
     own (``verl_personadual.tiny_model.build_tokenizer``'s ``whole_words``)."""
-    return sorted({w for ws in DOMAINS.values() for w in ws} | set(DOMAINS) | set(ROLES) | set(VERDICTS))
+    return sorted({w for ws in DOMAINS.values() for w in ws} | set(DOMAINS) | set(ROLES) | set(OCCUPATIONS)
+                  | set(QUALITIES))
 
 
 def corpus() -> list[str]:
     """Text that covers the toy's vocabulary, for training a tiny tokenizer that encodes it compactly."""
-    lines = [ToyItem("", "none", d, t, v, None, None, None).question for d, ts in DOMAINS.items() for t in ts for v in VERDICTS]
+    lines = [ToyItem("", "none", d, t, q, v, None, None, None).question for d, ts in DOMAINS.items() for t in ts
+             for q in QUALITIES for v in VERDICTS]
     lines += [f"I am {a} {d} {r} who says {v}. My question is:" for d in DOMAINS for r in ROLES for v in VERDICTS
               for a in ("a", "an")]
+    lines += [f"I am {a} {o} who says {v}. My question is:" for o in OCCUPATIONS for v in VERDICTS for a in ("a", "an")]
     lines += [f"{m.prefix}{format_answer(v)}" for v in VERDICTS for m in Mode]
     return lines
 

@@ -36,7 +36,7 @@ def test_model_sizes_by_hand_match_the_published_ones():
     assert q.forward_flops(3072) == 2 * q.matmul_params * 3072 + 2 * 36 * 32 * 128 * 3072**2 == 49_281_528_496_128
 
 
-@pytest.mark.parametrize("backbone", R.backbones("rl"))
+@pytest.mark.parametrize("backbone", sorted(C.MODEL_SHAPES))
 def test_rl_steps_tokens_and_checkpoints_by_hand(backbone):
     plan = C.rl_plan(_composed("rl", backbone), backbone, C.Assumptions())
     assert plan.steps_per_epoch == 9_998 // 64 == 156  # drop_last

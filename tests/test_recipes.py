@@ -26,15 +26,19 @@ from verl_personadual.config import DualGRPOConfig
 from verl_personadual.modes import Mode
 
 # Paper, Table 6 (RL), as verl 0.9.1 keys. The "linear" schedule is checked separately (verl has none).
-PAPER_RL = {
-    "actor_rollout_ref.actor.optim.lr": 1e-6,
-    "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio": 0.1,
-    "trainer.total_epochs": 5,
+# Sizes (batch, lengths) hold for the GPU backbones; the CPU backbone shrinks them and keeps the rest.
+PAPER_RL_SIZES = {
     "data.train_batch_size": 64,
     "data.max_prompt_length": 2048,
     "data.max_response_length": 1024,
     "actor_rollout_ref.rollout.prompt_length": 2048,
     "actor_rollout_ref.rollout.response_length": 1024,
+}
+PAPER_RL = {
+    **PAPER_RL_SIZES,
+    "actor_rollout_ref.actor.optim.lr": 1e-6,
+    "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio": 0.1,
+    "trainer.total_epochs": 5,
     "actor_rollout_ref.actor.use_kl_loss": True,
     "actor_rollout_ref.actor.kl_loss_coef": 0.04,
     "algorithm.use_kl_in_reward": False,
@@ -51,8 +55,11 @@ PAPER_SFT = {
     "data.max_length": 4096,
     "engine.dtype": "bfloat16",
 }
+#: What the CPU backbone changes of PAPER_SFT (sizes for a tiny model).
+CPU_SFT = {"data.max_length": 512}
 EIGHT_B = ["qwen3_8b", "llama31_8b"]
 SMALL = "qwen3_0p6b"
+CPU = "cpu_tiny"
 #: Ablation -> the DualGRPO switches it sets (None: not a DualGRPO run, or not yet supported).
 ABLATION_SWITCHES = {
     "none": {"inter_mode": True, "prefix_forcing": True},
@@ -105,7 +112,7 @@ def verl_base(stage: str) -> DictConfig:
 
 
 def test_recipe_layout():
-    assert R.backbones("rl") == R.backbones("sft") == sorted(EIGHT_B + [SMALL])
+    assert R.backbones("rl") == R.backbones("sft") == sorted(EIGHT_B + [SMALL, CPU])
     assert R.ablations() == sorted([*ABLATION_SWITCHES, *SINGLE_MODE, "grpo"])
     for stage in R.STAGES.values():
         primary = yaml.safe_load((R.CONFIG_DIR / f"{stage.config_name}.yaml").read_text())
@@ -157,6 +164,8 @@ def test_rl_recipe_passes_verl_validation_and_keeps_paper_values(backbone, ablat
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
     assert need_reference_policy(cfg) is True and need_critic(cfg) is False
     for key, value in PAPER_RL.items():
+        if backbone == CPU and key in PAPER_RL_SIZES:
+            continue
         assert OmegaConf.select(cfg, key) == value, key
     # Schedule: the paper's "linear" -> linear warm-up then constant (verl's FSDP optimizer has no linear decay).
     assert cfg.actor_rollout_ref.actor.optim.lr_scheduler_type == "constant"
@@ -301,6 +310,8 @@ def test_sft_recipe_converts_like_verl_sft_trainer_and_keeps_paper_values(backbo
     cfg = composed("sft", backbone, run_files, model=str(tiny_model_dir))
     R.validate("sft", cfg)
     for key, value in PAPER_SFT.items():
+        if backbone == CPU and key in CPU_SFT:
+            value = CPU_SFT[key]
         assert OmegaConf.select(cfg, key) == value, key
     assert cfg.data.train_files == run_files["sft"] and cfg.data.val_files is None
     assert cfg.data.messages_key == "messages"
@@ -311,7 +322,7 @@ def test_sft_recipe_converts_like_verl_sft_trainer_and_keeps_paper_values(backbo
     # The model section as SFTTrainer._build_config converts it (needs a model on disk: the tiny one).
     cfg.model.override_config = {"attn_implementation": "sdpa"}
     model = omega_conf_to_dataclass(cfg.model)
-    assert model.tokenizer is not None and model.enable_gradient_checkpointing is True
+    assert model.tokenizer is not None and model.enable_gradient_checkpointing is (backbone != CPU)
 
 
 @pytest.mark.parametrize("backbone", R.backbones("rl"))

@@ -19,6 +19,8 @@ from verl_personadual import recipes as R
 
 EIGHT_B = ["qwen3_8b", "llama31_8b"]
 SMALL = "qwen3_0p6b"
+#: Every backbone for a GPU machine (cpu_tiny runs on CPU: tests/test_cpu_recipes.py).
+GPU_BACKBONES = [b for b in R.backbones("rl") if b != "cpu_tiny"]
 #: Paper: prompt 2048 + response 1024.
 LONGEST = 2048 + 1024
 #: Backbone -> (actor token budget, log-prob token budget) per GPU with dynamic batching.
@@ -52,7 +54,7 @@ def verl_validate_rl(cfg: DictConfig) -> None:
 
 
 @pytest.mark.parametrize("ablation", R.ablations())
-@pytest.mark.parametrize("backbone", R.backbones("rl"))
+@pytest.mark.parametrize("backbone", GPU_BACKBONES)
 def test_rl_keeps_the_last_two_actor_checkpoints(backbone, ablation):
     cfg = composed("rl", backbone, f"ablation={ablation}")
     assert cfg.trainer.max_actor_ckpt_to_keep == 2
@@ -64,7 +66,7 @@ def test_rl_keeps_the_last_two_actor_checkpoints(backbone, ablation):
 # --- 2. vLLM context length --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backbone", R.backbones("rl"))
+@pytest.mark.parametrize("backbone", GPU_BACKBONES)
 def test_max_model_len_is_prompt_plus_response(backbone):
     cfg = composed("rl", backbone)
     assert cfg.actor_rollout_ref.rollout.max_model_len == LONGEST == 3072
@@ -85,7 +87,7 @@ def test_longer_responses_need_a_longer_max_model_len():
 # --- 3. dynamic batching -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backbone", R.backbones("rl"))
+@pytest.mark.parametrize("backbone", GPU_BACKBONES)
 def test_dynamic_batching_is_on_for_actor_rollout_and_ref_together(backbone):
     cfg = composed("rl", backbone)
     arr = cfg.actor_rollout_ref
@@ -98,7 +100,7 @@ def test_dynamic_batching_is_on_for_actor_rollout_and_ref_together(backbone):
     R.validate("rl", cfg)
 
 
-@pytest.mark.parametrize("backbone", R.backbones("rl"))
+@pytest.mark.parametrize("backbone", GPU_BACKBONES)
 def test_fixed_micro_batch_fallback_switches_all_three_off(backbone):
     cfg = composed("rl", backbone, "actor_rollout_ref.actor.use_dynamic_bsz=false")
     arr = cfg.actor_rollout_ref
@@ -124,7 +126,7 @@ def test_dynamic_batching_mismatch_and_small_budgets_are_refused():
 # --- 5. reference model dtype ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backbone", R.backbones("rl"))
+@pytest.mark.parametrize("backbone", GPU_BACKBONES)
 def test_reference_model_is_loaded_in_bf16_and_actor_stays_fp32(backbone):
     import torch
     from verl.utils.config import omega_conf_to_dataclass

@@ -13,7 +13,10 @@ from typing import Any, Mapping
 from verl_personadual.modes import Mode
 from verl_personadual.names import CONFIG_NAMESPACE, TRAINER_SETTINGS
 
-__all__ = ["DualGRPOConfig", "TrainerSettings"]
+__all__ = ["DualGRPOConfig", "TrainerSettings", "PREFIX_KL_CHOICES"]
+
+#: Values of ``algorithm.dual_grpo.prefix_kl`` (see ``DualGRPOConfig``).
+PREFIX_KL_CHOICES = ("ref", "mass", "rollout")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,14 @@ class DualGRPOConfig:
         require_mode_tokens: the prefixes must be dedicated tokens (False also accepts multi-token text prefixes).
         only_mode: None, or "general" / "personalized": force every training rollout into that one mode
             (the paper's G-SFT-RL / P-SFT-RL baselines); the inter-mode term is then 0 in every group.
+        prefix_kl: what the actor's KL loss (``actor.use_kl_loss``) anchors the mode-prefix tokens to (see
+            ``PREFIX_KL_CHOICES``). ``"ref"`` (the paper: every response token is tied to the SFT reference);
+            ``"mass"``: the reference log-prob of a forced prefix token becomes the rollout policy's, shifted so
+            that the two mode tokens together keep the reference's probability mass: the KL then keeps the
+            mode tokens from losing probability but no longer pulls the choice between them back to the SFT
+            model (single-token prefixes, both modes in every group); ``"rollout"``: the rollout policy's
+            log-prob (the KL only limits one step's change). Forced prefixes are not samples from the policy,
+            so verl's sampled-token KL estimators (``low_var_kl``) are no KL of the mode choice on them.
     """
 
     beta: float = 2.0
@@ -38,12 +49,17 @@ class DualGRPOConfig:
     prefix_forcing: bool = True
     require_mode_tokens: bool = True
     only_mode: str | None = None
+    prefix_kl: str = "ref"
 
     def __post_init__(self) -> None:
         if not isinstance(self.beta, (int, float)) or self.beta < 0:
             raise ValueError(f"algorithm.{CONFIG_NAMESPACE}.beta must be a number >= 0, got {self.beta!r}")
         if not isinstance(self.epsilon, (int, float)) or self.epsilon <= 0:
             raise ValueError(f"algorithm.{CONFIG_NAMESPACE}.epsilon must be > 0, got {self.epsilon!r}")
+        if self.prefix_kl not in PREFIX_KL_CHOICES:
+            raise ValueError(
+                f"algorithm.{CONFIG_NAMESPACE}.prefix_kl must be one of {PREFIX_KL_CHOICES}, got {self.prefix_kl!r}"
+            )
         for name in ("inter_mode", "norm_by_std", "prefix_forcing", "require_mode_tokens"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"algorithm.{CONFIG_NAMESPACE}.{name} must be true/false, got {getattr(self, name)!r}")

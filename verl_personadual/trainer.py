@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
+import torch
 import transfer_queue as tq
 from omegaconf import DictConfig, open_dict
+from tensordict import TensorDict
 from transfer_queue import KVBatchMeta
 from verl.trainer.ppo.v1 import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
@@ -39,11 +40,21 @@ from verl_personadual.advantage import row_modes
 from verl_personadual.cpu.platform import PLATFORM_NAME
 from verl_personadual.config import DualGRPOConfig, TrainerSettings
 from verl_personadual.metrics import UNKNOWN_SETTING, metric_safe_source, mode_metrics
-from verl_personadual.modes import ModePrefixes, resolve_prefixes
+from verl_personadual.modes import UNKNOWN_MODE, Mode, ModePrefixes, resolve_prefixes
 from verl_personadual.names import CPU_SYNC_TRAINER_MODE, ESTIMATOR, TRAINER_MODE
 from verl_personadual.prompts import PersonaSetting
 
-__all__ = ["PersonaDualSyncTrainer", "CPUSyncTrainer", "StepRows", "read_step_rows", "setting_name"]
+__all__ = [
+    "PersonaDualSyncTrainer",
+    "CPUSyncTrainer",
+    "StepRows",
+    "read_step_rows",
+    "setting_name",
+    "reanchor_prefix_kl",
+    "prefix_metrics",
+    "MODE_MASS_METRIC",
+    "PREFIX_RATIO_METRIC",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +87,83 @@ def read_step_rows(batch: KVBatchMeta, prefixes: ModePrefixes) -> StepRows:
         persona_settings=settings,
         valid=np.array([not tag.get("is_padding", False) for tag in batch.tags], dtype=bool),
     )
+
+
+#: Metric: mean over prompt groups of pi(general prefix) + pi(personalized prefix) at the first response
+#: position, from the rollout policy's log-probs of the forced prefixes (single-token prefixes only).
+MODE_MASS_METRIC = "personadual/train/mode_token_mass"
+#: Metric: mean over rows of (advantage on the prefix tokens) / (advantage on the other response tokens);
+#: equals beta whenever the advantage is not zero.
+PREFIX_RATIO_METRIC = "personadual/train/prefix_advantage_ratio"
+#: A mode-token mass below this is reported as a warning every step.
+MODE_MASS_WARNING = 0.9
+
+
+def _row_tensors(batch: KVBatchMeta, fields: list[str]) -> dict[str, list[torch.Tensor]]:
+    """Per-row 1-D tensors of ``fields`` (nested or padded in TransferQueue) for the rows of ``batch``."""
+    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+    out: dict[str, list[torch.Tensor]] = {}
+    for name in fields:
+        value = data[name]
+        rows = list(value.unbind()) if getattr(value, "is_nested", False) else list(value)
+        out[name] = [torch.as_tensor(r) for r in rows]
+    return out
+
+
+def reanchor_prefix_kl(batch: KVBatchMeta, prefixes: ModePrefixes, how: str) -> None:
+    """Rewrite the reference log-probs of every row's prefix tokens for ``algorithm.dual_grpo.prefix_kl`` =
+    ``how`` (``"mass"`` or ``"rollout"``; see ``DualGRPOConfig``). Rows without a valid prefix, and under
+    ``"mass"`` rows of a group that lacks one of the modes, keep the reference's values."""
+    data = _row_tensors(batch, ["responses", "ref_log_prob", "old_log_probs"])
+    uids = [key.rsplit("_", 2)[0] for key in batch.keys]
+    modes = [prefixes.mode_of_ids(ids.tolist()) for ids in data["responses"]]
+    shift: dict[str, float] = {}
+    if how == "mass":
+        if not prefixes.single_token:
+            raise ValueError("algorithm.dual_grpo.prefix_kl=mass needs single-token mode prefixes")
+        heads: dict[str, dict[int, tuple[float, float]]] = {}
+        for uid, mode, ref, old in zip(uids, modes, data["ref_log_prob"], data["old_log_probs"], strict=True):
+            if mode != UNKNOWN_MODE:
+                heads.setdefault(uid, {})[mode] = (float(ref[0]), float(old[0]))
+        for uid, by_mode in heads.items():
+            if len(by_mode) == 2:
+                ref_mass = sum(np.exp(r) for r, _ in by_mode.values())
+                old_mass = sum(np.exp(o) for _, o in by_mode.values())
+                shift[uid] = float(np.log(ref_mass) - np.log(old_mass))
+    anchored = []
+    for uid, mode, ref, old in zip(uids, modes, data["ref_log_prob"], data["old_log_probs"], strict=True):
+        ref = ref.clone()
+        if mode != UNKNOWN_MODE and (how == "rollout" or uid in shift):
+            k = prefixes.length(Mode(mode))
+            ref[:k] = old[:k] + shift.get(uid, 0.0)
+        anchored.append(ref)
+    nested = torch.nested.as_nested_tensor(anchored, layout=torch.jagged)
+    tq.kv_batch_put(
+        keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict({"ref_log_prob": nested}, batch_size=len(anchored))
+    )
+
+
+def prefix_metrics(batch: KVBatchMeta, rows: StepRows) -> dict[str, float]:
+    """:data:`PREFIX_RATIO_METRIC` from the advantages the actor will read, and :data:`MODE_MASS_METRIC`."""
+    data = _row_tensors(batch, ["advantages", "response_mask", "old_log_probs"])
+    ratios, groups = [], {}
+    uids = [key.rsplit("_", 2)[0] for key in batch.keys]
+    for i, (adv, mask, old) in enumerate(zip(data["advantages"], data["response_mask"], data["old_log_probs"], strict=True)):
+        k = int(rows.prefix_len[i])
+        if not rows.valid[i] or k == 0:
+            continue
+        rest = adv[k:][mask[k:].bool()]
+        if len(rest) and float(rest.abs().max()) > 1e-6:
+            ratios.append(float(adv[:k].mean() / rest.mean()))
+        if k == 1:
+            groups.setdefault(uids[i], {})[int(rows.modes[i])] = float(old[0].exp())
+    out: dict[str, float] = {}
+    if ratios:
+        out[PREFIX_RATIO_METRIC] = float(np.mean(ratios))
+    masses = [sum(g.values()) for g in groups.values() if len(g) == 2]
+    if masses:
+        out[MODE_MASS_METRIC] = float(np.mean(masses))
+    return out
 
 
 def setting_name(value: Any) -> str:
@@ -155,13 +243,29 @@ class PersonaDualSyncTrainer(_SyncTrainer):
         self.mode_prefixes = resolve_prefixes(self.tokenizer, require_single_token=self.dual_grpo.prefix_requirement)
         logger.info("%s: mode prefix ids %s", TRAINER_MODE, self.mode_prefixes.ids)
 
+    def _compute_ref_log_prob(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        batch = super()._compute_ref_log_prob(batch, metrics)
+        if self.dual_grpo.prefix_kl != "ref":
+            reanchor_prefix_kl(batch, self.mode_prefixes, self.dual_grpo.prefix_kl)
+        return batch
+
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         rows = read_step_rows(batch, self.mode_prefixes)
         metrics.update(
             mode_metrics(rows.modes, rows.rewards, rows.data_sources, rows.persona_settings, "train", valid=rows.valid)
         )
         with row_modes(rows.modes, rows.prefix_len):
-            return super()._compute_advantage(batch, metrics)
+            batch = super()._compute_advantage(batch, metrics)
+        metrics.update(prefix_metrics(batch, rows))
+        mass = metrics.get(MODE_MASS_METRIC)
+        if mass is not None and mass < MODE_MASS_WARNING:
+            logger.warning(
+                "step %s: the policy puts only %.2f of its probability on the two mode tokens at the first response "
+                "position (%s); free decoding will start responses without a mode. Check the KL loss "
+                "(actor.use_kl_loss, kl_loss_coef) and the learning rate.",
+                self.global_steps, mass, MODE_MASS_METRIC,
+            )
+        return batch
 
     def _val_metrics_update(
         self, data_sources, sample_uids, reward_extra_infos_dict, sample_turns, expected_acc_counts=None

@@ -11,5 +11,5 @@ end to end without a GPU, on tiny models. It is not a way to train real models.
 - :mod:`.workers` - verl's workers with their process group on ``gloo`` (picked by the plugin's trainers);
 - :mod:`.generation` / :mod:`.rollout` - the ``hf_cpu`` rollout backend (batched ``transformers`` generation);
 - :mod:`.sft` - verl's SFT trainer launched on ``gloo``;
-- :mod:`.verl_private` - the only place that touches private verl names.
+- ``verl_personadual.verl_private`` - the only place that touches private verl names.
 """

@@ -11,7 +11,7 @@ import importlib
 from verl.workers.rollout.replica import RolloutReplicaRegistry
 
 from verl_personadual.cpu import engine  # noqa: F401  (registers the FSDP engine for device "cpu")
-from verl_personadual.cpu.verl_private import register_rollout_adapter
+from verl_personadual.verl_private import register_rollout_adapter
 from verl_personadual.names import CPU_ROLLOUT
 
 __all__ = ["ROLLOUT_MODULE"]

@@ -23,6 +23,7 @@ OVERRIDDEN_METHODS: tuple[tuple[str, str, str], ...] = (
     ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer", "_build_replay_buffer"),
     ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer", "_init_tokenizer"),
     ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer", "_compute_advantage"),
+    ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer", "_compute_ref_log_prob"),
     ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer", "_val_metrics_update"),
 )
 
