@@ -13,6 +13,7 @@ from typing import Sequence
 
 import verl_personadual.eval.baselines as baselines_module
 import verl_personadual.eval.run as run_module
+from verl_personadual import sample_replies
 from verl_personadual.eval.baselines import (
     PromptStyle,
     Router,
@@ -25,7 +26,6 @@ from verl_personadual.eval.personas import PersonaAssignmentError, read_eval_set
 from verl_personadual.eval.report import write_comparison, write_report
 from verl_personadual.eval.run import PREDICTIONS, RunConfig, RunError, run
 from verl_personadual.eval.store import read_predictions
-from verl_personadual import sample_replies
 from verl_personadual.llm import ENV_BASE_URL, ENV_MODEL, LLMConfig, LLMError
 from verl_personadual.preflight import check_model, check_output_dir
 from verl_personadual.prompts import DataSource, PersonaSetting

@@ -297,7 +297,7 @@ def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
                 batch = units[start : start + cfg.batch_size]
                 if hasattr(gen, "step_callback"):  # move the bar within the batch (generate.py: Progress)
                     step = len(batch) / cfg.decoding.max_new_tokens
-                    gen.step_callback = lambda: bar.update(min(step, start + len(batch) - bar.n))
+                    gen.step_callback = functools.partial(_advance, bar, step, start + len(batch))
                 outs = _generate_batch(batch, gen, prefixes, cfg)
                 texts = [gen.tokenizer.decode(ids, skip_special_tokens=True) for ids, _ in outs]
                 modes = [
@@ -315,6 +315,11 @@ def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
     for path in written:
         logger.info("wrote %s", path)
     return store.path
+
+
+def _advance(bar: Any, step: float, stop: float) -> None:
+    """One decoding step of a batch: move the progress bar by ``step`` responses, never past ``stop``."""
+    bar.update(min(step, stop - bar.n))
 
 
 def _record(
