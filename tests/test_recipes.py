@@ -122,7 +122,7 @@ def test_every_recipe_key_exists_in_verl_schema(stage: str):
     files += sorted((R.CONFIG_DIR / R.STAGES[stage].backbone_group).glob("*.yaml"))
     if stage == "rl":
         files += sorted((R.CONFIG_DIR / R.ABLATION_GROUP).glob("*.yaml"))
-    ours = f"algorithm.{names.CONFIG_NAMESPACE}."
+    ours = R.ADDED_KEY_PREFIXES
     checked = 0
     for path in files:
         body = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in ("hydra", "defaults")}

@@ -6,11 +6,18 @@ What it does, in order:
 
 1. Loads the tokenizer and model of ``BASE_DIR`` (weights in their stored dtype).
 2. For each prefix in ``modes.PREFIX_TEXT`` that is not already one token, records its plain-text encoding
-   (``tokenizer.encode(prefix, add_special_tokens=False)``) and adds it as a special token (never split,
-   stripped when decoding with ``skip_special_tokens``). Prefixes that already are tokens are left alone, so
-   re-running on an output changes nothing (idempotent).
-3. Embedding rows: the checkpoint's spare rows are used when it has them (embedding rows > tokenizer size,
-   as in Qwen3); the embeddings are resized to the new tokenizer size only when a new id has no row.
+   (``tokenizer.encode(prefix, add_special_tokens=False)``) and makes it a special token (never split,
+   stripped when decoding with ``skip_special_tokens``), added or renamed as step 3 says. Prefixes that
+   already are tokens are left alone, so re-running on an output changes nothing (idempotent).
+3. Embedding rows, in order of preference:
+
+   a. the checkpoint's spare rows (embedding rows > tokenizer size, as in Qwen3): the tokens are added after
+      the last id;
+   b. otherwise, unused reserved special tokens (``<|reserved_special_token_N|>``, as in Llama 3.x, whose
+      128,256 rows are all taken): the first ones in id order that the chat template does not mention are
+      renamed to the prefixes, so the tokenizer and the embeddings keep their size;
+   c. otherwise the tokens are added and the embeddings resized to the next multiple of 64 rows
+      (``RESIZE_MULTIPLE``), an even matmul size; the padding rows beyond the tokenizer are zero.
 4. Initialisation: the input-embedding row of each new token is the mean of the input-embedding rows of its
    prefix text's token ids; when the output embedding (``lm_head``) is untied, its row is the mean of the
    output rows of the same ids. Tied models stay tied (one tensor), untied stay untied.
@@ -24,12 +31,14 @@ What it does, in order:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,7 +46,15 @@ import torch
 
 from verl_personadual.modes import PREFIX_TEXT, Mode, resolve_prefixes
 
-__all__ = ["ModeTokenReport", "add_mode_tokens", "prepare_checkpoint", "verify_checkpoint", "main"]
+__all__ = [
+    "RESERVED_TOKEN",
+    "RESIZE_MULTIPLE",
+    "ModeTokenReport",
+    "add_mode_tokens",
+    "prepare_checkpoint",
+    "verify_checkpoint",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +64,12 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".
 #: Text used to check the encode -> decode round trip of the saved tokenizer.
 _ROUND_TRIP_TEXT = "{g}The answer is B.{p}I am a nurse, so"
 
+#: Reserved special tokens that may be renamed to the mode prefixes (Llama 3.x names them this way).
+RESERVED_TOKEN = re.compile(r"<\|reserved_special_token_\d+\|>")
+
+#: When the embeddings must grow, their row count is rounded up to a multiple of this.
+RESIZE_MULTIPLE = 64
+
 
 @dataclass(frozen=True)
 class ModeTokenReport:
@@ -55,6 +78,7 @@ class ModeTokenReport:
     Attributes:
         ids: token id of each prefix in the final tokenizer.
         added: the modes whose token was added now (empty when the tokenizer already had both).
+        reused: for each added mode that took over a reserved special token, that token's former name.
         init_source: for each added mode, the ids of its prefix text whose embedding rows were averaged.
         rows_before / rows_after: input-embedding rows before and after (equal unless resized).
         tokenizer_size: ``len(tokenizer)`` after adding.
@@ -68,6 +92,7 @@ class ModeTokenReport:
     rows_after: int
     tokenizer_size: int
     tied: bool
+    reused: dict[Mode, str] = field(default_factory=dict)
 
     @property
     def resized(self) -> bool:
@@ -79,8 +104,61 @@ def _is_tied(model: Any) -> bool:
     return out is not None and out.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
 
 
-def add_mode_tokens(model: Any, tokenizer: Any) -> ModeTokenReport:
-    """Add the missing prefixes to ``tokenizer`` and initialise their rows in ``model``, in place.
+def _unused_reserved_tokens(tokenizer: Any, count: int) -> list[tuple[int, str]]:
+    """The first ``count`` reserved special tokens (id order) the chat template does not mention, or ``[]``."""
+    template = tokenizer.chat_template or ""
+    if isinstance(template, dict):
+        template = "".join(template.values())
+    free = sorted(
+        (i, str(t))
+        for i, t in tokenizer.added_tokens_decoder.items()
+        if RESERVED_TOKEN.fullmatch(str(t)) and str(t) not in template
+    )
+    return free[:count] if len(free) >= count else []
+
+
+def _rename_special_tokens(tokenizer: Any, renames: dict[str, str]) -> Any:
+    """A copy of ``tokenizer`` in which each added token ``old`` of ``renames`` is called ``new`` (same id, flags).
+
+    Hugging Face tokenizers cannot rename a token in memory, so the tokenizer is saved to a temporary directory,
+    its ``tokenizer.json`` (``added_tokens``, and the model vocabulary if the token is there) and
+    ``tokenizer_config.json`` (``added_tokens_decoder`` and special-token lists, when present) are edited, and it
+    is loaded again. Raises ``RuntimeError`` if the result does not map each new name to the old id.
+    """
+    from transformers import AutoTokenizer
+
+    before = {new: tokenizer.convert_tokens_to_ids(old) for old, new in renames.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        spec_path, config_path = Path(tmp) / "tokenizer.json", Path(tmp) / "tokenizer_config.json"
+        spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        for entry in spec["added_tokens"]:
+            entry["content"] = renames.get(entry["content"], entry["content"])
+        vocab = spec.get("model", {}).get("vocab")
+        if isinstance(vocab, dict):
+            for old, new in renames.items():
+                if old in vocab:
+                    vocab[new] = vocab.pop(old)
+        spec_path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        for entry in config.get("added_tokens_decoder", {}).values():
+            entry["content"] = renames.get(entry["content"], entry["content"])
+        for key in ("additional_special_tokens", "extra_special_tokens"):
+            if isinstance(config.get(key), list):
+                config[key] = [renames.get(t, t) for t in config[key]]
+        config_path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+        renamed = AutoTokenizer.from_pretrained(tmp)
+    after = {new: renamed.convert_tokens_to_ids(new) for new in renames.values()}
+    if after != before or len(renamed) != len(tokenizer):
+        raise RuntimeError(f"renaming {renames} gave ids {after} (expected {before}), size {len(renamed)}")
+    return renamed
+
+
+def add_mode_tokens(model: Any, tokenizer: Any) -> tuple[ModeTokenReport, Any]:
+    """Give the missing prefixes a token each and initialise their rows in ``model`` (in place).
+
+    Returns the report and the tokenizer to save: ``tokenizer`` itself, changed in place, except when reserved
+    special tokens were renamed (step 3b of the module doc), which needs a new tokenizer object.
 
     Raises:
         ValueError: the tokenizer is larger than the embedding before anything is added (mismatched pair).
@@ -95,16 +173,26 @@ def add_mode_tokens(model: Any, tokenizer: Any) -> ModeTokenReport:
     vocab = tokenizer.get_vocab()
     missing = [m for m in Mode if m.prefix not in vocab]
     text_ids = {m: tuple(tokenizer.encode(m.prefix, add_special_tokens=False)) for m in missing}
-    if missing:
+    reused: dict[Mode, str] = {}
+    fits = len(tokenizer) + len(missing) <= rows_before
+    reserved = [] if fits or not missing else _unused_reserved_tokens(tokenizer, len(missing))
+    if reserved:
+        reused = {m: name for m, (_, name) in zip(missing, reserved)}
+        tokenizer = _rename_special_tokens(tokenizer, {name: m.prefix for m, name in reused.items()})
+    elif missing:
         tokenizer.add_special_tokens(
             {"additional_special_tokens": [m.prefix for m in missing]}, replace_extra_special_tokens=False
         )
     ids = {m: int(tokenizer.convert_tokens_to_ids(PREFIX_TEXT[m])) for m in Mode}
     if any(ids[m] >= rows_before for m in missing):
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=RESIZE_MULTIPLE, mean_resizing=False)
     inp = model.get_input_embeddings().weight
     out = model.get_output_embeddings()
     with torch.no_grad():
+        if inp.shape[0] > rows_before:  # rows added by the resize: the new tokens' (set below) and padding
+            inp[rows_before:] = 0
+            if out is not None and not tied:
+                out.weight[rows_before:] = 0
         for m in missing:
             src = list(text_ids[m])
             inp[ids[m]] = inp[src].float().mean(dim=0).to(inp.dtype)
@@ -112,7 +200,7 @@ def add_mode_tokens(model: Any, tokenizer: Any) -> ModeTokenReport:
                 out.weight[ids[m]] = out.weight[src].float().mean(dim=0).to(out.weight.dtype)
     if _is_tied(model) != tied:
         raise RuntimeError(f"embedding tying changed while adding mode tokens (tied before: {tied})")
-    return ModeTokenReport(
+    report = ModeTokenReport(
         ids=ids,
         added=tuple(missing),
         init_source=text_ids,
@@ -120,7 +208,9 @@ def add_mode_tokens(model: Any, tokenizer: Any) -> ModeTokenReport:
         rows_after=model.get_input_embeddings().weight.shape[0],
         tokenizer_size=len(tokenizer),
         tied=tied,
+        reused=reused,
     )
+    return report, tokenizer
 
 
 def verify_checkpoint(path: Path, report: ModeTokenReport, expected_rows: dict[str, torch.Tensor]) -> None:
@@ -178,7 +268,7 @@ def prepare_checkpoint(base_dir: Path, out_dir: Path, overwrite: bool = False) -
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")
-    report = add_mode_tokens(model, tokenizer)
+    report, tokenizer = add_mode_tokens(model, tokenizer)
     order = [report.ids[Mode.GENERAL], report.ids[Mode.PERSONALIZED]]
     expected = {"input": model.get_input_embeddings().weight[order].detach().cpu().clone()}
     if not report.tied:
@@ -208,8 +298,12 @@ def prepare_checkpoint(base_dir: Path, out_dir: Path, overwrite: bool = False) -
     for m in Mode:
         if m in report.added:
             logger.info(
-                "added %s as token %d; embedding row = mean of rows %s%s",
-                m.prefix, report.ids[m], list(report.init_source[m]), "" if report.tied else " (input and lm_head)",
+                "added %s as token %d%s; embedding row = mean of rows %s%s",
+                m.prefix,
+                report.ids[m],
+                f" (renamed from {report.reused[m]})" if m in report.reused else "",
+                list(report.init_source[m]),
+                "" if report.tied else " (input and lm_head)",
             )
         else:
             logger.info("%s was already token %d; left unchanged", m.prefix, report.ids[m])
@@ -233,9 +327,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Copy a Hugging Face causal-LM checkpoint and add the mode prefixes "
             f"{' and '.join(PREFIX_TEXT.values())} to its tokenizer as dedicated special tokens. Each new "
             "token's embedding row (and lm_head row when untied) is the mean of the rows of the prefix text's "
-            "tokens. Spare embedding rows are used when the checkpoint has them; otherwise the embeddings are "
-            "resized. Prefixes that already are tokens are left alone (re-running is a no-op). The copy is "
-            "reloaded and verified (ids, encode/decode, rows, tying, a forward pass) in a temporary directory, "
+            "tokens. Spare embedding rows are used when the checkpoint has them; otherwise unused reserved special "
+            "tokens (<|reserved_special_token_N|>, e.g. Llama 3.1) are renamed to the prefixes; otherwise the "
+            f"embeddings are resized to a multiple of {RESIZE_MULTIPLE} rows. Prefixes that already are tokens "
+            "are left alone (re-running is a no-op). The copy is reloaded and verified (ids, encode/decode, "
+            "rows, tying, a forward pass) in a temporary directory, "
             "then renamed to OUT_DIR."
         ),
     )

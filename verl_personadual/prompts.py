@@ -52,6 +52,7 @@ class DataSource(str, enum.Enum):
     MATH500 = "math500"
     PERSONAFEEDBACK = "personafeedback"
     FSPO_ROLEPLAY = "fspo_roleplay"
+    TOY = "toy"  # the toy persona task of data_preprocess.toy (quickstart, CPU tests)
 
     def __str__(self) -> str:
         return self.value
@@ -67,6 +68,7 @@ OBJECTIVE_SOURCES = frozenset(
         DataSource.TRIVIAQA,
         DataSource.PUBMEDQA,
         DataSource.MATH500,
+        DataSource.TOY,
     }
 )
 #: Sources whose answer depends on the user (each item carries its own persona).

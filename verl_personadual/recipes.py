@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import re
 import shlex
@@ -35,16 +36,23 @@ from verl_personadual.names import CPU_DEVICE, ESTIMATOR
 from verl_personadual.preflight import PreflightError, check_files, check_model, closest
 
 __all__ = [
+    "ADDED_KEY_PREFIXES",
     "CONFIG_DIR",
     "STAGES",
+    "OverlongRows",
     "Stage",
     "ablations",
     "backbones",
     "build_overrides",
+    "check_rl_layout",
+    "check_sft_layout",
     "compose",
+    "drop_overlong_rows",
     "explain_composition_error",
+    "find_overlong_rows",
     "launch_command",
     "main",
+    "sft_token_lengths",
     "validate",
 ]
 
@@ -70,6 +78,27 @@ def run_env(cfg: DictConfig) -> dict[str, str]:
     if cfg.trainer.device == CPU_DEVICE:
         env["VERL_PLATFORM"] = CPU_DEVICE
     return env
+
+
+#: Dotted key prefixes the recipe YAMLs add to verl's YAML config on purpose (Hydra merges new keys from config
+#: files): the plugin's namespaces (DualGRPO switches, trainer settings), ``ray.init`` keyword arguments (verl
+#: passes ``ray_kwargs.ray_init`` to ``ray.init`` as is), Hugging Face config overrides (passed to the model's
+#: config as is), and ``mixed_precision`` of verl's FSDP engine config (a dataclass field verl's YAML omits).
+ADDED_KEY_PREFIXES: tuple[str, ...] = (
+    "algorithm.dual_grpo.",
+    "trainer.v1.persona_dual.",
+    "ray_kwargs.ray_init.",
+    "actor_rollout_ref.model.override_config.",
+    "model.override_config.",
+    "actor_rollout_ref.actor.fsdp_config.mixed_precision.",
+    "actor_rollout_ref.ref.fsdp_config.mixed_precision.",
+    "engine.mixed_precision.",
+)
+
+#: Overrides that make ``main_ppo`` join a running Ray cluster instead of starting a local one (multi-node RL).
+#: ``address=auto`` fails when no cluster is running, rather than starting a one-node cluster that then waits
+#: forever for the other nodes' GPUs.
+RAY_CLUSTER_OVERRIDES = ("+ray_kwargs.ray_init.address=auto",)
 
 #: Override values made only of these characters need no quoting in Hydra's override grammar.
 _PLAIN = re.compile(r"[A-Za-z0-9_./:-]+")
@@ -137,10 +166,13 @@ def build_overrides(
     ablation: str = NO_ABLATION,
     output_dir: str | None = None,
     extra: Sequence[str] = (),
+    nnodes: int | None = None,
 ) -> list[str]:
     """The Hydra overrides that select a recipe and fill in its run arguments (``extra`` last, so it wins).
 
-    ``model`` is a local directory (made absolute) or a hub id (kept as is).
+    ``model`` is a local directory (made absolute) or a hub id (kept as is). ``nnodes`` (default: the
+    backbone's, 1) sets ``trainer.nnodes``; for the RL stage with ``nnodes > 1`` it also makes ``main_ppo``
+    join the running Ray cluster (``RAY_CLUSTER_OVERRIDES``).
     """
     spec = STAGES[stage]
     if backbone not in backbones(stage):
@@ -153,6 +185,8 @@ def build_overrides(
         raise ValueError("at least one training file is required")
     if stage == "rl" and not val_files:
         raise ValueError("the RL stage needs validation files (free-mode evaluation)")
+    if nnodes is not None and nnodes < 1:
+        raise ValueError(f"nnodes must be >= 1, got {nnodes}")
     name = experiment_name(stage, backbone, ablation)
     model_path = str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else model
     out = Path(output_dir).expanduser().resolve() if output_dir else Path.cwd() / "checkpoints" / "persona_dual" / name
@@ -167,6 +201,10 @@ def build_overrides(
         f"trainer.experiment_name={name}",
         f"trainer.default_local_dir={_quote(str(out))}",
     ]
+    if nnodes is not None:
+        overrides.append(f"trainer.nnodes={nnodes}")
+        if stage == "rl" and nnodes > 1:
+            overrides += RAY_CLUSTER_OVERRIDES
     return overrides + list(extra)
 
 
@@ -179,13 +217,180 @@ def compose(stage: str, overrides: Sequence[str] = ()) -> DictConfig:
         return hydra_compose(config_name=STAGES[stage].config_name, overrides=list(overrides))
 
 
+def check_rl_layout(cfg: DictConfig) -> None:
+    """Checks of the composed RL config that verl itself makes only once workers are running (or never).
+
+    Raises ``ValueError`` naming the keys, for:
+
+    - GPU count vs batches: ``actor.ppo_mini_batch_size x rollout.n`` must split evenly over the actor's data
+      parallel ranks (``verl/workers/engine_workers.py:267``), and ``data.train_batch_size x rollout.n`` over
+      all GPUs (``verl/utils/config.py:123-127`` checks it only without dynamic batching); the GPUs must split
+      into whole vLLM replicas of ``tensor x data x pipeline`` parallel GPUs (``engine_workers.py:662``).
+    - dynamic batching switched on for actor, rollout log-prob and ref together (verl asserts only actor vs
+      rollout, ``engine_workers.py:616``), with every token budget >= prompt + response
+      (``verl/utils/seqlen_balancing.py:384``).
+    - ``rollout.max_model_len`` >= prompt + response; vLLM would otherwise cut responses short
+      (``verl/workers/rollout/vllm_rollout/vllm_async_server.py:593``).
+    """
+    arr, data, trainer = cfg.actor_rollout_ref, cfg.data, cfg.trainer
+    actor, rollout, ref = arr.actor, arr.rollout, arr.ref
+    n_gpus = trainer.n_gpus_per_node * trainer.nnodes
+    where = f"{trainer.nnodes} node(s) x {trainer.n_gpus_per_node} GPUs = {n_gpus} GPUs"
+    sp = actor.get("ulysses_sequence_parallel_size", 1) or 1
+    if n_gpus % sp:
+        raise ValueError(f"{where} do not split into sequence-parallel groups of {sp}")
+    dp = n_gpus // sp
+    mini = actor.ppo_mini_batch_size * rollout.n
+    if mini % dp:
+        raise ValueError(
+            f"actor.ppo_mini_batch_size x rollout.n = {actor.ppo_mini_batch_size} x {rollout.n} = {mini} sequences "
+            f"do not split evenly over {dp} data-parallel ranks ({where})"
+        )
+    step = data.train_batch_size * rollout.n
+    if step % n_gpus:
+        raise ValueError(
+            f"data.train_batch_size x rollout.n = {data.train_batch_size} x {rollout.n} = {step} sequences "
+            f"do not split evenly over {where}"
+        )
+    replica = rollout.tensor_model_parallel_size * rollout.data_parallel_size * rollout.pipeline_model_parallel_size
+    if n_gpus % replica:
+        raise ValueError(f"{where} do not split into vLLM replicas of {replica} GPUs (tensor x data x pipeline)")
+    longest = data.max_prompt_length + data.max_response_length
+    switches = {
+        "actor.use_dynamic_bsz": actor.use_dynamic_bsz,
+        "rollout.log_prob_use_dynamic_bsz": rollout.log_prob_use_dynamic_bsz,
+        "ref.log_prob_use_dynamic_bsz": ref.log_prob_use_dynamic_bsz,
+    }
+    if len(set(switches.values())) != 1:
+        raise ValueError(f"dynamic batching must be on or off for actor, rollout log-prob and ref together: {switches}")
+    if actor.use_dynamic_bsz:
+        budgets = {
+            "actor.ppo_max_token_len_per_gpu": actor.ppo_max_token_len_per_gpu,
+            "rollout.log_prob_max_token_len_per_gpu": rollout.log_prob_max_token_len_per_gpu,
+            "ref.log_prob_max_token_len_per_gpu": ref.log_prob_max_token_len_per_gpu,
+        }
+        small = {k: v for k, v in budgets.items() if v < longest}
+        if small:
+            raise ValueError(f"token budgets below one full sequence (prompt + response = {longest}): {small}")
+    if rollout.max_model_len is None or rollout.max_model_len < longest:
+        raise ValueError(
+            f"actor_rollout_ref.rollout.max_model_len={rollout.max_model_len} must be >= data.max_prompt_length + "
+            f"data.max_response_length = {longest} (set it together with the data lengths)"
+        )
+
+
+def check_sft_layout(cfg: DictConfig) -> None:
+    """The SFT global batch must split evenly over the data-parallel ranks; raises ``ValueError`` if not.
+
+    verl's SFT trainer gives each rank ``data.train_batch_size // dp`` rows without checking
+    (``verl/trainer/sft_trainer.py:240-241``): a remainder silently shrinks the batch, and more ranks than
+    rows make it 0.
+    """
+    n_gpus = cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes
+    sp = cfg.engine.get("ulysses_sequence_parallel_size", 1) or 1
+    dp = n_gpus // sp
+    if n_gpus % sp or cfg.data.train_batch_size % dp:
+        raise ValueError(
+            f"data.train_batch_size={cfg.data.train_batch_size} does not split evenly over {dp} data-parallel ranks "
+            f"({cfg.trainer.nnodes} node(s) x {cfg.trainer.n_gpus_per_node} GPUs, sequence parallel {sp})"
+        )
+
+
+@dataclass(frozen=True)
+class OverlongRows:
+    """The rows of one SFT parquet file that are longer than ``data.max_length`` tokens.
+
+    Attributes:
+        path: the file.
+        rows: rows in the file.
+        max_length: the limit (the recipe's ``data.max_length``).
+        over: ``(row index in the file, token count)`` of each longer row, in file order.
+    """
+
+    path: str
+    rows: int
+    max_length: int
+    over: tuple[tuple[int, int], ...]
+
+    def describe(self, limit: int = 5) -> str:
+        """``PATH: K of N rows (row i: L tokens, ...)``, listing at most ``limit`` rows."""
+        shown = ", ".join(f"row {i}: {n} tokens" for i, n in self.over[:limit])
+        more = f", ... {len(self.over) - limit} more" if len(self.over) > limit else ""
+        return f"{self.path}: {len(self.over)} of {self.rows} rows ({shown}{more})"
+
+
+def sft_token_lengths(cfg: DictConfig, path: str) -> list[int]:
+    """Token count of every row of ``path`` exactly as verl's SFT trainer will tokenize it.
+
+    Runs verl's own code: the tokenizer and processor that ``HFModelConfig`` builds from ``cfg.model``
+    (tokenizer path, custom chat template), and the dataset class of ``verl.trainer.sft_trainer.create_sft_dataset``
+    (``MultiTurnSFTDataset`` unless ``data.custom_cls``) with the recipe's ``data`` section, except that nothing
+    is truncated or padded. verl's per-message vs. whole-conversation template check runs on every row as well, so
+    a template mismatch (``data.ignore_input_ids_mismatch``) also fails here, before launch.
+    """
+    from verl.trainer.sft_trainer import create_sft_dataset
+    from verl.utils.config import omega_conf_to_dataclass
+
+    model = omega_conf_to_dataclass(cfg.model)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data.update(max_length=sys.maxsize, pad_mode="no_padding", truncation="error")
+    dataset = create_sft_dataset([path], OmegaConf.create(data), model.tokenizer, model.processor)
+    return [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
+
+
+def find_overlong_rows(cfg: DictConfig) -> dict[str, list[OverlongRows]]:
+    """``{"train": [...], "val": [...]}``: one ``OverlongRows`` per file of ``data.train_files`` / ``data.val_files``.
+
+    verl's SFT dataset raises on the first row over ``data.max_length`` when ``data.truncation`` is ``error``
+    (``verl/utils/dataset/multiturn_sft_dataset.py:391,406``), which stops the run mid-epoch.
+    """
+    out: dict[str, list[OverlongRows]] = {}
+    for split, files in (("train", cfg.data.train_files), ("val", cfg.data.val_files)):
+        paths = [] if files is None else [files] if isinstance(files, str) else list(files)
+        out[split] = []
+        for path in paths:
+            lengths = sft_token_lengths(cfg, path)
+            over = tuple((i, n) for i, n in enumerate(lengths) if n > cfg.data.max_length)
+            out[split].append(OverlongRows(str(path), len(lengths), int(cfg.data.max_length), over))
+    return out
+
+
+def drop_overlong_rows(found: OverlongRows, out_path: Path) -> Path:
+    """Write ``found.path`` without its over-long rows to ``out_path`` (parquet, schema kept) and a manifest next to it.
+
+    The manifest ``<out_path>.manifest.json`` names the source file, the limit, and each dropped row with its
+    token count. Both are written atomically. Returns ``out_path``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from verl_personadual.atomic import atomic_write, atomic_write_text
+
+    table = pq.read_table(found.path)
+    if table.num_rows != found.rows:
+        raise ValueError(f"{found.path} has {table.num_rows} rows, but {found.rows} were checked: it changed")
+    dropped = {i for i, _ in found.over}
+    kept = table.take(pa.array([i for i in range(table.num_rows) if i not in dropped], type=pa.int64()))
+    atomic_write(out_path, lambda tmp: pq.write_table(kept, tmp))
+    manifest = {
+        "source": found.path,
+        "max_length": found.max_length,
+        "rows": found.rows,
+        "kept": kept.num_rows,
+        "dropped": [{"row": i, "tokens": n} for i, n in found.over],
+    }
+    atomic_write_text(Path(f"{out_path}.manifest.json"), json.dumps(manifest, indent=2) + "\n")
+    return out_path
+
+
 def validate(stage: str, cfg: DictConfig) -> None:
-    """verl's own checks for the stage; raises on the first problem.
+    """verl's own checks for the stage, then ours; raises on the first problem.
 
     RL: ``verl.utils.config.validate_config`` exactly as ``main_ppo.main`` calls it (it converts the actor
     section to its dataclass and checks batch divisibility), the rollout and checkpoint-engine dataclass
-    conversions verl's workers do, plus the DualGRPO namespace. SFT: the dataclass
-    conversions of ``SFTTrainer._build_config`` that need no model on disk (engine, optim, checkpoint, profiler).
+    conversions verl's workers do, the DualGRPO namespace, and ``check_rl_layout``. SFT: the dataclass
+    conversions of ``SFTTrainer._build_config`` that need no model on disk (engine, optim, checkpoint, profiler)
+    and ``check_sft_layout``.
     """
     from verl.utils.config import omega_conf_to_dataclass
 
@@ -198,22 +403,49 @@ def validate(stage: str, cfg: DictConfig) -> None:
         omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout.checkpoint_engine)
         if cfg.algorithm.adv_estimator == ESTIMATOR:
             DualGRPOConfig.from_algorithm(cfg.algorithm)
+        check_rl_layout(cfg)
     else:
         for section in ("engine", "optim", "checkpoint", "profiler"):
             omega_conf_to_dataclass(cfg[section])
+        check_sft_layout(cfg)
 
 
-def launch_command(stage: str, cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
-    """The command that runs the composed recipe with verl (torchrun for SFT, main_ppo for RL; on CPU, SFT runs
-    through ``verl_personadual.cpu.sft``, verl's SFT trainer on a gloo process group)."""
+def launch_command(
+    stage: str, cfg: DictConfig, overrides: Sequence[str], rdzv_endpoint: str | None = None
+) -> list[str]:
+    """The command that runs the composed recipe with verl (torchrun for SFT, main_ppo for RL).
+
+    SFT on CPU (``trainer.device=cpu``): ``verl_personadual.cpu.sft``, verl's SFT trainer on a gloo process group.
+    SFT on one node: ``torchrun --standalone``. On ``trainer.nnodes > 1`` nodes: torchrun with the c10d
+    rendezvous at ``rdzv_endpoint`` (``HOST:PORT`` of one of the nodes), to be started with the same arguments
+    on every node; the run id is the experiment name. RL: ``main_ppo``, which places its workers on the Ray
+    cluster itself (start the cluster first for several nodes, see recipes/README.md).
+
+    Raises:
+        ValueError: multi-node SFT without ``rdzv_endpoint``.
+    """
     spec = STAGES[stage]
     hydra_args = ["--config-path", str(CONFIG_DIR), "--config-name", spec.config_name, *overrides]
     if stage == "sft" and cfg.trainer.device == CPU_DEVICE:
         return [sys.executable, "-m", CPU_SFT_MODULE, *hydra_args]
     if stage == "sft":
-        if cfg.trainer.nnodes != 1:
-            raise ValueError("multi-node SFT: start torchrun on every node yourself (see recipes/README.md)")
-        launcher = ["torchrun", "--standalone", "--nnodes=1", f"--nproc_per_node={cfg.trainer.n_gpus_per_node}"]
+        gpus = f"--nproc_per_node={cfg.trainer.n_gpus_per_node}"
+        if cfg.trainer.nnodes == 1:
+            launcher = ["torchrun", "--standalone", "--nnodes=1", gpus]
+        elif rdzv_endpoint is None:
+            raise ValueError(
+                f"multi-node SFT (trainer.nnodes={cfg.trainer.nnodes}) needs --rdzv-endpoint HOST:PORT, and the same "
+                "command started on every node (see recipes/README.md)"
+            )
+        else:
+            launcher = [
+                "torchrun",
+                f"--nnodes={cfg.trainer.nnodes}",
+                gpus,
+                "--rdzv_backend=c10d",
+                f"--rdzv_endpoint={rdzv_endpoint}",
+                f"--rdzv_id={cfg.trainer.experiment_name}",
+            ]
         return [*launcher, "-m", spec.verl_module, *hydra_args]
     return [sys.executable, "-m", spec.verl_module, *hydra_args]
 
@@ -277,6 +509,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Compose a PersonaDual recipe against verl's real Hydra config, validate it with verl's own checks, "
             "then start verl (or, with --dry-run, print the fully composed config and the command, and exit). "
+            "Before an SFT run, every row of the data is tokenized as verl's SFT trainer will, and rows longer "
+            "than data.max_length stop the launch (or are dropped with --drop-overlong). "
             "Arguments after `--` are extra Hydra overrides, e.g. `-- trainer.n_gpus_per_node=4`."
         ),
     )
@@ -298,12 +532,76 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--output-dir", default=None, help="checkpoint directory (default: ./checkpoints/persona_dual/<experiment>)"
         )
-        p.add_argument("--dry-run", action="store_true", help="print the composed config and command; start nothing")
+        p.add_argument(
+            "--nnodes",
+            type=int,
+            default=None,
+            help=(
+                "nodes (default: the backbone's, 1). Above 1: run this once, on the head node of a running Ray "
+                "cluster; it sets trainer.nnodes and joins the cluster (ray_kwargs.ray_init.address=auto)"
+                if stage == "rl"
+                else "nodes (default: the backbone's, 1). Above 1: run the same command on every node, with "
+                "--rdzv-endpoint"
+            ),
+        )
+        if stage == "sft":
+            p.add_argument(
+                "--rdzv-endpoint",
+                default=None,
+                metavar="HOST:PORT",
+                help="multi-node SFT: torchrun's c10d rendezvous address, the same on every node (e.g. node0:29400)",
+            )
+            p.add_argument(
+                "--drop-overlong",
+                action="store_true",
+                help=(
+                    "train on copies of the data files without the rows longer than data.max_length (written "
+                    "under <output-dir>/sft_data/ with a manifest of the dropped rows) instead of refusing to start"
+                ),
+            )
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="print the composed config and command; start nothing (the SFT data length check does not run)",
+        )
     return parser
 
 
+def _sft_data_check(args: argparse.Namespace, cfg: DictConfig) -> dict[str, list[str]] | None:
+    """Run ``find_overlong_rows``; return replacement ``{"train": files, "val": files}`` or ``None`` if all fit.
+
+    Raises ``ValueError`` with the offending files and rows unless ``args.drop_overlong``.
+    """
+    with contextlib.redirect_stdout(sys.stderr):  # verl's dataset prints progress
+        found = find_overlong_rows(cfg)
+    bad = [f for files in found.values() for f in files if f.over]
+    if not bad:
+        return None
+    if not args.drop_overlong:
+        listing = "\n  ".join(f.describe() for f in bad)
+        raise ValueError(
+            f"SFT rows longer than data.max_length={cfg.data.max_length} tokens (verl's SFT trainer stops on the "
+            f"first one, data.truncation=error):\n  {listing}\nPass --drop-overlong to train without them, or "
+            f"rebuild the data with `python -m data_preprocess.build_sft --tokenizer MODEL --max-length "
+            f"{cfg.data.max_length}`."
+        )
+    out_dir = Path(cfg.trainer.default_local_dir) / "sft_data"
+    files: dict[str, list[str]] = {}
+    for split, found_files in found.items():
+        files[split] = []
+        for i, f in enumerate(found_files):
+            if f.over:
+                target = out_dir / f"{split}{i}_{Path(f.path).stem}.max{f.max_length}.parquet"
+                drop_overlong_rows(f, target)
+                print(f"[persona_dual] dropped {f.describe()}; training on {target}", flush=True)
+                files[split].append(str(target))
+            else:
+                files[split].append(f.path)
+    return files
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (verl's, for a real run)."""
+    """CLI entry point; returns the exit status (verl's for a real run, 2 for a recipe or data problem)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in argv:
@@ -311,10 +609,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv, extra = argv[:cut], argv[cut + 1 :]
     args = _parser().parse_args(argv)
     try:
-        cfg, overrides = _checked_config(args, extra)
-        command = launch_command(args.stage, cfg, overrides)
-    except (PreflightError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        check_model(args.model)
+        check_files(args.train_files, "--train-files")
+        check_files(args.val_files, "--val-files")
+        train, val = args.train_files, args.val_files
+        overrides, cfg, checks_log = _configure(args, extra, train, val)
+        if args.stage == "sft" and not args.dry_run:
+            replaced = _sft_data_check(args, cfg)
+            if replaced is not None:
+                train, val = replaced["train"], replaced["val"]
+                overrides, cfg, checks_log = _configure(args, extra, train, val)
+        _check_batch_fits(args.stage, cfg, train, val)
+        sys.stderr.write(checks_log)  # verl's validation output, once every check passed
+        command = launch_command(args.stage, cfg, overrides, getattr(args, "rdzv_endpoint", None))
+    except ValueError as err:  # PreflightError is a ValueError
+        print(f"[persona_dual] error: {err}", file=sys.stderr)
         return 2
     outputs = output_paths(args.stage, cfg)
     if args.dry_run:
@@ -360,37 +669,36 @@ def _check_batch_fits(stage: str, cfg: DictConfig, train_files: Sequence[str], v
             )
 
 
-def _checked_config(args: argparse.Namespace, extra: Sequence[str]) -> tuple[DictConfig, list[str]]:
-    """Preflight, compose and validate; every failure is a one-line PreflightError or ValueError."""
+def _configure(
+    args: argparse.Namespace, extra: Sequence[str], train_files: Sequence[str], val_files: Sequence[str]
+) -> tuple[list[str], DictConfig, str]:
+    """Overrides, the composed and validated recipe, and what verl's validation printed; every failure is a
+    one-line PreflightError or ValueError."""
     from hydra.errors import HydraException
 
-    check_model(args.model)
-    check_files(args.train_files, "--train-files")
-    check_files(args.val_files, "--val-files")
     overrides = build_overrides(
         stage=args.stage,
         backbone=args.backbone,
         model=args.model,
-        train_files=args.train_files,
-        val_files=args.val_files,
+        train_files=train_files,
+        val_files=val_files,
         ablation=getattr(args, "ablation", NO_ABLATION),
         output_dir=args.output_dir,
         extra=extra,
+        nnodes=args.nnodes,
     )
     try:
         cfg = compose(args.stage, overrides)
     except HydraException as err:
         raise PreflightError(explain_composition_error(args.stage, overrides, err)) from None
-    _check_batch_fits(args.stage, cfg, args.train_files, args.val_files)
-    # verl's validation prints progress to stdout; keep stdout for the composed config, and the error alone.
+    # verl's validation prints progress to stdout; keep stdout for the composed config, and an error alone.
     progress = io.StringIO()
     with contextlib.redirect_stdout(progress):
         try:
             validate(args.stage, cfg)
         except AssertionError as err:  # verl checks some settings with assert
             raise ValueError(f"verl rejects the composed config: {err}") from None
-    sys.stderr.write(progress.getvalue())
-    return cfg, overrides
+    return overrides, cfg, progress.getvalue()
 
 
 if __name__ == "__main__":

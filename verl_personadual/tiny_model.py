@@ -15,6 +15,7 @@ that verl, ``transformers`` and ``python -m verl_personadual.check --tokenizer D
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ def template_corpus() -> tuple[str, ...]:
     lines = [answer_instruction(f) for f in TaskFamily]
     lines += [format_answer(x) for x in ("A", "B", "C", "D", "yes", "no", "maybe")]
     lines.append("I am a student. My question is:")
+    lines.append(CHAT_TEMPLATE.replace("{%", "").replace("%}", "") + " user assistant")
     return tuple(lines)
 
 
@@ -92,18 +94,33 @@ def build_tokenizer(
     with_mode_tokens: bool = True,
     vocab_size: int = 400,
     corpus: Iterable[str] = BASE_CORPUS,
+    whole_words: Sequence[str] = (),
 ) -> Path:
     """Train a byte-level BPE tokenizer on ``corpus`` and save it as a HF fast tokenizer in ``out_dir``.
 
     With ``with_mode_tokens`` the two prefixes are dedicated special tokens (one id each); without, they encode
     as several text tokens. ``eos`` = ``<|im_end|>``, ``pad`` = ``<|endoftext|>``. Deterministic for the same
     arguments.
+
+    ``whole_words`` makes a task tokenizer: each of these words is split off as a piece of its own (so it is the
+    same token wherever it appears), and merges may then cross spaces everywhere else, so the fixed template
+    text between them becomes a few long tokens (a toy prompt of ~100 word-level tokens becomes ~40). Without
+    it, text is split at word boundaries first, as in GPT-2 style tokenizers.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if whole_words:
+        words = "|".join(re.escape(w) for w in sorted(set(whole_words), key=len, reverse=True))
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(rf"\b(?:{words})\b"), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = list(BASE_SPECIALS) + (list(MODE_TOKENS) if with_mode_tokens else [])
     trainer = trainers.BpeTrainer(
@@ -154,9 +171,11 @@ def write_tiny_model(
     with_mode_tokens: bool = True,
     vocab_size: int = 1000,
     extra_corpus: Sequence[str] = (),
+    whole_words: Sequence[str] = (),
 ) -> Path:
-    """Tokenizer (base corpus + prompt templates + ``extra_corpus``) and random model in ``out_dir``, written
-    atomically: a crash leaves no half-written directory. An existing ``out_dir`` is an error."""
+    """Tokenizer (base corpus + prompt templates + ``extra_corpus``; ``whole_words`` as in :func:`build_tokenizer`)
+    and random model in ``out_dir``, written atomically: a crash leaves no half-written directory. An existing
+    ``out_dir`` is an error."""
     out = Path(out_dir)
     if out.exists():
         raise FileExistsError(f"{out} exists; choose another --out or remove it")
@@ -168,6 +187,7 @@ def write_tiny_model(
             with_mode_tokens=with_mode_tokens,
             vocab_size=vocab_size,
             corpus=(*BASE_CORPUS, *template_corpus(), *extra_corpus),
+            whole_words=whole_words,
         )
         build_model(staged, tok_dir, spec)
         staged.rename(out)

@@ -1,0 +1,310 @@
+"""A toy persona task on which a tiny model learns *when* to use the persona, in minutes on a CPU.
+
+    python -m data_preprocess.toy --out data/toy          # RL + SFT parquet, eval set, manifest (seed 0)
+
+Built with the project's real data path: the user turn is ``prompts.build_prompt`` (persona sentence, question,
+answer-format instruction), answers are the JSON answer object, items are graded by the project reward
+(family ``option_text``, options in ``extra_info["choices"]``), RL rows have the schema of
+``data_preprocess.build_rl`` (training rows use the forced agent loop, validation rows the free one), SFT rows the
+schema of ``data_preprocess.build_sft`` and the eval set that of ``verl_personadual.eval`` (benchmark ``toy``).
+
+The task. A question names a domain (fruit, color, animal, tool), lists four options of that domain and says
+which one "the book" gives; the persona, when there is one, is a person of some domain who likes one option:
+
+    I am a fruit seller who likes mango. My question is:
+    Which fruit is right? The book says pear. Options: apple, mango, pear, plum.
+
+The two modes answer by fixed rules, which the SFT data teaches (one trajectory per mode for *every* item, so
+SFT gives no preference between the modes): general mode answers the book's option; personalized mode answers
+the persona's liked option (the book's, when there is no persona). Which answer is right depends on the persona
+and the question together (:data:`KINDS`):
+
+=============  ===========  ========================================  =====  ======  ============
+kind           setting      persona                                   gold   right   better mode
+=============  ===========  ========================================  =====  ======  ============
+``none``       none         (none)                                    book   both    either
+``misleading`` unaligned    another domain, likes a non-book option   book   G       general
+``helpful``    aligned      the question's domain, likes the gold     liked  P       personalized
+``agreeing``   aligned      the question's domain, likes the book's   book   both    either
+=============  ===========  ========================================  =====  ======  ============
+
+``misleading`` and ``helpful`` prompts have the same form and the same kind of question; only whether the
+persona's domain is the question's (aligned) or not (unaligned) says which mode is right. The persona's
+domain word is explicit ("a fruit seller"), so a tiny model can compare it with the question's.
+
+Splits are disjoint by prompt; the same seed gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from data_preprocess.build_rl import AGENT_FOR_SPLIT, write_parquet
+from data_preprocess.common import stable_id
+from verl_personadual.atomic import atomic_write, atomic_write_text
+from verl_personadual.modes import Mode
+from verl_personadual.prompts import DataSource, PersonaSetting, TaskFamily, build_prompt, format_answer
+
+__all__ = [
+    "DOMAINS",
+    "ROLES",
+    "KINDS",
+    "ToyItem",
+    "ToySizes",
+    "generate",
+    "better_mode",
+    "rl_row",
+    "sft_row",
+    "eval_row",
+    "corpus",
+    "whole_words",
+    "build",
+    "main",
+]
+
+#: Domain -> its eight option words.
+DOMAINS: dict[str, tuple[str, ...]] = {
+    "fruit": ("apple", "mango", "pear", "plum", "peach", "grape", "lemon", "cherry"),
+    "color": ("red", "blue", "green", "pink", "black", "white", "brown", "gray"),
+    "animal": ("horse", "sheep", "goat", "duck", "tiger", "zebra", "camel", "mouse"),
+    "tool": ("hammer", "saw", "drill", "wrench", "chisel", "pliers", "ruler", "ladder"),
+}
+#: The persona's occupation after its domain word ("a fruit seller").
+ROLES: tuple[str, ...] = ("seller", "teacher", "collector", "fan")
+#: Kind -> (persona setting, share of the items).
+KINDS: dict[str, tuple[PersonaSetting, float]] = {
+    "none": (PersonaSetting.NONE, 0.15),
+    "misleading": (PersonaSetting.UNALIGNED, 0.35),
+    "helpful": (PersonaSetting.ALIGNED, 0.35),
+    "agreeing": (PersonaSetting.ALIGNED, 0.15),
+}
+FAMILY = TaskFamily.OPTION_TEXT
+SOURCE = DataSource.TOY
+N_OPTIONS = 4
+
+
+@dataclass(frozen=True)
+class ToyItem:
+    """One toy question with its persona (``liked`` / ``persona_domain`` are None for kind ``none``)."""
+
+    item_id: str
+    kind: str
+    domain: str
+    options: tuple[str, ...]
+    book: str
+    liked: str | None
+    persona_domain: str | None
+    role: str | None
+
+    @property
+    def setting(self) -> PersonaSetting:
+        return KINDS[self.kind][0]
+
+    @property
+    def question(self) -> str:
+        return f"Which {self.domain} is right? The book says {self.book}. Options: {', '.join(self.options)}."
+
+    @property
+    def persona(self) -> str | None:
+        if self.liked is None:
+            return None
+        article = "an" if self.persona_domain[0] in "aeiou" else "a"
+        return f"{article} {self.persona_domain} {self.role} who likes {self.liked}"
+
+    @property
+    def gold(self) -> str:
+        return self.liked if self.kind == "helpful" else self.book
+
+    def answer(self, mode: Mode) -> str:
+        """What ``mode`` answers by its rule (module docstring)."""
+        if mode is Mode.PERSONALIZED and self.liked is not None:
+            return self.liked
+        return self.book
+
+
+def better_mode(item: ToyItem) -> Mode | None:
+    """The mode whose rule answers correctly when only one does; None when both do."""
+    right = [m for m in Mode if item.answer(m) == item.gold]
+    return right[0] if len(right) == 1 else None
+
+
+def _item(rng: random.Random, kind: str) -> ToyItem:
+    domain = rng.choice(sorted(DOMAINS))
+    options = tuple(rng.sample(DOMAINS[domain], N_OPTIONS))
+    book = rng.choice(options)
+    if kind == "none":
+        liked = persona_domain = role = None
+    else:
+        role = rng.choice(ROLES)
+        liked = book if kind == "agreeing" else rng.choice([o for o in options if o != book])
+        persona_domain = rng.choice([d for d in sorted(DOMAINS) if d != domain]) if kind == "misleading" else domain
+    key = stable_id("toy", domain, *options, book, liked or "", persona_domain or "", role or "")
+    return ToyItem(key, kind, domain, options, book, liked, persona_domain, role)
+
+
+@dataclass(frozen=True)
+class ToySizes:
+    """Items per split: ``sft`` (each gives one row per mode), ``rl`` and ``rl_val`` (RL parquet), ``eval``."""
+
+    sft: int = 1600
+    rl: int = 1024
+    rl_val: int = 64
+    eval: int = 200
+
+
+def generate(sizes: ToySizes, seed: int = 0) -> dict[str, list[ToyItem]]:
+    """Items of every split, disjoint by prompt (item id), kinds in the shares of :data:`KINDS` (rounded per
+    split, remainder to the largest share)."""
+    rng = random.Random(f"toy:{seed}")
+    seen: set[str] = set()
+    splits: dict[str, list[ToyItem]] = {}
+    for split, n in (("eval", sizes.eval), ("rl_val", sizes.rl_val), ("rl", sizes.rl), ("sft", sizes.sft)):
+        counts = {k: int(share * n) for k, (_, share) in KINDS.items()}
+        counts[max(KINDS, key=lambda k: KINDS[k][1])] += n - sum(counts.values())
+        items: list[ToyItem] = []
+        for kind, count in counts.items():
+            made = 0
+            while made < count:
+                item = _item(rng, kind)
+                if item.item_id in seen:
+                    continue
+                seen.add(item.item_id)
+                items.append(item)
+                made += 1
+        rng.shuffle(items)
+        splits[split] = items
+    return splits
+
+
+def _extra_info(item: ToyItem, index: int, split: str) -> dict[str, Any]:
+    return {
+        "index": index,
+        "split": split,
+        "source_id": item.item_id,
+        "task": item.kind,
+        "task_family": FAMILY.value,
+        "persona_setting": item.setting.value,
+        "persona_id": None if item.persona is None else f"toy:{item.persona_domain}:{item.role}:{item.liked}",
+        "persona": item.persona,
+        "question": item.question,
+        "choices": list(item.options),
+    }
+
+
+def rl_row(item: ToyItem, index: int, split: str) -> dict[str, Any]:
+    """An RL row in ``data_preprocess.build_rl``'s schema (``split`` "train" -> forced loop, else free)."""
+    return {
+        "data_source": SOURCE.value,
+        "prompt": build_prompt(item.question, FAMILY, item.persona),
+        "reward_model": {"style": "rule", "ground_truth": item.gold},
+        "extra_info": _extra_info(item, index, split),
+        "agent_name": AGENT_FOR_SPLIT[split],
+    }
+
+
+def sft_row(item: ToyItem, mode: Mode, index: int, split: str) -> dict[str, Any]:
+    """An SFT row (``messages``: the RL prompt, then ``mode``'s prefix and answer object)."""
+    info = _extra_info(item, index, split)
+    info.update(mode=mode.name.lower(), ground_truth=item.gold)
+    answer = {"role": "assistant", "content": mode.prefix + format_answer(item.answer(mode))}
+    return {"messages": [*build_prompt(item.question, FAMILY, item.persona), answer], "data_source": SOURCE.value,
+            "extra_info": info}
+
+
+def eval_row(item: ToyItem) -> dict[str, Any]:
+    """A row of the eval harness's ``eval_set.jsonl`` (``verl_personadual.eval.personas.EvalRow`` fields)."""
+    return {
+        "row_id": f"{item.item_id}|{item.setting.value}",
+        "item_id": item.item_id,
+        "benchmark": SOURCE.value,
+        "task": item.kind,
+        "family": FAMILY.value,
+        "setting": item.setting.value,
+        "question": item.question,
+        "gold": item.gold,
+        "choices": list(item.options),
+        "persona": item.persona,
+        "persona_id": _extra_info(item, 0, "eval")["persona_id"],
+    }
+
+
+def whole_words() -> list[str]:
+    """The toy's content words (domains, options, roles): a tokenizer for the toy keeps each one a token of its
+    own (``verl_personadual.tiny_model.build_tokenizer``'s ``whole_words``)."""
+    return sorted({w for ws in DOMAINS.values() for w in ws} | set(DOMAINS) | set(ROLES))
+
+
+def corpus() -> list[str]:
+    """Text that covers the toy's vocabulary, for training a tiny tokenizer that encodes it compactly."""
+    lines = [f"Which {d} is right? The book says {w}. Options: {', '.join(ws)}." for d, ws in DOMAINS.items() for w in ws]
+    lines += [f"I am {a} {d} {r} who likes {w}. My question is:" for d, ws in DOMAINS.items() for r in ROLES for w in ws
+              for a in ("a", "an")]
+    lines += [f"{m.prefix}{format_answer(w)}" for ws in DOMAINS.values() for w in ws for m in Mode]
+    return lines
+
+
+def _write_sft(items: Sequence[ToyItem], path: Path, split: str) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [sft_row(item, mode, 2 * i + j, split) for i, item in enumerate(items) for j, mode in enumerate(Mode)]
+    table = pa.Table.from_pylist(rows)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    return len(rows)
+
+
+def build(out: Path, sizes: ToySizes = ToySizes(), seed: int = 0) -> dict[str, Any]:
+    """Write ``rl/{train,validation}.parquet``, ``sft/{train,validation}.parquet`` (validation: the RL validation
+    items in both modes), ``eval_set.jsonl`` and ``manifest.json`` under ``out``; returns the manifest."""
+    splits = generate(sizes, seed)
+    out = Path(out)
+    write_parquet([rl_row(it, i, "train") for i, it in enumerate(splits["rl"])], out / "rl" / "train.parquet")
+    write_parquet([rl_row(it, i, "validation") for i, it in enumerate(splits["rl_val"])], out / "rl" / "validation.parquet")
+    sft_rows = _write_sft(splits["sft"], out / "sft" / "train.parquet", "train")
+    _write_sft(splits["rl_val"], out / "sft" / "validation.parquet", "validation")
+    atomic_write_text(out / "eval_set.jsonl", "".join(json.dumps(eval_row(it)) + "\n" for it in splits["eval"]))
+    manifest = {
+        "task": "toy persona task (data_preprocess.toy)",
+        "seed": seed,
+        "sizes": asdict(sizes),
+        "sft_rows": sft_rows,
+        "kinds": {split: dict(sorted(Counter(it.kind for it in items).items())) for split, items in splits.items()},
+        "files": {
+            "rl": ["rl/train.parquet", "rl/validation.parquet"],
+            "sft": ["sft/train.parquet", "sft/validation.parquet"],
+            "eval_set": "eval_set.jsonl",
+        },
+    }
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    d = ToySizes()
+    p = argparse.ArgumentParser(
+        prog="python -m data_preprocess.toy",
+        description="Write the toy persona task (see the module docstring): RL and SFT parquet, an eval set for "
+        "`python -m verl_personadual.eval run --eval-set`, and a manifest.",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    p.add_argument("--sft-items", type=int, default=d.sft, help="SFT items, one row per mode each (default: %(default)s)")
+    p.add_argument("--rl-items", type=int, default=d.rl, help="RL training items (default: %(default)s)")
+    p.add_argument("--rl-val-items", type=int, default=d.rl_val, help="RL validation items (default: %(default)s)")
+    p.add_argument("--eval-items", type=int, default=d.eval, help="held-out eval items (default: %(default)s)")
+    a = p.parse_args(argv)
+    manifest = build(a.out, ToySizes(a.sft_items, a.rl_items, a.rl_val_items, a.eval_items), a.seed)
+    print(json.dumps(manifest["kinds"], sort_keys=True))
+    print(f"toy task written to {a.out} (manifest.json lists the files)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
