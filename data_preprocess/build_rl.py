@@ -50,6 +50,7 @@ from data_preprocess.personas import (
 )
 from verl_personadual import names
 from verl_personadual.atomic import atomic_write
+from verl_personadual.preflight import check_output_dir
 from verl_personadual.llm import (
     ENV_API_KEY,
     ENV_BASE_URL,
@@ -444,6 +445,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> BuildConfig:
+    """The build configuration of parsed arguments; PreflightError when ``--out`` cannot be written."""
+    check_output_dir(args.out)
     defaults = sample_paths() if args.samples else {}
     paths = {name: getattr(args, name) or defaults.get(name) for name in FILE_INPUTS}
     train = (dict(SAMPLE_TRAIN_COUNTS) if args.samples else dict(DEFAULT_TRAIN_COUNTS)) | args.train_counts

@@ -1,7 +1,13 @@
 """Build the SFT data (PersonaDualData, SFT column of Table 5) as verl 0.9.1 multi-turn SFT parquet.
 
     python -m data_preprocess.build_sft --out data/sft --exclude-rl data/rl          # hub data, expert LLM
-    python -m data_preprocess.build_sft --samples --out /tmp/pd_sft                   # shipped samples
+    python -m data_preprocess.build_sft --samples --out /tmp/pd_sft                   # shipped samples, offline
+
+``--samples``: the UltraMedical, FLAN and AlignX items come from ``verl_personadual/samples/sft/`` (items disjoint
+from the RL samples that ``build_rl --samples`` uses, so ``--exclude-rl`` of such a build removes nothing), the
+persona pool and overlap filters from the RL samples, the counts from :data:`SAMPLE_TRAIN_COUNTS` /
+:data:`SAMPLE_VAL_COUNTS`; with no endpoint configured, the expert replies are the recorded placeholders of
+``verl_personadual.sample_replies`` (replayed offline, labelled as such in the output and the manifest).
 
 Pipeline (all randomness from ``--seed``):
 
@@ -41,7 +47,7 @@ from tqdm.auto import tqdm
 
 from data_preprocess import build_rl
 from data_preprocess.build_rl import BuildConfig, BuildError
-from data_preprocess.common import SchemaError
+from data_preprocess.common import LoadedSource, SchemaError
 from data_preprocess.personas import AlignedMode
 from data_preprocess.sft_selection import (
     Selection,
@@ -51,6 +57,7 @@ from data_preprocess.sft_selection import (
     select,
 )
 from verl_personadual.atomic import atomic_write
+from verl_personadual import sample_replies
 from verl_personadual.llm import (
     ENV_BASE_URL,
     ENV_MODEL,
@@ -58,6 +65,7 @@ from verl_personadual.llm import (
     LLMClient,
     LLMConfig,
     LLMError,
+    LLMOfflineMissError,
 )
 from verl_personadual.modes import Mode
 from verl_personadual.prompts import (
@@ -71,6 +79,11 @@ from verl_personadual.prompts import (
 DEFAULT_TRAIN_COUNTS = {"ultramedical": 2000, "flan": 4000, "alignx": 2000}
 #: Held-out validation items per source (5 % of training).
 DEFAULT_VAL_COUNTS = {"ultramedical": 100, "flan": 200, "alignx": 100}
+#: Counts used with ``--samples`` (every item of the SFT sample files).
+SAMPLE_TRAIN_COUNTS = {"ultramedical": 6, "flan": 8, "alignx": 2}
+SAMPLE_VAL_COUNTS = {"ultramedical": 2, "flan": 2, "alignx": 2}
+#: Inputs whose ``--samples`` file is an SFT sample file (the others are the RL samples).
+SFT_SAMPLE_INPUTS = ("ultramedical", "flan", "alignx")
 #: Expert sampling defaults (DeepSeek-R1's recommended temperature); part of the cache key.
 DEFAULT_TEMPERATURE = 0.6
 DEFAULT_MAX_TOKENS = 4096
@@ -120,6 +133,12 @@ class Judged:
     selection: Selection
 
 
+def sample_paths() -> dict[str, Path]:
+    """The input files of ``--samples``: SFT sample items (``samples/sft/``), RL samples for the other inputs."""
+    sft = build_rl.samples_dir() / "sft"
+    return build_rl.sample_paths() | {name: sft / f"{name}.jsonl" for name in SFT_SAMPLE_INPUTS}
+
+
 def excluded_ids(dirs: Sequence[Path]) -> dict[str, set[str]]:
     """``source_id``s per ``data_source`` used by the RL builds in ``dirs`` (their train and validation parquet)."""
     out: dict[str, set[str]] = defaultdict(set)
@@ -160,6 +179,8 @@ def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[di
     client = LLMClient(cfg.expert, progress=cfg.base.progress)
     try:
         replies = client.complete_many([m for _, _, m in requests], desc="expert trajectories", **cfg.sampling)
+    except LLMOfflineMissError as err:
+        raise BuildError(f"{err}; {sample_replies.MISS_HINT}") from err
     except LLMBatchError as err:
         details = "; ".join(
             f"{rows[requests[k][0]]['data_source']} {rows[requests[k][0]]['extra_info']['source_id']} "
@@ -174,7 +195,7 @@ def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[di
     for (i, mode, _), reply in zip(requests, replies):
         by_row[i][mode] = reply
     report = {
-        "base_url": cfg.expert.base_url,
+        "base_url": f"offline replay of {cfg.expert.cache_dir}" if cfg.expert.offline else cfg.expert.base_url,
         "model": cfg.expert.model,
         "prompt_version": EXPERT_PROMPT_VERSION,
         "sampling": cfg.sampling,
@@ -271,8 +292,25 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def build(cfg: SFTConfig) -> dict[str, Any]:
-    """Run the pipeline; returns the manifest (also written to ``out_dir/manifest.json``)."""
+@dataclass
+class Prepared:
+    """The RL rows of the SFT items per split (before any expert request) and how they were made."""
+
+    loaded: dict[str, LoadedSource]
+    pool_report: LoadedSource
+    provenance: dict[str, Any]
+    filters: dict[str, Any]
+    excluded: dict[str, int]
+    persona_report: dict[str, Any]
+    rows: dict[str, list[dict[str, Any]]]
+
+    def flat_rows(self) -> list[dict[str, Any]]:
+        """Every row, splits in ``build_rl.SPLITS`` order."""
+        return [r for split in build_rl.SPLITS for r in self.rows[split]]
+
+
+def prepare(cfg: SFTConfig) -> Prepared:
+    """Steps 1-2 of the module docstring: items, splits, personas and RL rows."""
     base = cfg.base
     loaded, pool, pool_report, provenance = build_rl.load_sources(base)
     filters = build_rl.apply_filters(base, loaded)
@@ -285,7 +323,15 @@ def build(cfg: SFTConfig) -> dict[str, Any]:
     assigned = build_rl.compose(base, loaded)
     assigned, persona_report = build_rl.attach_personas(base, assigned, pool)
     rows = {split: build_rl.build_rows(assigned, split, base.seed) for split in build_rl.SPLITS}
-    flat = [r for split in build_rl.SPLITS for r in rows[split]]
+    return Prepared(loaded, pool_report, provenance, filters, excluded, persona_report, rows)
+
+
+def build(cfg: SFTConfig) -> dict[str, Any]:
+    """Run the pipeline; returns the manifest (also written to ``out_dir/manifest.json``)."""
+    base = cfg.base
+    prep = prepare(cfg)
+    loaded, pool_report, rows = prep.loaded, prep.pool_report, prep.rows
+    flat = prep.flat_rows()
     replies, expert_report = _ask_expert(cfg, flat)
     judged_flat = judge(flat, replies, cfg)
     length = _LengthCheck(cfg.tokenizer) if cfg.tokenizer is not None and cfg.max_length is not None else None
@@ -312,14 +358,14 @@ def build(cfg: SFTConfig) -> dict[str, Any]:
 
     manifest = {
         "seed": base.seed,
-        "sources": provenance,
+        "sources": prep.provenance,
         "rows_read": {name: src.rows_read for name, src in loaded.items()} | {"personahub": pool_report.rows_read},
         "skipped": {name: src.skipped.as_dict() for name, src in loaded.items()}
         | {"personahub": pool_report.skipped.as_dict()},
-        "filters": filters,
-        "excluded_rl": {"dirs": [str(d) for d in cfg.exclude_rl], "removed": excluded},
+        "filters": prep.filters,
+        "excluded_rl": {"dirs": [str(d) for d in cfg.exclude_rl], "removed": prep.excluded},
         "requested": {"train": base.train_counts, "validation": base.val_counts},
-        "aligned_personas": persona_report,
+        "aligned_personas": prep.persona_report,
         "expert": expert_report,
         "selection_rules": {
             "module": "data_preprocess.sft_selection",
@@ -352,7 +398,9 @@ def make_parser() -> argparse.ArgumentParser:
         epilog=(
             "The expert is any OpenAI-compatible endpoint (a hosted DeepSeek-R1, a local vLLM server): "
             "PERSONADUAL_LLM_BASE_URL, PERSONADUAL_LLM_MODEL, PERSONADUAL_LLM_API_KEY or the --llm-* flags; it also "
-            "writes the aligned personas unless --aligned-personas offline-template. Every reply is cached "
+            "writes the aligned personas unless --aligned-personas offline-template. With --samples and no endpoint, "
+            "the expert replies are recorded placeholders replayed offline (verl_personadual.sample_replies) and "
+            "the items come from verl_personadual/samples/sft/ (disjoint from build_rl --samples). Every reply is cached "
             "(PERSONADUAL_LLM_CACHE_DIR or --llm-cache-dir): a re-run or a resumed run sends only requests that "
             "never succeeded. Pass --exclude-rl RL_OUT_DIR so that no SFT item is also an RL item. Train with "
             "recipes/config/persona_dual_sft.yaml (data.train_files=OUT/train.parquet, "
@@ -389,10 +437,13 @@ def config_from_args(args: argparse.Namespace) -> SFTConfig:
     if (args.tokenizer is None) != (args.max_length is None):
         raise BuildError("--tokenizer and --max-length go together")
     base = build_rl.config_from_args(args)
-    if not args.samples:
-        base = replace(base, train_counts=DEFAULT_TRAIN_COUNTS | args.train_counts,
-                       val_counts=DEFAULT_VAL_COUNTS | args.val_counts)
+    train, val = (SAMPLE_TRAIN_COUNTS, SAMPLE_VAL_COUNTS) if args.samples else (DEFAULT_TRAIN_COUNTS, DEFAULT_VAL_COUNTS)
+    base = replace(base, train_counts=train | args.train_counts, val_counts=val | args.val_counts)
+    if args.samples:
+        base = replace(base, paths=base.paths | {n: getattr(args, n) or sample_paths()[n] for n in SFT_SAMPLE_INPUTS})
     expert = build_rl.llm_config_from_args(args)
+    if expert is None and args.samples:
+        expert = sample_replies.replay_config()
     return SFTConfig(
         base=base,
         expert=expert,
@@ -411,6 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(args)
         if cfg.base.aligned is AlignedMode.OFFLINE_TEMPLATE:
             print("aligned personas: OFFLINE TEMPLATE placeholders (not question-specific)", file=sys.stderr)
+        if sample_replies.is_replay(cfg.expert):
+            print("expert trajectories: RECORDED PLACEHOLDER replies for the shipped samples (offline; not written "
+                  "by an expert model)", file=sys.stderr)
         if not cfg.exclude_rl and not args.samples:
             print("warning: no --exclude-rl given: SFT items may also be RL items", file=sys.stderr)
         manifest = build(cfg)

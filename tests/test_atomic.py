@@ -28,3 +28,19 @@ def test_failure_keeps_previous_content_and_cleans_up(tmp_path):
         atomic_write(path, half_then_crash)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_written_files_get_the_umask_permissions_not_0600(tmp_path):
+    """Not the owner-only 0o600 of the temp file: 0o666 minus the umask, exactly what open() gives."""
+    import os
+
+    from verl_personadual import atomic
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = tmp_path / "out.txt"
+    atomic_write_text(path, "x")
+    assert path.stat().st_mode & 0o777 == atomic._FILE_MODE == 0o666 & ~mask
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

@@ -126,15 +126,15 @@ def test_full_run_tables_and_plots(taught_model_dir: Path, tmp_path: Path, serve
         cells = []
         for b in OBJECTIVE:
             for s in SETTINGS:
-                assert float(row[f"{b}/{s}"]) == pytest.approx(pct[(b, s, dec)], abs=1e-4)
+                assert float(row[f"{b}/{s}_%"]) == pytest.approx(pct[(b, s, dec)], abs=1e-4)
                 cells.append(pct[(b, s, dec)])
         for b in PERSONALIZED:
-            assert float(row[b]) == pytest.approx(pct[(b, "aligned", dec)], abs=1e-4)
+            assert float(row[f"{b}_%"]) == pytest.approx(pct[(b, "aligned", dec)], abs=1e-4)
             cells.append(pct[(b, "aligned", dec)])
         for s in SETTINGS:
             want = sum(pct[(b, s, dec)] for b in OBJECTIVE) / len(OBJECTIVE)
-            assert float(row[f"objective/{s}"]) == pytest.approx(want, abs=1e-4)
-        assert float(row["average"]) == pytest.approx(sum(cells) / len(cells), abs=1e-4)
+            assert float(row[f"objective/{s}_%"]) == pytest.approx(want, abs=1e-4)
+        assert float(row["average_%"]) == pytest.approx(sum(cells) / len(cells), abs=1e-4)
     for b in OBJECTIVE + PERSONALIZED:
         for s in SETTINGS if b in OBJECTIVE else ["aligned"]:
             ub = pct[(b, s, "upper_bound")]
@@ -158,7 +158,7 @@ def test_full_run_tables_and_plots(taught_model_dir: Path, tmp_path: Path, serve
     for row in mixed:
         x = float(row["personalized_ratio"])
         want = 100 * ((1 - x) * sum(obj) / len(obj) + x * sum(per) / len(per))
-        assert float(row["free"]) == pytest.approx(want, abs=1e-4)
+        assert float(row["free_%"]) == pytest.approx(want, abs=1e-4)
     for name in ("mode_rates", "accuracy_by_setting", "mixed_ratio"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "tables" / "table1.md").read_text().startswith("| system |")

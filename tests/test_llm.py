@@ -198,3 +198,32 @@ def test_identical_requests_in_a_batch_are_sent_once(server, tmp_path):
     out = client.complete_many([msgs(1), msgs(2), msgs(1), msgs(1)])
     assert out == ["question 1", "question 2", "question 1", "question 1"]
     assert server.requests == 2 and client.stats.duplicates == 2 and client.stats.completed == 2
+
+
+def test_config_errors_name_the_variable_and_the_flag(monkeypatch):
+    for var in (ENV_BASE_URL, ENV_MODEL):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(LLMConfigError) as err:
+        LLMConfig.from_env(model="m")
+    assert str(err.value) == "no LLM endpoint configured: set PERSONADUAL_LLM_BASE_URL (or --llm-base-url)"
+    with pytest.raises(LLMConfigError) as err:
+        LLMConfig.from_env(base_url="http://127.0.0.1:9/v1")
+    assert str(err.value) == "no LLM model configured: set PERSONADUAL_LLM_MODEL (or --llm-model)"
+
+
+def test_offline_config_replays_the_cache_and_sends_nothing(tmp_path):
+    """No server anywhere: hits are answered from the cache; one miss fails the whole batch before any request."""
+    from verl_personadual.llm import LLMOfflineMissError, ReplyCache
+
+    ReplyCache(tmp_path).put(cache_key("rec", msgs(1), {"temperature": 0.0}), "one")
+    ReplyCache(tmp_path).put(cache_key("rec", msgs(2), {"temperature": 0.0}), "two")
+    with pytest.raises(LLMConfigError, match="needs a cache_dir"):
+        LLMConfig(base_url="", model="rec", offline=True)
+    client = LLMClient(LLMConfig(base_url="", model="rec", cache_dir=tmp_path, offline=True), progress=False)
+    assert client.complete_many([msgs(2), msgs(1), msgs(2)], temperature=0.0) == ["two", "one", "two"]
+    with pytest.raises(LLMOfflineMissError) as err:
+        client.complete_many([msgs(1), msgs(3), msgs(3)], temperature=0.0)
+    assert str(err.value) == (
+        f"2 of 3 requests have no recorded reply in {tmp_path} (model 'rec', offline replay: nothing was sent)")
+    assert client.stats.requests == 0 and client.stats.cache_hits == 3 + 1  # first batch, then msgs(1)
+    assert ReplyCache(tmp_path).keys() == {cache_key("rec", msgs(i), {"temperature": 0.0}) for i in (1, 2)}

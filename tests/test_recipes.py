@@ -422,16 +422,20 @@ def test_cli_help_explains_itself():
 
 
 @pytest.mark.parametrize("stage", ["rl", "sft"])
-def test_cli_dry_run_prints_the_composed_config_and_starts_nothing(stage, run_files, tmp_path):
-    files = ["--train-files", run_files["train" if stage == "rl" else "sft"]]
-    files += ["--val-files", run_files["val"]] if stage == "rl" else []
+def test_cli_dry_run_prints_the_composed_config_and_starts_nothing(stage, run_files, tmp_path, tiny_model_dir):
+    # the CLI checks that the model and the files exist and hold a batch: real ones, of 64 rows (the RL batch)
+    files = {k: str(tmp_path / Path(v).name) for k, v in run_files.items()}
+    for key in ("train", "val", "sft"):
+        pd.DataFrame({"x": range(64)}).to_parquet(files[key])
+    cli_files = ["--train-files", files["train" if stage == "rl" else "sft"]]
+    cli_files += ["--val-files", files["val"]] if stage == "rl" else []
     ablation = ["--ablation", "no_prefix_forcing"] if stage == "rl" else []
     out_dir = tmp_path / "ckpt"
-    args = ["--backbone", "llama31_8b", "--model", "/m", *files, *ablation, "--output-dir", str(out_dir)]
+    args = ["--backbone", "llama31_8b", "--model", str(tiny_model_dir), *cli_files, *ablation, "--output-dir", str(out_dir)]
     out = _cli(stage, *args, "--dry-run", "--", "trainer.save_freq=7")
     assert out.returncode == 0, out.stderr[-3000:]
     printed = OmegaConf.create(out.stdout)
-    expected = composed(stage, "llama31_8b", run_files, "no_prefix_forcing" if stage == "rl" else "none")
+    expected = composed(stage, "llama31_8b", files, "no_prefix_forcing" if stage == "rl" else "none", str(tiny_model_dir))
     expected.trainer.default_local_dir = str(out_dir)
     expected.trainer.save_freq = 7
     assert printed == OmegaConf.create(OmegaConf.to_container(expected, resolve=True))

@@ -14,6 +14,7 @@ import pytest
 from openai_server import OpenAITestServer
 
 from data_preprocess import build_rl, build_sft
+from verl_personadual import sample_replies
 from data_preprocess.personas import AlignedMode
 from verl_personadual.prompts import build_expert_request, format_answer
 
@@ -61,11 +62,12 @@ def reply_text(row: dict, mode: str, kind: str) -> str:
 
 @pytest.fixture(scope="module")
 def rl_rows(tmp_path_factory) -> list[dict]:
-    """The RL rows of the samples (same seed and counts as build_sft --samples): items, personas, prompts."""
+    """The RL rows of the SFT samples (same files, seed and counts as build_sft --samples): items, personas,
+    prompts."""
     out = tmp_path_factory.mktemp("rl")
     build_rl.build(build_rl.BuildConfig(
-        out_dir=out, paths=build_rl.sample_paths(), train_counts=dict(build_rl.SAMPLE_TRAIN_COUNTS),
-        val_counts=dict(build_rl.SAMPLE_VAL_COUNTS), aligned=AlignedMode.OFFLINE_TEMPLATE, progress=False))
+        out_dir=out, paths=build_sft.sample_paths(), train_counts=dict(build_sft.SAMPLE_TRAIN_COUNTS),
+        val_counts=dict(build_sft.SAMPLE_VAL_COUNTS), aligned=AlignedMode.OFFLINE_TEMPLATE, progress=False))
     return [r for s in build_rl.SPLITS for r in pq.read_table(out / f"{s}.parquet").to_pylist()]
 
 
@@ -105,10 +107,10 @@ def read(out: Path) -> dict[str, list[dict]]:
 
 
 def test_selection_item_by_item_and_rerun_makes_no_request(plan, rl_rows, tmp_path):
-    assert len(plan) == 28  # 16 objective + 4 AlignX train, 6 + 2 validation
+    assert len(plan) == 22  # 14 objective + 2 AlignX train, 4 + 2 validation
     with make_server(plan) as srv:
         assert run(tmp_path / "a", srv, tmp_path / "cache") == 0
-        assert srv.requests == 2 * 22 + 6
+        assert srv.requests == 2 * 18 + 4
         # The expert saw exactly the versioned templates: no persona in general mode, the RL persona otherwise.
         sent = [b["messages"] for b in srv.bodies]
         for row in rl_rows:
@@ -178,7 +180,7 @@ def test_selection_item_by_item_and_rerun_makes_no_request(plan, rl_rows, tmp_pa
             expected_totals[f"{m}_unusable_{problem}"] = sum((mm, kk) == (m, k) for mm, kk in kinds)
         assert totals == {k: v for k, v in expected_totals.items() if v}
         assert manifest["expert"]["prompt_version"] == "expert-v1"
-        assert (manifest["expert"]["requests_made"], manifest["expert"]["served_from_cache"]) == (50, 0)
+        assert (manifest["expert"]["requests_made"], manifest["expert"]["served_from_cache"]) == (40, 0)
         assert manifest["outputs"]["train"]["rows"] == len(out["train"])
 
         # Re-run into a fresh directory: every reply comes from the cache, the bytes are identical.
@@ -186,18 +188,20 @@ def test_selection_item_by_item_and_rerun_makes_no_request(plan, rl_rows, tmp_pa
         assert run(tmp_path / "b", srv, tmp_path / "cache") == 0
         assert srv.requests == before
         again = json.loads((tmp_path / "b" / "manifest.json").read_text())
-        assert (again["expert"]["requests_made"], again["expert"]["served_from_cache"]) == (0, 50)
+        assert (again["expert"]["requests_made"], again["expert"]["served_from_cache"]) == (0, 40)
         for split in build_rl.SPLITS:
             assert again["outputs"][split]["sha256"] == manifest["outputs"][split]["sha256"]
 
 
 def test_exclude_rl_makes_items_disjoint(plan, tmp_path):
+    """Both builds read the same (RL sample) files here, as both read the hub in a real run."""
     rl_dir = tmp_path / "rl"
     assert build_rl.main(["--samples", "--out", str(rl_dir), "--no-progress"]) == 0
     rl_ids = {r["extra_info"]["source_id"] for s in build_rl.SPLITS
               for r in pq.read_table(rl_dir / f"{s}.parquet").to_pylist()}
+    same = [f"--{name}={build_rl.sample_paths()[name]}" for name in build_sft.SFT_SAMPLE_INPUTS]
     with OpenAITestServer(reply=lambda body: 'Because.\n{"answer": "A"}') as srv:
-        code = run(tmp_path / "sft", srv, tmp_path / "cache", "--exclude-rl", str(rl_dir),
+        code = run(tmp_path / "sft", srv, tmp_path / "cache", "--exclude-rl", str(rl_dir), *same,
                    "--train-counts", "ultramedical=1,flan=2,alignx=0", "--val-counts", "ultramedical=1,flan=0,alignx=0")
         assert code == 0
     out = read(tmp_path / "sft")
@@ -209,8 +213,13 @@ def test_exclude_rl_makes_items_disjoint(plan, tmp_path):
 
 def test_bad_inputs_fail_with_precise_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("PERSONADUAL_LLM_BASE_URL", raising=False)
-    assert build_sft.main(["--samples", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
-    assert "expert trajectories need an LLM endpoint" in capsys.readouterr().err
+    local = [f"--{name}={path}" for name, path in build_rl.sample_paths().items()]
+    assert build_sft.main(["--out", str(tmp_path / "x"), *local, "--aligned-personas", "offline-template",
+                           "--train-counts", "ultramedical=1,flan=1,alignx=1", "--val-counts",
+                           "ultramedical=0,flan=0,alignx=0", "--no-progress"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: expert trajectories need an LLM endpoint: set PERSONADUAL_LLM_BASE_URL and PERSONADUAL_LLM_MODEL "
+        "(or --llm-base-url / --llm-model)")
     with OpenAITestServer() as srv:
         assert run(tmp_path / "x", srv, tmp_path / "c", "--exclude-rl", str(tmp_path / "nope")) == 2
         assert f"{tmp_path / 'nope' / 'train.parquet'} does not exist" in capsys.readouterr().err
@@ -261,13 +270,13 @@ def test_failed_request_stops_the_build_and_a_rerun_asks_only_for_it(plan, tmp_p
         srv.script(400)  # not retryable: the first request to arrive fails for good
         assert run(tmp_path / "a", srv, tmp_path / "cache") == 2
         err = capsys.readouterr().err
-        assert "1 of 50 expert requests failed" in err and "HTTP 400" in err and "re-run to retry" in err
+        assert "1 of 40 expert requests failed" in err and "HTTP 400" in err and "re-run to retry" in err
         assert not (tmp_path / "a" / "train.parquet").exists()
-        assert srv.requests == 50
+        assert srv.requests == 40
         assert run(tmp_path / "a", srv, tmp_path / "cache") == 0
-        assert srv.requests == 51
+        assert srv.requests == 41
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
-    assert (manifest["expert"]["requests_made"], manifest["expert"]["served_from_cache"]) == (1, 49)
+    assert (manifest["expert"]["requests_made"], manifest["expert"]["served_from_cache"]) == (1, 39)
 
 
 def test_require_correct_drops_wrong_kept_trajectories(plan, tmp_path):
@@ -300,3 +309,52 @@ def test_tie_personalized_keeps_the_personalized_trajectory_when_both_are_correc
         assert kept[sid]["messages"][1]["content"].startswith(f"[{mode.capitalize()}_mode]{mode} view of {sid}.")
     manifest = json.loads((tmp_path / "tie" / "manifest.json").read_text())
     assert manifest["selection_rules"]["tie"] == "personalized"
+
+
+# --- offline: --samples with no endpoint replays the recorded placeholder replies ---------------------------------
+
+
+def offline(out: Path, *extra: str) -> int:
+    return build_sft.main(["--samples", "--out", str(out), "--no-progress", *extra])
+
+
+def test_samples_run_offline_as_the_readme_shows(rl_rows, tmp_path, capsys, monkeypatch):
+    """README: `build_rl --samples --out data/rl` then `build_sft --samples --out data/sft --exclude-rl data/rl`, with
+    no endpoint: the SFT sample items (disjoint from the RL samples) and the recorded expert replies, which are right
+    except in general mode for aligned items, so aligned items keep personalized trajectories (persona gain),
+    unaligned ones general ones (both correct) and AlignX items personalized ones."""
+    monkeypatch.delenv("PERSONADUAL_LLM_BASE_URL", raising=False)
+    assert build_rl.main(["--samples", "--out", str(tmp_path / "rl"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert offline(tmp_path / "sft", "--exclude-rl", str(tmp_path / "rl")) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["aligned personas: OFFLINE TEMPLATE placeholders (not question-specific)",
+                   "expert trajectories: RECORDED PLACEHOLDER replies for the shipped samples (offline; not written "
+                   "by an expert model)"]
+    out = read(tmp_path / "sft")
+    assert [len(out[s]) for s in build_rl.SPLITS] == [16, 6]
+    expected = {}
+    for row in rl_rows:
+        info = row["extra_info"]
+        if row["data_source"] == "alignx":
+            expected[info["source_id"]] = ("personalized", "personalized_correct")
+        elif info["persona_setting"] == "aligned":
+            expected[info["source_id"]] = ("personalized", "persona_gain")
+        else:
+            expected[info["source_id"]] = ("general", "both_correct")
+    got = {r["extra_info"]["source_id"]: (r["extra_info"]["mode"], r["extra_info"]["decision"])
+           for s in build_rl.SPLITS for r in out[s]}
+    assert got == expected
+    manifest = json.loads((tmp_path / "sft" / "manifest.json").read_text())
+    assert manifest["expert"]["model"] == sample_replies.REPLAY_MODEL
+    assert (manifest["expert"]["requests_made"], manifest["expert"]["served_from_cache"]) == (0, 40)
+    assert manifest["excluded_rl"]["removed"] == {"ultramedical": 0, "flan": 0, "alignx": 0}
+
+
+def test_samples_offline_outside_the_recording_is_one_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PERSONADUAL_LLM_BASE_URL", raising=False)
+    assert offline(tmp_path / "sft", "--temperature", "0.7") == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: 40 of 40 requests have no recorded reply in {sample_replies.CACHE_DIR} (model "
+        f"'{sample_replies.REPLAY_MODEL}', offline replay: nothing was sent); {sample_replies.MISS_HINT}")
+    assert not (tmp_path / "sft" / "train.parquet").exists()

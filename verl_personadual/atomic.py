@@ -1,6 +1,8 @@
 """Atomic file writes: write to a temporary file in the target's directory, then ``os.replace`` it.
 
 A reader never sees a half-written file, and an interrupted write leaves the previous file (or none) in place.
+The file gets the permissions a plain ``open(path, "w")`` would give it (``0o666`` minus the process umask, read
+once at import), not the owner-only ``0o600`` of the temporary file.
 """
 
 from __future__ import annotations
@@ -13,14 +15,26 @@ from typing import Callable
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
 
 
+def _read_umask() -> int:
+    """The process umask (reading it means setting it; it is set straight back, at import, before any thread)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` to produce the content, then move it onto ``path`` (parents are created)."""
+    """Call ``write(tmp_path)`` to produce the content, then move it onto ``path`` (parents are created) with
+    the umask's permissions (module docstring)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from verl_personadual.modes import Mode
 from verl_personadual.names import CONFIG_NAMESPACE, TRAINER_SETTINGS
+from verl_personadual.preflight import closest
 
 __all__ = ["DualGRPOConfig", "TrainerSettings", "PREFIX_KL_CHOICES"]
 
@@ -100,8 +101,10 @@ class DualGRPOConfig:
         given = dict(section.items())
         unknown = sorted(set(given) - known)
         if unknown:
+            guesses = [g for g in (closest(k, sorted(known)) for k in unknown) if g]
+            hint = f"; did you mean {', '.join(repr(g) for g in guesses)}?" if guesses else ""
             raise ValueError(
-                f"unknown key(s) under algorithm.{CONFIG_NAMESPACE}: {unknown}; known keys: {sorted(known)}"
+                f"unknown key(s) under algorithm.{CONFIG_NAMESPACE}: {unknown}; known keys: {sorted(known)}{hint}"
             )
         return cls(**given)
 

@@ -13,6 +13,9 @@ Contract:
 - A content-addressed on-disk cache: key = SHA-256 of (model, messages, sampling params). A reply is cached only
   after it passed validation, written atomically (temp file + rename), so a re-run or a resumed run sends no
   request that already succeeded.
+- ``LLMConfig.offline``: replay only. Replies come from the cache; nothing is sent, and a batch with any request
+  not in the cache raises :class:`LLMOfflineMissError` before anything else happens (the shipped sample replies,
+  ``verl_personadual.sample_replies``, are replayed this way).
 - A validation hook ``validate(reply: str) -> None`` raises ``ValueError`` to reject a reply (garbage); the
   rejected reply is not cached. ``complete_many`` finishes every other request first (so they are cached), then
   raises :class:`LLMBatchError` listing each failed index with its reason.
@@ -48,9 +51,11 @@ __all__ = [
     "LLMError",
     "LLMConfigError",
     "LLMBatchError",
+    "LLMOfflineMissError",
     "LLMClient",
     "Messages",
     "Validator",
+    "ReplyCache",
     "cache_key",
 ]
 
@@ -96,10 +101,15 @@ class LLMBatchError(LLMError):
         super().__init__(f"{len(failures)} of {len(results)} LLM requests failed: {shown}{more}")
 
 
+class LLMOfflineMissError(LLMError):
+    """An offline (replay-only) client was asked for replies its cache does not hold."""
+
+
 @dataclass(frozen=True)
 class LLMConfig:
     """Where and how to send requests. ``api_key`` is excluded from ``repr``; ``cache_dir=None`` disables the
-    cache (:meth:`from_env` always sets one)."""
+    cache (:meth:`from_env` always sets one). ``offline=True``: replay ``cache_dir`` only (module docstring); then
+    ``base_url`` may be empty and ``cache_dir`` is required."""
 
     base_url: str
     model: str
@@ -110,12 +120,15 @@ class LLMConfig:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     cache_dir: Path | None = None
+    offline: bool = False
 
     def __post_init__(self) -> None:
-        if not self.base_url:
-            raise LLMConfigError(f"no LLM endpoint configured: pass base_url or set {ENV_BASE_URL}")
+        if self.offline and self.cache_dir is None:
+            raise LLMConfigError("an offline (replay-only) LLM config needs a cache_dir")
+        if not self.base_url and not self.offline:
+            raise LLMConfigError(f"no LLM endpoint configured: set {ENV_BASE_URL} (or --llm-base-url)")
         if not self.model:
-            raise LLMConfigError(f"no LLM model configured: pass model or set {ENV_MODEL}")
+            raise LLMConfigError(f"no LLM model configured: set {ENV_MODEL} (or --llm-model)")
         if self.max_concurrency < 1:
             raise LLMConfigError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.max_retries < 0:
@@ -172,8 +185,8 @@ def cache_key(model: str, messages: Messages, params: Mapping[str, Any]) -> str:
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
-class _Cache:
-    """One JSON file per key under ``root/<key[:2]>/<key>.json``; writes are atomic."""
+class ReplyCache:
+    """One JSON file per key under ``root/<key[:2]>/<key>.json``; writes are atomic; ``root=None``: no cache."""
 
     def __init__(self, root: Path | None):
         self.root = root
@@ -199,6 +212,12 @@ class _Cache:
         if self.root is None:
             return
         atomic_write_text(self._path(key), json.dumps({"reply": reply}, ensure_ascii=False))
+
+    def keys(self) -> set[str]:
+        """Every key with an entry on disk."""
+        if self.root is None or not self.root.is_dir():
+            return set()
+        return {p.stem for p in self.root.glob("*/*.json")}
 
 
 def _retryable(err: Exception) -> bool:
@@ -251,7 +270,7 @@ class LLMClient:
         self.validate = validate
         self.progress = progress
         self.stats = LLMStats()
-        self._cache = _Cache(config.cache_dir)
+        self._cache = ReplyCache(config.cache_dir)
 
     def __repr__(self) -> str:
         return f"LLMClient({self.config!r})"
@@ -306,6 +325,12 @@ class LLMClient:
             else:
                 results[i] = cached
                 self.stats.cache_hits += 1
+        if todo and self.config.offline:
+            missing = sum(len(v) for v in todo.values())
+            raise LLMOfflineMissError(
+                f"{missing} of {len(messages_list)} requests have no recorded reply in {self.config.cache_dir} "
+                f"(model {self.config.model!r}, offline replay: nothing was sent)"
+            )
         bar = tqdm(total=len(messages_list), desc=desc, disable=not self.progress or desc is None, unit="req")
         bar.update(len(messages_list) - sum(len(v) for v in todo.values()))
         if todo:

@@ -8,12 +8,17 @@ either prints the composed config (``--dry-run``) or starts verl::
     python -m verl_personadual.recipes sft --backbone qwen3_8b --model M --train-files sft.parquet [--dry-run]
     python -m verl_personadual.recipes rl  --backbone qwen3_8b --model SFT_HF --train-files train.parquet \\
         --val-files val.parquet [--ablation no_dual_adv] [--dry-run] [-- extra.hydra=overrides ...]
+
+Before composing, the CLI checks that ``--model`` and every data file exist (``preflight``); a Hydra override that
+cannot apply (an unknown key, a ``+`` on an existing one, bad syntax) and a config verl's validation rejects are
+reported in one line (:func:`explain_composition_error`), with the known keys and the closest one; exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import re
@@ -28,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from verl_personadual.config import DualGRPOConfig
 from verl_personadual.names import CPU_DEVICE, ESTIMATOR
+from verl_personadual.preflight import PreflightError, check_files, check_model, closest
 
 __all__ = [
     "ADDED_KEY_PREFIXES",
@@ -42,6 +48,7 @@ __all__ = [
     "check_sft_layout",
     "compose",
     "drop_overlong_rows",
+    "explain_composition_error",
     "find_overlong_rows",
     "launch_command",
     "main",
@@ -454,6 +461,48 @@ def output_paths(stage: str, cfg: DictConfig) -> dict[str, str]:
     }
 
 
+_CANNOT_OVERRIDE = re.compile(r"Could not override '([^']+)'")
+_ALREADY_THERE = re.compile(r"Could not append to config\. An item is already at '([^']+)'")
+
+
+def _unknown_key_message(stage: str, key: str, overrides: Sequence[str], err_text: str) -> str:
+    """One line for an override that cannot apply to ``key``: when a component of ``key`` does not exist, the
+    deepest existing section, its keys and the closest one (read from the recipe composed without that override)."""
+    rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
+    try:
+        node: object = compose(stage, rest)
+    except Exception:  # another override fails too: name this key without the list
+        return f"unknown config key {key!r} (prefix it with '+' only to add a key the config does not define)"
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return f"cannot set {key!r}: {'.'.join(parts[:depth])} is a value, not a section"
+        if part not in node:
+            break
+        node = node[part]
+    else:  # the key exists: the value is what does not fit
+        detail = [line.strip() for line in err_text.splitlines()[1:] if line.strip()]
+        return f"cannot set {key!r}: {detail[0] if detail else 'Hydra refused the value'}"
+    section = ".".join(parts[:depth]) or "<top level>"
+    known = sorted(str(k) for k in node.keys())
+    guess = closest(parts[depth], known)
+    hint = f"; did you mean {'.'.join(parts[:depth] + [guess])!r}?" if guess else ""
+    return f"unknown config key {key!r}; known keys under {section}: {', '.join(known)}{hint}"
+
+
+def explain_composition_error(stage: str, overrides: Sequence[str], err: Exception) -> str:
+    """One line for a Hydra composition error of ``overrides`` (module docstring)."""
+    text = str(err)
+    found = _CANNOT_OVERRIDE.search(text)
+    if found:
+        return _unknown_key_message(stage, found.group(1), overrides, text)
+    found = _ALREADY_THERE.search(text)
+    if found:
+        return f"{found.group(1)} already exists in the recipe: drop the '+' ({found.group(1)}=VALUE)"
+    lines = [line.strip() for line in text.split("Config search path")[0].splitlines() if line.strip()]
+    return f"cannot apply the overrides: {' '.join(lines) or type(err).__name__}"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m verl_personadual.recipes",
@@ -559,33 +608,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
     args = _parser().parse_args(argv)
-
-    def configure(train_files: Sequence[str], val_files: Sequence[str]) -> tuple[list[str], DictConfig]:
-        overrides = build_overrides(
-            stage=args.stage,
-            backbone=args.backbone,
-            model=args.model,
-            train_files=train_files,
-            val_files=val_files,
-            ablation=getattr(args, "ablation", NO_ABLATION),
-            output_dir=args.output_dir,
-            extra=extra,
-            nnodes=args.nnodes,
-        )
-        cfg = compose(args.stage, overrides)
-        # verl's validation prints progress to stdout; keep stdout for the composed config.
-        with contextlib.redirect_stdout(sys.stderr):
-            validate(args.stage, cfg)
-        return overrides, cfg
-
     try:
-        overrides, cfg = configure(args.train_files, args.val_files)
+        check_model(args.model)
+        check_files(args.train_files, "--train-files")
+        check_files(args.val_files, "--val-files")
+        train, val = args.train_files, args.val_files
+        overrides, cfg, checks_log = _configure(args, extra, train, val)
         if args.stage == "sft" and not args.dry_run:
             replaced = _sft_data_check(args, cfg)
             if replaced is not None:
-                overrides, cfg = configure(replaced["train"], replaced["val"])
+                train, val = replaced["train"], replaced["val"]
+                overrides, cfg, checks_log = _configure(args, extra, train, val)
+        _check_batch_fits(args.stage, cfg, train, val)
+        sys.stderr.write(checks_log)  # verl's validation output, once every check passed
         command = launch_command(args.stage, cfg, overrides, getattr(args, "rdzv_endpoint", None))
-    except ValueError as err:
+    except ValueError as err:  # PreflightError is a ValueError
         print(f"[persona_dual] error: {err}", file=sys.stderr)
         return 2
     outputs = output_paths(args.stage, cfg)
@@ -599,6 +636,69 @@ def main(argv: Sequence[str] | None = None) -> int:
     for what, path in outputs.items():
         print(f"[persona_dual] {what}: {path}", flush=True)
     return subprocess.call(command, env={**os.environ, **run_env(cfg)})
+
+
+def _rows(paths: Sequence[str], flag: str) -> int:
+    import pyarrow.parquet as pq
+
+    total = 0
+    for path in paths:
+        try:
+            total += pq.ParquetFile(Path(path).expanduser()).metadata.num_rows
+        except Exception as err:  # pyarrow raises several types for a file that is not parquet
+            raise PreflightError(f"{flag} {path}: not a readable parquet file ({type(err).__name__})") from None
+    return total
+
+
+def _check_batch_fits(stage: str, cfg: DictConfig, train_files: Sequence[str], val_files: Sequence[str]) -> None:
+    """verl drops the last partial batch: fewer training rows than ``data.train_batch_size`` means no training step
+    (SFT then divides by zero), and for SFT, whose validation uses that batch size too, no validation batch
+    (``val/loss`` nan)."""
+    batch = int(cfg.data.train_batch_size)
+    checks = [("--train-files", train_files, "no training step would run")]
+    if stage == "sft" and val_files:
+        checks.append(("--val-files", val_files, "validation would have no batch (val/loss nan)"))
+    for flag, paths, effect in checks:
+        rows = _rows(paths, flag)
+        if rows == 0:
+            raise PreflightError(f"{flag}: no rows")
+        if rows < batch:
+            raise PreflightError(
+                f"{flag}: {rows} rows, fewer than data.train_batch_size={batch}; verl drops partial batches, so "
+                f"{effect}: give more rows or a smaller batch (`-- data.train_batch_size=N`, N <= {rows})"
+            )
+
+
+def _configure(
+    args: argparse.Namespace, extra: Sequence[str], train_files: Sequence[str], val_files: Sequence[str]
+) -> tuple[list[str], DictConfig, str]:
+    """Overrides, the composed and validated recipe, and what verl's validation printed; every failure is a
+    one-line PreflightError or ValueError."""
+    from hydra.errors import HydraException
+
+    overrides = build_overrides(
+        stage=args.stage,
+        backbone=args.backbone,
+        model=args.model,
+        train_files=train_files,
+        val_files=val_files,
+        ablation=getattr(args, "ablation", NO_ABLATION),
+        output_dir=args.output_dir,
+        extra=extra,
+        nnodes=args.nnodes,
+    )
+    try:
+        cfg = compose(args.stage, overrides)
+    except HydraException as err:
+        raise PreflightError(explain_composition_error(args.stage, overrides, err)) from None
+    # verl's validation prints progress to stdout; keep stdout for the composed config, and an error alone.
+    progress = io.StringIO()
+    with contextlib.redirect_stdout(progress):
+        try:
+            validate(args.stage, cfg)
+        except AssertionError as err:  # verl checks some settings with assert
+            raise ValueError(f"verl rejects the composed config: {err}") from None
+    return overrides, cfg, progress.getvalue()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from verl_personadual.modes import PREFIX_TEXT, Mode
+from verl_personadual.preflight import check_output_dir
 from verl_personadual.prompts import TaskFamily, answer_instruction, format_answer
 
 __all__ = [
@@ -225,8 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
     )
     try:
+        check_output_dir(args.out)
         out = write_tiny_model(args.out, spec, with_mode_tokens=not args.text_prefixes, vocab_size=args.vocab)
-    except (FileExistsError, ValueError, PermissionError) as err:
+    except (ValueError, OSError) as err:  # PreflightError is a ValueError; OSError: an existing --out
         print(f"tiny_model: {err}", file=sys.stderr)
         return 2
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())

@@ -13,6 +13,9 @@ sampling with ``top_p``; the run gives each request a seed derived from its key 
 (:func:`request_seed`). vLLM seeds every request with it (``SamplingParams(seed=...)``), so a sampled response
 does not depend on batching or resumption; transformers samples a whole batch from one torch generator seeded
 with the batch's first seed, so its sampled responses depend on the batch composition (a resumed run re-batches).
+
+Progress: :class:`HFGenerator` calls its ``step_callback`` (if set) after every decoding step of a batch, so that
+a progress bar moves (and has an ETA) within a long CPU batch; vLLM generates a batch at once and has none.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import enum
 import logging
 import zlib
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from verl_personadual.modes import Mode
 
@@ -122,6 +125,30 @@ class HFGenerator:
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
         self.eos = _eos_ids(self.tokenizer, self.model.generation_config)
+        #: Called after every decoding step of :meth:`generate` (module docstring); None = no call.
+        self.step_callback: Callable[[], None] | None = None
+
+    def _streamer(self) -> Any:
+        """A transformers streamer that calls ``step_callback`` once per generated step (not for the prompt)."""
+        from transformers.generation.streamers import BaseStreamer
+
+        callback = self.step_callback
+        if callback is None:
+            return None
+
+        class _Steps(BaseStreamer):
+            def __init__(self) -> None:
+                self.prompt_seen = False
+
+            def put(self, value: Any) -> None:
+                if self.prompt_seen:
+                    callback()
+                self.prompt_seen = True
+
+            def end(self) -> None:
+                pass
+
+        return _Steps()
 
     def generate(
         self, prompts: Sequence[list[int]], max_new_tokens: Sequence[int], seeds: Sequence[int]
@@ -148,6 +175,7 @@ class HFGenerator:
                 max_new_tokens=max(max_new_tokens),
                 pad_token_id=self.pad_id,
                 eos_token_id=sorted(self.eos) or None,
+                streamer=self._streamer(),
                 **kwargs,
             )
         new = out[:, width:].tolist()

@@ -24,7 +24,8 @@ from data_preprocess.common import Item, SchemaError, iter_jsonl
 from data_preprocess.personahub import Persona
 from data_preprocess.personas import aligned_personas_llm, unaligned_personas
 from verl_personadual.atomic import atomic_write_text
-from verl_personadual.llm import LLMBatchError, LLMClient
+from verl_personadual.sample_replies import MISS_HINT
+from verl_personadual.llm import LLMBatchError, LLMClient, LLMOfflineMissError
 from verl_personadual.prompts import (
     PERSONALIZED_SOURCES,
     DataSource,
@@ -87,7 +88,8 @@ def build_eval_set(
 
     Raises:
         PersonaAssignmentError: aligned personas are needed but ``client`` is None, some persona requests
-            failed (the others are cached), or unaligned personas are needed and ``pool`` is empty.
+            failed (the others are cached), an offline client has no recorded reply for some, or unaligned
+            personas are needed and ``pool`` is empty.
     """
     objective = [it for it in items if it.source not in PERSONALIZED_SOURCES]
     personas: dict[PersonaSetting, list[Persona | None]] = {PersonaSetting.NONE: [None] * len(objective)}
@@ -103,6 +105,8 @@ def build_eval_set(
             )
         try:
             personas[PersonaSetting.ALIGNED] = list(aligned_personas_llm(objective, client))
+        except LLMOfflineMissError as err:
+            raise PersonaAssignmentError(f"aligned personas: {err}; {MISS_HINT}") from err
         except LLMBatchError as err:
             shown = "; ".join(f"{objective[i].source_id}: {msg}" for i, msg in sorted(err.failures.items())[:5])
             raise PersonaAssignmentError(

@@ -84,6 +84,9 @@ PREDICTIONS = "predictions.jsonl"
 #: Families the optional judge grades (PubMedQA, MATH-500).
 JUDGE_FAMILIES = (TaskFamily.YES_NO_MAYBE, TaskFamily.MATH)
 _MODE_NAME = {int(Mode.GENERAL): "general", int(Mode.PERSONALIZED): "personalized", UNKNOWN_MODE: "unknown"}
+#: The progress bar: responses done (fractions while a batch decodes), elapsed < remaining (the ETA assumes every
+#: response runs to --max-new-tokens, so it shrinks when responses end early).
+_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} resp [{elapsed}<{remaining}]"
 
 
 class RunError(ValueError):
@@ -288,10 +291,13 @@ def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
         score = functools.partial(score_response, judge=judge)
         workers = cfg.llm.max_concurrency if judge is not None and cfg.llm is not None else 1
         with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-            total=len(units), desc="generate+score", unit="resp", disable=not cfg.progress
+            total=len(units), desc="generate+score", unit="resp", disable=not cfg.progress, bar_format=_BAR
         ) as bar:
             for start in range(0, len(units), cfg.batch_size):
                 batch = units[start : start + cfg.batch_size]
+                if hasattr(gen, "step_callback"):  # move the bar within the batch (generate.py: Progress)
+                    step = len(batch) / cfg.decoding.max_new_tokens
+                    gen.step_callback = functools.partial(_advance, bar, step, start + len(batch))
                 outs = _generate_batch(batch, gen, prefixes, cfg)
                 texts = [gen.tokenizer.decode(ids, skip_special_tokens=True) for ids, _ in outs]
                 modes = [
@@ -303,12 +309,17 @@ def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
                     _record(row, dec, cfg.prompt_style, mode, res, ids, trunc, text)
                     for (row, dec, _), (ids, trunc), text, mode, res in zip(batch, outs, texts, modes, results)
                 )
-                bar.update(len(batch))
+                bar.update(start + len(batch) - bar.n)
     written = write_report(cfg.out_dir)
     logger.info("predictions: %s", store.path)
     for path in written:
         logger.info("wrote %s", path)
     return store.path
+
+
+def _advance(bar: Any, step: float, stop: float) -> None:
+    """One decoding step of a batch: move the progress bar by ``step`` responses, never past ``stop``."""
+    bar.update(min(step, stop - bar.n))
 
 
 def _record(
