@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import _CORPUS, build_tiny_model
+from conftest import build_tiny_model
+from verl_personadual.tiny_model import BASE_CORPUS
 from verl_personadual.add_mode_tokens import RESIZE_MULTIPLE, main, prepare_checkpoint
 from verl_personadual.modes import Mode, resolve_prefixes
 
@@ -171,7 +172,7 @@ def build_llama_checkpoint(out_dir: Path, specials: list[str], template: str = L
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_CORPUS * 20, trainer=trainer)
+    tok.train_from_iterator(list(BASE_CORPUS) * 20, trainer=trainer)
     tok.add_special_tokens(specials)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", chat_template=template

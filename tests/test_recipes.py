@@ -56,7 +56,7 @@ PAPER_SFT = {
     "engine.dtype": "bfloat16",
 }
 #: What the CPU backbone changes of PAPER_SFT (sizes for a tiny model).
-CPU_SFT = {"data.max_length": 512}
+CPU_SFT = {"data.max_length": 512, "data.train_batch_size": 4}
 EIGHT_B = ["qwen3_8b", "llama31_8b"]
 SMALL = "qwen3_0p6b"
 CPU = "cpu_tiny"

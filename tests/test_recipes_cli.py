@@ -75,10 +75,10 @@ def test_dry_run_checks_the_model_and_the_files(tiny_model_dir, data, tmp_path, 
         f"[persona_dual] error: --train-files: 3 rows, fewer than data.train_batch_size=4; verl drops partial batches, so no training "
         "step would run: give more rows or a smaller batch (`-- data.train_batch_size=N`, N <= 3)\n")
     argv = ["sft", "--backbone", "cpu_tiny", "--model", str(tiny_model_dir), "--train-files", data["train"],
-            "--val-files", data["val"], "--dry-run"]
+            "--val-files", data["small"], "--dry-run"]
     assert error_of(argv, capsys) == (
-        "[persona_dual] error: --val-files: 8 rows, fewer than data.train_batch_size=16; verl drops partial batches, so validation "
-        "would have no batch (val/loss nan): give more rows or a smaller batch (`-- data.train_batch_size=N`, N <= 8)\n")
+        "[persona_dual] error: --val-files: 3 rows, fewer than data.train_batch_size=4; verl drops partial batches, so validation "
+        "would have no batch (val/loss nan): give more rows or a smaller batch (`-- data.train_batch_size=N`, N <= 3)\n")
 
 
 def test_dry_run_prints_no_warning(tiny_model_dir, data):
