@@ -26,6 +26,7 @@ __all__ = [
     "format_choices",
     "build_user_message",
     "build_prompt",
+    "build_dialogue",
     "format_answer",
     "build_judge_prompt",
     "build_preference_question",
@@ -171,6 +172,17 @@ def build_user_message(question: str, family: TaskFamily | str, persona: str | N
 def build_prompt(question: str, family: TaskFamily | str, persona: str | None = None) -> list[dict[str, str]]:
     """Chat prompt of one row (verl's ``prompt`` column): a single user turn, no system prompt."""
     return [{"role": "user", "content": build_user_message(question, family, persona)}]
+
+
+def build_dialogue(
+    first_prompt: Sequence[dict[str, str]], first_response: str, second_prompt: Sequence[dict[str, str]]
+) -> list[dict[str, str]]:
+    """A two-turn chat prompt: a finished first exchange (its prompt, then ``first_response`` as the assistant turn,
+    mode prefix included) followed by the second prompt, whose answer is to be generated. Used by the multi-turn
+    analysis (RQ6) and the two-turn training rows."""
+    if not first_prompt or not second_prompt:
+        raise ValueError("both turns need a prompt")
+    return [*first_prompt, {"role": "assistant", "content": first_response}, *second_prompt]
 
 
 def format_answer(answer: str) -> str:

@@ -1,0 +1,172 @@
+"""Which rows are "personalized" questions and which "general" ones, for the analyses that mix the two families
+(mixed sets, two-turn dialogues, two-turn training rows), and the finished runs the analyses read.
+
+Family of a row: *personalized* when it matches the :class:`Selector` (``FIELD=V1,V2,...``: the row's ``FIELD``
+is one of the values); without a selector, when its source (``benchmark`` of an eval row, ``data_source`` of an
+RL row) is a personalized source (``prompts.PERSONALIZED_SOURCES``: PersonaFeedback, FSPO, AlignX). Every other
+row is *general*. The toy task has no personalized source; its personalized questions are those whose persona is
+right (``--personalized task=helpful``).
+
+Fields are looked up on the row itself, then in its ``extra_info`` (RL rows keep ``task`` there).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from verl_personadual.eval.benchmarks import BENCHMARKS
+from verl_personadual.eval.generate import Decoding
+from verl_personadual.eval.personas import EvalRow, read_eval_set
+from verl_personadual.eval.store import read_predictions
+from verl_personadual.prompts import PERSONALIZED_SOURCES, PersonaSetting
+
+__all__ = [
+    "Selector",
+    "PERSONALIZED",
+    "GENERAL",
+    "family_of",
+    "split_families",
+    "FinishedRun",
+    "read_run",
+    "outcomes",
+    "parse_labelled",
+    "cell_sort_key",
+]
+
+PERSONALIZED = "personalized"
+GENERAL = "general"
+_SOURCE_FIELDS = ("benchmark", "data_source")
+
+
+@dataclass(frozen=True)
+class Selector:
+    """``FIELD=V1,V2,...``: a row matches when its ``FIELD`` is one of the values (compared as strings)."""
+
+    field: str
+    values: frozenset[str]
+
+    @classmethod
+    def parse(cls, text: str) -> "Selector":
+        """``"task=helpful"`` -> Selector; ValueError naming the expected form."""
+        name, sep, values = text.partition("=")
+        vals = frozenset(v.strip() for v in values.split(",") if v.strip())
+        if not sep or not name.strip() or not vals:
+            raise ValueError(f"bad selector {text!r}: expected FIELD=VALUE[,VALUE...], e.g. task=helpful")
+        return cls(name.strip(), vals)
+
+    def __str__(self) -> str:
+        return f"{self.field}={','.join(sorted(self.values))}"
+
+    def matches(self, row: Any) -> bool:
+        value = _lookup(row, self.field)
+        return value is not None and str(value) in self.values
+
+
+def _as_mapping(row: Any) -> Mapping[str, Any]:
+    if is_dataclass(row) and not isinstance(row, type):
+        return asdict(row)
+    return row
+
+
+def _lookup(row: Any, name: str) -> Any:
+    data = _as_mapping(row)
+    if name in data:
+        return data[name]
+    extra = data.get("extra_info")
+    return extra.get(name) if isinstance(extra, Mapping) else None
+
+
+def family_of(row: Any, selector: Selector | None = None) -> str:
+    """:data:`PERSONALIZED` or :data:`GENERAL` (module docstring)."""
+    if selector is not None:
+        return PERSONALIZED if selector.matches(row) else GENERAL
+    data = _as_mapping(row)
+    source = next((data[f] for f in _SOURCE_FIELDS if f in data), None)
+    return PERSONALIZED if source in {s.value for s in PERSONALIZED_SOURCES} else GENERAL
+
+
+def split_families(rows: Iterable[Any], selector: Selector | None = None) -> dict[str, list[Any]]:
+    """``{"general": [...], "personalized": [...]}`` in input order."""
+    out: dict[str, list[Any]] = {GENERAL: [], PERSONALIZED: []}
+    for row in rows:
+        out[family_of(row, selector)].append(row)
+    return out
+
+
+@dataclass
+class FinishedRun:
+    """An ``eval run`` output directory: its rows, predictions and ``run_config.json``."""
+
+    path: Path
+    rows: list[EvalRow]
+    records: list[dict[str, Any]]
+    config: dict[str, Any]
+
+    def by_decoding(self, decoding: str) -> dict[str, dict[str, Any]]:
+        """row_id -> record of one decoding."""
+        return {r["row_id"]: r for r in self.records if r["decoding"] == decoding}
+
+    @property
+    def decodings(self) -> list[str]:
+        return sorted({r["decoding"] for r in self.records})
+
+
+def read_run(run_dir: Path, need: Sequence[str] = ()) -> FinishedRun:
+    """Read a run directory; ``need``: decodings that must have a record for every row of its eval set.
+
+    Raises FileNotFoundError for a directory without ``eval_set.jsonl`` / ``predictions.jsonl``, ValueError for a
+    needed decoding that is missing or unfinished (the message names it and the command that finishes it)."""
+    run_dir = Path(run_dir)
+    for name in ("eval_set.jsonl", "predictions.jsonl"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir}: no {name} (not an `eval run` output directory, or never started)")
+    rows = read_eval_set(run_dir / "eval_set.jsonl")
+    records = read_predictions(run_dir / "predictions.jsonl")
+    cfg_path = run_dir / "run_config.json"
+    config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    run = FinishedRun(run_dir, rows, records, config)
+    ids = {r.row_id for r in rows}
+    for dec in need:
+        done = set(run.by_decoding(dec)) & ids
+        if len(done) < len(ids):
+            raise ValueError(
+                f"{run_dir}: decoding {dec!r} has {len(done)} of {len(ids)} rows; run `eval run ... --decoding {dec}` "
+                "with the same --out to finish it"
+            )
+    return run
+
+
+def outcomes(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[float, float]]:
+    """row_id -> (correct in forced general, correct in forced personalized), for rows evaluated in both."""
+    g, p = Decoding.GENERAL.value, Decoding.PERSONALIZED.value
+    forced: dict[str, dict[str, float]] = {}
+    for r in records:
+        if r["decoding"] in (g, p):
+            forced.setdefault(r["row_id"], {})[r["decoding"]] = float(r["correct"])
+    return {k: (v[g], v[p]) for k, v in forced.items() if len(v) == 2}
+
+
+def parse_labelled(pairs: Sequence[str], what: str) -> dict[str, str]:
+    """``["a=X", "b=Y"]`` -> ``{"a": "X", "b": "Y"}`` in order; ValueError on a bad pair or a repeated label."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        label, sep, value = pair.partition("=")
+        if not sep or not label or not value:
+            raise ValueError(f"bad {what} {pair!r}: expected LABEL=VALUE")
+        if label in out:
+            raise ValueError(f"bad {what} {pair!r}: label {label!r} given twice")
+        out[label] = value
+    return out
+
+
+_BENCH_RANK = {b.value: i for i, b in enumerate(BENCHMARKS)}
+_SETTING_RANK = {s.value: i for i, s in enumerate(PersonaSetting)}
+
+
+def cell_sort_key(benchmark: str, setting: str) -> tuple[int, str, int, str]:
+    """Table order of a (benchmark, setting) cell: the seven benchmarks in Table 1 order, any other (the toy task)
+    after them by name; settings none, unaligned, aligned."""
+    return (_BENCH_RANK.get(benchmark, len(_BENCH_RANK)), benchmark, _SETTING_RANK.get(setting, len(_SETTING_RANK)), setting)
