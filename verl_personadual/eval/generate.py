@@ -37,12 +37,15 @@ BACKENDS = ("auto", "vllm", "hf")
 
 class Decoding(str, enum.Enum):
     """How the mode of a response is decided: by the model (``free``), forced (``general`` / ``personalized``:
-    the prefix is appended to the prompt and the model generates after it), or by the router baseline."""
+    the prefix is appended to the prompt and the model generates after it), by the router baseline, or by the
+    model with its first token restricted to the mode prefixes (``free_constrained``: never an unknown mode;
+    ``mode_probs.choose_modes``)."""
 
     FREE = "free"
     GENERAL = "general"
     PERSONALIZED = "personalized"
     ROUTER = "router"
+    FREE_CONSTRAINED = "free_constrained"
 
     def __str__(self) -> str:
         return self.value

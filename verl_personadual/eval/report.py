@@ -17,7 +17,7 @@ Files under ``<run>/tables`` (and ``plots``):
 - ``mode_analysis.{md,csv}`` (Table 8): per (benchmark, setting): general, personalized, free accuracy and the
   upper bound, with the item count.
 - ``mode_rates.{md,csv}`` (Figure 3b): per (decoding, benchmark, setting) for decodings that choose a mode
-  (``free``, ``router``): % of responses in general / personalized / unknown mode.
+  (``free``, ``router``, ``free_constrained``): % of responses in general / personalized / unknown mode.
 - ``mixed_ratio.csv`` (Figure 3a): for a personalization ratio r in 0, 0.1, ..., 1, the expected accuracy of a
   mixed task set with a fraction r of personalized items: ``(1 - r) * objective + r * personalized``, where
   objective = accuracy over objective rows that carry a persona (unaligned and aligned) and personalized =
@@ -191,7 +191,7 @@ def mode_rates(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[li
     """Figure 3b: per (decoding, benchmark, setting) of mode-choosing decodings, % of responses per mode."""
     counts: dict[tuple[str, str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(MODE_NAMES, 0))
     for r in records:
-        if r["decoding"] in (Decoding.FREE.value, Decoding.ROUTER.value):
+        if r["decoding"] in (Decoding.FREE.value, Decoding.ROUTER.value, Decoding.FREE_CONSTRAINED.value):
             counts[(r["decoding"], r["benchmark"], r["setting"])][r["mode"]] += 1
     rank = {b.value: i for i, b in enumerate(BENCHMARKS)}
     keys = sorted(counts, key=lambda k: (LINE_ORDER.index(k[0]), rank[k[1]], SETTING_ORDER.index(k[2])))

@@ -54,6 +54,7 @@ from verl_personadual.eval.generate import (
     prompt_ids,
     request_seed,
 )
+from verl_personadual.eval.mode_probs import choose_modes
 from verl_personadual.eval.personas import (
     EvalRow,
     build_eval_set,
@@ -298,6 +299,8 @@ def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
                 if hasattr(gen, "step_callback"):  # move the bar within the batch (generate.py: Progress)
                     step = len(batch) / cfg.decoding.max_new_tokens
                     gen.step_callback = functools.partial(_advance, bar, step, start + len(batch))
+                if any(d is Decoding.FREE_CONSTRAINED for _, d, _ in batch):
+                    batch = _constrain(batch, gen, prefixes, cfg)
                 outs = _generate_batch(batch, gen, prefixes, cfg)
                 texts = [gen.tokenizer.decode(ids, skip_special_tokens=True) for ids, _ in outs]
                 modes = [
@@ -315,6 +318,21 @@ def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
     for path in written:
         logger.info("wrote %s", path)
     return store.path
+
+
+def _constrain(
+    batch: Sequence[tuple[EvalRow, Decoding, Mode | None]], gen: Generator, prefixes: ModePrefixes, cfg: RunConfig
+) -> list[tuple[EvalRow, Decoding, Mode | None]]:
+    """The batch with each ``free_constrained`` unit's mode drawn among the two prefixes only
+    (``mode_probs.choose_modes``, seeded per request); the response is then generated after it, as when forced."""
+    idx = [i for i, (_, d, _) in enumerate(batch) if d is Decoding.FREE_CONSTRAINED]
+    rows = [batch[i][0] for i in idx]
+    prompts = [prompt_ids(gen.tokenizer, build_messages(r, cfg.prompt_style), cfg.chat_template_kwargs) for r in rows]
+    seeds = [request_seed(cfg.decoding.seed, f"{r.row_id}|{Decoding.FREE_CONSTRAINED.value}|mode") for r in rows]
+    out = list(batch)
+    for i, mode in zip(idx, choose_modes(gen, prompts, prefixes, cfg.decoding.temperature, seeds, cfg.batch_size)):
+        out[i] = (batch[i][0], batch[i][1], mode)
+    return out
 
 
 def _advance(bar: Any, step: float, stop: float) -> None:
