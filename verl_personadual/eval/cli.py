@@ -13,6 +13,7 @@ from typing import Sequence
 
 import verl_personadual.eval.baselines as baselines_module
 import verl_personadual.eval.run as run_module
+from verl_personadual.eval import lexical, mixed, mode_probs, multiturn
 from verl_personadual import sample_replies
 from verl_personadual.eval.baselines import (
     PromptStyle,
@@ -47,6 +48,8 @@ picks its mode) and forced general / forced personalized decoding (per-mode accu
   python -m verl_personadual.eval compare --run pd=runs/pd --run base=runs/base --out runs/cmp
 
 Outputs go under --out: eval_set.jsonl, predictions.jsonl, tables/*.md|csv, plots/*.png (see `run --help`).
+Analyses of a finished run (each writes tables and plots under its --out; see `<analysis> --help`):
+mode-probs (mode-choice probability, calibration, oracle gap), multiturn (RQ6), lexical (RQ5), mixed (Figure 3a).
 A killed run resumes where it stopped when started again with the same arguments. `compare` refuses a run
 directory that is missing or unfinished (a decoding without a prediction for every row of its eval set).
 
@@ -95,7 +98,8 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                    help="persona settings of objective benchmarks (personalized ones always use their own persona)")
     p.add_argument("--decoding", nargs="+", default=["free", "general", "personalized"],
                    choices=[d.value for d in Decoding],
-                   help="free: model picks its mode; general/personalized: prefix forced; router: needs --router")
+                   help="free: model picks its mode; general/personalized: prefix forced; router: needs --router; "
+                        "free_constrained: the model picks, its first token restricted to the two mode prefixes")
     data = p.add_argument_group("data (default: the Hugging Face hub)")
     data.add_argument("--samples", action="store_true",
                       help="use the shipped fixture files (a few rows each), offline: without an endpoint the aligned "
@@ -204,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument("run_dir", type=Path, help="a run with --decoding general personalized (use items disjoint from test)")
     tr.add_argument("--out", required=True, type=Path, help="router file (JSON)")
+    for analysis in (mode_probs, multiturn, lexical, mixed):
+        analysis.add_parser(sub)
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -225,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs[label] = Path(d)
             check_output_dir(a.out)
             for path in write_comparison(runs, a.out):
+                logger.info("wrote %s", path)
+        elif hasattr(a, "func"):  # the analyses
+            for path in a.func(a):
                 logger.info("wrote %s", path)
         else:
             rows = read_eval_set(a.run_dir / "eval_set.jsonl")
