@@ -124,6 +124,8 @@ class BuildConfig:
     aligned: AlignedMode = AlignedMode.LLM
     llm: LLMConfig | None = None
     progress: bool = True
+    #: Share of each split's rows given a first turn from the other family (``data_preprocess.multiturn``).
+    multi_turn_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -330,7 +332,13 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     for split in SPLITS:
         rows = build_rows(assigned, split, cfg.seed)
         path = cfg.out_dir / f"{split}.parquet"
-        write_parquet(rows, path)
+        if cfg.multi_turn_ratio > 0:
+            from data_preprocess import multiturn  # imported here: its schemas extend this module's
+
+            rows = multiturn.add_first_turns(rows, cfg.multi_turn_ratio, cfg.seed, split)
+            multiturn.write_rows(rows, path)
+        else:
+            write_parquet(rows, path)
         outputs[split] = {"path": str(path), "rows": len(rows), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     manifest = {
         "seed": cfg.seed,
@@ -347,6 +355,8 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         "agent_name": AGENT_FOR_SPLIT,
         "outputs": outputs,
     }
+    if cfg.multi_turn_ratio > 0:
+        manifest["multi_turn_ratio"] = cfg.multi_turn_ratio
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
 
     def write_manifest(tmp: str) -> None:
@@ -440,6 +450,9 @@ def make_parser() -> argparse.ArgumentParser:
     add_input_arguments(p, DEFAULT_TRAIN_COUNTS, DEFAULT_VAL_COUNTS)
     p.add_argument("--aligned-personas", type=AlignedMode, choices=list(AlignedMode), default=None,
                    help="llm (default; needs an endpoint) or offline-template (labelled placeholders, no endpoint)")
+    p.add_argument("--multi-turn-ratio", type=float, default=0.0, metavar="R",
+                   help="share of each split's rows turned into two-turn rows: a finished exchange from the other "
+                        "family (objective / personalized) first (data_preprocess.multiturn; default 0: none)")
     add_llm_arguments(p)
     return p
 
@@ -463,6 +476,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         aligned=aligned,
         llm=llm,
         progress=not args.no_progress,
+        multi_turn_ratio=args.multi_turn_ratio,
     )
 
 
