@@ -61,7 +61,7 @@ def test_closest():
 
 
 def test_unwritable_out_is_one_line_in_the_clis(tmp_path, capsys):
-    """quickstart's step 2 is build_rl.main, so its --out gets the same line."""
+    """A bad --out is one line in each CLI."""
     (tmp_path / "f").write_text("x")
     assert build_rl.main(["--samples", "--out", str(tmp_path / "f" / "rl"), "--no-progress"]) == 2
     assert capsys.readouterr().err == f"error: --out {tmp_path / 'f' / 'rl'}: {tmp_path / 'f'} is a file, not a directory\n"

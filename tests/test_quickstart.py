@@ -1,26 +1,60 @@
-"""The README's first command: the main job on the shipped default."""
+"""The README's first command: stage bookkeeping, resume and failure reporting of the quickstart.
+
+The whole quickstart (SFT -> DualGRPO -> eval on the toy task) runs in `.ci/run` before the test suite; its
+report's figures are tested against hand computation in test_toy_report.py.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 
-import pandas as pd
+import pytest
 
-from verl_personadual.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE
-from verl_personadual.quickstart import main
+from verl_personadual.quickstart import Quickstart, StageError, main
 
 
-def test_quickstart_builds_data_and_validates_the_one_gpu_recipe(tmp_path, capsys):
-    assert main(["--out", str(tmp_path), "--model", "/models/sft"]) == 0
+def test_finished_stages_are_reused_and_failures_name_the_stage(tmp_path, capsys):
+    qs = Quickstart(tmp_path / "qs", ["none"], progress=False)
+    calls = []
+    qs.stage(1, 2, "data", "toy data", lambda: calls.append(1) or {"rows": 7})
+    qs.stage(1, 2, "data", "toy data", lambda: calls.append(2) or {"rows": 8})
+    assert calls == [1]
+    marker = json.loads((tmp_path / "qs" / "stages" / "data.json").read_text())
+    assert marker["rows"] == 7 and marker["seconds"] >= 0
+    assert "data: done before, reused" in capsys.readouterr().out
+
+    def broken() -> dict:
+        raise KeyError("prompt")
+
+    with pytest.raises(StageError, match=r"^stage model failed: KeyError: 'prompt'$"):
+        qs.stage(2, 2, "model", "tiny model", broken)
+    assert not (tmp_path / "qs" / "stages" / "model.json").exists()
+
+
+def test_a_failing_training_command_is_reported_with_its_log(tmp_path):
+    qs = Quickstart(tmp_path / "qs", ["none"], progress=False)
+    qs.out.mkdir(parents=True)
+    script = "print('step:1 - loss:1.0'); print('RuntimeError: worker died'); import sys; sys.exit(3)"
+    with pytest.raises(StageError) as err:
+        qs._launch("sft", [sys.executable, "-c", script], total_steps=2)
+    log = tmp_path / "qs" / "logs" / "sft.log"
+    assert str(err.value) == f"stage sft failed (exit 3): RuntimeError: worker died (log: {log})"
+    assert log.read_text() == "step:1 - loss:1.0\nRuntimeError: worker died\n"
+    assert qs._launch("ok", [sys.executable, "-c", "print('step:1')"], total_steps=1).endswith("-c 'print('\"'\"'step:1'\"'\"')'")
+
+
+def test_unwritable_out_fails_before_any_stage(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert main(["--out", str(tmp_path / "f" / "qs"), "--no-progress"]) == 2
     out = capsys.readouterr().out
-    train = pd.read_parquet(tmp_path / "rl" / "train.parquet")
-    val = pd.read_parquet(tmp_path / "rl" / "validation.parquet")
-    manifest = json.loads((tmp_path / "rl" / "manifest.json").read_text())
-    assert len(train) == sum(sum(v.values()) for v in manifest["counts"]["train"].values()) == 20
-    assert len(val) == 8
-    assert set(train.agent_name) == {AGENT_LOOP_FORCED} and set(val.agent_name) == {AGENT_LOOP_FREE}
-    assert "estimator=dual_grpo trainer_mode=persona_dual_sync n=8 beta=2.0 inter_mode=True" in out
-    assert "-m verl.trainer.main_ppo --config-path" in out
-    assert "actor_rollout_ref.model.path=/models/sft" in out
-    assert f"data.train_files={tmp_path / 'rl' / 'train.parquet'}" in out
-    assert "FAIL" not in out
+    assert out == f"[quickstart] FAILED: --out {tmp_path / 'f' / 'qs'}: {tmp_path / 'f'} is a file, not a directory\n"
+
+
+def test_help_lists_the_stages_and_ablations(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("eval-sft", "main_ppo", "mode-selection accuracy:", "no_dual_adv", "--check-targets"):
+        assert word in text

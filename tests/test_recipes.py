@@ -55,11 +55,29 @@ PAPER_SFT = {
     "data.max_length": 4096,
     "engine.dtype": "bfloat16",
 }
-#: What the CPU backbone changes of PAPER_SFT (sizes for a tiny model).
-CPU_SFT = {"data.max_length": 512, "data.train_batch_size": 4}
+#: What each CPU backbone changes of PAPER_SFT (sizes for a tiny model; the toy's measured step size).
+CPU_SFT = {
+    "cpu_tiny": {"data.max_length": 512, "data.train_batch_size": 4},
+    "cpu_toy": {"data.max_length": 128, "data.train_batch_size": 32, "optim.lr": 1e-3,
+                "optim.lr_scheduler_type": "constant", "trainer.total_epochs": 2},
+}
+#: What each CPU backbone changes of PAPER_RL besides PAPER_RL_SIZES (the quickstart's toy settings).
+CPU_RL = {
+    "cpu_tiny": {},
+    "cpu_toy": {"actor_rollout_ref.actor.optim.lr": 3e-4, "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio": 0.0,
+                "actor_rollout_ref.actor.kl_loss_coef": 0.2, "actor_rollout_ref.rollout.n": 4},
+}
 EIGHT_B = ["qwen3_8b", "llama31_8b"]
 SMALL = "qwen3_0p6b"
-CPU = "cpu_tiny"
+CPUS = sorted(CPU_SFT)
+
+
+def test_cpu_backbones_are_the_ones_named_cpu(run_files):
+    """tests/test_recipes_gpu.py tells GPU backbones by name: every cpu_* backbone, and only those, runs on CPU."""
+    for stage in ("sft", "rl"):
+        for backbone in R.backbones(stage):
+            device = composed(stage, backbone, run_files).trainer.device
+            assert (device == "cpu") is backbone.startswith("cpu_") is (backbone in CPUS), (stage, backbone)
 #: Ablation -> the DualGRPO switches it sets (None: not a DualGRPO run, or not yet supported).
 ABLATION_SWITCHES = {
     "none": {"inter_mode": True, "prefix_forcing": True},
@@ -112,7 +130,7 @@ def verl_base(stage: str) -> DictConfig:
 
 
 def test_recipe_layout():
-    assert R.backbones("rl") == R.backbones("sft") == sorted(EIGHT_B + [SMALL, CPU])
+    assert R.backbones("rl") == R.backbones("sft") == sorted(EIGHT_B + [SMALL, *CPUS])
     assert R.ablations() == sorted([*ABLATION_SWITCHES, *SINGLE_MODE, "grpo"])
     for stage in R.STAGES.values():
         primary = yaml.safe_load((R.CONFIG_DIR / f"{stage.config_name}.yaml").read_text())
@@ -164,9 +182,9 @@ def test_rl_recipe_passes_verl_validation_and_keeps_paper_values(backbone, ablat
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
     assert need_reference_policy(cfg) is True and need_critic(cfg) is False
     for key, value in PAPER_RL.items():
-        if backbone == CPU and key in PAPER_RL_SIZES:
+        if backbone in CPUS and key in PAPER_RL_SIZES:
             continue
-        assert OmegaConf.select(cfg, key) == value, key
+        assert OmegaConf.select(cfg, key) == CPU_RL.get(backbone, {}).get(key, value), key
     # Schedule: the paper's "linear" -> linear warm-up then constant (verl's FSDP optimizer has no linear decay).
     assert cfg.actor_rollout_ref.actor.optim.lr_scheduler_type == "constant"
     assert cfg.actor_rollout_ref.actor.kl_loss_type == "low_var_kl"
@@ -310,8 +328,7 @@ def test_sft_recipe_converts_like_verl_sft_trainer_and_keeps_paper_values(backbo
     cfg = composed("sft", backbone, run_files, model=str(tiny_model_dir))
     R.validate("sft", cfg)
     for key, value in PAPER_SFT.items():
-        if backbone == CPU and key in CPU_SFT:
-            value = CPU_SFT[key]
+        value = CPU_SFT.get(backbone, {}).get(key, value)
         assert OmegaConf.select(cfg, key) == value, key
     assert cfg.data.train_files == run_files["sft"] and cfg.data.val_files is None
     assert cfg.data.messages_key == "messages"
@@ -322,7 +339,7 @@ def test_sft_recipe_converts_like_verl_sft_trainer_and_keeps_paper_values(backbo
     # The model section as SFTTrainer._build_config converts it (needs a model on disk: the tiny one).
     cfg.model.override_config = {"attn_implementation": "sdpa"}
     model = omega_conf_to_dataclass(cfg.model)
-    assert model.tokenizer is not None and model.enable_gradient_checkpointing is (backbone != CPU)
+    assert model.tokenizer is not None and model.enable_gradient_checkpointing is (backbone not in CPUS)
 
 
 @pytest.mark.parametrize("backbone", R.backbones("rl"))

@@ -61,7 +61,7 @@ def test_plus_on_a_typo_or_an_existing_key_is_one_line(tiny_model_dir, data, cap
         "[persona_dual] error: algorithm.dual_grpo.beta already exists in the recipe: drop the '+' (algorithm.dual_grpo.beta=VALUE)\n")
     assert error_of(rl_args(tiny_model_dir, data, "--", "rl_backbone=nope"), capsys) == (
         "[persona_dual] error: cannot apply the overrides: In 'persona_dual_rl': Could not find 'rl_backbone/nope' Available options "
-        "in 'rl_backbone': cpu_tiny llama31_8b qwen3_0p6b qwen3_8b\n")
+        "in 'rl_backbone': cpu_tiny cpu_toy llama31_8b qwen3_0p6b qwen3_8b\n")
 
 
 def test_dry_run_checks_the_model_and_the_files(tiny_model_dir, data, tmp_path, capsys):

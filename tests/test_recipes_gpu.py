@@ -19,8 +19,8 @@ from verl_personadual import recipes as R
 
 EIGHT_B = ["qwen3_8b", "llama31_8b"]
 SMALL = "qwen3_0p6b"
-#: Every backbone for a GPU machine (cpu_tiny runs on CPU: tests/test_cpu_recipes.py).
-GPU_BACKBONES = [b for b in R.backbones("rl") if b != "cpu_tiny"]
+#: Every backbone for a GPU machine (the cpu_* backbones set trainer.device=cpu; tests/test_recipes.py covers them).
+GPU_BACKBONES = [b for b in R.backbones("rl") if not b.startswith("cpu_")]
 #: Paper: prompt 2048 + response 1024.
 LONGEST = 2048 + 1024
 #: Backbone -> (actor token budget, log-prob token budget) per GPU with dynamic batching.

@@ -1,100 +1,320 @@
-"""The main job on the shipped default, runnable on a fresh CPU machine in about a minute.
+"""The main job on a CPU: a tiny model learns *when* to use the persona, SFT -> DualGRPO -> eval, in minutes.
 
-1. self-check: a fresh ``import verl`` sees every registration of the plugin;
-2. RL data: ``data_preprocess.build_rl --samples`` turns the shipped samples of UltraMedical, FLAN, AlignX and
-   PersonaHub into verl parquet (offline-template aligned personas, clearly labelled as such);
-3. the DualGRPO recipe for one GPU (``qwen3_0p6b``) is composed on that data against verl's real config and
-   validated by verl's own checks; the command that would train it is printed, nothing is started.
+    python -m verl_personadual.quickstart [--out outputs/quickstart] [--ablation none no_dual_adv ...]
 
-    python -m verl_personadual.quickstart [--out outputs/quickstart] [--model PATH]
+Stages (each one's outputs under --out; a rerun skips the stages already finished, so a killed run resumes):
+
+1. check     the plugin's registrations, seen by a fresh ``import verl``;
+2. data      the toy persona task (``python -m data_preprocess.toy``): RL + SFT parquet and a held-out eval set;
+3. model     a tiny random Qwen3 with untied embeddings and a tokenizer made for the toy (``tiny_model``);
+4. sft       Stage 1 with verl's SFT trainer, recipe backbone ``cpu_toy`` (both modes on every item, no preference);
+5. eval-sft  the eval harness on the held-out set (free, forced general, forced personalized) + mode probabilities;
+6. rl        Stage 2 with verl's real ``main_ppo`` and ``algorithm.adv_estimator=dual_grpo`` (recipe ``cpu_toy``),
+             one run per ``--ablation``;
+7. eval-rl   the same evaluation of each RL checkpoint;
+8. report    ``report.md`` + ``report.png`` + ``summary.json``: mode-selection accuracy, probability of the better
+             mode, free accuracy vs the forced upper bound, before and after RL, and verl's per-step curves
+             (definitions: ``verl_personadual.toy_report``). With several ablations the table is the toy's Table 2.
+
+The last line printed starts ``mode-selection accuracy:`` (before -> after RL). Logs of the training stages are in
+``--out/logs``; a failing stage is named with the reason and its log.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import os
+import re
 import shlex
+import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-__all__ = ["main"]
+from verl_personadual.atomic import atomic_write_text
 
-SMALL_BACKBONE = "qwen3_0p6b"
+__all__ = ["main", "Quickstart", "StageError", "MODEL_SEED", "TOY_BACKBONE"]
+
+#: Recipe backbone of both stages (``recipes/config/{sft,rl}_backbone/cpu_toy.yaml``).
+TOY_BACKBONE = "cpu_toy"
+#: Weight-initialisation seed of the tiny model (the README's figures were measured with it).
+MODEL_SEED = 1
+#: Tokens of a response in the eval harness: the mode token plus ``{"answer": "false"}`` with room to spare.
+EVAL_MAX_NEW_TOKENS = 16
+_STEP = re.compile(r"\bstep:(\d+)\b")
+
+
+class StageError(RuntimeError):
+    """A quickstart stage failed; the message names the stage, the reason and where its log is."""
 
 
 def _say(text: str) -> None:
     print(f"[quickstart] {text}", flush=True)
 
 
+def _hf_dir(root: Path, sub: str) -> Path | None:
+    """The newest ``global_step_N/<sub>`` checkpoint directory under ``root`` with a config.json, or None."""
+    found = sorted(
+        (int(p.name.split("_")[-1]), p / sub)
+        for p in root.glob("global_step_*")
+        if p.name.split("_")[-1].isdigit() and (p / sub / "config.json").exists()
+    )
+    return found[-1][1] if found else None
+
+
+class Quickstart:
+    """The stages of the module docstring on one output directory."""
+
+    def __init__(self, out: Path, ablations: Sequence[str], progress: bool = True) -> None:
+        self.out = out.absolute()
+        self.ablations = list(ablations)
+        self.progress = progress
+        self.data = self.out / "data"
+        self.model = self.out / "model"
+        self.sft = self.out / "sft"
+        self.logs = self.out / "logs"
+
+    # --- bookkeeping ----------------------------------------------------------------------------------------------
+
+    def _marker(self, name: str) -> Path:
+        return self.out / "stages" / f"{name}.json"
+
+    def stage(self, index: int, total: int, name: str, title: str, fn: Callable[[], dict]) -> None:
+        """Run ``fn`` unless its marker says it finished; write the marker (what it produced) when it does."""
+        marker = self._marker(name)
+        if marker.exists():
+            _say(f"{index}/{total} {name}: done before, reused ({marker})")
+            return
+        _say(f"{index}/{total} {name}: {title}")
+        start = time.monotonic()
+        try:
+            info = fn()
+        except StageError:
+            raise
+        except Exception as err:  # any failure of a stage is reported with the stage's name
+            raise StageError(f"stage {name} failed: {type(err).__name__}: {err}") from err
+        info = {**info, "seconds": round(time.monotonic() - start, 1)}
+        atomic_write_text(marker, json.dumps(info, indent=2, sort_keys=True) + "\n")
+        _say(f"    {name} finished in {info['seconds']:.0f} s")
+
+    def _launch(self, name: str, argv: list[str], total_steps: int | None, env: dict[str, str] | None = None) -> str:
+        """Run a training command with its output in ``logs/<name>.log`` and a progress bar of its ``step:N``
+        lines; returns the command line. A non-zero exit is a StageError quoting the log's last error line."""
+        from tqdm.auto import tqdm
+
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / f"{name}.log"
+        command = shlex.join(argv)
+        _say(f"    $ {command}")
+        _say(f"    log: {log}")
+        run_env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false",
+                   **(env or {})}
+        last_error = ""
+        with open(log, "w", encoding="utf-8") as fh, tqdm(total=total_steps, desc=name, unit="step",
+                                                             disable=not self.progress) as bar:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env,
+                                    cwd=self.out)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                fh.write(line)
+                m = _STEP.search(line)
+                if m and int(m.group(1)) > bar.n:
+                    bar.update(int(m.group(1)) - bar.n)
+                if re.search(r"(Error|error:|Exception)\b", line):
+                    last_error = line.strip()[:300]
+            rc = proc.wait()
+        if rc != 0:
+            raise StageError(f"stage {name} failed (exit {rc}): {last_error or 'see the log'} (log: {log})")
+        return command
+
+    # --- stages ---------------------------------------------------------------------------------------------------
+
+    def check(self) -> dict:
+        from verl_personadual.check import registration_checks
+
+        checks = registration_checks()
+        for c in checks:
+            print(f"    {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+        failed = [c.name for c in checks if not c.ok]
+        if failed:
+            raise StageError(f"stage check failed: verl does not see {failed}; see `python -m verl_personadual.check`")
+        return {"checks": len(checks)}
+
+    def build_data(self) -> dict:
+        from data_preprocess import toy
+
+        if self.data.exists():
+            shutil.rmtree(self.data)
+        manifest = toy.build(self.data)
+        _say(f"    toy task -> {self.data} (kinds per split: {json.dumps(manifest['kinds'], sort_keys=True)})")
+        return {"dir": str(self.data), "sft_rows": manifest["sft_rows"]}
+
+    def build_model(self) -> dict:
+        from data_preprocess import toy
+        from verl_personadual.tiny_model import TinyModelSpec, write_tiny_model
+
+        if self.model.exists():
+            shutil.rmtree(self.model)
+        spec = TinyModelSpec(seed=MODEL_SEED)
+        write_tiny_model(self.model, spec, extra_corpus=toy.corpus(), whole_words=toy.whole_words())
+        _say(f"    tiny model ({spec.hidden_size} hidden x {spec.num_layers} layers, untied embeddings) -> {self.model}")
+        return {"dir": str(self.model), "spec": spec.__dict__}
+
+    def _recipe_argv(self, stage: str, model: Path, output: Path, ablation: str | None = None) -> list[str]:
+        argv = [sys.executable, "-m", "verl_personadual.recipes", stage, "--backbone", TOY_BACKBONE, "--model", str(model),
+                "--train-files", str(self.data / stage / "train.parquet"), "--output-dir", str(output)]
+        if stage == "rl":
+            argv += ["--val-files", str(self.data / "rl" / "validation.parquet"), "--ablation", ablation or "none"]
+        return argv
+
+    def _steps(self, stage: str, ablation: str = "none") -> int:
+        """Training steps of the composed recipe (for the progress bar)."""
+        from verl_personadual import recipes
+
+        overrides = recipes.build_overrides(
+            stage=stage, backbone=TOY_BACKBONE, model=str(self.model), train_files=[str(self.data / stage / "train.parquet")],
+            val_files=[str(self.data / "rl" / "validation.parquet")] if stage == "rl" else (),
+            **({"ablation": ablation} if stage == "rl" else {}),
+        )
+        cfg = recipes.compose(stage, overrides)
+        if stage == "rl":
+            return int(cfg.trainer.total_training_steps)
+        rows = json.loads(self._marker("data").read_text())["sft_rows"]
+        return rows // int(cfg.data.train_batch_size) * int(cfg.trainer.total_epochs)
+
+    def train_sft(self) -> dict:
+        if self.sft.exists():
+            shutil.rmtree(self.sft)
+        command = self._launch("sft", self._recipe_argv("sft", self.model, self.sft), self._steps("sft"))
+        hf = _hf_dir(self.sft, "huggingface")
+        if hf is None:
+            raise StageError(f"stage sft: no global_step_*/huggingface checkpoint under {self.sft} (log: {self.logs / 'sft.log'})")
+        return {"checkpoint": str(hf), "command": command}
+
+    def rl_dir(self, ablation: str) -> Path:
+        return self.out / "runs" / ablation
+
+    def train_rl(self, ablation: str) -> dict:
+        root = self.rl_dir(ablation)
+        ckpt_root, metrics = root / "checkpoints", root / "metrics.jsonl"
+        if ckpt_root.exists():
+            shutil.rmtree(ckpt_root)
+        metrics.unlink(missing_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        sft = Path(json.loads(self._marker("sft").read_text())["checkpoint"])
+        argv = self._recipe_argv("rl", sft, ckpt_root, ablation) + ["--", "trainer.logger=[console,file]"]
+        command = self._launch(f"rl-{ablation}", argv, self._steps("rl", ablation), env={"VERL_FILE_LOGGER_PATH": str(metrics)})
+        hf = _hf_dir(ckpt_root, "actor/huggingface")
+        if hf is None:
+            raise StageError(f"stage rl-{ablation}: no global_step_*/actor/huggingface checkpoint under {ckpt_root}")
+        return {"checkpoint": str(hf), "metrics": str(metrics), "command": f"VERL_FILE_LOGGER_PATH={metrics} {command}"}
+
+    def evaluate(self, label: str, checkpoint: Path) -> dict:
+        from verl_personadual.eval.generate import Decoding, DecodingParams
+        from verl_personadual.eval.mode_probs import compute
+        from verl_personadual.eval.personas import read_eval_set
+        from verl_personadual.eval.run import RunConfig, run
+        from verl_personadual.prompts import DataSource, PersonaSetting
+
+        out = self.out / "eval" / label
+        eval_set = self.data / "eval_set.jsonl"
+        cfg = RunConfig(
+            model=str(checkpoint), out_dir=out, benchmarks=[DataSource.TOY], settings=list(PersonaSetting),
+            decodings=[Decoding.FREE, Decoding.GENERAL, Decoding.PERSONALIZED], eval_set=eval_set, backend="hf",
+            device="cpu", dtype="float32", batch_size=64, decoding=DecodingParams(max_new_tokens=EVAL_MAX_NEW_TOKENS),
+            progress=self.progress,
+        )
+        predictions = run(cfg)
+        probs = out / "mode_probs.jsonl"
+        compute(checkpoint, read_eval_set(out / "eval_set.jsonl"), device="cpu", dtype="float32", batch_size=64,
+                out_file=probs, progress=self.progress)
+        _say(f"    eval of {label} ({checkpoint}) -> {out}")
+        return {"checkpoint": str(checkpoint), "predictions": str(predictions), "mode_probs": str(probs)}
+
+    def report(self) -> tuple[dict, list[Path]]:
+        from verl_personadual.toy_report import metric_curves, read_jsonl, summarize, write_report
+
+        runs, curves, commands = {}, {}, [json.loads(self._marker("sft").read_text())["command"]]
+        labels = ["sft"] + [f"rl-{a}" for a in self.ablations]
+        for label in labels:
+            info = json.loads(self._marker(f"eval-{label}").read_text())
+            runs[label] = summarize(read_jsonl(Path(info["predictions"])), read_jsonl(Path(info["mode_probs"])))
+        for a in self.ablations:
+            info = json.loads(self._marker(f"rl-{a}").read_text())
+            commands.append(info["command"])
+            metrics = Path(info["metrics"])
+            curves[f"rl-{a}"] = metric_curves(read_jsonl(metrics)) if metrics.exists() else {}
+        return runs, write_report(self.out, runs, curves, commands)
+
+    def run_all(self) -> dict:
+        """Every stage in order; returns the report's runs (label -> figures)."""
+        n = 6 + 2 * len(self.ablations)
+        i = iter(range(1, n + 1))
+        self.stage(next(i), n, "check", "plugin registrations seen by verl", self.check)
+        self.stage(next(i), n, "data", "toy persona task (data_preprocess.toy)", self.build_data)
+        self.stage(next(i), n, "model", "tiny random model + toy tokenizer", self.build_model)
+        self.stage(next(i), n, "sft", "Stage 1: verl SFT trainer, recipe cpu_toy", self.train_sft)
+        sft = Path(json.loads(self._marker("sft").read_text())["checkpoint"])
+        self.stage(next(i), n, "eval-sft", "held-out eval of the SFT checkpoint", lambda: self.evaluate("sft", sft))
+        for a in self.ablations:
+            self.stage(next(i), n, f"rl-{a}", f"Stage 2: verl main_ppo, DualGRPO recipe cpu_toy, ablation {a}",
+                       lambda a=a: self.train_rl(a))
+            ckpt = Path(json.loads(self._marker(f"rl-{a}").read_text())["checkpoint"])
+            self.stage(next(i), n, f"eval-rl-{a}", f"held-out eval of the RL checkpoint ({a})",
+                       lambda a=a, ckpt=ckpt: self.evaluate(f"rl-{a}", ckpt))
+        _say(f"{n}/{n} report")
+        runs, written = self.report()
+        for path in written:
+            _say(f"    wrote {path}")
+        return runs
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m verl_personadual.quickstart",
-        description=__doc__.split("\n\n")[0]
-        + " Checks the plugin, builds RL parquet from the shipped samples, and composes + validates the "
-        "one-GPU DualGRPO recipe on it with verl's own checks (nothing is trained).",
-    )
-    parser.add_argument("--out", default="outputs/quickstart", help="output directory (default: %(default)s)")
-    parser.add_argument(
-        "--model",
-        default="/path/to/sft_checkpoint",
-        help="model path written into the printed training command (default: a placeholder)",
-    )
+    from verl_personadual.recipes import ablations
+
+    parser = argparse.ArgumentParser(prog="python -m verl_personadual.quickstart", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("outputs/quickstart"), help="output directory (default: %(default)s)")
+    parser.add_argument("--ablation", nargs="+", default=["none"], choices=ablations(),
+                        help="RL recipe ablation(s) to run after the shared SFT stage (default: none = PersonaDual)")
+    parser.add_argument("--check-targets", action="store_true",
+                        help="exit 3 unless every RL run reaches the targets of verl_personadual.toy_report.TARGETS")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    out = Path(args.out)
 
-    from verl_personadual.check import registration_checks
+    from verl_personadual.preflight import PreflightError, check_output_dir
+    from verl_personadual.toy_report import TARGETS, targets_met
 
-    _say("1/3 self-check: registrations seen by a fresh `import verl`")
-    checks = registration_checks()
-    for c in checks:
-        print(f"    {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
-    if not all(c.ok for c in checks):
-        _say("the plugin is not visible to verl; see `python -m verl_personadual.check --help`")
-        return 1
-
-    from data_preprocess import build_rl
-
-    rl_dir = out / "rl"
-    _say(f"2/3 RL data from the shipped samples -> {rl_dir}")
-    status = build_rl.main(["--samples", "--out", str(rl_dir), "--no-progress"])
-    if status:
-        return status
-    manifest = json.loads((rl_dir / "manifest.json").read_text())
-    personas = manifest["aligned_personas"]
-    _say(
-        f"    aligned personas: {personas['mode']} for {personas['items']} items (labelled placeholders; "
-        "pass --aligned-personas llm with an endpoint to build_rl for real ones)"
-    )
-    for split in ("train", "validation"):
-        counts = manifest.get("counts", {}).get(split)
-        if counts:
-            print(f"    {split}: {json.dumps(counts, sort_keys=True)}")
-
-    from verl_personadual import recipes
-
-    _say(f"3/3 compose + validate the DualGRPO recipe '{SMALL_BACKBONE}' on that data (verl's own checks)")
-    overrides = recipes.build_overrides(
-        stage="rl",
-        backbone=SMALL_BACKBONE,
-        model=args.model,
-        train_files=[str(rl_dir / "train.parquet")],
-        val_files=[str(rl_dir / "validation.parquet")],
-        output_dir=str(out / "checkpoints"),
-    )
-    cfg = recipes.compose("rl", overrides)
-    with contextlib.redirect_stdout(sys.stderr):
-        recipes.validate("rl", cfg)
-    dual = cfg.algorithm.dual_grpo
-    print(
-        f"    estimator={cfg.algorithm.adv_estimator} trainer_mode={cfg.trainer.v1.trainer_mode} "
-        f"n={cfg.actor_rollout_ref.rollout.n} beta={dual.beta} inter_mode={dual.inter_mode} "
-        f"reward={cfg.reward.custom_reward_function.path}"
-    )
-    _say("done. On a GPU machine (pip install -e '.[gpu]'), train with:")
-    print("    " + shlex.join(recipes.launch_command("rl", cfg, overrides)))
-    return 0
+    try:
+        check_output_dir(args.out)
+        qs = Quickstart(args.out, args.ablation, progress=not args.no_progress)
+        runs = qs.run_all()
+    except (StageError, PreflightError) as err:
+        _say(f"FAILED: {err}")
+        return 2
+    _say(f"report: {qs.out / 'report.md'}")
+    status = 0
+    before = runs["sft"]
+    for a in args.ablation:
+        after = runs[f"rl-{a}"]
+        met = targets_met(after)
+        missed = [f"{k} {_fmt(after.get(k))} (target {TARGETS[k][0]} {TARGETS[k][1]})" for k, ok in met.items() if not ok]
+        _say(f"rl-{a}: p(better mode) {_fmt(before['p_better'])} -> {_fmt(after['p_better'])}; free accuracy "
+             f"{_fmt(after['free_acc'])} of upper bound {_fmt(after['upper_bound'])}; unknown-mode rate "
+             f"{_fmt(after['unknown_rate'])}" + (f"; below target: {', '.join(missed)}" if missed else "; targets met"))
+        if missed and args.check_targets:
+            status = 3
+    for a in args.ablation:
+        print(f"mode-selection accuracy: before {_fmt(before['selection_acc'])} after {_fmt(runs[f'rl-{a}']['selection_acc'])}"
+              f" (ablation {a}, {before['decisive']} decisive held-out rows)", flush=True)
+    return status
 
 
 if __name__ == "__main__":

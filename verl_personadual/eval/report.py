@@ -134,7 +134,7 @@ def accuracy_cells(records: Iterable[Mapping[str, Any]]) -> dict[Cell, tuple[int
 def _ordered_cells(cells: Mapping[Cell, Any]) -> tuple[list[tuple[str, str]], list[str]]:
     pairs = {(b, s) for b, s, _ in cells}
     bench_rank = {b.value: i for i, b in enumerate(BENCHMARKS)}
-    ordered = sorted(pairs, key=lambda p: (bench_rank[p[0]], SETTING_ORDER.index(p[1])))
+    ordered = sorted(pairs, key=lambda p: (bench_rank.get(p[0], len(bench_rank)), SETTING_ORDER.index(p[1])))
     lines = [d for d in LINE_ORDER if any(c[2] == d for c in cells)]
     return ordered, lines
 
@@ -194,7 +194,7 @@ def mode_rates(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[li
         if r["decoding"] in (Decoding.FREE.value, Decoding.ROUTER.value, Decoding.FREE_CONSTRAINED.value):
             counts[(r["decoding"], r["benchmark"], r["setting"])][r["mode"]] += 1
     rank = {b.value: i for i, b in enumerate(BENCHMARKS)}
-    keys = sorted(counts, key=lambda k: (LINE_ORDER.index(k[0]), rank[k[1]], SETTING_ORDER.index(k[2])))
+    keys = sorted(counts, key=lambda k: (LINE_ORDER.index(k[0]), rank.get(k[1], len(rank)), SETTING_ORDER.index(k[2])))
     header = ["decoding", "benchmark", "setting", "items"] + [f"{m}{PCT}" for m in MODE_NAMES]
     lines = []
     for k in keys:

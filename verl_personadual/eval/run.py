@@ -125,7 +125,7 @@ def _selection(cfg: RunConfig) -> dict[str, Any]:
     return {
         "benchmarks": [b.value for b in cfg.benchmarks],
         "settings": [s.value for s in cfg.settings],
-        "sizes": {b.value: cfg.sizes.get(b, DEFAULT_SIZES[b]) for b in cfg.benchmarks},
+        "sizes": {b.value: cfg.sizes.get(b, DEFAULT_SIZES.get(b)) for b in cfg.benchmarks},
         "seed": cfg.seed,
     }
 
