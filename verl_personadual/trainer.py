@@ -54,6 +54,7 @@ __all__ = [
     "prefix_metrics",
     "MODE_MASS_METRIC",
     "PREFIX_RATIO_METRIC",
+    "UNBALANCED_GROUPS_METRIC",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,11 +91,15 @@ def read_step_rows(batch: KVBatchMeta, prefixes: ModePrefixes) -> StepRows:
 
 
 #: Metric: mean over prompt groups of pi(general prefix) + pi(personalized prefix) at the first response
-#: position, from the rollout policy's log-probs of the forced prefixes (single-token prefixes only).
+#: position, from the actor's old log-probs of the forced prefixes (single-token prefixes only). verl computes them
+#: at the rollout temperature, so this reads higher than the mass at temperature 1 (greedy eval's mode_mass).
 MODE_MASS_METRIC = "personadual/train/mode_token_mass"
 #: Metric: mean over rows of (advantage on the prefix tokens) / (advantage on the other response tokens);
 #: equals beta whenever the advantage is not zero.
 PREFIX_RATIO_METRIC = "personadual/train/prefix_advantage_ratio"
+#: Metric: prompt groups whose valid rows are not split evenly between the two modes (or hold a row without a
+#: mode); 0 on every step of a prefix-forced run (n/2 rollouts per mode per prompt).
+UNBALANCED_GROUPS_METRIC = "personadual/train/unbalanced_groups"
 #: A mode-token mass below this is reported as a warning every step.
 MODE_MASS_WARNING = 0.9
 
@@ -163,6 +168,11 @@ def prefix_metrics(batch: KVBatchMeta, rows: StepRows) -> dict[str, float]:
     masses = [sum(g.values()) for g in groups.values() if len(g) == 2]
     if masses:
         out[MODE_MASS_METRIC] = float(np.mean(masses))
+    counts: dict[str, list[int]] = {}
+    for uid, mode, valid in zip(uids, rows.modes, rows.valid, strict=True):
+        if valid:
+            counts.setdefault(uid, [0, 0, 0])[int(mode)] += 1  # index -1: no mode
+    out[UNBALANCED_GROUPS_METRIC] = float(sum(c[0] != c[1] or c[2] > 0 for c in counts.values()))
     return out
 
 

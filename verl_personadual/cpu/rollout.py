@@ -39,7 +39,7 @@ from verl.workers.rollout.utils import ensure_async_iterator
 from verl_personadual.cpu.generation import BatchGenerator, GenerationRequest, SamplingParams
 from verl_personadual.names import CPU_ROLLOUT
 
-__all__ = ["ServerOptions", "HFRolloutServer", "HFRolloutReplica", "HFRolloutAdapter", "server_name"]
+__all__ = ["ServerOptions", "weight_checksum", "HFRolloutServer", "HFRolloutReplica", "HFRolloutAdapter", "server_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ class ServerOptions:
             raise ValueError(f"invalid actor_rollout_ref.rollout.engine_kwargs.{CPU_ROLLOUT}: {options}")
         return options
 
+
+
+def weight_checksum(model: torch.nn.Module) -> float:
+    """Sum of every parameter in float64 (tied weights once): identifies a set of weights across processes."""
+    return float(sum(p.detach().double().sum() for p in model.parameters()))
 
 class HFRolloutServer:
     """The rollout server of one replica (a Ray actor; see the module docstring).
@@ -117,6 +122,7 @@ class HFRolloutServer:
         self.global_steps: int | None = None
         self.weight_version = 0
         self.requests_served = 0
+        self.served_by_version: dict[int, int] = {}
         self.batch_sizes: list[int] = []
         self._pending: list[tuple[GenerationRequest, asyncio.Future]] = []
         self._arrived: asyncio.Event | None = None
@@ -195,6 +201,7 @@ class HFRolloutServer:
                             future.set_exception(err)
                     continue
             self.requests_served += len(batch)
+            self.served_by_version[self.weight_version] = self.served_by_version.get(self.weight_version, 0) + len(batch)
             self.batch_sizes.append(len(batch))
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
@@ -216,17 +223,25 @@ class HFRolloutServer:
                     f"{CPU_ROLLOUT} server {self.replica_rank}: weight sync does not match the model: "
                     f"missing {missing[:5]} ({len(missing)}), unexpected {list(unexpected)[:5]} ({len(unexpected)})"
                 )
+            served = self.served_by_version.get(self.weight_version, 0)
             self.weight_version += 1
             if global_steps is not None:
                 self.global_steps = global_steps
+            # one line per sync: which weights the following rollouts use (tests match the checksum)
+            print(
+                f"[{CPU_ROLLOUT}] server {self.replica_rank}: weights version {self.weight_version} "
+                f"(global step {global_steps}): {len(state)} tensors, checksum {weight_checksum(self.model):.9e}; "
+                f"requests served with version {self.weight_version - 1}: {served}",
+                flush=True,
+            )
         return {"tensors": len(state), "version": self.weight_version}
 
     async def stats(self) -> dict[str, Any]:
         """Counters for tests and benchmarks: weight version, a float64 checksum of all parameters, batches."""
-        checksum = float(sum(p.detach().double().sum() for p in self.model.parameters()))
         return {
             "weight_version": self.weight_version,
-            "checksum": checksum,
+            "checksum": weight_checksum(self.model),
+            "served_by_version": dict(self.served_by_version),
             "global_steps": self.global_steps,
             "requests_served": self.requests_served,
             "batch_sizes": list(self.batch_sizes),
