@@ -189,6 +189,10 @@ def test_constrained_decoding_and_the_mode_probs_command(samples_run: Path, tiny
     assert summary["a"]["rows"] == len(rows) and summary["a"]["decisive_rows"] + summary["a"]["tie_rows"] == len(rows)
     for name in ("calibration", "sigma_distribution", "oracle_gap"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    # resumed with another checkpoint under the same label: refused, nothing mixed
+    before = (out / "mode_probs_a.jsonl").read_text()
+    assert main(["mode-probs", "--run", f"a={samples_run}", "--model", f"a={other}", "--out", str(out), *HF]) == 2
+    assert (out / "mode_probs_a.jsonl").read_text() == before
     # Table 1 and the mode rates of the run list the constrained decoding next to free
     systems = [l["system"] for l in _csv(samples_run / "tables" / "table1.csv")]
     assert systems.index("free_constrained") > systems.index("free")
@@ -230,6 +234,10 @@ def test_multiturn_alignment_from_the_jsonl(samples_run: Path, tmp_path: Path) -
     # resumed: nothing generated again; another pairing seed in the same directory is refused
     assert main(argv) == 0 and read_predictions(out / "predictions.jsonl") == preds
     assert main([*argv, "--seed", "1"]) == 2
+    # ... and so is another second-turn length (multiturn_config.json pins checkpoint and sampling)
+    assert main([*argv, "--max-new-tokens", "4"]) == 2  # the last --max-new-tokens wins
+    assert read_predictions(out / "predictions.jsonl") == preds
+    assert json.loads((out / "multiturn_config.json").read_text())["sampling"]["max_new_tokens"] == 3
     assert (out / "plots" / "alignment.png").exists() and (out / "plots" / "deviation.png").exists()
 
 
