@@ -329,3 +329,11 @@ def test_selector_and_families() -> None:
     assert family_of(_row(0, task="misleading"), Selector.parse("task=helpful,agreeing")) == "general"
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         Selector.parse("task")
+
+
+@pytest.mark.parametrize(("command", "says"), [("mode-probs", "expected calibration error"), ("multiturn", "mode-alignment rate"),
+                                               ("lexical", "LogisticRegression"), ("mixed", "floor(r * N + 0.5)")])
+def test_analysis_help_explains_itself(command: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0 and says.lower() in " ".join(capsys.readouterr().out.split()).lower()
