@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import random
+import re
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -337,3 +338,20 @@ def test_analysis_help_explains_itself(command: str, says: str, capsys: pytest.C
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
     assert exc.value.code == 0 and says.lower() in " ".join(capsys.readouterr().out.split()).lower()
+
+
+def test_readme_pictures_are_the_scripts() -> None:
+    """The README's Analyses pictures exist, are PNGs, and are exactly the ones make_pictures.py rebuilds."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_pictures", root / "docs" / "analyses" / "make_pictures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Analyses"):readme.index("\n## ", readme.index("## Analyses") + 1)]
+    shown = re.findall(r"\]\(docs/analyses/([\w.]+\.png)\)", section)
+    assert sorted(shown) == sorted(module.PICTURES)
+    for name in shown:
+        assert (root / "docs" / "analyses" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "docs/analyses/make_pictures.py" in section
