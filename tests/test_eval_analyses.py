@@ -340,14 +340,21 @@ def test_analysis_help_explains_itself(command: str, says: str, capsys: pytest.C
     assert exc.value.code == 0 and says.lower() in " ".join(capsys.readouterr().out.split()).lower()
 
 
-def test_readme_pictures_are_the_scripts() -> None:
-    """The README's Analyses pictures exist, are PNGs, and are exactly the ones make_pictures.py rebuilds."""
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _make_pictures():
     import importlib.util
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("make_pictures", root / "docs" / "analyses" / "make_pictures.py")
+    spec = importlib.util.spec_from_file_location("make_pictures", ROOT / "docs" / "analyses" / "make_pictures.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_pictures_are_the_scripts() -> None:
+    """The README's Analyses pictures exist, are PNGs, and are exactly the ones make_pictures.py rebuilds."""
+    root, module = ROOT, _make_pictures()
     readme = (root / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Analyses"):readme.index("\n## ", readme.index("## Analyses") + 1)]
     shown = re.findall(r"\]\(docs/analyses/([\w.]+\.png)\)", section)
@@ -355,3 +362,23 @@ def test_readme_pictures_are_the_scripts() -> None:
     for name in shown:
         assert (root / "docs" / "analyses" / name).read_bytes()[:4] == b"\x89PNG"
     assert "docs/analyses/make_pictures.py" in section
+
+
+def test_two_turn_stand_in_rows() -> None:
+    """make_pictures' taught_mt rows: floor(0.5 * 6 + 0.5) = 3 of 6 rows get a first turn from the other family
+    (helpful <-> the rest), finished with that row's family prefix and gold; the answer to learn is unchanged."""
+    tasks = ["helpful", "helpful", "misleading", "none", "agreeing", "misleading"]
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+             "extra_info": {"source_id": f"s{i}", "task": t, "task_family": "free_text", "ground_truth": f"g{i}"}}
+            for i, t in enumerate(tasks)]
+    out = _make_pictures().two_turn_sft_rows(rows, 0.5)
+    assert [r["messages"][-1] for r in out] == [r["messages"][-1] for r in rows]
+    two = [(i, r) for i, r in enumerate(out) if r["extra_info"]["turns"] == 2]
+    assert len(two) == 3
+    for i, r in two:
+        first = int(r["extra_info"]["first_turn_source_id"][1:])
+        assert (tasks[first] == "helpful") != (tasks[i] == "helpful")
+        prefix = PREFIX_TEXT[Mode.PERSONALIZED if tasks[first] == "helpful" else Mode.GENERAL]
+        assert r["messages"][:4] == [{"role": "user", "content": f"q{first}"},
+                                     {"role": "assistant", "content": prefix + json.dumps({"answer": f"g{first}"})},
+                                     {"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]

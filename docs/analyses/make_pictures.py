@@ -7,12 +7,15 @@
 2. two stand-in checkpoints taught with a plain supervised loop (AdamW, batch 32, loss on the assistant turn):
    ``sft`` on both modes of every SFT item (no preference between the modes, as the toy's SFT data intends) and
    ``taught``, continued from ``sft`` on the better mode only (personalized for ``helpful`` items, general for
-   ``misleading`` ones, both for the others): what DualGRPO should teach, without running it;
+   ``misleading`` ones, both for the others): what DualGRPO should teach, without running it; and ``taught_mt``,
+   the same rows and steps from ``sft`` but half of them as two-turn rows (``data_preprocess.multiturn``: a
+   finished first turn from the other family) -- the paper's future work, item 5 of issue 16, in stand-in form;
 3. an eval run per checkpoint on the toy eval set (decodings free, free_constrained, general, personalized;
    greedy, 12 new tokens) through ``verl_personadual.eval.run``;
 4. the four analyses as their ``python -m verl_personadual.eval`` commands (printed), with
-   ``--personalized task=helpful``;
-5. with ``--copy-to``, the six PNGs of the README into that directory.
+   ``--personalized task=helpful``, and RQ6 (``multiturn``) once more for ``taught_mt``; ``multiturn_training/``
+   puts the two mode-alignment tables side by side (``tables/alignment.{md,csv}``, ``plots/alignment.png``);
+5. with ``--copy-to``, the seven PNGs of the README into that directory.
 
 The checkpoints are stand-ins: the pictures show what each analysis reports, not results of the method.
 
@@ -39,10 +42,13 @@ PICTURES = {
     "multiturn_deviation.png": ("multiturn", "deviation.png"),
     "lexical.png": ("lexical", "lexical.png"),
     "mixed.png": ("mixed", "mixed.png"),
+    "multiturn_training.png": ("multiturn_training", "alignment.png"),
 }
 #: The toy's better mode per task (data_preprocess.toy's table); other tasks keep both modes.
 BETTER = {"helpful": "personalized", "misleading": "general"}
 BATCH = 32
+#: Share of taught_mt's rows given a first turn.
+TWO_TURN_RATIO = 0.5
 
 
 def _say(text: str) -> None:
@@ -87,6 +93,53 @@ def teach(base: Path, rows: list[dict], out: Path, steps: int, lr: float, seed: 
     model.eval().save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def two_turn_sft_rows(rows: list[dict], ratio: float, seed: int = 0) -> list[dict]:
+    """SFT rows with a share ``ratio`` turned two-turn by ``data_preprocess.multiturn.add_first_turns`` (the first
+    turn a finished exchange of the other family: its prompt, its family's mode prefix and gold answer); the
+    answer to learn stays the row's own last message."""
+    from data_preprocess.multiturn import add_first_turns
+    from verl_personadual.eval.pools import Selector
+
+    as_rl = [{"prompt": r["messages"][:-1], "reward_model": {"ground_truth": r["extra_info"]["ground_truth"]},
+              "extra_info": r["extra_info"], "answer": r["messages"][-1]} for r in rows]
+    mixed = add_first_turns(as_rl, ratio, seed, "train", Selector.parse("task=helpful"))
+    return [{"messages": [*m["prompt"], m["answer"]], "extra_info": m["extra_info"]} for m in mixed]
+
+
+def compare_alignment(runs: dict[str, Path], out: Path) -> list[Path]:
+    """Mode-alignment rate per order of several ``multiturn`` outputs side by side: ``tables/alignment.{md,csv}``
+    and a grouped bar plot ``plots/alignment.png`` (bars: aligned %, label: aligned/compared)."""
+    import csv
+
+    from verl_personadual.eval.report import _pyplot, _save, _write_table
+
+    lines, header = [], ["model", "order", "compared", "aligned_%", "second_turn_accuracy_%", "single_turn_accuracy_%"]
+    for label, path in runs.items():
+        with open(path / "tables" / "alignment.csv", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                lines.append([label, r["order"], int(r["compared"]), float(r["aligned_%"]),
+                              float(r["second_turn_accuracy_%"]), float(r["single_turn_accuracy_%"])])
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    written = _write_table(out / "tables", "alignment", (header, lines))
+    plt = _pyplot()
+    orders = sorted({l[1] for l in lines})
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    width = 0.8 / max(len(runs), 1)
+    for k, label in enumerate(runs):
+        mine = {l[1]: l for l in lines if l[0] == label}
+        xs = [i + (k - (len(runs) - 1) / 2) * width for i in range(len(orders))]
+        bars = ax.bar(xs, [mine[o][3] for o in orders], width, label=label)
+        ax.bar_label(bars, labels=[f"{round(mine[o][3] * mine[o][2] / 100)}/{mine[o][2]}" for o in orders], fontsize=8)
+    ax.set_xticks(range(len(orders)), [o.replace("_to_", " → ") for o in orders])
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("mode-alignment rate (%)")
+    ax.set_title("RQ6 after training without / with two-turn rows", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    written.append(_save(fig, out / "plots" / "alignment.png"))
+    return written
 
 
 def eval_toy(model: Path, eval_set: Path, out: Path) -> Path:
@@ -141,11 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = pq.read_table(out / "toy" / "sft" / "train.parquet").to_pylist()
     if not (out / "sft").exists():
         teach(out / "base", rows, out / "sft", a.sft_steps, 2e-3, seed=0)
+    better = [r for r in rows if BETTER.get(r["extra_info"]["task"], r["extra_info"]["mode"]) == r["extra_info"]["mode"]]
     if not (out / "taught").exists():
-        better = [r for r in rows if BETTER.get(r["extra_info"]["task"], r["extra_info"]["mode"]) == r["extra_info"]["mode"]]
         teach(out / "sft", better, out / "taught", a.taught_steps, 1e-3, seed=1)
+    if not (out / "taught_mt").exists():
+        two_turn = two_turn_sft_rows(better, TWO_TURN_RATIO)
+        teach(out / "sft", two_turn, out / "taught_mt", a.taught_steps, 1e-3, seed=1)
     eval_set = out / "toy" / "eval_set.jsonl"
-    for name in ("sft", "taught"):
+    for name in ("sft", "taught", "taught_mt"):
         _say(f"eval run {name} -> {out / f'run_{name}'}")
         eval_toy(out / name, eval_set, out / f"run_{name}")
 
@@ -154,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = ["--run", f"sft={out / 'run_sft'}", "--run", f"taught={out / 'run_taught'}"]
     analyse(["mode-probs", *runs, "--out", str(out / "mode_probs"), *hf])
     analyse(["multiturn", "--run", str(out / "run_taught"), "--out", str(out / "multiturn"), "--by", "task", *sel, *hf])
+    analyse(["multiturn", "--run", str(out / "run_taught_mt"), "--out", str(out / "multiturn_mt"), "--by", "task", *sel, *hf])
+    compare_alignment({"taught": out / "multiturn", "taught_mt": out / "multiturn_mt"}, out / "multiturn_training")
     analyse(["lexical", "--run", str(out / "run_taught"), "--out", str(out / "lexical")])
     analyse(["mixed", *runs, "--out", str(out / "mixed"), *sel])
     if a.copy_to:
