@@ -1,10 +1,10 @@
-"""Rebuild the README's "Analyses" pictures from scratch on a CPU (about 15 minutes on 2 cores at the defaults).
+"""Rebuild the README's "Analyses" pictures from scratch on a CPU (about 10 minutes on 2 cores at the defaults).
 
     python docs/analyses/make_pictures.py --out runs/pictures --copy-to docs/analyses
 
 1. toy data (``data_preprocess.toy``, seed 0: 1,600 SFT items, 200 eval items) and a tiny Qwen3 of the default
    :class:`~verl_personadual.tiny_model.TinyModelSpec` with the toy's tokenizer;
-2. two stand-in checkpoints taught with a plain supervised loop (AdamW, batch 32, loss on the assistant turn):
+2. three stand-in checkpoints taught with a plain supervised loop (AdamW, batch 32, loss on the assistant turn):
    ``sft`` on both modes of every SFT item (no preference between the modes, as the toy's SFT data intends) and
    ``taught``, continued from ``sft`` on the better mode only (personalized for ``helpful`` items, general for
    ``misleading`` ones, both for the others): what DualGRPO should teach, without running it; and ``taught_mt``,
