@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import random
+import re
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -189,6 +190,10 @@ def test_constrained_decoding_and_the_mode_probs_command(samples_run: Path, tiny
     assert summary["a"]["rows"] == len(rows) and summary["a"]["decisive_rows"] + summary["a"]["tie_rows"] == len(rows)
     for name in ("calibration", "sigma_distribution", "oracle_gap"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    # resumed with another checkpoint under the same label: refused, nothing mixed
+    before = (out / "mode_probs_a.jsonl").read_text()
+    assert main(["mode-probs", "--run", f"a={samples_run}", "--model", f"a={other}", "--out", str(out), *HF]) == 2
+    assert (out / "mode_probs_a.jsonl").read_text() == before
     # Table 1 and the mode rates of the run list the constrained decoding next to free
     systems = [l["system"] for l in _csv(samples_run / "tables" / "table1.csv")]
     assert systems.index("free_constrained") > systems.index("free")
@@ -230,6 +235,10 @@ def test_multiturn_alignment_from_the_jsonl(samples_run: Path, tmp_path: Path) -
     # resumed: nothing generated again; another pairing seed in the same directory is refused
     assert main(argv) == 0 and read_predictions(out / "predictions.jsonl") == preds
     assert main([*argv, "--seed", "1"]) == 2
+    # ... and so is another second-turn length (multiturn_config.json pins checkpoint and sampling)
+    assert main([*argv, "--max-new-tokens", "4"]) == 2  # the last --max-new-tokens wins
+    assert read_predictions(out / "predictions.jsonl") == preds
+    assert json.loads((out / "multiturn_config.json").read_text())["sampling"]["max_new_tokens"] == 3
     assert (out / "plots" / "alignment.png").exists() and (out / "plots" / "deviation.png").exists()
 
 
@@ -321,3 +330,55 @@ def test_selector_and_families() -> None:
     assert family_of(_row(0, task="misleading"), Selector.parse("task=helpful,agreeing")) == "general"
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         Selector.parse("task")
+
+
+@pytest.mark.parametrize(("command", "says"), [("mode-probs", "expected calibration error"), ("multiturn", "mode-alignment rate"),
+                                               ("lexical", "LogisticRegression"), ("mixed", "floor(r * N + 0.5)")])
+def test_analysis_help_explains_itself(command: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0 and says.lower() in " ".join(capsys.readouterr().out.split()).lower()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _make_pictures():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_pictures", ROOT / "docs" / "analyses" / "make_pictures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_pictures_are_the_scripts() -> None:
+    """The README's Analyses pictures exist, are PNGs, and are exactly the ones make_pictures.py rebuilds."""
+    root, module = ROOT, _make_pictures()
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Analyses"):readme.index("\n## ", readme.index("## Analyses") + 1)]
+    shown = re.findall(r"\]\(docs/analyses/([\w.]+\.png)\)", section)
+    assert sorted(shown) == sorted(module.PICTURES)
+    for name in shown:
+        assert (root / "docs" / "analyses" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "docs/analyses/make_pictures.py" in section
+
+
+def test_two_turn_stand_in_rows() -> None:
+    """make_pictures' taught_mt rows: floor(0.5 * 6 + 0.5) = 3 of 6 rows get a first turn from the other family
+    (helpful <-> the rest), finished with that row's family prefix and gold; the answer to learn is unchanged."""
+    tasks = ["helpful", "helpful", "misleading", "none", "agreeing", "misleading"]
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+             "extra_info": {"source_id": f"s{i}", "task": t, "task_family": "free_text", "ground_truth": f"g{i}"}}
+            for i, t in enumerate(tasks)]
+    out = _make_pictures().two_turn_sft_rows(rows, 0.5)
+    assert [r["messages"][-1] for r in out] == [r["messages"][-1] for r in rows]
+    two = [(i, r) for i, r in enumerate(out) if r["extra_info"]["turns"] == 2]
+    assert len(two) == 3
+    for i, r in two:
+        first = int(r["extra_info"]["first_turn_source_id"][1:])
+        assert (tasks[first] == "helpful") != (tasks[i] == "helpful")
+        prefix = PREFIX_TEXT[Mode.PERSONALIZED if tasks[first] == "helpful" else Mode.GENERAL]
+        assert r["messages"][:4] == [{"role": "user", "content": f"q{first}"},
+                                     {"role": "assistant", "content": prefix + json.dumps({"answer": f"g{first}"})},
+                                     {"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]

@@ -122,11 +122,12 @@ def figure(result: LexicalResult, k: int) -> Any:
     ax.set_xlabel("logistic-regression weight (log-odds of personalized; > 0: towards personalized)")
     ax.set_title(f"Top {len(top)} words predicting the chosen mode ({result.summary['rows_used']} rows)")
     if top:
+        from matplotlib.patches import Patch
+
         ax.invert_yaxis()
-        for label, color in (("towards personalized", "tab:orange"), ("towards general", "tab:blue")):
-            if color in colors:
-                ax.barh([], [], color=color, label=label)
-        ax.legend(fontsize=8, loc="lower right")
+        handles = [Patch(color=color, label=label) for label, color in
+                   (("towards personalized", "tab:orange"), ("towards general", "tab:blue")) if color in colors]
+        ax.legend(handles=handles, fontsize=8, loc="lower right")
     else:
         _no_data(ax, "no words")
     return fig

@@ -15,7 +15,7 @@ Outputs under ``--out`` (one label per ``--run LABEL=DIR`` or ``--model LABEL=PA
 
 - ``mode_probs_<label>.jsonl``: per row ``row_id``, ``benchmark``, ``task``, ``setting``, ``logp_general``,
   ``logp_personalized``, ``p_general``, ``p_personalized``, ``mode_mass``, ``sigma``. Appended per batch; a killed
-  command resumes where it stopped.
+  command resumes where it stopped (``mode_probs_<label>.config.json`` pins the checkpoint and prompt settings).
 - ``tables/sigma.{md,csv}``: per label x benchmark x setting: items, mean and median sigma, % of rows whose
   argmax is personalized, mean mode mass. ``tables/sigma_shift.{md,csv}`` (two labels or more): per cell, mean
   sigma of the first and the last label on their common rows, and the difference (e.g. SFT -> RL).
@@ -70,7 +70,7 @@ from verl_personadual.eval.generate import (
     prompt_ids,
 )
 from verl_personadual.eval.personas import EvalRow, read_eval_set
-from verl_personadual.eval.pools import FinishedRun, cell_sort_key, outcomes, parse_labelled, read_run
+from verl_personadual.eval.pools import FinishedRun, cell_sort_key, outcomes, parse_labelled, pin_config, read_run
 from verl_personadual.eval.report import PCT, _COLORS, _no_data, _pyplot, _save, _write_table
 from verl_personadual.eval.store import PredictionStore, read_predictions
 from verl_personadual.modes import Mode, ModePrefixes, resolve_prefixes
@@ -480,7 +480,7 @@ def sigma_figure(results: Mapping[str, tuple[Sequence[EvalRow], Sequence[ModePro
     """Box plot of sigma (y, 0-1) per benchmark/setting cell (x), one box per label."""
     plt = _pyplot()
     cells = sorted({(r.benchmark, r.setting) for rows, _ in results.values() for r in rows}, key=lambda c: cell_sort_key(*c))
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * max(len(cells), 2) * max(len(results), 1) ** 0.5, 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.0 + 0.7 * len(cells) * max(len(results), 1)), 4.5))
     width = 0.8 / max(len(results), 1)
     for k, (label, (rows, probs)) in enumerate(results.items()):
         by_cell: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -497,8 +497,8 @@ def sigma_figure(results: Mapping[str, tuple[Sequence[EvalRow], Sequence[ModePro
     ax.set_xticks(range(len(cells)), [f"{b}/{s}" for b, s in cells], fontsize=8, rotation=30, ha="right")
     ax.set_xlim(-0.6, max(len(cells), 1) - 0.4)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("σ(personalized | q, p), renormalised over the two modes")
-    ax.set_title("Mode-choice probability per benchmark and persona setting")
+    ax.set_ylabel("σ(personalized | q, p), renormalised", fontsize=9)
+    ax.set_title("Mode-choice probability per benchmark and persona setting", fontsize=10)
     if cells:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     else:
@@ -582,9 +582,11 @@ def command(a: argparse.Namespace) -> list[Path]:
             raise ValueError(f"label {label!r}: {run.path if run else ''}/run_config.json names no model; give --model {label}=PATH")
         rows = run.rows if run else read_eval_set(a.eval_set)
         cfg = run.config if run else {}
+        style, ctk = cfg.get("prompt_style", PromptStyle.PERSONA.value), cfg.get("chat_template_kwargs") or {}
+        out.mkdir(parents=True, exist_ok=True)
+        pin_config(out / f"mode_probs_{label}.config.json", {"model": str(model), "prompt_style": style, "chat_template_kwargs": ctk})
         logger.info("%s: sigma of %d rows with %s", label, len(rows), model)
-        probs = compute(model, rows, prompt_style=cfg.get("prompt_style", PromptStyle.PERSONA.value),
-                        chat_template_kwargs=cfg.get("chat_template_kwargs") or {}, backend=a.backend, device=a.device,
+        probs = compute(model, rows, prompt_style=style, chat_template_kwargs=ctk, backend=a.backend, device=a.device,
                         dtype=a.dtype, batch_size=a.batch_size, engine_kwargs=json.loads(a.engine_kwargs),
                         out_file=out / f"mode_probs_{label}.jsonl", progress=not a.no_progress)
         results[label] = (rows, probs)

@@ -16,7 +16,7 @@ sampling settings (``--max-new-tokens`` may cap them), and scored like single-tu
 (default ``free``) names the run's decoding that gives the first turns and the single-turn modes, and how second
 turns choose their mode: ``free_constrained`` restricts their first token to the two mode prefixes, as in
 ``eval run`` (``mode_probs.choose_modes``). ``predictions.jsonl``
-(one line per dialogue, resumable) holds ``dialogue_id``, ``order``, ``first_row_id``, ``second_row_id`` and the
+(one line per dialogue, resumable; ``multiturn_config.json`` pins checkpoint and sampling) holds ``dialogue_id``, ``order``, ``first_row_id``, ``second_row_id`` and the
 second row's ``benchmark``, ``task``, ``setting``, ``family``, then ``mode`` (second turn), ``single_turn_mode``,
 ``aligned``, ``correct``, ``single_turn_correct``, ``response_tokens``, ``truncated``, ``response``.
 
@@ -56,6 +56,7 @@ from verl_personadual.eval.pools import (
     Selector,
     cell_sort_key,
     family_of,
+    pin_config,
     read_run,
     split_families,
 )
@@ -180,13 +181,14 @@ def deviation_figure(table: tuple[list[str], list[list[Any]]]) -> Any:
     for fam in (GENERAL, PERSONALIZED):
         idx = [i for i, l in enumerate(lines) if l[1] == fam]
         if idx:
-            ax.barh([names[i] for i in idx], [lines[i][5] for i in idx], color=colors[fam], label=f"{fam} second turn")
+            bars = ax.barh([names[i] for i in idx], [lines[i][5] for i in idx], color=colors[fam], label=f"{fam} second turn")
+            ax.bar_label(bars, labels=[f"{lines[i][4]}/{lines[i][3]}" for i in idx], fontsize=7, padding=2)
     ax.set_xlim(0, 100)
     ax.set_xlabel("deviation ratio (% of compared dialogues whose mode shifted)")
     ax.set_title("Mode deviation by task of the second turn")
     if lines:
         ax.invert_yaxis()
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.08, 1.0))
     else:
         _no_data(ax, "no dialogue with a known single-turn mode")
     return fig
@@ -235,12 +237,13 @@ def command(a: argparse.Namespace) -> list[Path]:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     _dialogues_file(out, dialogues)
-    store = PredictionStore(out / "predictions.jsonl")
-    todo = [d for d in dialogues if (d.dialogue_id, RECORD_KIND) not in store]
     style = PromptStyle(run.config.get("prompt_style", PromptStyle.PERSONA.value))
     ctk = run.config.get("chat_template_kwargs") or {}
     saved = run.config.get("decoding") or {}
     params = DecodingParams(**{**saved, **({"max_new_tokens": a.max_new_tokens} if a.max_new_tokens else {})})
+    pin_config(out / "multiturn_config.json", {"model": str(model), "decoding": a.decoding, "sampling": asdict(params)})
+    store = PredictionStore(out / "predictions.jsonl")
+    todo = [d for d in dialogues if (d.dialogue_id, RECORD_KIND) not in store]
     logger.info("%d dialogues, %d to generate (model %s)", len(dialogues), len(todo), model)
     if todo:
         gen = make_generator(a.backend, model, params, a.device, a.dtype, json.loads(a.engine_kwargs))

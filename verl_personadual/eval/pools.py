@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from verl_personadual.atomic import atomic_write_text
 from verl_personadual.eval.benchmarks import BENCHMARKS
 from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.personas import EvalRow, read_eval_set
@@ -34,6 +35,7 @@ __all__ = [
     "outcomes",
     "parse_labelled",
     "cell_sort_key",
+    "pin_config",
 ]
 
 PERSONALIZED = "personalized"
@@ -170,3 +172,17 @@ def cell_sort_key(benchmark: str, setting: str) -> tuple[int, str, int, str]:
     """Table order of a (benchmark, setting) cell: the seven benchmarks in Table 1 order, any other (the toy task)
     after them by name; settings none, unaligned, aligned."""
     return (_BENCH_RANK.get(benchmark, len(_BENCH_RANK)), benchmark, _SETTING_RANK.get(setting, len(_SETTING_RANK)), setting)
+
+
+def pin_config(path: Path, config: Mapping[str, Any]) -> None:
+    """Record what a resumable output was made with, or check a resumed one against it: ValueError naming the keys
+    that differ (the output would mix two configurations; use another --out)."""
+    path = Path(path)
+    current = json.loads(json.dumps(config, sort_keys=True))
+    if path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved != current:
+            diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            raise ValueError(f"{path} was made with other settings ({diff}); resume with the same ones or use another --out")
+    else:
+        atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
