@@ -50,6 +50,7 @@ PAPER_RL = {
 PAPER_SFT = {
     "optim.lr": 5e-5,
     "optim.lr_scheduler_type": "cosine",
+    "optim.lr_warmup_steps_ratio": 0.01,
     "trainer.total_epochs": 1,
     "data.train_batch_size": 16,
     "data.max_length": 4096,
