@@ -20,13 +20,15 @@ Pipeline (all randomness from ``--seed``):
    (UltraMedical, FLAN) get a general one (question only) and a personalized one (persona + question);
    personalized items (AlignX) a personalized one only.
 4. Replies are normalised, graded with the project's reward and selected by gain (``data_preprocess.sft_selection``
-   documents normalisation, tie rules and drops). Optionally, rows longer than ``--max-length`` tokens under
+   documents normalisation, tie rules and drops). A reasoning expert's thinking (its reasoning-parser field, or a
+   think block at the head of its content) is kept as the head of the trajectory's reasoning
+   (``--expert-reasoning keep``, the default: the paper distils DeepSeek-R1 trajectories) or discarded (``drop``). Optionally, rows longer than ``--max-length`` tokens under
    ``--tokenizer``'s chat template are dropped (verl's SFT trainer is configured to fail on them).
 5. ``train.parquet`` / ``validation.parquet`` (rows in the RL shuffle order, re-indexed) and ``manifest.json`` are
    written atomically.
 
 Row schema: ``messages`` = [user: the RL prompt, assistant: ``<mode prefix> + reasoning + "\\n" +
-format_answer(answer)``], ``data_source``, ``extra_info`` (:data:`SFT_EXTRA_INFO_TYPE`: the RL row's extra_info
+format_answer(answer)``, reasoning = the expert's thinking (kept) + its written reasoning], ``data_source``, ``extra_info`` (:data:`SFT_EXTRA_INFO_TYPE`: the RL row's extra_info
 plus ``ground_truth``, the kept ``mode``, the selection ``decision`` and each mode's expert correctness).
 """
 
@@ -66,6 +68,7 @@ from verl_personadual.llm import (
     LLMConfig,
     LLMError,
     LLMOfflineMissError,
+    Reply,
 )
 from verl_personadual.modes import Mode
 from verl_personadual.prompts import (
@@ -121,6 +124,11 @@ class SFTConfig:
     tie: Mode = Mode.GENERAL
     tokenizer: Path | None = None
     max_length: int | None = None
+    keep_expert_reasoning: bool = True
+
+
+#: Values of ``--expert-reasoning``.
+EXPERT_REASONING = {"keep": True, "drop": False}
 
 
 @dataclass(frozen=True)
@@ -168,7 +176,7 @@ def expert_requests(rows: Sequence[dict[str, Any]]) -> list[tuple[int, Mode, lis
     return out
 
 
-def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[Mode, str]], dict[str, Any]]:
+def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[Mode, Reply]], dict[str, Any]]:
     """Expert replies per row and mode, plus the request report for the manifest."""
     if cfg.expert is None:
         raise BuildError(
@@ -178,7 +186,7 @@ def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[di
     requests = expert_requests(rows)
     client = LLMClient(cfg.expert, progress=cfg.base.progress)
     try:
-        replies = client.complete_many([m for _, _, m in requests], desc="expert trajectories", **cfg.sampling)
+        replies = client.complete_replies([m for _, _, m in requests], desc="expert trajectories", **cfg.sampling)
     except LLMOfflineMissError as err:
         raise BuildError(f"{err}; {sample_replies.MISS_HINT}") from err
     except LLMBatchError as err:
@@ -191,7 +199,7 @@ def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[di
             f"{len(err.failures)} of {len(requests)} expert requests failed ({details}). "
             "The successful replies are cached; re-run to retry only the failed ones."
         ) from err
-    by_row: list[dict[Mode, str]] = [{} for _ in rows]
+    by_row: list[dict[Mode, Reply]] = [{} for _ in rows]
     for (i, mode, _), reply in zip(requests, replies):
         by_row[i][mode] = reply
     report = {
@@ -199,6 +207,8 @@ def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[di
         "model": cfg.expert.model,
         "prompt_version": EXPERT_PROMPT_VERSION,
         "sampling": cfg.sampling,
+        "reasoning": "keep" if cfg.keep_expert_reasoning else "drop",
+        "replies_with_reasoning_field": sum(r.reasoning is not None for r in replies),
         "requests": len(requests),
         "requests_made": client.stats.requests,
         "served_from_cache": client.stats.cache_hits,
@@ -207,14 +217,17 @@ def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[di
     return by_row, report
 
 
-def judge(rows: Sequence[dict[str, Any]], replies: Sequence[dict[Mode, str]], cfg: SFTConfig) -> list[Judged]:
+def judge(rows: Sequence[dict[str, Any]], replies: Sequence[dict[Mode, Reply]], cfg: SFTConfig) -> list[Judged]:
     """Grade every trajectory and select the kept mode of every row."""
     out = []
     for row, reply in tqdm(
         list(zip(rows, replies)), desc="grading trajectories", unit="item", disable=not cfg.base.progress
     ):
         gt, info = row["reward_model"]["ground_truth"], row["extra_info"]
-        graded = {m: score_trajectory(r, row["data_source"], gt, info) for m, r in reply.items()}
+        graded = {
+            m: score_trajectory(r.content, row["data_source"], gt, info, r.reasoning, cfg.keep_expert_reasoning)
+            for m, r in reply.items()
+        }
         general, personalized = graded.get(Mode.GENERAL), graded[Mode.PERSONALIZED]
         out.append(Judged(row, general, personalized, select(general, personalized, require_correct=cfg.require_correct, tie=cfg.tie)))
     return out
@@ -423,6 +436,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--tie", type=Mode.parse, choices=list(Mode), default=Mode.GENERAL, metavar="{general,personalized}",
                    help="mode kept when both trajectories of an objective item are correct (default general: the "
                         "persona must change the outcome)")
+    p.add_argument("--expert-reasoning", choices=sorted(EXPERT_REASONING), default="keep",
+                   help="keep (default): a reasoning expert's thinking (the reply's reasoning_content / reasoning "
+                        "field, or a think block heading its content) opens the trajectory's reasoning, as plain "
+                        "text; the paper distils DeepSeek-R1's reasoning trajectories. drop: only the reply's "
+                        "content is kept. Thinking is long: pair keep with --tokenizer/--max-length")
     p.add_argument("--tokenizer", type=Path, metavar="DIR",
                    help="tokenizer of the model to train; with --max-length, drop rows longer than that")
     p.add_argument("--max-length", type=int, default=None,
@@ -453,6 +471,7 @@ def config_from_args(args: argparse.Namespace) -> SFTConfig:
         tie=args.tie,
         tokenizer=args.tokenizer,
         max_length=args.max_length,
+        keep_expert_reasoning=EXPERT_REASONING[args.expert_reasoning],
     )
 
 

@@ -1,6 +1,7 @@
 """build_sft end to end on the shipped samples against the local OpenAI-protocol test server.
 
-The server plays the expert with a fixed script per item (right / wrong / malformed / <think> reply per mode), so
+The server plays the expert with a fixed script per item (right / wrong / malformed / unclosed <think> reply per
+mode), so
 the selection of every item is asserted against the table of data_preprocess.sft_selection, written out here.
 """
 
@@ -55,8 +56,8 @@ def reply_text(row: dict, mode: str, kind: str) -> str:
         return f"{mode} view of {sid}.\n{format_answer(answer)}"
     if kind == "fenced":
         return f"{mode} view of {sid}.\n```json\n{format_answer(answer)}\n```"
-    if kind == "think":
-        return f"<think>{mode} view of {sid}.</think>\n{format_answer(answer)}"
+    if kind == "think":  # cut off while thinking: the think block never closes
+        return f"<think>{mode} view of {sid}.\n{format_answer(answer)}"
     return f"{mode} rambling about {sid}.\nNo idea {{"
 
 
@@ -191,6 +192,39 @@ def test_selection_item_by_item_and_rerun_makes_no_request(plan, rl_rows, tmp_pa
         assert (again["expert"]["requests_made"], again["expert"]["served_from_cache"]) == (0, 40)
         for split in build_rl.SPLITS:
             assert again["outputs"][split]["sha256"] == manifest["outputs"][split]["sha256"]
+
+
+def test_expert_reasoning_kept_by_default_and_dropped_on_request(plan, tmp_path):
+    """FLAN replies think inline (<think>...</think>, no reasoning parser); the others send the thinking in
+    reasoning_content; every content is the bare answer object, as DeepSeek-R1's often is. Kept: the thinking is
+    each trajectory's reasoning. Dropped: nothing is left as reasoning, so every item is unusable."""
+
+    def reply(body: dict) -> str | dict:
+        content = body["messages"][0]["content"]
+        (row,) = [p["row"] for p in plan.values() if f"\n\n{p['row']['extra_info']['question'].strip()}\n\n" in content]
+        answer = format_answer(row["reward_model"]["ground_truth"])
+        thought = f"Thinking about {row['extra_info']['source_id']}."
+        if row["data_source"] == "flan":
+            return f"<think>\n{thought}\n</think>\n\n{answer}"
+        return {"content": answer, "reasoning_content": thought}
+
+    with OpenAITestServer(reply=reply) as srv:
+        assert run(tmp_path / "keep", srv, tmp_path / "cache") == 0
+        assert run(tmp_path / "drop", srv, tmp_path / "cache", "--expert-reasoning", "drop") == 0
+        assert srv.requests == 40  # the second build is served from the cache, reasoning field included
+    kept = [r for rows in read(tmp_path / "keep").values() for r in rows]
+    assert len(kept) == len(plan)
+    for row in kept:
+        info = row["extra_info"]
+        prefix = "[General_mode]" if info["mode"] == "general" else "[Personalized_mode]"
+        assert info["decision"] in ("both_correct", "personalized_correct")
+        assert row["messages"][-1]["content"] == (
+            f"{prefix}Thinking about {info['source_id']}.\n{format_answer(info['ground_truth'])}"
+        )
+    assert [r for rows in read(tmp_path / "drop").values() for r in rows] == []
+    keep, drop = (json.loads((tmp_path / d / "manifest.json").read_text())["expert"] for d in ("keep", "drop"))
+    assert (keep["reasoning"], drop["reasoning"]) == ("keep", "drop")
+    assert keep["replies_with_reasoning_field"] == drop["replies_with_reasoning_field"] == 20
 
 
 def test_exclude_rl_makes_items_disjoint(plan, tmp_path):
