@@ -4,15 +4,16 @@
 
 Built with the project's real data path: the user turn is ``prompts.build_prompt`` (persona sentence, question,
 answer-format instruction), answers are the JSON answer object, items are graded by the project reward
-(family ``yes_no_maybe``), RL rows have the schema of ``data_preprocess.build_rl`` (training rows use the forced
+(family ``free_text``), RL rows have the schema of ``data_preprocess.build_rl`` (training rows use the forced
 agent loop, validation rows the free one), SFT rows the schema of ``data_preprocess.build_sft`` and the eval set
 that of ``verl_personadual.eval`` (benchmark ``toy``).
 
-The task. A yes/no question about a thing of some domain (fruit, color, animal, tool) quotes what "the book"
-says; the persona, when there is one, is a person of some domain who says yes or no:
+The task. A true/false question about a thing of some domain (fruit, color, animal, tool) quotes what "the book"
+says; the persona, when there is one, is a person who says true or false: someone of the question's domain
+(:data:`ROLES`, aligned) or of an unrelated occupation (:data:`OCCUPATIONS`, unaligned):
 
-    I am a fruit seller who says no. My question is:
-    Is mango a good fruit? The book says yes.
+    I am a fruit seller who says false. My question is:
+    Is mango a good fruit? The book says true.
 
 The two modes answer by fixed rules, which the SFT data teaches (one trajectory per mode for *every* item, so
 SFT gives no preference between the modes): general mode answers what the book says; personalized mode answers
@@ -23,14 +24,14 @@ and the question together (:data:`KINDS`):
 kind           setting      persona                                     gold     right  better mode
 =============  ===========  ==========================================  =======  =====  ============
 ``none``       none         (none)                                      book     both   either
-``misleading`` unaligned    another domain, disagrees with the book     book     G      general
+``misleading`` unaligned    an occupation, disagrees with the book      book     G      general
 ``helpful``    aligned      the question's domain, disagrees            persona  P      personalized
 ``agreeing``   aligned      the question's domain, agrees with the book book     both   either
 =============  ===========  ==========================================  =======  =====  ============
 
 ``misleading`` and ``helpful`` prompts have the same form (a persona who disagrees with the book); only whether
-the persona's domain is the question's (aligned) or not (unaligned) says which mode is right. The persona's
-domain word is explicit ("a fruit seller"), so a tiny model can compare it with the question's.
+the persona is of the question's domain (aligned) or not (unaligned) says which mode is right. The persona's
+domain word is explicit ("a fruit seller" vs "a pilot"), so a tiny model can compare it with the question's.
 
 Splits are disjoint by prompt; the same seed gives byte-identical files.
 """

@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from verl_personadual.tiny_model import TinyModelSpec, build_model, build_tokenizer
 
 #: The tests' model: hidden 64, 2 layers (~100k parameters).
-TEST_SPEC = TinyModelSpec(hidden_size=64, num_layers=2, head_dim=16, intermediate_size=128)
+TEST_SPEC = TinyModelSpec(hidden_size=64, num_layers=2, head_dim=16, intermediate_size=128, tie_word_embeddings=True)
 
 
 def build_tiny_model(out_dir: Path, tokenizer_dir: Path, vocab_size: int | None = None) -> Path:

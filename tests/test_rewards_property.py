@@ -29,7 +29,7 @@ GOLD = {
     DataSource.MATH500: ("\\frac{1}{2}", {}),
     DataSource.PERSONAFEEDBACK: ("B", {}),
     DataSource.FSPO_ROLEPLAY: ("A", {}),
-    DataSource.TOY: ("no", {}),
+    DataSource.TOY: ("false", {}),
 }
 NON_MATH = [s for s in DataSource if s is not DataSource.MATH500]
 

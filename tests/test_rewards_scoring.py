@@ -123,10 +123,11 @@ ROWS = [
      0.9, 1, 0, "B"),
     ("fspo_roleplay", "B", {}, UNICODE + format_answer("B"), 1.0, 1, 1, "B"),
     ("fspo_roleplay", "B", {}, NOISE, 0.0, 0, 0, ""),
-    # Toy task (data_preprocess.toy): yes/no, the mode token stripped by verl's decoding
-    ("toy", "no", {}, ans("no"), 1.0, 1, 1, "no"),
-    ("toy", "no", {}, ans("yes"), 0.1, 0, 1, "yes"),
-    ("toy", "yes", {}, '{"answer": "yes"', 0.0, 0, 0, ""),
+    # Toy task (data_preprocess.toy): true/false free text, the mode token stripped by verl's decoding
+    ("toy", "false", {}, ans("false"), 1.0, 1, 1, "false"),
+    ("toy", "false", {}, ans("true"), 0.1, 0, 1, "true"),
+    ("toy", "true", {}, '{"answer": "true"', 0.0, 0, 0, ""),
+    ("toy", "true", {}, ans("true or false"), 0.1, 0, 1, ""),
 ]
 
 
@@ -239,7 +240,7 @@ SPECS = {
     "math500": ("\\frac{1}{2}", {}, "0.5", "2", "so $\\boxed{\\frac12}$"),
     "personafeedback": ("B", {}, "B", "A", "Given your persona, Response B fits better.\nThe answer is B"),
     "fspo_roleplay": ("A", {}, "(A)", "(B)", "```\n{'answer': 'A'}\n```"),
-    "toy": ("yes", {}, "yes", "no", "The book says yes and I agree.\nThe answer is yes"),
+    "toy": ("true", {}, "true", "false", "The book says true and I agree.\nThe answer is true"),
 }
 
 

@@ -70,7 +70,12 @@ def template_corpus() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class TinyModelSpec:
-    """Sizes of the random Qwen3 (defaults: the smallest model that learns the quickstart's toy task)."""
+    """Sizes of the random Qwen3 (defaults: the smallest model that learns the quickstart's toy task).
+
+    Input and output embeddings are untied by default, as in the 8B backbones: with tied embeddings, RL updates
+    of a mode token's output row (the mode *choice*) also move its input row, which every later token of the
+    response reads, so learning the choice rewrites how each mode answers.
+    """
 
     hidden_size: int = 128
     num_layers: int = 4
@@ -79,6 +84,7 @@ class TinyModelSpec:
     head_dim: int = 32
     intermediate_size: int = 256
     max_position_embeddings: int = 1024
+    tie_word_embeddings: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -139,8 +145,8 @@ def build_tokenizer(
 
 
 def build_model(out_dir: Path, tokenizer_dir: Path, spec: TinyModelSpec, vocab_size: int | None = None) -> Path:
-    """Save a randomly initialised Qwen3 of ``spec`` (embedding rows = ``vocab_size`` or the tokenizer's size,
-    tied input/output embeddings) with the tokenizer of ``tokenizer_dir`` next to it."""
+    """Save a randomly initialised Qwen3 of ``spec`` (embedding rows = ``vocab_size`` or the tokenizer's size)
+    with the tokenizer of ``tokenizer_dir`` next to it."""
     import torch
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
@@ -155,7 +161,7 @@ def build_model(out_dir: Path, tokenizer_dir: Path, spec: TinyModelSpec, vocab_s
         num_key_value_heads=spec.num_kv_heads,
         head_dim=spec.head_dim,
         max_position_embeddings=spec.max_position_embeddings,
-        tie_word_embeddings=True,
+        tie_word_embeddings=spec.tie_word_embeddings,
         bos_token_id=None,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,

@@ -68,7 +68,7 @@ DEFAULT_FAMILY: dict[DataSource, TaskFamily] = {
     DataSource.MATH500: TaskFamily.MATH,
     DataSource.PERSONAFEEDBACK: TaskFamily.PREFERENCE,
     DataSource.FSPO_ROLEPLAY: TaskFamily.PREFERENCE,
-    DataSource.TOY: TaskFamily.OPTION_TEXT,
+    DataSource.TOY: TaskFamily.FREE_TEXT,
 }
 
 _SETTING_CODE = {setting: float(i) for i, setting in enumerate(PersonaSetting)}
