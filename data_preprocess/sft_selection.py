@@ -42,6 +42,11 @@ personalized (AlignX)  p unusable                           dropped             
 .. [#] The paper keeps the general trajectory whenever the persona brought no gain; with
    ``require_correct=True`` wrong trajectories are dropped instead (decision unchanged, ``mode`` None).
 
+**Single-mode data** (:func:`select_single`, ``build_sft --only-mode``: the SFT stage of the paper's G-SFT-RL /
+P-SFT-RL baselines, single-capability models): every item has one trajectory, in that mode, kept when usable
+(and, with ``require_correct``, correct): decisions ``only_mode_correct`` / ``only_mode_wrong`` (kept unless
+``require_correct``) / ``only_mode_unusable`` (dropped). No gain-based choice is made.
+
 Ties therefore go to general mode by default: the persona must *change the outcome* to earn a personalized
 trajectory. ``tie=Mode.PERSONALIZED`` keeps the personalized trajectory when both are correct instead (the paper's
 Table 5, e.g. 270 general / 1,730 personalized for UltraMedical, is hard to reach with general ties and a strong
@@ -69,6 +74,7 @@ __all__ = [
     "score_trajectory",
     "assistant_text",
     "select",
+    "select_single",
 ]
 
 
@@ -94,6 +100,9 @@ class Decision(str, enum.Enum):
     PERSONALIZED_CORRECT = "personalized_correct"
     PERSONALIZED_WRONG = "personalized_wrong"
     PERSONALIZED_UNUSABLE = "personalized_unusable"
+    ONLY_MODE_CORRECT = "only_mode_correct"
+    ONLY_MODE_WRONG = "only_mode_wrong"
+    ONLY_MODE_UNUSABLE = "only_mode_unusable"
 
     def __str__(self) -> str:
         return self.value
@@ -231,3 +240,13 @@ def select(
     if general.usable:
         return Selection(None if require_correct else Mode.GENERAL, Decision.BOTH_WRONG)
     return Selection(None, Decision.GENERAL_UNUSABLE)
+
+
+def select_single(trajectory: Trajectory, mode: Mode, *, require_correct: bool = False) -> Selection:
+    """Single-mode selection (module docstring): keep ``trajectory`` in ``mode`` unless it is unusable (or wrong,
+    with ``require_correct``)."""
+    if not trajectory.usable:
+        return Selection(None, Decision.ONLY_MODE_UNUSABLE)
+    if trajectory.correct:
+        return Selection(mode, Decision.ONLY_MODE_CORRECT)
+    return Selection(None if require_correct else mode, Decision.ONLY_MODE_WRONG)

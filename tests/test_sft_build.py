@@ -227,6 +227,32 @@ def test_expert_reasoning_kept_by_default_and_dropped_on_request(plan, tmp_path)
     assert keep["replies_with_reasoning_field"] == drop["replies_with_reasoning_field"] == 20
 
 
+@pytest.mark.parametrize("mode", ["general", "personalized"])
+def test_only_mode_builds_single_mode_data(mode, plan, tmp_path):
+    """G-SFT-RL / P-SFT-RL data: only that mode's trajectories are asked for and every usable one is kept (no
+    gain-based choice); general leaves the AlignX items out."""
+    with make_server(plan) as srv:
+        assert run(tmp_path / "o", srv, tmp_path / "cache", "--only-mode", mode) == 0
+        asked = ["in personalized mode" in b["messages"][0]["content"] for b in srv.bodies]
+    items = [p for p in plan.values() if mode in p["replies"]]
+    assert asked == [mode == "personalized"] * len(items)
+    assert len(items) == (18 if mode == "general" else 22)
+    kept = {r["extra_info"]["source_id"]: r for rows in read(tmp_path / "o").values() for r in rows}
+    prefix = "[General_mode]" if mode == "general" else "[Personalized_mode]"
+    for p in items:
+        kind, sid = p["replies"][mode], p["row"]["extra_info"]["source_id"]
+        if kind in ("malformed", "think"):
+            assert sid not in kept
+            continue
+        info = kept[sid]["extra_info"]
+        assert info["mode"] == mode and kept[sid]["messages"][-1]["content"].startswith(prefix)
+        assert info["decision"] == ("only_mode_wrong" if kind == "wrong" else "only_mode_correct")
+        assert info[f"{'personalized' if mode == 'general' else 'general'}_correct"] is None
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["selection_rules"]["only_mode"] == mode
+    assert manifest["expert"]["requests"] == len(items)
+
+
 def test_exclude_rl_makes_items_disjoint(plan, tmp_path):
     """Both builds read the same (RL sample) files here, as both read the hub in a real run."""
     rl_dir = tmp_path / "rl"
@@ -259,6 +285,11 @@ def test_bad_inputs_fail_with_precise_errors(tmp_path, capsys, monkeypatch):
         assert f"{tmp_path / 'nope' / 'train.parquet'} does not exist" in capsys.readouterr().err
         assert run(tmp_path / "x", srv, tmp_path / "c", "--max-length", "10") == 2
         assert "--tokenizer and --max-length go together" in capsys.readouterr().err
+        # general-only data cannot hold AlignX items (no persona-free answer): asking for some is refused
+        assert run(tmp_path / "x", srv, tmp_path / "c", "--only-mode", "general", "--train-counts", "alignx=2") == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "error: general-only SFT data has no personalized items, but {'alignx': 2} were requested; set their "
+            "counts to 0 (build_sft --only-mode general does)")
         assert srv.requests == 0
 
 
@@ -392,3 +423,26 @@ def test_samples_offline_outside_the_recording_is_one_clear_error(tmp_path, caps
         f"error: 40 of 40 requests have no recorded reply in {sample_replies.CACHE_DIR} (model "
         f"'{sample_replies.REPLAY_MODEL}', offline replay: nothing was sent); {sample_replies.MISS_HINT}")
     assert not (tmp_path / "sft" / "train.parquet").exists()
+
+
+@pytest.mark.parametrize(("mode", "ablation"), [("general", "general_only"), ("personalized", "personalized_only")])
+def test_single_mode_baseline_pipeline_composes_end_to_end(mode, ablation, tiny_model_dir, tmp_path, capsys):
+    """G-SFT-RL / P-SFT-RL as recipes/README.md runs them, on the samples: single-mode SFT data, the SFT recipe on
+    it, the RL recipe with the one-mode ablation (both composed and validated against verl, --dry-run)."""
+    import yaml
+
+    from verl_personadual import recipes
+
+    assert build_rl.main(["--samples", "--out", str(tmp_path / "rl"), "--no-progress"]) == 0
+    sft = tmp_path / f"sft_{mode}"
+    assert build_sft.main(["--samples", "--only-mode", mode, "--out", str(sft), "--exclude-rl", str(tmp_path / "rl"),
+                           "--no-progress"]) == 0
+    assert {r["extra_info"]["mode"] for rows in read(sft).values() for r in rows} == {mode}
+    capsys.readouterr()
+    assert recipes.main(["sft", "--backbone", "cpu_tiny", "--model", str(tiny_model_dir), "--train-files",
+                         str(sft / "train.parquet"), "--val-files", str(sft / "validation.parquet"), "--dry-run"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["data"]["train_files"] == str(sft / "train.parquet")
+    assert recipes.main(["rl", "--backbone", "cpu_tiny", "--ablation", ablation, "--model", str(tiny_model_dir),
+                         "--train-files", str(tmp_path / "rl" / "train.parquet"), "--val-files",
+                         str(tmp_path / "rl" / "validation.parquet"), "--dry-run"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["algorithm"]["dual_grpo"]["only_mode"] == mode

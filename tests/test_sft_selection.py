@@ -7,6 +7,7 @@ import pytest
 from data_preprocess.sft_selection import (
     Decision,
     Problem,
+    Selection,
     Trajectory,
     assistant_text,
     normalize_reply,
@@ -144,3 +145,15 @@ def test_selection_table(general, personalized, mode, decision, strict_mode):
     # The tie switch changes only the both-correct row.
     tied = select(general, personalized, tie=Mode.PERSONALIZED)
     assert (tied.mode, tied.decision) == (Mode.PERSONALIZED if decision is Decision.BOTH_CORRECT else mode, decision)
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_select_single_keeps_every_usable_trajectory_in_its_mode(mode):
+    from data_preprocess.sft_selection import select_single
+
+    right, wrong = Trajectory("r", "B", True, None), Trajectory("r", "A", False, None)
+    unusable = Trajectory(None, None, False, Problem.NO_ANSWER)
+    assert select_single(right, mode) == Selection(mode, Decision.ONLY_MODE_CORRECT)
+    assert select_single(wrong, mode) == Selection(mode, Decision.ONLY_MODE_WRONG)
+    assert select_single(wrong, mode, require_correct=True) == Selection(None, Decision.ONLY_MODE_WRONG)
+    assert select_single(unusable, mode) == Selection(None, Decision.ONLY_MODE_UNUSABLE)
