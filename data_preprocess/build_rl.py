@@ -6,8 +6,11 @@
 Pipeline (all randomness from ``--seed``; the same inputs and seed give byte-identical parquet):
 
 1. Load UltraMedical, FLAN, AlignX and PersonaHub (local files or hub ids; bad-input policy in
-   ``data_preprocess.common``), remove items overlapping PubMedQA (from UltraMedical) and TriviaQA (from FLAN)
-   when their question files are given.
+   ``data_preprocess.common``), remove items overlapping the PubMedQA test questions (from UltraMedical) and the
+   TriviaQA ones (from FLAN), as the paper does (Table 5). The question lists are the evaluation benchmarks' own
+   (``data_preprocess.overlap``): local files given with ``--pubmedqa`` / ``--triviaqa``, else their hub ids. A
+   list that cannot be loaded stops the build; ``--no-overlap-filter`` builds without the filters (the manifest
+   says, per filter, whether it ran, on what input, and what it removed).
 2. Per source, sort the pool by ``source_id``, draw the training items stratified by task (largest-remainder
    allocation proportional to task size), then the validation items the same way from what is left (disjoint).
 3. Objective items (UltraMedical, FLAN) alternate aligned / unaligned persona in their stratified order, so each
@@ -40,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_preprocess import alignx, flan, overlap, personahub, ultramedical
-from data_preprocess.common import Item, LoadedSource, SchemaError
+from data_preprocess.common import Item, LoadedSource, SchemaError, SourceUnavailableError
 from data_preprocess.personahub import Persona
 from data_preprocess.personas import (
     AlignedMode,
@@ -126,6 +129,7 @@ class BuildConfig:
     progress: bool = True
     #: Share of each split's rows given a first turn from the other family (``data_preprocess.multiturn``).
     multi_turn_ratio: float = 0.0
+    overlap_filter: bool = True
 
 
 @dataclass(frozen=True)
@@ -181,16 +185,25 @@ def load_sources(cfg: BuildConfig) -> tuple[dict[str, LoadedSource], list[Person
 
 
 def apply_filters(cfg: BuildConfig, loaded: dict[str, LoadedSource]) -> dict[str, Any]:
+    """Remove the items overlapping an evaluation benchmark (module docstring, step 1) in place; returns the
+    manifest's ``filters`` section. Raises ``BuildError`` when a question list cannot be loaded."""
     report: dict[str, Any] = {}
     for name, hub, target in (("pubmedqa", overlap.PUBMEDQA, "ultramedical"), ("triviaqa", overlap.TRIVIAQA, "flan")):
-        path = cfg.paths.get(name)
-        if path is None:
-            report[name] = {"ran": False, "applies_to": target, "removed": 0}
+        if not cfg.overlap_filter:
+            report[name] = {"ran": False, "applies_to": target, "removed": 0, "reason": "--no-overlap-filter"}
             continue
-        filt = overlap.load_filter(name, hub, path)
-        removed: list[Item] = []
-        if target in loaded:
-            loaded[target].items, removed = filt.split(loaded[target].items)
+        if target not in loaded:
+            report[name] = {"ran": False, "applies_to": target, "removed": 0, "reason": f"no {target} items requested"}
+            continue
+        try:
+            filt = overlap.load_filter(name, hub, cfg.paths.get(name), cfg.revisions.get(name))
+        except SourceUnavailableError as err:
+            raise BuildError(
+                f"overlap filter {name} (removes {target} items that are {name} test questions, paper Table 5): "
+                f"{err}. Pass --{name} FILE (the {hub.hub_id} {hub.config}/{hub.split} rows, field 'question'), "
+                "or --no-overlap-filter to build without it"
+            ) from err
+        loaded[target].items, removed = filt.split(loaded[target].items)
         report[name] = {
             "ran": True,
             "applies_to": target,
@@ -393,8 +406,12 @@ def add_input_arguments(
                         "and offline-template aligned personas unless --aligned-personas is given")
     for name in FILE_INPUTS:
         p.add_argument(f"--{name}", type=Path, metavar="FILE",
-                       help=f"local {name} file (.jsonl or .parquet, hub schema)"
-                            + ("; enables the overlap filter" if name in ("pubmedqa", "triviaqa") else "; else the hub"))
+                       help=f"local {name} file (.jsonl or .parquet, hub schema); else the hub"
+                            + ("; its questions are removed from the training items" if name in overlap.FILTERS else ""))
+    p.add_argument("--no-overlap-filter", action="store_true",
+                   help="do not remove training items that are PubMedQA / TriviaQA test questions (the paper does, "
+                        "Table 5; by default the question lists come from --pubmedqa / --triviaqa or the hub, and "
+                        "the build stops when one cannot be loaded)")
     p.add_argument("--revision", type=parse_revision, action="append", default=[], metavar="NAME=REV",
                    help="hub revision (commit / tag) of an input loaded from the hub; repeatable")
     p.add_argument("--train-counts", type=parse_counts, default={}, metavar="SRC=N,...",
@@ -477,6 +494,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         llm=llm,
         progress=not args.no_progress,
         multi_turn_ratio=args.multi_turn_ratio,
+        overlap_filter=not args.no_overlap_filter,
     )
 
 

@@ -18,15 +18,19 @@ Pipeline (all randomness from ``--seed``):
 3. The expert (any OpenAI-compatible endpoint, through ``verl_personadual.llm.LLMClient``: cache, concurrency,
    retries, resume) writes one trajectory per mode with ``prompts.build_expert_request``: objective items
    (UltraMedical, FLAN) get a general one (question only) and a personalized one (persona + question);
-   personalized items (AlignX) a personalized one only.
+   personalized items (AlignX) a personalized one only. ``--only-mode general|personalized`` (the SFT data of
+   the single-capability baselines G-SFT-RL / P-SFT-RL) asks for that mode's trajectory only: general = the
+   objective items (AlignX items have no persona-free answer and are left out), personalized = every item.
 4. Replies are normalised, graded with the project's reward and selected by gain (``data_preprocess.sft_selection``
-   documents normalisation, tie rules and drops). Optionally, rows longer than ``--max-length`` tokens under
+   documents normalisation, tie rules and drops). A reasoning expert's thinking (its reasoning-parser field, or a
+   think block at the head of its content) is kept as the head of the trajectory's reasoning
+   (``--expert-reasoning keep``, the default: the paper distils DeepSeek-R1 trajectories) or discarded (``drop``). Optionally, rows longer than ``--max-length`` tokens under
    ``--tokenizer``'s chat template are dropped (verl's SFT trainer is configured to fail on them).
 5. ``train.parquet`` / ``validation.parquet`` (rows in the RL shuffle order, re-indexed) and ``manifest.json`` are
    written atomically.
 
 Row schema: ``messages`` = [user: the RL prompt, assistant: ``<mode prefix> + reasoning + "\\n" +
-format_answer(answer)``], ``data_source``, ``extra_info`` (:data:`SFT_EXTRA_INFO_TYPE`: the RL row's extra_info
+format_answer(answer)``, reasoning = the expert's thinking (kept) + its written reasoning], ``data_source``, ``extra_info`` (:data:`SFT_EXTRA_INFO_TYPE`: the RL row's extra_info
 plus ``ground_truth``, the kept ``mode``, the selection ``decision`` and each mode's expert correctness).
 """
 
@@ -55,6 +59,7 @@ from data_preprocess.sft_selection import (
     assistant_text,
     score_trajectory,
     select,
+    select_single,
 )
 from verl_personadual.atomic import atomic_write
 from verl_personadual import sample_replies
@@ -66,11 +71,13 @@ from verl_personadual.llm import (
     LLMConfig,
     LLMError,
     LLMOfflineMissError,
+    Reply,
 )
 from verl_personadual.modes import Mode
 from verl_personadual.prompts import (
     EXPERT_PROMPT_VERSION,
     OBJECTIVE_SOURCES,
+    PERSONALIZED_SOURCES,
     DataSource,
     build_expert_request,
 )
@@ -94,8 +101,8 @@ SFT_EXTRA_INFO_TYPE = pa.struct(
         pa.field("ground_truth", pa.string()),
         pa.field("mode", pa.string()),
         pa.field("decision", pa.string()),
-        pa.field("general_correct", pa.bool_()),  # null for personalized items (no general trajectory)
-        pa.field("personalized_correct", pa.bool_()),
+        pa.field("general_correct", pa.bool_()),  # null when no general trajectory was asked for (AlignX)
+        pa.field("personalized_correct", pa.bool_()),  # null with --only-mode general
     ]
 )
 SFT_ROW_SCHEMA = pa.schema(
@@ -121,15 +128,31 @@ class SFTConfig:
     tie: Mode = Mode.GENERAL
     tokenizer: Path | None = None
     max_length: int | None = None
+    keep_expert_reasoning: bool = True
+    only_mode: Mode | None = None
+
+    def __post_init__(self) -> None:
+        if self.only_mode is Mode.GENERAL:
+            asked = {s: self.base.train_counts.get(s, 0) + self.base.val_counts.get(s, 0) for s in build_rl.SOURCES}
+            personalized = {s: n for s, n in asked.items() if n and DataSource(s) in PERSONALIZED_SOURCES}
+            if personalized:
+                raise BuildError(
+                    f"general-only SFT data has no personalized items, but {personalized} were requested; "
+                    "set their counts to 0 (build_sft --only-mode general does)"
+                )
+
+
+#: Values of ``--expert-reasoning``.
+EXPERT_REASONING = {"keep": True, "drop": False}
 
 
 @dataclass(frozen=True)
 class Judged:
-    """One RL row with its expert trajectories and the selection outcome."""
+    """One RL row with its expert trajectories (None: not asked for) and the selection outcome."""
 
     row: dict[str, Any]
     general: Trajectory | None
-    personalized: Trajectory
+    personalized: Trajectory | None
     selection: Selection
 
 
@@ -156,29 +179,36 @@ def excluded_ids(dirs: Sequence[Path]) -> dict[str, set[str]]:
     return out
 
 
-def expert_requests(rows: Sequence[dict[str, Any]]) -> list[tuple[int, Mode, list[dict[str, str]]]]:
+def expert_requests(
+    rows: Sequence[dict[str, Any]], only_mode: Mode | None = None
+) -> list[tuple[int, Mode, list[dict[str, str]]]]:
     """``(row index, mode, messages)`` of every expert request: general + personalized for objective rows,
-    personalized only for personalized rows."""
+    personalized only for personalized rows; with ``only_mode``, that mode's request only (general: objective
+    rows only)."""
     out = []
     for i, row in enumerate(rows):
         info = row["extra_info"]
-        if DataSource(row["data_source"]) in OBJECTIVE_SOURCES:
+        objective = DataSource(row["data_source"]) in OBJECTIVE_SOURCES
+        if objective and only_mode in (None, Mode.GENERAL):
             out.append((i, Mode.GENERAL, build_expert_request(info["question"], info["task_family"], None)))
-        out.append((i, Mode.PERSONALIZED, build_expert_request(info["question"], info["task_family"], info["persona"])))
+        if only_mode in (None, Mode.PERSONALIZED):
+            out.append(
+                (i, Mode.PERSONALIZED, build_expert_request(info["question"], info["task_family"], info["persona"]))
+            )
     return out
 
 
-def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[Mode, str]], dict[str, Any]]:
+def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[Mode, Reply]], dict[str, Any]]:
     """Expert replies per row and mode, plus the request report for the manifest."""
     if cfg.expert is None:
         raise BuildError(
             f"expert trajectories need an LLM endpoint: set {ENV_BASE_URL} and {ENV_MODEL} "
             "(or --llm-base-url / --llm-model)"
         )
-    requests = expert_requests(rows)
+    requests = expert_requests(rows, cfg.only_mode)
     client = LLMClient(cfg.expert, progress=cfg.base.progress)
     try:
-        replies = client.complete_many([m for _, _, m in requests], desc="expert trajectories", **cfg.sampling)
+        replies = client.complete_replies([m for _, _, m in requests], desc="expert trajectories", **cfg.sampling)
     except LLMOfflineMissError as err:
         raise BuildError(f"{err}; {sample_replies.MISS_HINT}") from err
     except LLMBatchError as err:
@@ -191,7 +221,7 @@ def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[di
             f"{len(err.failures)} of {len(requests)} expert requests failed ({details}). "
             "The successful replies are cached; re-run to retry only the failed ones."
         ) from err
-    by_row: list[dict[Mode, str]] = [{} for _ in rows]
+    by_row: list[dict[Mode, Reply]] = [{} for _ in rows]
     for (i, mode, _), reply in zip(requests, replies):
         by_row[i][mode] = reply
     report = {
@@ -199,6 +229,8 @@ def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[di
         "model": cfg.expert.model,
         "prompt_version": EXPERT_PROMPT_VERSION,
         "sampling": cfg.sampling,
+        "reasoning": "keep" if cfg.keep_expert_reasoning else "drop",
+        "replies_with_reasoning_field": sum(r.reasoning is not None for r in replies),
         "requests": len(requests),
         "requests_made": client.stats.requests,
         "served_from_cache": client.stats.cache_hits,
@@ -207,16 +239,24 @@ def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[di
     return by_row, report
 
 
-def judge(rows: Sequence[dict[str, Any]], replies: Sequence[dict[Mode, str]], cfg: SFTConfig) -> list[Judged]:
+def judge(rows: Sequence[dict[str, Any]], replies: Sequence[dict[Mode, Reply]], cfg: SFTConfig) -> list[Judged]:
     """Grade every trajectory and select the kept mode of every row."""
     out = []
     for row, reply in tqdm(
         list(zip(rows, replies)), desc="grading trajectories", unit="item", disable=not cfg.base.progress
     ):
         gt, info = row["reward_model"]["ground_truth"], row["extra_info"]
-        graded = {m: score_trajectory(r, row["data_source"], gt, info) for m, r in reply.items()}
-        general, personalized = graded.get(Mode.GENERAL), graded[Mode.PERSONALIZED]
-        out.append(Judged(row, general, personalized, select(general, personalized, require_correct=cfg.require_correct, tie=cfg.tie)))
+        graded = {
+            m: score_trajectory(r.content, row["data_source"], gt, info, r.reasoning, cfg.keep_expert_reasoning)
+            for m, r in reply.items()
+        }
+        general, personalized = graded.get(Mode.GENERAL), graded.get(Mode.PERSONALIZED)
+        if cfg.only_mode is not None:
+            selection = select_single(graded[cfg.only_mode], cfg.only_mode, require_correct=cfg.require_correct)
+        else:
+            assert personalized is not None
+            selection = select(general, personalized, require_correct=cfg.require_correct, tie=cfg.tie)
+        out.append(Judged(row, general, personalized, selection))
     return out
 
 
@@ -233,7 +273,7 @@ def sft_row(j: Judged, index: int) -> dict[str, Any]:
         mode=mode.name.lower(),
         decision=j.selection.decision.value,
         general_correct=None if j.general is None else j.general.correct,
-        personalized_correct=j.personalized.correct,
+        personalized_correct=None if j.personalized is None else j.personalized.correct,
     )
     messages = [*j.row["prompt"], {"role": "assistant", "content": assistant_text(mode, trajectory)}]
     return {"messages": messages, "data_source": j.row["data_source"], "extra_info": info}
@@ -371,6 +411,7 @@ def build(cfg: SFTConfig) -> dict[str, Any]:
             "module": "data_preprocess.sft_selection",
             "require_correct": cfg.require_correct,
             "tie": cfg.tie.name.lower(),
+            "only_mode": None if cfg.only_mode is None else cfg.only_mode.name.lower(),
             "assistant_turn": '<mode prefix> + reasoning + "\\n" + {"answer": <extracted answer>}',
         },
         "length_filter": {
@@ -423,6 +464,15 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--tie", type=Mode.parse, choices=list(Mode), default=Mode.GENERAL, metavar="{general,personalized}",
                    help="mode kept when both trajectories of an objective item are correct (default general: the "
                         "persona must change the outcome)")
+    p.add_argument("--only-mode", type=Mode.parse, choices=list(Mode), default=None, metavar="{general,personalized}",
+                   help="single-mode SFT data for the paper's single-capability baselines (G-SFT-RL / P-SFT-RL): "
+                        "one trajectory per item in that mode, no gain-based choice. general: objective items only "
+                        "(AlignX counts default to 0); personalized: every item")
+    p.add_argument("--expert-reasoning", choices=sorted(EXPERT_REASONING), default="keep",
+                   help="keep (default): a reasoning expert's thinking (the reply's reasoning_content / reasoning "
+                        "field, or a think block heading its content) opens the trajectory's reasoning, as plain "
+                        "text; the paper distils DeepSeek-R1's reasoning trajectories. drop: only the reply's "
+                        "content is kept. Thinking is long: pair keep with --tokenizer/--max-length")
     p.add_argument("--tokenizer", type=Path, metavar="DIR",
                    help="tokenizer of the model to train; with --max-length, drop rows longer than that")
     p.add_argument("--max-length", type=int, default=None,
@@ -438,6 +488,9 @@ def config_from_args(args: argparse.Namespace) -> SFTConfig:
         raise BuildError("--tokenizer and --max-length go together")
     base = build_rl.config_from_args(args)
     train, val = (SAMPLE_TRAIN_COUNTS, SAMPLE_VAL_COUNTS) if args.samples else (DEFAULT_TRAIN_COUNTS, DEFAULT_VAL_COUNTS)
+    if args.only_mode is Mode.GENERAL:  # no persona-free answer to a personalized item
+        none = {s: 0 for s in build_rl.SOURCES if DataSource(s) in PERSONALIZED_SOURCES}
+        train, val = train | none, val | none
     base = replace(base, train_counts=train | args.train_counts, val_counts=val | args.val_counts)
     if args.samples:
         base = replace(base, paths=base.paths | {n: getattr(args, n) or sample_paths()[n] for n in SFT_SAMPLE_INPUTS})
@@ -453,6 +506,8 @@ def config_from_args(args: argparse.Namespace) -> SFTConfig:
         tie=args.tie,
         tokenizer=args.tokenizer,
         max_length=args.max_length,
+        keep_expert_reasoning=EXPERT_REASONING[args.expert_reasoning],
+        only_mode=args.only_mode,
     )
 
 

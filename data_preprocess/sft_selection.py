@@ -3,15 +3,22 @@
 Pure functions (no I/O, no randomness); ``data_preprocess.build_sft`` runs them on every expert reply.
 
 **Reply normalisation** (:func:`normalize_reply`). The expert is asked for our answer format (reasoning, then
-``{"answer": ...}`` on the last line, ``prompts.answer_instruction``). The answer is whatever the reward code's
-extractor (``rewards.extract_answer``) finds, taken verbatim (stripped); the *reasoning* is the reply without
-its final answer object when the reply ends with one (``format_ok``), together with a code-fence or
-``<answer>`` opener left right before it; otherwise (the answer came from a fallback: loose JSON, ``\\boxed``,
-"the answer is X") the whole reply is the reasoning. The SFT target is then
-``<mode prefix> + reasoning + "\\n" + prompts.format_answer(answer)`` (:func:`assistant_text`).
-A reply is *unusable* (:class:`Problem`) when it holds ``<think>`` tags (a reasoning server without a reasoning
-parser; such tags would collide with chat templates that treat them specially), when no answer can be extracted,
-or when nothing is left as reasoning (a bare answer).
+``{"answer": ...}`` on the last line, ``prompts.answer_instruction``). A reasoning expert (the paper used
+DeepSeek-R1) also thinks before it answers; its thinking arrives either in the reasoning-parser field of the
+reply (``llm.Reply.reasoning``: vLLM ``--reasoning-parser``, DeepSeek's API) or inline as a think block at the
+head of the content (``<think>...</think>``, or only ``...</think>`` when the chat template opened it). With
+``keep_reasoning`` (the default, ``build_sft --expert-reasoning keep``) that thinking becomes the head of the
+trajectory's reasoning, as plain text without tags (tags would collide with chat templates that treat them
+specially): reasoning = thinking + a blank line + the content's own reasoning; with ``keep_reasoning=False``
+(``--expert-reasoning drop``) the thinking is discarded and only the content counts. The answer is whatever the
+reward code's extractor (``rewards.extract_answer``) finds in the content after the think block, taken verbatim
+(stripped); the content's reasoning is the content without its final answer object when it ends with one
+(``format_ok``), together with a code-fence or ``<answer>`` opener left right before it; otherwise (the answer
+came from a fallback: loose JSON, ``\\boxed``, "the answer is X") the whole content is the reasoning. The SFT
+target is then ``<mode prefix> + reasoning + "\\n" + prompts.format_answer(answer)`` (:func:`assistant_text`).
+A reply is *unusable* (:class:`Problem`) when its think tags are malformed (an unclosed ``<think>``: the reply
+was cut off while thinking; several blocks; a block that does not open the reply), when no answer can be
+extracted, or when nothing is left as reasoning (a bare answer, and no thinking kept).
 
 **Correctness** (:func:`score_trajectory`): ``rewards.compute_score`` on exactly the normalised text the SFT row
 will hold (without the prefix, which verl strips as a special token), so a kept trajectory is correct iff the
@@ -34,6 +41,11 @@ personalized (AlignX)  p unusable                           dropped             
 
 .. [#] The paper keeps the general trajectory whenever the persona brought no gain; with
    ``require_correct=True`` wrong trajectories are dropped instead (decision unchanged, ``mode`` None).
+
+**Single-mode data** (:func:`select_single`, ``build_sft --only-mode``: the SFT stage of the paper's G-SFT-RL /
+P-SFT-RL baselines, single-capability models): every item has one trajectory, in that mode, kept when usable
+(and, with ``require_correct``, correct): decisions ``only_mode_correct`` / ``only_mode_wrong`` (kept unless
+``require_correct``) / ``only_mode_unusable`` (dropped). No gain-based choice is made.
 
 Ties therefore go to general mode by default: the persona must *change the outcome* to earn a personalized
 trajectory. ``tie=Mode.PERSONALIZED`` keeps the personalized trajectory when both are correct instead (the paper's
@@ -58,9 +70,11 @@ __all__ = [
     "Trajectory",
     "Selection",
     "normalize_reply",
+    "split_think",
     "score_trajectory",
     "assistant_text",
     "select",
+    "select_single",
 ]
 
 
@@ -86,6 +100,9 @@ class Decision(str, enum.Enum):
     PERSONALIZED_CORRECT = "personalized_correct"
     PERSONALIZED_WRONG = "personalized_wrong"
     PERSONALIZED_UNUSABLE = "personalized_unusable"
+    ONLY_MODE_CORRECT = "only_mode_correct"
+    ONLY_MODE_WRONG = "only_mode_wrong"
+    ONLY_MODE_UNUSABLE = "only_mode_unusable"
 
     def __str__(self) -> str:
         return self.value
@@ -122,35 +139,66 @@ class Selection:
     decision: Decision
 
 
-_THINK = re.compile(r"</?think>", re.IGNORECASE)
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
 _OPENER = re.compile(r"\s*(?:```(?:json)?|<answer>)?\s*\Z", re.IGNORECASE)
 
 
-def normalize_reply(reply: str) -> tuple[str, str] | Problem:
-    """``(reasoning, answer)`` of an expert reply, or the :class:`Problem` that makes it unusable."""
-    if _THINK.search(reply):
+def split_think(content: str) -> tuple[str | None, str] | Problem:
+    """``(thinking, rest)`` of a reply's content: the inline think block at its head (None when there is none)
+    and the text after it; ``Problem.THINK_TAGS`` for malformed tags (module docstring)."""
+    opens, closes = list(_THINK_OPEN.finditer(content)), list(_THINK_CLOSE.finditer(content))
+    if not opens and not closes:
+        return None, content
+    if len(closes) != 1 or len(opens) > 1:
         return Problem.THINK_TAGS
-    found = extract_answer(reply)
+    close = closes[0]
+    start = 0
+    if opens:
+        if opens[0].start() > close.start() or content[: opens[0].start()].strip():
+            return Problem.THINK_TAGS
+        start = opens[0].end()
+    return content[start : close.start()], content[close.end() :]
+
+
+def normalize_reply(reply: str, reasoning: str | None = None, keep_reasoning: bool = True) -> tuple[str, str] | Problem:
+    """``(reasoning, answer)`` of an expert reply (its content, and its reasoning-parser field if any), or the
+    :class:`Problem` that makes it unusable (module docstring)."""
+    split = split_think(reply)
+    if isinstance(split, Problem):
+        return split
+    inline, content = split
+    found = extract_answer(content)
     if found.answer is None:
         return Problem.NO_ANSWER
-    reasoning = reply
+    own = content
     if found.format_ok and found.span is not None:
-        reasoning = _OPENER.sub("", reply[: found.span[0]])
-    reasoning = reasoning.strip()
-    if not reasoning or reasoning == found.answer:
+        own = _OPENER.sub("", content[: found.span[0]])
+    own = own.strip()
+    if own == found.answer:
+        own = ""
+    thinking = [t.strip() for t in (reasoning, inline) if t and t.strip()] if keep_reasoning else []
+    text = "\n\n".join(thinking + ([own] if own else []))
+    if not text:
         return Problem.NO_REASONING
-    return reasoning, found.answer
+    return text, found.answer
 
 
 def score_trajectory(
-    reply: str, data_source: str, ground_truth: Any, extra_info: Mapping[str, Any]
+    reply: str,
+    data_source: str,
+    ground_truth: Any,
+    extra_info: Mapping[str, Any],
+    reasoning: str | None = None,
+    keep_reasoning: bool = True,
 ) -> Trajectory:
-    """Normalise ``reply`` and grade the normalised body with the project's reward (see module docstring).
+    """Normalise ``reply`` (with its reasoning-parser field ``reasoning``; :func:`normalize_reply`) and grade the
+    normalised body with the project's reward (see module docstring).
 
     ``ground_truth`` / ``extra_info`` are the RL row's ``reward_model.ground_truth`` and ``extra_info`` (at least
     ``task_family``; ``choices`` for option families). Raises ``rewards.RewardInputError`` for a bad row.
     """
-    parsed = normalize_reply(reply)
+    parsed = normalize_reply(reply, reasoning, keep_reasoning)
     if isinstance(parsed, Problem):
         return Trajectory(None, None, False, parsed)
     reasoning, answer = parsed
@@ -192,3 +240,13 @@ def select(
     if general.usable:
         return Selection(None if require_correct else Mode.GENERAL, Decision.BOTH_WRONG)
     return Selection(None, Decision.GENERAL_UNUSABLE)
+
+
+def select_single(trajectory: Trajectory, mode: Mode, *, require_correct: bool = False) -> Selection:
+    """Single-mode selection (module docstring): keep ``trajectory`` in ``mode`` unless it is unusable (or wrong,
+    with ``require_correct``)."""
+    if not trajectory.usable:
+        return Selection(None, Decision.ONLY_MODE_UNUSABLE)
+    if trajectory.correct:
+        return Selection(mode, Decision.ONLY_MODE_CORRECT)
+    return Selection(None if require_correct else mode, Decision.ONLY_MODE_WRONG)

@@ -6,8 +6,9 @@ Usage::
         client = LLMClient(LLMConfig(base_url=srv.base_url, model="m", cache_dir=tmp))
         srv.script(429, "timeout", 500)   # the next three requests fail like that, then normal replies
 
-- ``reply(body) -> str``: the assistant content for a request body (the parsed JSON); default echoes the last
-  user message. If it raises, the server answers HTTP 500.
+- ``reply(body) -> str | dict``: the assistant content for a request body (the parsed JSON), or a dict of message
+  fields (``{"content": ..., "reasoning_content": ...}``, as a server with a reasoning parser sends); default
+  echoes the last user message. If it raises, the server answers HTTP 500.
 - ``latency_s``: fixed delay before every normal reply (requests are served concurrently, one thread each).
 - ``script(*actions)``: queue actions consumed one per request, in arrival order: an int HTTP status
   (answered with an OpenAI-style error body), ``"timeout"`` (sleep ``hang_s`` and then drop the connection
@@ -25,7 +26,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-Reply = Callable[[dict[str, Any]], str]
+Reply = Callable[[dict[str, Any]], "str | dict[str, Any]"]
 
 
 def echo_reply(body: dict[str, Any]) -> str:
@@ -128,13 +129,14 @@ class OpenAITestServer:
                 except Exception as err:  # the reply function's failure becomes an HTTP 500
                     self._send(500, json.dumps({"error": {"message": repr(err)}}).encode())
                     return
+                fields = content if isinstance(content, dict) else {"content": content}
                 payload = {
                     "id": f"chatcmpl-{server.requests}",
                     "object": "chat.completion",
                     "created": 0,
                     "model": body.get("model", ""),
                     "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                        {"index": 0, "message": {"role": "assistant", **fields}, "finish_reason": "stop"}
                     ],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 }

@@ -69,8 +69,20 @@ SINGLE_TOKEN_EXPECTED = [
 def test_single_token_prefix_table():
     rewards, mask, index, modes = make_batch(SINGLE_TOKEN_ROWS, length=4)
     prefix_len = np.where(modes >= 0, 1, 0)
-    adv = dual_grpo_advantage(rewards, mask, index, modes, prefix_len, DualGRPOConfig())
+    cfg = DualGRPOConfig(unknown_mode_advantage="group")
+    adv = dual_grpo_advantage(rewards, mask, index, modes, prefix_len, cfg)
     torch.testing.assert_close(adv, torch.tensor(SINGLE_TOKEN_EXPECTED), rtol=0, atol=1e-6)
+
+
+def test_unknown_mode_rows_get_no_advantage_by_default():
+    """The default (unknown_mode_advantage=zero): the prefix-less row of group c (reward 0.5, above its group's
+    mean 0.375) is not reinforced; every other row is as in the table."""
+    rewards, mask, index, modes = make_batch(SINGLE_TOKEN_ROWS, length=4)
+    prefix_len = np.where(modes >= 0, 1, 0)
+    adv = dual_grpo_advantage(rewards, mask, index, modes, prefix_len, DualGRPOConfig())
+    expected = torch.tensor(SINGLE_TOKEN_EXPECTED)
+    expected[10] = 0.0
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-6)
 
 
 def test_text_prefix_every_prefix_token_gets_beta():
@@ -85,7 +97,8 @@ def test_text_prefix_every_prefix_token_gets_beta():
     ]
     rewards, mask, index, modes = make_batch(rows, length=6)
     prefix_len = np.where(modes >= 0, 3, 0)
-    adv = dual_grpo_advantage(rewards, mask, index, modes, prefix_len, DualGRPOConfig(beta=2.0))
+    cfg = DualGRPOConfig(beta=2.0, unknown_mode_advantage="group")
+    adv = dual_grpo_advantage(rewards, mask, index, modes, prefix_len, cfg)
     expected = torch.tensor(
         [
             [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
@@ -102,10 +115,46 @@ def test_text_prefix_every_prefix_token_gets_beta():
 def test_inter_mode_off_is_intra_only():
     rewards, mask, index, modes = make_batch(SINGLE_TOKEN_ROWS, length=4)
     prefix_len = np.where(modes >= 0, 1, 0)
-    adv = dual_grpo_advantage(rewards, mask, index, modes, prefix_len, DualGRPOConfig(inter_mode=False, beta=1.0))
+    cfg = DualGRPOConfig(inter_mode=False, beta=1.0, unknown_mode_advantage="group")
+    adv = dual_grpo_advantage(rewards, mask, index, modes, prefix_len, cfg)
     # Group a: general r - 1 = [0, 0]; personalized r - 0.5 = [0.5, 0, -0.5]. Group c: g [0.5, -0.5], p [0].
     per_row = [0.0, 0.0, 0.5, 0.0, -0.5, 0.4, -0.4, 0.0, 0.5, 0.0, 0.125, -0.5, 0.0]
     torch.testing.assert_close(adv, torch.tensor(per_row)[:, None] * mask, rtol=0, atol=1e-6)
+
+
+def test_group_baseline_is_r_minus_the_mean_of_both_modes():
+    """baseline=group: A = r - mu_group. Group a: mean of [1, 1, 1, 0.5, 0] = 0.7; group b: 0.5; group c: mean of
+    [1, 0, 0.5, 0] = 0.375 (the prefix-less row counts in it, and gets 0 by default); beta 2 on the prefix."""
+    rewards, mask, index, modes = make_batch(SINGLE_TOKEN_ROWS, length=4)
+    prefix_len = np.where(modes >= 0, 1, 0)
+    adv = dual_grpo_advantage(rewards, mask, index, modes, prefix_len, DualGRPOConfig(inter_mode=False, baseline="group"))
+    per_row = [0.3, 0.3, 0.3, -0.2, -0.7, 0.4, -0.4, 0.0, 0.625, -0.375, 0.0, -0.375, 0.0]
+    expected = torch.tensor(per_row)[:, None] * mask
+    expected[:, 0] *= torch.tensor([2.0] * 10 + [1.0, 2.0, 1.0])
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-6)
+
+
+def test_group_baseline_with_std_divides_by_the_group_std():
+    rows = [("g", G, 2, 1.0), ("g", G, 2, 0.0), ("g", P, 2, 1.0), ("h", P, 1, 0.3)]
+    rewards, mask, index, modes = make_batch(rows, length=2)
+    cfg = DualGRPOConfig(inter_mode=False, baseline="group", norm_by_std=True, beta=1.0, epsilon=1e-6)
+    adv = dual_grpo_advantage(rewards, mask, index, modes, np.ones(4, dtype=int), cfg)
+    std = math.sqrt(((1 / 3) ** 2 * 2 + (2 / 3) ** 2) / 2)  # unbiased std of [1, 0, 1] (mean 2/3)
+    expected = [(1 / 3) / (std + 1e-6), (-2 / 3) / (std + 1e-6), (1 / 3) / (std + 1e-6), 0.0]
+    torch.testing.assert_close(adv[:, 0], torch.tensor(expected), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "switches, message",
+    [
+        ({"baseline": "group"}, "inter_mode=false"),
+        ({"baseline": "groups"}, "baseline must be one of"),
+        ({"unknown_mode_advantage": "keep"}, "unknown_mode_advantage must be one of"),
+    ],
+)
+def test_config_refuses_meaningless_combinations(switches, message):
+    with pytest.raises(ValueError, match=message):
+        DualGRPOConfig(**switches)
 
 
 def test_norm_by_std_divides_the_intra_term_only():
@@ -171,18 +220,22 @@ def test_registered_estimator_reads_config_namespace_and_rejects_typos():
 # ---------------------------------------------------------------------------------------------- properties
 
 
-def reference(scores: list[float], index: list[str], modes: list[int], inter: bool) -> list[float]:
+def reference(
+    scores: list[float], index: list[str], modes: list[int], inter: bool, baseline: str = "mode", unknown: str = "group"
+) -> list[float]:
     """Per-row loop over the definition (independent of the vectorised code)."""
     out = []
     for i, (r, u, m) in enumerate(zip(scores, index, modes)):
         same_group = [j for j in range(len(scores)) if index[j] == u]
+        group_mean = sum(scores[j] for j in same_group) / len(same_group)
         if m < 0:
-            out.append(r - sum(scores[j] for j in same_group) / len(same_group))
+            out.append(r - group_mean if unknown == "group" else 0.0)
             continue
         own = [scores[j] for j in same_group if modes[j] == m]
         oth = [scores[j] for j in same_group if modes[j] == 1 - m]
         mu = sum(own) / len(own)
-        out.append(r - mu + ((mu - sum(oth) / len(oth)) if (oth and inter) else 0.0))
+        first = r - (mu if baseline == "mode" else group_mean)
+        out.append(first + ((mu - sum(oth) / len(oth)) if (oth and inter) else 0.0))
     return out
 
 
@@ -199,14 +252,21 @@ rows_strategy = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(rows=rows_strategy, inter=st.booleans(), seed=st.integers(0, 2**16))
-def test_properties(rows, inter: bool, seed: int):
+@given(
+    rows=rows_strategy,
+    variant=st.sampled_from([(True, "mode"), (False, "mode"), (False, "group")]),
+    unknown=st.sampled_from(["zero", "group"]),
+    seed=st.integers(0, 2**16),
+)
+def test_properties(rows, variant: tuple[bool, str], unknown: str, seed: int):
+    inter, baseline = variant
     rewards, mask, index, modes = make_batch(rows, length=5)
     plen = np.where(modes >= 0, 1, 0)
-    cfg = DualGRPOConfig(inter_mode=inter, beta=1.0)
+    switches = dict(inter_mode=inter, baseline=baseline, unknown_mode_advantage=unknown)
+    cfg = DualGRPOConfig(beta=1.0, **switches)
     adv = dual_grpo_advantage(rewards, mask, index, modes, plen, cfg)
     scores = rewards.sum(-1).double().tolist()
-    expected = reference(scores, list(index), modes.tolist(), inter)
+    expected = reference(scores, list(index), modes.tolist(), inter, baseline, unknown)
     torch.testing.assert_close(adv, (torch.tensor(expected)[:, None] * mask).float(), rtol=1e-5, atol=1e-5)
 
     # Both modes present -> A = r - mu_other (the two terms telescope).
@@ -223,7 +283,7 @@ def test_properties(rows, inter: bool, seed: int):
     torch.testing.assert_close(adv_perm, adv[perm], rtol=0, atol=1e-6)
 
     # beta changes only prefix positions of known-mode rows, by exactly the factor beta.
-    adv_beta = dual_grpo_advantage(rewards, mask, index, modes, plen, DualGRPOConfig(inter_mode=inter, beta=2.5))
+    adv_beta = dual_grpo_advantage(rewards, mask, index, modes, plen, DualGRPOConfig(beta=2.5, **switches))
     torch.testing.assert_close(adv_beta[:, 1:], adv[:, 1:], rtol=0, atol=0)
     factor = torch.where(torch.as_tensor(modes >= 0), 2.5, 1.0)
     torch.testing.assert_close(adv_beta[:, 0], adv[:, 0] * factor, rtol=1e-6, atol=1e-6)

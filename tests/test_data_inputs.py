@@ -321,13 +321,37 @@ def test_not_enough_items_is_an_error(tmp_path):
     assert "ultramedical" not in m["counts"]["train"] and "ultramedical" not in m["sources"]
 
 
-def test_overlap_filters_optional(tmp_path):
+def test_overlap_filters_default_to_the_hub_and_refuse_to_build_without_them(tmp_path, monkeypatch):
+    """No local question list: the filters load the benchmarks from the hub; offline (the tests' hub is off, and
+    its caches are empty here) the build stops, naming the filter and both ways out. --no-overlap-filter builds
+    without them, and says so."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_hub"))
     cfg = small_config(tmp_path)
     cfg.paths["pubmedqa"] = None
     cfg.paths["triviaqa"] = None
+    with pytest.raises(BuildError, match=r"overlap filter pubmedqa .*--pubmedqa FILE .*--no-overlap-filter"):
+        build(cfg)
+    assert not (tmp_path / "out" / "train.parquet").exists()
+    cfg.overlap_filter = False
     m = build(cfg)
     assert m["filters"] == {
-        "pubmedqa": {"ran": False, "applies_to": "ultramedical", "removed": 0},
-        "triviaqa": {"ran": False, "applies_to": "flan", "removed": 0},
+        "pubmedqa": {"ran": False, "applies_to": "ultramedical", "removed": 0, "reason": "--no-overlap-filter"},
+        "triviaqa": {"ran": False, "applies_to": "flan", "removed": 0, "reason": "--no-overlap-filter"},
     }
     assert m["available_after_filters"]["ultramedical"] == 11 and m["available_after_filters"]["flan"] == 17
+
+
+def test_overlap_filter_cli_flag(tmp_path, capsys):
+    out = tmp_path / "rl"
+    args = ["--samples", "--out", str(out), "--no-progress"]
+    assert main(args + ["--pubmedqa", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl: no such file" in capsys.readouterr().err
+    assert main(args + ["--no-overlap-filter"]) == 0
+    filters = json.loads((out / "manifest.json").read_text())["filters"]
+    assert [f["ran"] for f in filters.values()] == [False, False]
+
+

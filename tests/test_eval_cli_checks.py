@@ -124,7 +124,7 @@ def test_compare_refuses_missing_and_unfinished_runs(tiny_model_dir, tmp_path, c
     with open(cmp_dir / "table1.csv") as f:
         table = list(csv.DictReader(f))
     assert [r["system"] for r in table] == ["a:general", "b:general"]
-    assert list(table[0]) == ["system", "mmlu_pro/none_%", "objective/none_%", "average_%"]
+    assert list(table[0]) == ["system", "mmlu_pro/none_%", "objective/none_%"]
 
 
 def test_hf_generator_calls_its_step_callback_once_per_decoding_step(tiny_model_dir):
@@ -151,9 +151,9 @@ def test_all_wrong_run_tables_have_units_and_plots_fixed_axes_and_only_what_ran(
                       for d in ("free", "general", "personalized")])
     cells = report.accuracy_cells(recs)
     header, lines = report.table1({"": cells})
-    assert header == ["system", "mmlu_pro/none_%", "mmlu_pro/unaligned_%", "personafeedback_%", "objective/none_%",
-                      "objective/unaligned_%", "personalized_%", "average_%"]
-    assert lines[0] == ["free", 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert header == ["system", "mmlu_pro/unaligned_%", "objective/unaligned_%", "personafeedback_%", "personalized_%",
+                      "mmlu_pro/none_%", "objective/none_%"]
+    assert lines[0] == ["free", 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     assert report.mode_analysis(cells)[0] == ["benchmark", "setting", "items", "general_%", "personalized_%", "free_%",
                                               "upper_bound_%"]
     mixed = report.mixed_ratio(recs)

@@ -15,11 +15,11 @@ from verl_personadual.eval.run import RunConfig, run
 from verl_personadual.eval.store import read_predictions
 from verl_personadual.llm import LLMConfig
 from verl_personadual.prompts import DataSource, PersonaSetting
-from verl_personadual.rewards import compute_score, extract_answer
+from verl_personadual.rewards import compute_score
 
 BENCHES = [DataSource.MMLU_PRO, DataSource.PUBMEDQA, DataSource.MATH500]
 PERSONA_MARK = "Describe a person who would plausibly ask"
-JUDGE_MARK = "You grade answers."
+JUDGE_MARK = "You grade a model's response"
 
 
 def _reply(body: dict) -> str:
@@ -89,20 +89,19 @@ def test_resume_after_crash(tiny_model_dir: Path, tmp_path: Path) -> None:
         assert records[: len(first)] == first
         assert _count(srv, PERSONA_MARK) == persona_requests  # the eval set was reused
 
-        # Every distinct judge question was asked exactly once over both runs.
-        eligible = set()
+        # The extract-then-verify judge graded every PubMedQA / MATH-500 response (the scripted judge says yes), and
+        # every distinct request was sent exactly once over both runs (the rest came from the cache).
+        judged = set()
         rows = {json.loads(l)["row_id"]: json.loads(l) for l in (cfg.out_dir / "eval_set.jsonl").read_text().splitlines()}
         for r in records:
-            if r["family"] not in ("yes_no_maybe", "math"):
+            if r["benchmark"] not in ("pubmedqa", "math500"):
+                assert "judge_correct" not in r
                 continue
             row = rows[r["row_id"]]
-            found = extract_answer(r["response"]).answer
             rule = compute_score(r["benchmark"], r["response"], row["gold"], {"task_family": r["family"]})
-            if found is not None and not rule["correct"] and rule["has_answer"]:
-                eligible.add((row["question"], row["gold"], found))
-                assert r["correct"] == 1.0  # the scripted judge says yes
-        assert eligible, "the tiny model produced no answer for the judge to grade; adjust the seed"
-        assert _count(srv, JUDGE_MARK) == len(eligible)
+            assert (r["rule_correct"], r["judge_correct"], r["correct"], r["grader"]) == (rule["correct"], 1.0, 1.0, "judge")
+            judged.add((row["question"], row["gold"], r["response"]))
+        assert _count(srv, JUDGE_MARK) == len(judged) > 0
 
         # A finished run: nothing generated, nothing requested. Rebuilding the eval set (file removed) gives the
         # same bytes from the LLM cache, without a request.

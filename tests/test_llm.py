@@ -213,10 +213,10 @@ def test_config_errors_name_the_variable_and_the_flag(monkeypatch):
 
 def test_offline_config_replays_the_cache_and_sends_nothing(tmp_path):
     """No server anywhere: hits are answered from the cache; one miss fails the whole batch before any request."""
-    from verl_personadual.llm import LLMOfflineMissError, ReplyCache
+    from verl_personadual.llm import LLMOfflineMissError, Reply, ReplyCache
 
-    ReplyCache(tmp_path).put(cache_key("rec", msgs(1), {"temperature": 0.0}), "one")
-    ReplyCache(tmp_path).put(cache_key("rec", msgs(2), {"temperature": 0.0}), "two")
+    ReplyCache(tmp_path).put(cache_key("rec", msgs(1), {"temperature": 0.0}), Reply("one"))
+    ReplyCache(tmp_path).put(cache_key("rec", msgs(2), {"temperature": 0.0}), Reply("two"))
     with pytest.raises(LLMConfigError, match="needs a cache_dir"):
         LLMConfig(base_url="", model="rec", offline=True)
     client = LLMClient(LLMConfig(base_url="", model="rec", cache_dir=tmp_path, offline=True), progress=False)
@@ -227,3 +227,30 @@ def test_offline_config_replays_the_cache_and_sends_nothing(tmp_path):
         f"2 of 3 requests have no recorded reply in {tmp_path} (model 'rec', offline replay: nothing was sent)")
     assert client.stats.requests == 0 and client.stats.cache_hits == 3 + 1  # first batch, then msgs(1)
     assert ReplyCache(tmp_path).keys() == {cache_key("rec", msgs(i), {"temperature": 0.0}) for i in (1, 2)}
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_reasoning_field_is_kept_and_cached(field: str, tmp_path):
+    """A reasoning parser's field comes back with the content, is cached with it, and complete_many (content
+    only) is unchanged; a reply without the field has reasoning None."""
+    from verl_personadual.llm import Reply
+
+    def reply(body):
+        q = body["messages"][-1]["content"]
+        return {"content": f"answer to {q}", field: f"thinking about {q}"} if q.endswith("1") else f"plain {q}"
+
+    with OpenAITestServer(reply=reply) as srv:
+        client = make_client(srv, tmp_path)
+        assert client.complete_replies([msgs(1), msgs(2)]) == [
+            Reply("answer to question 1", "thinking about question 1"),
+            Reply("plain question 2", None),
+        ]
+        again = make_client(srv, tmp_path)
+        assert again.complete_replies([msgs(1)]) == [Reply("answer to question 1", "thinking about question 1")]
+        assert again.complete_many([msgs(1), msgs(2)]) == ["answer to question 1", "plain question 2"]
+        assert srv.requests == 2 and again.stats.cache_hits == 3
+    stored = sorted((json.loads(p.read_text()) for p in tmp_path.glob("*/*.json")), key=lambda e: e["reply"])
+    assert stored == [
+        {"reply": "answer to question 1", "reasoning": "thinking about question 1"},
+        {"reply": "plain question 2"},
+    ]

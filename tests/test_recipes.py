@@ -50,6 +50,7 @@ PAPER_RL = {
 PAPER_SFT = {
     "optim.lr": 5e-5,
     "optim.lr_scheduler_type": "cosine",
+    "optim.lr_warmup_steps_ratio": 0.01,
     "trainer.total_epochs": 1,
     "data.train_batch_size": 16,
     "data.max_length": 4096,
@@ -81,9 +82,10 @@ def test_cpu_backbones_are_the_ones_named_cpu(run_files):
 #: Ablation -> the DualGRPO switches it sets (None: not a DualGRPO run, or not yet supported).
 ABLATION_SWITCHES = {
     "none": {"inter_mode": True, "prefix_forcing": True},
-    "no_dual_adv": {"inter_mode": False, "prefix_forcing": True},
+    "no_dual_adv": {"inter_mode": False, "baseline": "group", "prefix_forcing": True},
+    "no_dual_adv_intra": {"inter_mode": False, "baseline": "mode", "prefix_forcing": True},
     "no_prefix_forcing": {"inter_mode": True, "prefix_forcing": False},
-    "no_dual_adv_no_prefix_forcing": {"inter_mode": False, "prefix_forcing": False},
+    "no_dual_adv_no_prefix_forcing": {"inter_mode": False, "baseline": "group", "prefix_forcing": False},
 }
 SINGLE_MODE = {"general_only": Mode.GENERAL, "personalized_only": Mode.PERSONALIZED}
 RL_CASES = [(b, a) for b in R.backbones("rl") for a in R.ablations()]
@@ -233,8 +235,8 @@ def test_dual_grpo_recipes_select_plugin_names_and_switches(ablation, run_files)
 def test_grpo_baseline_is_verl_grpo_without_forcing(run_files):
     cfg = composed("rl", "qwen3_8b", run_files, "grpo")
     assert cfg.algorithm.adv_estimator == "grpo"
-    assert cfg.algorithm.norm_adv_by_std_in_grpo is True
-    assert cfg.trainer.v1.trainer_mode == "sync"
+    assert cfg.algorithm.norm_adv_by_std_in_grpo is False  # PersonaDual has no std normalisation either
+    assert cfg.trainer.v1.trainer_mode == names.TRAINER_MODE
     assert DualGRPOConfig.from_algorithm(cfg.algorithm).prefix_forcing is False
     R.validate("rl", cfg)
 
@@ -284,7 +286,8 @@ def test_dual_grpo_namespace_survives_verl_validation_as_dictconfig(run_files):
     cfg = composed("rl", "qwen3_8b", run_files, "no_dual_adv")
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
     assert isinstance(cfg.algorithm, DictConfig)
-    assert OmegaConf.to_container(cfg.algorithm.dual_grpo) == DualGRPOConfig(inter_mode=False).as_dict()
+    expected = DualGRPOConfig(inter_mode=False, baseline="group").as_dict()
+    assert OmegaConf.to_container(cfg.algorithm.dual_grpo) == expected
 
 
 def test_algo_dataclass_conversion_rejects_the_namespace(run_files):

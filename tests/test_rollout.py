@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import hydra.errors
+import numpy as np
 import pytest
 import torch
 from omegaconf import DictConfig
-from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, _agent_loop_registry
+from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, DictConfigWrap, _agent_loop_registry
 from verl.workers.rollout.replica import TokenOutput
 
 from conftest import build_tiny_model
 from verl_personadual import plugin
 from verl_personadual.modes import Mode, PrefixResolutionError, resolve_prefixes
 from verl_personadual.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, MODE_FIELD
-from verl_personadual.rollout import FORCED_FIELD, forced_mode
+from verl_personadual.rollout import FORCED_FIELD, ForcedModeAgentLoop, forced_mode
 
 MESSAGES = [{"role": "user", "content": "I am a nurse. My question is: which vitamin deficiency causes scurvy?"}]
 SAMPLING = dict(temperature=1.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, logprobs=True)
@@ -322,3 +323,62 @@ def test_session_outside_group_refused(ppo_config, tiny_model_dir: Path) -> None
     with pytest.raises(ValueError, match="outside the group"):
         cfg = make_config(ppo_config, tiny_model_dir, 2, 8)
         run_group(cfg, ScriptedServer(FILLER), AGENT_LOOP_FORCED, sessions=[2])
+
+
+class RecordingServer(ScriptedServer):
+    """A scripted server that also records the request id and priority, and returns per-token routed experts
+    (value = position in prompt + output, one layer, top-1) as an MoE model's vLLM server does."""
+
+    async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict[str, Any], priority: int = 0, **_: Any):
+        self.calls.append({"prompt_ids": list(prompt_ids), "request_id": request_id, "priority": priority})
+        total = len(prompt_ids) + len(self.token_ids)
+        experts = np.arange(total, dtype=np.int64).reshape(total, 1, 1)
+        return TokenOutput(token_ids=list(self.token_ids), log_probs=[-1.0] * len(self.token_ids), routed_experts=experts)
+
+
+@pytest.mark.parametrize("agent_name", [AGENT_LOOP_FORCED, AGENT_LOOP_FREE])
+def test_verl_single_turn_features_come_along(agent_name: str, ppo_config, tiny_model_dir: Path, tokenizer) -> None:
+    """Both loops are verl's single-turn loop: the row's priority reaches the server, request ids are verl's
+    deterministic ``det-<priority>`` under full_determinism, and routed experts of prompt + prefix + generated
+    tokens land at those tokens' positions."""
+    cfg = make_config(ppo_config, tiny_model_dir, 2, 8)
+    cfg.actor_rollout_ref.rollout.full_determinism = True
+    server = RecordingServer(FILLER)
+    out = run_group(cfg, server, agent_name, sessions=[1], priority=7)[0]
+    call = server.calls[0]
+    assert call["priority"] == 7 and call["request_id"] == "det-7"
+    prompt = templated_prompt(tokenizer)
+    head = list(resolve_prefixes(tokenizer).ids[Mode.PERSONALIZED]) if agent_name == AGENT_LOOP_FORCED else []
+    assert call["prompt_ids"] == prompt + head
+    n = len(prompt) + len(head) + len(FILLER)
+    start = PROMPT_LENGTH - len(prompt)
+    assert out.routed_experts.shape == (1, PROMPT_LENGTH + 8, 1, 1)
+    assert out.routed_experts[0, start : start + n, 0, 0].tolist() == list(range(n))
+    assert out.response_ids[0, : len(head) + 3].tolist() == head + FILLER
+
+
+def test_prefixes_are_resolved_once_per_tokenizer(ppo_config, tiny_model_dir: Path, tokenizer_dir: Path) -> None:
+    """verl builds one loop object per rollout; all of them share one resolution of the tokenizer's prefixes."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    first = resolve_prefixes(tok, require_single_token=True)
+    assert resolve_prefixes(tok, require_single_token=True) is first
+    assert resolve_prefixes(AutoTokenizer.from_pretrained(tokenizer_dir), require_single_token=True) is not first
+    tok.add_tokens(["<an_added_token>"])  # the vocabulary changed: resolved again
+    again = resolve_prefixes(tok, require_single_token=True)
+    assert again is not first and again.ids == first.ids
+    loops = []
+    worker = AgentLoopWorker(make_config(ppo_config, tiny_model_dir, 2, 8), llm_client=ScriptedServer(FILLER))
+    for _ in range(2):
+        loops.append(
+            ForcedModeAgentLoop(
+                trainer_config=DictConfigWrap(config=worker.config),
+                server_manager=worker.llm_client,
+                tokenizer=worker.tokenizer,
+                processor=None,
+                dataset_cls=worker.dataset_cls,
+                data_config=DictConfigWrap(worker.config.data),
+            )
+        )
+    assert loops[0].prefixes is loops[1].prefixes

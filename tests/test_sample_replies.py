@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from verl_personadual import sample_replies
-from verl_personadual.llm import ReplyCache
+from verl_personadual.llm import Reply, ReplyCache
 from verl_personadual.modes import Mode
 from verl_personadual.prompts import DataSource
 
@@ -25,7 +25,7 @@ def test_check_reports_a_stale_cache(tmp_path, capsys):
         f"{tmp_path / 'c'}: 60 recorded replies are stale; run `python -m verl_personadual.sample_replies`\n")
     assert sample_replies.main(["--root", str(tmp_path / "c")]) == 0
     assert sample_replies.stale_keys(tmp_path / "c") == []
-    ReplyCache(tmp_path / "c").put("0" * 64, "left over")
+    ReplyCache(tmp_path / "c").put("0" * 64, Reply("left over"))
     assert sample_replies.stale_keys(tmp_path / "c") == ["0" * 64]
 
 
@@ -50,8 +50,8 @@ def test_expert_reply_is_a_labelled_placeholder_wrong_only_in_general_mode_for_a
 
 
 def test_eval_personas_are_recorded_per_objective_benchmark():
-    replies = {json.loads(r)["persona"] for k in ReplyCache(sample_replies.CACHE_DIR).keys()
-               if (r := ReplyCache(sample_replies.CACHE_DIR).get(k)) and r.startswith("{")}
+    replies = {json.loads(r.content)["persona"] for k in ReplyCache(sample_replies.CACHE_DIR).keys()
+               if (r := ReplyCache(sample_replies.CACHE_DIR).get(k)) and r.content.startswith("{")}
     assert replies == set(sample_replies.EVAL_PERSONAS.values())
     assert set(sample_replies.EVAL_PERSONAS) == {DataSource.MMLU_PRO, DataSource.SUPERGPQA, DataSource.TRIVIAQA,
                                                  DataSource.PUBMEDQA, DataSource.MATH500}

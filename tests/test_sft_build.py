@@ -1,6 +1,7 @@
 """build_sft end to end on the shipped samples against the local OpenAI-protocol test server.
 
-The server plays the expert with a fixed script per item (right / wrong / malformed / <think> reply per mode), so
+The server plays the expert with a fixed script per item (right / wrong / malformed / unclosed <think> reply per
+mode), so
 the selection of every item is asserted against the table of data_preprocess.sft_selection, written out here.
 """
 
@@ -55,8 +56,8 @@ def reply_text(row: dict, mode: str, kind: str) -> str:
         return f"{mode} view of {sid}.\n{format_answer(answer)}"
     if kind == "fenced":
         return f"{mode} view of {sid}.\n```json\n{format_answer(answer)}\n```"
-    if kind == "think":
-        return f"<think>{mode} view of {sid}.</think>\n{format_answer(answer)}"
+    if kind == "think":  # cut off while thinking: the think block never closes
+        return f"<think>{mode} view of {sid}.\n{format_answer(answer)}"
     return f"{mode} rambling about {sid}.\nNo idea {{"
 
 
@@ -193,6 +194,65 @@ def test_selection_item_by_item_and_rerun_makes_no_request(plan, rl_rows, tmp_pa
             assert again["outputs"][split]["sha256"] == manifest["outputs"][split]["sha256"]
 
 
+def test_expert_reasoning_kept_by_default_and_dropped_on_request(plan, tmp_path):
+    """FLAN replies think inline (<think>...</think>, no reasoning parser); the others send the thinking in
+    reasoning_content; every content is the bare answer object, as DeepSeek-R1's often is. Kept: the thinking is
+    each trajectory's reasoning. Dropped: nothing is left as reasoning, so every item is unusable."""
+
+    def reply(body: dict) -> str | dict:
+        content = body["messages"][0]["content"]
+        (row,) = [p["row"] for p in plan.values() if f"\n\n{p['row']['extra_info']['question'].strip()}\n\n" in content]
+        answer = format_answer(row["reward_model"]["ground_truth"])
+        thought = f"Thinking about {row['extra_info']['source_id']}."
+        if row["data_source"] == "flan":
+            return f"<think>\n{thought}\n</think>\n\n{answer}"
+        return {"content": answer, "reasoning_content": thought}
+
+    with OpenAITestServer(reply=reply) as srv:
+        assert run(tmp_path / "keep", srv, tmp_path / "cache") == 0
+        assert run(tmp_path / "drop", srv, tmp_path / "cache", "--expert-reasoning", "drop") == 0
+        assert srv.requests == 40  # the second build is served from the cache, reasoning field included
+    kept = [r for rows in read(tmp_path / "keep").values() for r in rows]
+    assert len(kept) == len(plan)
+    for row in kept:
+        info = row["extra_info"]
+        prefix = "[General_mode]" if info["mode"] == "general" else "[Personalized_mode]"
+        assert info["decision"] in ("both_correct", "personalized_correct")
+        assert row["messages"][-1]["content"] == (
+            f"{prefix}Thinking about {info['source_id']}.\n{format_answer(info['ground_truth'])}"
+        )
+    assert [r for rows in read(tmp_path / "drop").values() for r in rows] == []
+    keep, drop = (json.loads((tmp_path / d / "manifest.json").read_text())["expert"] for d in ("keep", "drop"))
+    assert (keep["reasoning"], drop["reasoning"]) == ("keep", "drop")
+    assert keep["replies_with_reasoning_field"] == drop["replies_with_reasoning_field"] == 20
+
+
+@pytest.mark.parametrize("mode", ["general", "personalized"])
+def test_only_mode_builds_single_mode_data(mode, plan, tmp_path):
+    """G-SFT-RL / P-SFT-RL data: only that mode's trajectories are asked for and every usable one is kept (no
+    gain-based choice); general leaves the AlignX items out."""
+    with make_server(plan) as srv:
+        assert run(tmp_path / "o", srv, tmp_path / "cache", "--only-mode", mode) == 0
+        asked = ["in personalized mode" in b["messages"][0]["content"] for b in srv.bodies]
+    items = [p for p in plan.values() if mode in p["replies"]]
+    assert asked == [mode == "personalized"] * len(items)
+    assert len(items) == (18 if mode == "general" else 22)
+    kept = {r["extra_info"]["source_id"]: r for rows in read(tmp_path / "o").values() for r in rows}
+    prefix = "[General_mode]" if mode == "general" else "[Personalized_mode]"
+    for p in items:
+        kind, sid = p["replies"][mode], p["row"]["extra_info"]["source_id"]
+        if kind in ("malformed", "think"):
+            assert sid not in kept
+            continue
+        info = kept[sid]["extra_info"]
+        assert info["mode"] == mode and kept[sid]["messages"][-1]["content"].startswith(prefix)
+        assert info["decision"] == ("only_mode_wrong" if kind == "wrong" else "only_mode_correct")
+        assert info[f"{'personalized' if mode == 'general' else 'general'}_correct"] is None
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["selection_rules"]["only_mode"] == mode
+    assert manifest["expert"]["requests"] == len(items)
+
+
 def test_exclude_rl_makes_items_disjoint(plan, tmp_path):
     """Both builds read the same (RL sample) files here, as both read the hub in a real run."""
     rl_dir = tmp_path / "rl"
@@ -225,6 +285,11 @@ def test_bad_inputs_fail_with_precise_errors(tmp_path, capsys, monkeypatch):
         assert f"{tmp_path / 'nope' / 'train.parquet'} does not exist" in capsys.readouterr().err
         assert run(tmp_path / "x", srv, tmp_path / "c", "--max-length", "10") == 2
         assert "--tokenizer and --max-length go together" in capsys.readouterr().err
+        # general-only data cannot hold AlignX items (no persona-free answer): asking for some is refused
+        assert run(tmp_path / "x", srv, tmp_path / "c", "--only-mode", "general", "--train-counts", "alignx=2") == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "error: general-only SFT data has no personalized items, but {'alignx': 2} were requested; set their "
+            "counts to 0 (build_sft --only-mode general does)")
         assert srv.requests == 0
 
 
@@ -358,3 +423,26 @@ def test_samples_offline_outside_the_recording_is_one_clear_error(tmp_path, caps
         f"error: 40 of 40 requests have no recorded reply in {sample_replies.CACHE_DIR} (model "
         f"'{sample_replies.REPLAY_MODEL}', offline replay: nothing was sent); {sample_replies.MISS_HINT}")
     assert not (tmp_path / "sft" / "train.parquet").exists()
+
+
+@pytest.mark.parametrize(("mode", "ablation"), [("general", "general_only"), ("personalized", "personalized_only")])
+def test_single_mode_baseline_pipeline_composes_end_to_end(mode, ablation, tiny_model_dir, tmp_path, capsys):
+    """G-SFT-RL / P-SFT-RL as recipes/README.md runs them, on the samples: single-mode SFT data, the SFT recipe on
+    it, the RL recipe with the one-mode ablation (both composed and validated against verl, --dry-run)."""
+    import yaml
+
+    from verl_personadual import recipes
+
+    assert build_rl.main(["--samples", "--out", str(tmp_path / "rl"), "--no-progress"]) == 0
+    sft = tmp_path / f"sft_{mode}"
+    assert build_sft.main(["--samples", "--only-mode", mode, "--out", str(sft), "--exclude-rl", str(tmp_path / "rl"),
+                           "--no-progress"]) == 0
+    assert {r["extra_info"]["mode"] for rows in read(sft).values() for r in rows} == {mode}
+    capsys.readouterr()
+    assert recipes.main(["sft", "--backbone", "cpu_tiny", "--model", str(tiny_model_dir), "--train-files",
+                         str(sft / "train.parquet"), "--val-files", str(sft / "validation.parquet"), "--dry-run"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["data"]["train_files"] == str(sft / "train.parquet")
+    assert recipes.main(["rl", "--backbone", "cpu_tiny", "--ablation", ablation, "--model", str(tiny_model_dir),
+                         "--train-files", str(tmp_path / "rl" / "train.parquet"), "--val-files",
+                         str(tmp_path / "rl" / "validation.parquet"), "--dry-run"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["algorithm"]["dual_grpo"]["only_mode"] == mode

@@ -7,6 +7,7 @@ import pytest
 from data_preprocess.sft_selection import (
     Decision,
     Problem,
+    Selection,
     Trajectory,
     assistant_text,
     normalize_reply,
@@ -44,7 +45,9 @@ def test_normalize_reply_splits_reasoning_and_answer(reply, expected):
 @pytest.mark.parametrize(
     ("reply", "problem"),
     [
-        ("<think>scurvy</think>\n{\"answer\": \"B\"}", Problem.THINK_TAGS),
+        ("<think>scurvy, cut off while thinking\n{\"answer\": \"B\"}", Problem.THINK_TAGS),
+        ("<think>one</think><think>two</think>\n{\"answer\": \"B\"}", Problem.THINK_TAGS),
+        ("Sure. <think>late</think>\n{\"answer\": \"B\"}", Problem.THINK_TAGS),
         ("I cannot decide between them.\nMaybe { later", Problem.NO_ANSWER),
         ("", Problem.NO_ANSWER),
         ("B", Problem.NO_REASONING),
@@ -54,6 +57,35 @@ def test_normalize_reply_splits_reasoning_and_answer(reply, expected):
 )
 def test_normalize_reply_problems(reply, problem):
     assert normalize_reply(reply) is problem
+
+
+@pytest.mark.parametrize(
+    ("reply", "field", "keep", "expected"),
+    [
+        # A reasoning parser's field: kept as the head of the reasoning, then the content's own reasoning.
+        ('Vitamin C.\n{"answer": "B"}', "Collagen needs ascorbate...", True,
+         ("Collagen needs ascorbate...\n\nVitamin C.", "B")),
+        ('Vitamin C.\n{"answer": "B"}', "Collagen needs ascorbate...", False, ("Vitamin C.", "B")),
+        # DeepSeek-R1 often answers with the bare object after thinking: the thinking is the whole reasoning.
+        ('{"answer": "B"}', "  Collagen needs ascorbate.  ", True, ("Collagen needs ascorbate.", "B")),
+        ('{"answer": "B"}', "Collagen needs ascorbate.", False, Problem.NO_REASONING),
+        # Inline think block (no reasoning parser), tags dropped; also when the template opened it (only </think>).
+        ('<think>\nCollagen.\n</think>\n\nVitamin C.\n{"answer": "B"}', None, True, ("Collagen.\n\nVitamin C.", "B")),
+        ('Collagen.\n</think>\n{"answer": "B"}', None, True, ("Collagen.", "B")),
+        ('<think>Collagen.</think>\nVitamin C.\n{"answer": "B"}', None, False, ("Vitamin C.", "B")),
+        # A draft answer inside the thinking never outranks the content's final answer.
+        ('<think>Maybe {"answer": "A"}?</think>\nNo: vitamin C.\n{"answer": "B"}', None, True,
+         ('Maybe {"answer": "A"}?\n\nNo: vitamin C.', "B")),
+    ],
+)
+def test_expert_reasoning_is_kept_or_dropped(reply, field, keep, expected):
+    assert normalize_reply(reply, field, keep_reasoning=keep) == expected
+
+
+def test_kept_reasoning_is_graded_on_the_final_answer():
+    kept = score_trajectory('<think>Perhaps {"answer": "A"}.</think>\n{"answer": "B"}', "ultramedical", "B", MC_INFO)
+    assert kept == Trajectory('Perhaps {"answer": "A"}.', "B", True, None)
+    assert assistant_text(Mode.GENERAL, kept) == '[General_mode]Perhaps {"answer": "A"}.\n{"answer": "B"}'
 
 
 def test_score_trajectory_grades_the_normalised_body():
@@ -113,3 +145,15 @@ def test_selection_table(general, personalized, mode, decision, strict_mode):
     # The tie switch changes only the both-correct row.
     tied = select(general, personalized, tie=Mode.PERSONALIZED)
     assert (tied.mode, tied.decision) == (Mode.PERSONALIZED if decision is Decision.BOTH_CORRECT else mode, decision)
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_select_single_keeps_every_usable_trajectory_in_its_mode(mode):
+    from data_preprocess.sft_selection import select_single
+
+    right, wrong = Trajectory("r", "B", True, None), Trajectory("r", "A", False, None)
+    unusable = Trajectory(None, None, False, Problem.NO_ANSWER)
+    assert select_single(right, mode) == Selection(mode, Decision.ONLY_MODE_CORRECT)
+    assert select_single(wrong, mode) == Selection(mode, Decision.ONLY_MODE_WRONG)
+    assert select_single(wrong, mode, require_correct=True) == Selection(None, Decision.ONLY_MODE_WRONG)
+    assert select_single(unusable, mode) == Selection(None, Decision.ONLY_MODE_UNUSABLE)

@@ -64,7 +64,8 @@ def put_rollouts(tq, prefixes, partition: str) -> KVBatchMeta:
 
 def glue_trainer(ppo_config, tokenizer) -> PersonaDualSyncTrainer:
     """The trainer object with only what the advantage step reads (its Ray workers are not needed)."""
-    config = OmegaConf.merge(ppo_config, {"algorithm": {"adv_estimator": ESTIMATOR, "dual_grpo": {"beta": 2.0}}})
+    dual_grpo = {"beta": 2.0, "unknown_mode_advantage": "group"}  # the table's prefix-less row: r - group mean
+    config = OmegaConf.merge(ppo_config, {"algorithm": {"adv_estimator": ESTIMATOR, "dual_grpo": dual_grpo}})
     trainer = object.__new__(PersonaDualSyncTrainer)
     trainer.config = config
     trainer.tokenizer = tokenizer
@@ -136,7 +137,8 @@ def test_verl_compute_advantage_uses_the_registered_estimator(tokenizer, ppo_con
     )
     modes, plen = prefixes.modes_of(responses, mask)
     assert modes.tolist() == [m for _, m, *_ in rows]
-    config = OmegaConf.merge(ppo_config.algorithm, {"adv_estimator": ESTIMATOR})
+    dual_grpo = {"unknown_mode_advantage": "group"}  # the table's prefix-less row: r - group mean
+    config = OmegaConf.merge(ppo_config.algorithm, {"adv_estimator": ESTIMATOR, "dual_grpo": dual_grpo})
     with row_modes(modes, plen):
         out = compute_advantage(data, adv_estimator=ESTIMATOR, num_repeat=4, config=config)
     torch.testing.assert_close(out.batch["advantages"], torch.tensor(SINGLE_TOKEN_EXPECTED), rtol=0, atol=1e-6)

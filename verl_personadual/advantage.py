@@ -1,16 +1,21 @@
 """The DualGRPO advantage estimator (``algorithm.adv_estimator=dual_grpo``).
 
-Per prompt group (verl's ``uid``) and mode m, with r the sum of a row's token-level rewards and mu_m the mean
-reward of the group's rows in mode m:
+Per prompt group (verl's ``uid``) and mode m, with r the sum of a row's token-level rewards, mu_m the mean
+reward of the group's rows in mode m and mu_group the mean over all the group's rows:
 
-    A = (r - mu_m) + (mu_m - mu_other)
+    A = (r - b) + (mu_m - mu_other),   b = mu_m (``baseline="mode"``, the paper) or mu_group (``"group"``)
 
 - the inter-mode term is 0 when the group has no row in the other mode, or when ``inter_mode`` is off;
-- with ``norm_by_std`` the intra-mode term is divided by (std_m + epsilon), std_m the unbiased std of the
-  mode's rewards in the group (1 when the mode has a single row, as verl's GRPO does);
-- rows of unknown mode (balance-padding rows, responses without a valid prefix) get r - (group mean over all
-  its rows) and no prefix weighting;
+- with ``norm_by_std`` the first term is divided by (std + epsilon), std the unbiased std of the rewards b was
+  taken over (the mode's rows, or the group's; 1 when there is a single row, as verl's GRPO does);
+- rows of unknown mode (responses without a valid prefix; verl's balance-padding rows, whose mask is 0) get 0
+  (``unknown_mode_advantage="zero"``) or r - mu_group (``"group"``), and no prefix weighting;
 - prefix tokens (the first ``prefix_len`` response positions of a row) get beta * A; masked positions are 0.
+
+With forced prefixes (n/2 rows per mode, k = n/2) the prefix tokens of mode m receive, summed over the mode's
+rows, beta * k * (mu_m - mu_other) with the paper's setting, 0 with ``inter_mode`` off and ``baseline="mode"``
+(no credit for the mode choice at all), and beta * (k / 2) * (mu_m - mu_other) with ``baseline="group"``
+(recipes/README.md, "Ablations").
 
 verl hands a registered estimator only rewards, mask, uid and ``config.algorithm``; each row's mode reaches it
 through ``row_modes`` (a context variable set by the trainer glue in ``verl_personadual.trainer``).
@@ -137,19 +142,33 @@ def dual_grpo_advantage(
     total.index_add_(0, own[known], scores[known])
     mean = total / count.clamp(min=1.0)
 
-    intra = scores - mean[own]
-    if cfg.norm_by_std:
-        sq = torch.zeros_like(count).index_add_(0, own[known], intra[known] ** 2)
-        std = torch.where(count > 1, (sq / (count - 1).clamp(min=1.0)).sqrt(), torch.ones_like(count))
-        intra = intra / (std[own] + cfg.epsilon)
+    group_count = torch.bincount(group, minlength=n_groups).to(torch.float64)
+    group_total = torch.zeros(n_groups, dtype=torch.float64, device=device).index_add_(0, group, scores)
+    group_mean = (group_total / group_count)[group]
+
+    if cfg.baseline == "mode":
+        intra = scores - mean[own]
+        if cfg.norm_by_std:
+            sq = torch.zeros_like(count).index_add_(0, own[known], intra[known] ** 2)
+            std = torch.where(count > 1, (sq / (count - 1).clamp(min=1.0)).sqrt(), torch.ones_like(count))
+            intra = intra / (std[own] + cfg.epsilon)
+    else:
+        intra = scores - group_mean
+        if cfg.norm_by_std:
+            sq = torch.zeros(n_groups, dtype=torch.float64, device=device).index_add_(0, group, intra**2)
+            std = torch.where(
+                group_count > 1, (sq / (group_count - 1).clamp(min=1.0)).sqrt(), torch.ones_like(group_count)
+            )
+            intra = intra / (std[group] + cfg.epsilon)
     if cfg.inter_mode:
         inter = torch.where(count[other] > 0, mean[own] - mean[other], torch.zeros_like(scores))
     else:
         inter = torch.zeros_like(scores)
 
-    group_count = torch.bincount(group, minlength=n_groups).to(torch.float64)
-    group_total = torch.zeros(n_groups, dtype=torch.float64, device=device).index_add_(0, group, scores)
-    unknown_adv = scores - (group_total / group_count)[group]
+    if cfg.unknown_mode_advantage == "group":
+        unknown_adv = scores - group_mean
+    else:
+        unknown_adv = torch.zeros_like(scores)
 
     adv = torch.where(known, intra + inter, unknown_adv).to(token_level_rewards.dtype)
     token_adv = adv[:, None] * response_mask.to(token_level_rewards.dtype)

@@ -14,10 +14,20 @@ from verl_personadual.modes import Mode
 from verl_personadual.names import CONFIG_NAMESPACE, TRAINER_SETTINGS
 from verl_personadual.preflight import closest
 
-__all__ = ["DualGRPOConfig", "TrainerSettings", "PREFIX_KL_CHOICES"]
+__all__ = [
+    "DualGRPOConfig",
+    "TrainerSettings",
+    "PREFIX_KL_CHOICES",
+    "BASELINE_CHOICES",
+    "UNKNOWN_MODE_ADVANTAGE_CHOICES",
+]
 
 #: Values of ``algorithm.dual_grpo.prefix_kl`` (see ``DualGRPOConfig``).
 PREFIX_KL_CHOICES = ("ref", "mass", "rollout")
+#: Values of ``algorithm.dual_grpo.baseline`` (see ``DualGRPOConfig``).
+BASELINE_CHOICES = ("mode", "group")
+#: Values of ``algorithm.dual_grpo.unknown_mode_advantage`` (see ``DualGRPOConfig``).
+UNKNOWN_MODE_ADVANTAGE_CHOICES = ("zero", "group")
 
 
 @dataclass(frozen=True)
@@ -26,11 +36,22 @@ class DualGRPOConfig:
 
     Attributes:
         beta: weight of the advantage on prefix tokens (paper: 2.0); for a text prefix every prefix token gets it.
-        inter_mode: add the inter-mode term mu_m - mu_other (False = the paper's "w/o DualAdv" ablation).
-        norm_by_std: divide the intra-mode term by the std of the mode's rewards in its group (the paper has none).
+        inter_mode: add the inter-mode term mu_m - mu_other (paper Eq. 7). False, with ``baseline``, gives the
+            two readings of the paper's "w/o DualAdv" ablation (recipes/README.md, "Ablations").
+        baseline: what a row's reward is compared with in the first term. ``"mode"`` (the paper, Eq. 6): mu_m,
+            the mean reward of the group's rows in the row's mode; ``"group"``: the mean over all the group's
+            rows, both modes (standard GRPO's r - mu_group, without std). ``"group"`` needs ``inter_mode`` off.
+        norm_by_std: divide that first term by the std of the rewards it was centred on (the mode's rows for
+            ``baseline="mode"``, the group's for ``"group"``); the paper has none.
         epsilon: added to that std.
         prefix_forcing: training rollouts are forced n/2 per mode (False = "w/o PfxSmp": the model picks).
         require_mode_tokens: the prefixes must be dedicated tokens (False also accepts multi-token text prefixes).
+        unknown_mode_advantage: the advantage of a row whose response does not start with a valid mode prefix
+            (possible only when the model picks its own prefix, ``prefix_forcing`` off). ``"zero"`` (default, our
+            choice; the paper has no such rows): no gradient from it, so a correct prefix-less response is not
+            reinforced and free sampling cannot learn to drop the mode prefix; ``"group"``: r - the group's mean
+            reward on every token (plain GRPO's treatment). Either way its reward counts in the group mean of
+            ``baseline="group"``.
         only_mode: None, or "general" / "personalized": force every training rollout into that one mode
             (the paper's G-SFT-RL / P-SFT-RL baselines); the inter-mode term is then 0 in every group.
         prefix_kl: what the actor's KL loss (``actor.use_kl_loss``) anchors the mode-prefix tokens to (see
@@ -45,10 +66,12 @@ class DualGRPOConfig:
 
     beta: float = 2.0
     inter_mode: bool = True
+    baseline: str = "mode"
     norm_by_std: bool = False
     epsilon: float = 1e-6
     prefix_forcing: bool = True
     require_mode_tokens: bool = True
+    unknown_mode_advantage: str = "zero"
     only_mode: str | None = None
     prefix_kl: str = "ref"
 
@@ -61,9 +84,23 @@ class DualGRPOConfig:
             raise ValueError(
                 f"algorithm.{CONFIG_NAMESPACE}.prefix_kl must be one of {PREFIX_KL_CHOICES}, got {self.prefix_kl!r}"
             )
+        for name, choices in (
+            ("baseline", BASELINE_CHOICES),
+            ("unknown_mode_advantage", UNKNOWN_MODE_ADVANTAGE_CHOICES),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"algorithm.{CONFIG_NAMESPACE}.{name} must be one of {choices}, got {getattr(self, name)!r}"
+                )
         for name in ("inter_mode", "norm_by_std", "prefix_forcing", "require_mode_tokens"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"algorithm.{CONFIG_NAMESPACE}.{name} must be true/false, got {getattr(self, name)!r}")
+        if self.baseline == "group" and self.inter_mode:
+            raise ValueError(
+                f"algorithm.{CONFIG_NAMESPACE}.baseline=group compares each reward with the whole group's mean, which "
+                "already holds the mode difference; adding inter_mode's mu_m - mu_other on top is neither DualGRPO "
+                "nor GRPO. Set inter_mode=false (the no_dual_adv ablation) or baseline=mode"
+            )
         if self.only_mode is not None:
             try:
                 Mode.parse(self.only_mode)

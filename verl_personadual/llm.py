@@ -13,6 +13,11 @@ Contract:
 - A content-addressed on-disk cache: key = SHA-256 of (model, messages, sampling params). A reply is cached only
   after it passed validation, written atomically (temp file + rename), so a re-run or a resumed run sends no
   request that already succeeded.
+- Reasoning: a server with a reasoning parser (vLLM ``--reasoning-parser``, DeepSeek's API) returns a reasoning
+  model's thinking in the message's ``reasoning_content`` (or ``reasoning``) field, next to the answer in
+  ``content``. The client keeps it: :meth:`LLMClient.complete_replies` returns :class:`Reply` (content +
+  reasoning), and the cache stores both (entries written before this field existed have none).
+  :meth:`LLMClient.complete_many` returns the contents only. Validation hooks see the content.
 - ``LLMConfig.offline``: replay only. Replies come from the cache; nothing is sent, and a batch with any request
   not in the cache raises :class:`LLMOfflineMissError` before anything else happens (the shipped sample replies,
   ``verl_personadual.sample_replies``, are replayed this way).
@@ -54,6 +59,7 @@ __all__ = [
     "LLMOfflineMissError",
     "LLMClient",
     "Messages",
+    "Reply",
     "Validator",
     "ReplyCache",
     "cache_key",
@@ -103,6 +109,18 @@ class LLMBatchError(LLMError):
 
 class LLMOfflineMissError(LLMError):
     """An offline (replay-only) client was asked for replies its cache does not hold."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One completion: the message ``content`` and the reasoning-parser field (None when the server sent none)."""
+
+    content: str
+    reasoning: str | None = None
+
+#: Message fields that carry a reasoning model's thinking, by priority (vLLM / DeepSeek, then vLLM >= 0.10 and
+#: OpenRouter).
+REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
 @dataclass(frozen=True)
@@ -195,23 +213,31 @@ class ReplyCache:
         assert self.root is not None
         return self.root / key[:2] / f"{key}.json"
 
-    def get(self, key: str) -> str | None:
+    def get(self, key: str) -> Reply | None:
         if self.root is None:
             return None
         path = self._path(key)
         try:
             with open(path, encoding="utf-8") as f:
-                return json.load(f)["reply"]
+                entry = json.load(f)
+            reasoning = entry.get("reasoning")
+            if not isinstance(entry["reply"], str) or not isinstance(reasoning, (str, type(None))):
+                raise TypeError("reply / reasoning are not strings")
+            return Reply(entry["reply"], reasoning)
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
             logger.warning("ignoring unreadable LLM cache entry %s (%s)", path, err)
             return None
 
-    def put(self, key: str, reply: str) -> None:
+    def put(self, key: str, reply: Reply) -> None:
+        """Store ``reply`` (``{"reply": content}``, plus ``"reasoning"`` when there is any)."""
         if self.root is None:
             return
-        atomic_write_text(self._path(key), json.dumps({"reply": reply}, ensure_ascii=False))
+        entry: dict[str, str] = {"reply": reply.content}
+        if reply.reasoning is not None:
+            entry["reasoning"] = reply.reasoning
+        atomic_write_text(self._path(key), json.dumps(entry, ensure_ascii=False))
 
     def keys(self) -> set[str]:
         """Every key with an entry on disk."""
@@ -287,7 +313,7 @@ class LLMClient:
         desc: str | None = "LLM",
         **params: Any,
     ) -> list[str]:
-        """Reply text of each message list, in input order.
+        """Reply text (the message content) of each message list, in input order.
 
         ``params`` are sampling parameters passed to ``chat.completions.create`` (temperature, max_tokens, seed,
         top_p, ...) and are part of the cache key. ``validate`` overrides the client's default hook.
@@ -296,6 +322,17 @@ class LLMClient:
         runs the batch on a helper thread and blocks the caller until it is done.
         """
         return _run_sync(self.acomplete_many(messages_list, validate=validate, desc=desc, **params))
+
+    def complete_replies(
+        self,
+        messages_list: Sequence[Messages],
+        *,
+        validate: Validator | None = None,
+        desc: str | None = "LLM",
+        **params: Any,
+    ) -> list[Reply]:
+        """:meth:`complete_many` with each reply's reasoning field kept (:class:`Reply`); same contract and cache."""
+        return _run_sync(self.acomplete_replies(messages_list, validate=validate, desc=desc, **params))
 
     async def acomplete_many(
         self,
@@ -306,11 +343,23 @@ class LLMClient:
         **params: Any,
     ) -> list[str]:
         """Async form of :meth:`complete_many` (same contract)."""
+        replies = await self.acomplete_replies(messages_list, validate=validate, desc=desc, **params)
+        return [r.content for r in replies]
+
+    async def acomplete_replies(
+        self,
+        messages_list: Sequence[Messages],
+        *,
+        validate: Validator | None = None,
+        desc: str | None = "LLM",
+        **params: Any,
+    ) -> list[Reply]:
+        """Async form of :meth:`complete_replies` (same contract)."""
         bad = _RESERVED_PARAMS.intersection(params)
         if bad:
             raise ValueError(f"these parameters are set by LLMClient and may not be passed: {sorted(bad)}")
         check = validate or self.validate
-        results: list[str | None] = [None] * len(messages_list)
+        results: list[Reply | None] = [None] * len(messages_list)
         failures: dict[int, str] = {}
         todo: dict[str, list[int]] = {}  # cache key -> indices of identical requests, sent once
         for i, messages in enumerate(messages_list):
@@ -348,10 +397,12 @@ class LLMClient:
                         reply = await self._request(client, messages_list[indices[0]], params)
                         if check is not None:
                             try:
-                                check(reply)
+                                check(reply.content)
                             except ValueError as err:
                                 self.stats.rejected += 1
-                                raise LLMError(f"reply rejected by validator: {err}; reply: {reply[:200]!r}") from err
+                                raise LLMError(
+                                    f"reply rejected by validator: {err}; reply: {reply.content[:200]!r}"
+                                ) from err
                         self._cache.put(key, reply)
                         for i in indices:
                             results[i] = reply
@@ -369,10 +420,10 @@ class LLMClient:
                 await client.close()
         bar.close()
         if failures:
-            raise LLMBatchError(failures, results)
+            raise LLMBatchError(failures, [None if r is None else r.content for r in results])
         return [r for r in results if r is not None]
 
-    async def _request(self, client: openai.AsyncOpenAI, messages: Messages, params: Mapping[str, Any]) -> str:
+    async def _request(self, client: openai.AsyncOpenAI, messages: Messages, params: Mapping[str, Any]) -> Reply:
         attempt = 0
         while True:
             self.stats.requests += 1
@@ -395,17 +446,22 @@ class LLMClient:
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue
-            return self._reply_text(resp)
+            return self._reply(resp)
 
     @staticmethod
-    def _reply_text(resp: Any) -> str:
+    def _reply(resp: Any) -> Reply:
         choices = getattr(resp, "choices", None)
         if not choices:
             raise LLMError(f"malformed completion: no choices in {str(resp)[:200]!r}")
-        content = getattr(choices[0].message, "content", None)
+        message = choices[0].message
+        content = getattr(message, "content", None)
         if not isinstance(content, str):
             raise LLMError(f"malformed completion: message content is {type(content).__name__}, not str")
-        return content
+        reasoning = next(
+            (r for r in (getattr(message, name, None) for name in REASONING_FIELDS) if isinstance(r, str) and r),
+            None,
+        )
+        return Reply(content, reasoning)
 
     def _backoff(self, attempt: int, err: Exception) -> float:
         delay = self.config.backoff_base_s * (2**attempt) * (1 + random.random() / 2)

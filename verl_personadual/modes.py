@@ -8,8 +8,10 @@ from decoded text: special tokens are stripped when verl decodes responses.
 from __future__ import annotations
 
 import enum
+import threading
+import weakref
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -152,11 +154,29 @@ def _added_token_id(tokenizer: Any, text: str) -> int | None:
     return int(tid)
 
 
+#: Resolutions per (tokenizer object, requirement): a weak reference to the tokenizer, its size when resolved,
+#: and the result. verl builds one agent-loop object per rollout (512 per step at the paper's size), each of
+#: which resolves the prefixes; reading a 150k-entry vocabulary every time is what the cache avoids.
+_CACHE: dict[tuple[int, bool | None], tuple[Callable[[], Any], int | None, "ModePrefixes"]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _size(tokenizer: Any) -> int | None:
+    try:
+        return len(tokenizer)
+    except TypeError:
+        return None
+
+
 def resolve_prefixes(tokenizer: Any, require_single_token: bool | None = None) -> ModePrefixes:
     """Resolve the prefix ids of both modes for ``tokenizer``.
 
     A dedicated token (one id, as written by ``verl_personadual.add_mode_tokens``) is preferred; otherwise the
     prefix is the tokenizer's plain-text encoding (several ids, no special tokens added).
+
+    Cached per process, tokenizer object and ``require_single_token``: the same tokenizer object gives the same
+    :class:`ModePrefixes` object without reading its vocabulary again, unless its size (``len(tokenizer)``)
+    changed since (tokens were added). A failed resolution is not cached. The cache holds the tokenizer weakly.
 
     Args:
         require_single_token: True -> fail unless both are dedicated tokens; False -> fail if they are
@@ -164,6 +184,24 @@ def resolve_prefixes(tokenizer: Any, require_single_token: bool | None = None) -
     Raises:
         PrefixResolutionError: with the tokenizer name and what was found.
     """
+    key = (id(tokenizer), require_single_token)
+    size = _size(tokenizer)
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+    if hit is not None and hit[0]() is tokenizer and hit[1] == size:
+        return hit[2]
+    prefixes = _resolve(tokenizer, require_single_token)
+    try:
+        ref = weakref.ref(tokenizer, lambda _dead, key=key: _CACHE.pop(key, None))
+    except TypeError:  # an object without weak-reference support is resolved every time
+        return prefixes
+    with _CACHE_LOCK:
+        _CACHE[key] = (ref, size, prefixes)
+    return prefixes
+
+
+def _resolve(tokenizer: Any, require_single_token: bool | None) -> ModePrefixes:
+    """The uncached resolution of :func:`resolve_prefixes`."""
     name = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
     ids: dict[Mode, tuple[int, ...]] = {}
     kinds = set()

@@ -34,6 +34,13 @@ __all__ = [
     "build_aligned_persona_request",
     "EXPERT_PROMPT_VERSION",
     "build_expert_request",
+    "build_mode_choice_prompt",
+    "build_cot_prompt",
+    "build_personal_prompt",
+    "ALIGNXPERT_SYSTEM",
+    "build_alignxpert_prompt",
+    "EXTRACTED_KEY",
+    "build_extract_verify_prompt",
 ]
 
 #: The JSON key of the final answer object.
@@ -303,4 +310,95 @@ def build_mode_choice_prompt(
         general=PREFIX_TEXT[Mode.GENERAL], personalized=PREFIX_TEXT[Mode.PERSONALIZED]
     )
     content = f"{build_user_message(question, family, persona)}\n\n{instruction}"
+    return [{"role": "user", "content": content}]
+
+
+# --- Evaluation baselines of the paper's Table 1 that are prompt formats (verl_personadual.eval.baselines) ---
+
+_COT_INSTRUCTION = (
+    "Think it through step by step before you answer: work out what exactly is asked, recall the facts and rules "
+    "that apply, reason from them one step at a time, and check your result."
+)
+
+
+def build_cot_prompt(question: str, family: TaskFamily | str, persona: str | None = None) -> list[dict[str, str]]:
+    """The CoT baseline (a general-purpose model prompted for chain-of-thought): :func:`build_prompt`'s user turn
+    followed by an explicit step-by-step instruction. (Every prompt already asks for step-by-step reasoning in its
+    answer instruction; this one spells the chain of thought out.)"""
+    return [{"role": "user", "content": f"{build_user_message(question, family, persona)}\n\n{_COT_INSTRUCTION}"}]
+
+
+_PERSONAL_INSTRUCTION = (
+    "Personalize your answer: analyse what I told you about myself (occupation, interests, needs, situation) and "
+    "use it throughout your reasoning to give the answer that serves me best."
+)
+
+
+def build_personal_prompt(question: str, family: TaskFamily | str, persona: str | None = None) -> list[dict[str, str]]:
+    """The Personal-Prompt baseline (personalization alignment through prompting): :func:`build_prompt`'s user
+    turn followed, when there is a persona, by an instruction to use it throughout the reasoning (the personalized
+    mode's expert instruction, addressed to the model itself)."""
+    content = build_user_message(question, family, persona)
+    if persona is not None:
+        content = f"{content}\n\n{_PERSONAL_INSTRUCTION}"
+    return [{"role": "user", "content": content}]
+
+
+#: AlignXpert system prompts, verbatim from AlignX's released generation scripts (``eval/gen_ica.py``,
+#: ``eval/gen_pba.py`` of github.com/JinaLeejnl/AlignX).
+ALIGNXPERT_SYSTEM = {
+    "ica": "Generate a task-specific response based on user historical behavior and preferences.",
+    "pba": "Generate a task-specific response based on user preferences.",
+}
+_ALIGNXPERT_PREFERENCES = {
+    "ica": "***Historical Behavior and User Preferences***",
+    "pba": "***User Preferences***",
+}
+
+
+def build_alignxpert_prompt(
+    question: str, family: TaskFamily | str, persona: str | None, variant: str
+) -> list[dict[str, str]]:
+    """The prompt format an AlignXpert checkpoint was trained with (``variant`` ``"ica"``: in-context alignment;
+    ``"pba"``: preference-bridged alignment), as AlignX's released generation scripts write it: a system turn and
+    a user turn ``***Task***`` / ``**Post:**`` (here the question with our answer-format instruction) / the user's
+    preferences / ``***Response:***``. Our rows carry a persona description only, which fills the preferences
+    section (AlignX's ICA also lists the user's past comments and choices; its PBA, a profile derived from the
+    user's preference directions); without a persona the section is left out."""
+    if variant not in ALIGNXPERT_SYSTEM:
+        raise ValueError(f"unknown AlignXpert variant {variant!r}: expected one of {sorted(ALIGNXPERT_SYSTEM)}")
+    user = f"***Task***\n\n**Post:**\n{build_user_message(question, family, None)}\n\n"
+    if persona is not None:
+        user += f"{_ALIGNXPERT_PREFERENCES[variant]}\n\n{' '.join(persona.split())}\n\n"
+    user += "***Response:***\n\n"
+    return [{"role": "system", "content": ALIGNXPERT_SYSTEM[variant]}, {"role": "user", "content": user}]
+
+
+# --- Evaluation grading: the paper's extract-then-verify LLM judge (PubMedQA, MATH-500) ---
+
+#: JSON key of the concise answer in an extract-then-verify judge reply (the verdict uses ``ANSWER_KEY``).
+EXTRACTED_KEY = "extracted"
+
+_EXTRACT_VERIFY_TEMPLATE = (
+    "You grade a model's response to a question. First extract the concise final answer the response gives (for a "
+    "yes/no/maybe question: yes, no or maybe; for a math problem: the final value or expression), then verify it "
+    "against the reference answer: it is correct if it means the same (for math: mathematically equivalent; "
+    "wording and formatting may differ). A response that gives no final answer, or several different ones, is "
+    "incorrect.\n\nQuestion:\n{question}\n\nReference answer:\n{reference}\n\nResponse:\n{response}\n\n"
+    "Reply with a JSON object on the last line with the keys \"{extracted}\" (the concise answer, \"\" if there is "
+    "none) and \"{key}\" (\"yes\" if it is correct, else \"no\"), e.g. {{\"{extracted}\": \"maybe\", \"{key}\": \"no\"}}."
+)
+
+
+def build_extract_verify_prompt(question: str, reference: str, response: str) -> list[dict[str, str]]:
+    """Chat prompt of the extract-then-verify judge (paper §4: "an automated judge to first extract the concise
+    answer and then verify its correctness"): the judge sees the whole response, extracts its final answer and
+    replies ``{"extracted": ..., "answer": "yes"|"no"}`` (read by ``verl_personadual.eval.judge``)."""
+    content = _EXTRACT_VERIFY_TEMPLATE.format(
+        question=question.strip() or "(not given)",
+        reference=reference.strip(),
+        response=response.strip() or "(empty)",
+        extracted=EXTRACTED_KEY,
+        key=ANSWER_KEY,
+    )
     return [{"role": "user", "content": content}]

@@ -1,5 +1,12 @@
 """Dual-mode agent loops for verl: prefix-forced rollouts for training, free rollouts for validation.
 
+Both loops *are* verl's own ``single_turn_agent`` loop (``SingleTurnAgentLoop``, subclassed): verl's prompt
+building, multimodal handling, ``priority`` passing, deterministic request ids (``det-<priority>`` under
+``rollout.full_determinism``), ``routed_experts`` slicing and output schema all come from verl unchanged. The
+plugin adds two things only: it wraps the loop's rollout-server client (:class:`PrefixingServer`) so that a
+forced session's prefix is appended to the prompt the server receives and the server's output is returned as
+``prefix ids + generated ids``, and it records the mode of each output in its ``extra_fields``.
+
 Two loops are registered with verl's agent-loop registry (a data row picks one through its ``agent_name``):
 
 ``names.AGENT_LOOP_FORCED`` (training rows)
@@ -15,7 +22,8 @@ Two loops are registered with verl's agent-loop registry (a data row picks one t
     G-SFT-RL / P-SFT-RL baselines) every session is forced into that one mode and any ``n >= 1`` is accepted.
 
 ``names.AGENT_LOOP_FREE`` (validation rows)
-    No forcing: the server receives the prompt and the model writes its own prefix.
+    No forcing: the server receives the prompt (with ``max_tokens = response_length``) and the model writes its
+    own prefix.
 
 Both record, in the output's ``extra_fields`` (which verl passes on to the reward's ``extra_info`` and stores
 per row), ``names.MODE_FIELD`` = ``"general"`` / ``"personalized"`` (free: read from the head of the generated
@@ -30,9 +38,10 @@ fake 0.0, and ``bypass_mode: true`` would use them as the PPO ratio's old log-pr
 therefore refuses, at construction, any of these settings (the free loop has honest log-probs for every
 token and accepts them).
 
-Prefix ids come from the tokenizer via ``modes.resolve_prefixes``; ``algorithm.dual_grpo.require_mode_tokens``
-(default true) requires dedicated tokens; false also accepts the plain-text encoding (several ids), exactly as the
-trainer resolves them. Both loops refuse at construction a tokenizer on which the prefixes do not resolve so.
+Prefix ids come from the tokenizer via ``modes.resolve_prefixes`` (cached per process and tokenizer: verl builds
+one loop object per rollout); ``algorithm.dual_grpo.require_mode_tokens`` (default true) requires dedicated
+tokens; false also accepts the plain-text encoding (several ids), exactly as the trainer resolves them. Both loops
+refuse at construction a tokenizer on which the prefixes do not resolve so.
 
 The loops require verl's v1 (TransferQueue) agent-loop worker, which passes ``session_id``; the forced loop
 assumes each group has exactly ``rollout.n`` sessions (no per-row ``__rollout_n__`` override, and it is not
@@ -41,13 +50,12 @@ meant for validation rows, whose group size is ``rollout.val_kwargs.n``).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from typing import Any
-from uuid import uuid4
 
-from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
-from verl.utils.profiler import simple_timer
-from verl.utils.rollout_trace import rollout_trace_op
+from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
+from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 from verl.workers.rollout.replica import TokenOutput
 
 from verl_personadual.config import DualGRPOConfig
@@ -57,6 +65,7 @@ from verl_personadual.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, CONFIG_NA
 
 __all__ = [
     "FORCED_FIELD",
+    "PrefixingServer",
     "ForcedModeAgentLoop",
     "FreeModeAgentLoop",
     "mode_name",
@@ -88,84 +97,83 @@ def forced_mode(session_id: int, n: int) -> Mode:
     return Mode.GENERAL if session_id < n // 2 else Mode.PERSONALIZED
 
 
-class _DualModeAgentLoop(AgentLoopBase):
-    """Shared machinery: config, prefix resolution and one generate call with an optional forced prefix."""
+#: The prefix ids forced on the session running in the current asyncio task (empty: free generation).
+_FORCED_PREFIX: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar("personadual_forced_prefix", default=())
+
+
+class PrefixingServer:
+    """verl's rollout-server client with the current session's forced prefix (every other attribute is the
+    wrapped client's).
+
+    ``generate`` sends ``prompt_ids + prefix`` with ``max_tokens = min(given, response_length - len(prefix))``
+    (the given value, or that cap when none is given), passes every other argument (request id, priority,
+    multimodal data) through unchanged, and returns the server's ``TokenOutput`` with ``token_ids = prefix +
+    generated`` (generated cut to ``max_tokens``) and ``log_probs = [0.0] * len(prefix) + the server's`` (None
+    when the server returned none). The prefix is read from a context variable that the loop sets for the
+    duration of one session, so concurrent sessions never see each other's prefix.
+    """
+
+    def __init__(self, inner: Any, response_length: int) -> None:
+        self._inner = inner
+        self._response_length = response_length
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def generate(self, *, prompt_ids: list[int], sampling_params: dict[str, Any], **kwargs: Any) -> TokenOutput:
+        prefix = list(_FORCED_PREFIX.get())
+        params = dict(sampling_params)  # shared by all sessions of the group: never mutate it
+        cap = self._response_length - len(prefix)
+        params["max_tokens"] = min(int(params.get("max_tokens", cap)), cap)
+        output: TokenOutput = await self._inner.generate(
+            prompt_ids=list(prompt_ids) + prefix, sampling_params=params, **kwargs
+        )
+        generated = list(output.token_ids)[: params["max_tokens"]]
+        log_probs = None
+        if output.log_probs is not None:
+            log_probs = [0.0] * len(prefix) + list(output.log_probs)[: params["max_tokens"]]
+        return output.model_copy(update={"token_ids": prefix + generated, "log_probs": log_probs})
+
+
+class _DualModeAgentLoop(SingleTurnAgentLoop):
+    """verl's single-turn loop with the prefixing server client, prefix resolution and the mode record."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.response_length: int = self.rollout_config.response_length
         self.dual_grpo = DualGRPOConfig.from_algorithm(self.config.get("algorithm"))
         self.prefixes: ModePrefixes = resolve_prefixes(
             self.tokenizer, require_single_token=self.dual_grpo.prefix_requirement
         )
+        self.server_manager = PrefixingServer(self.server_manager, self.response_length)
 
     async def _rollout(self, sampling_params: dict[str, Any], forced: Mode | None, **kwargs: Any) -> AgentLoopOutput:
-        """Template the row's ``raw_prompt``, generate (after ``forced``'s prefix ids if given), and package.
+        """verl's single-turn rollout of the row, generated after ``forced``'s prefix ids if given.
 
-        Returns an ``AgentLoopOutput`` whose ``response_ids`` are ``prefix_ids + generated`` (forced) or
+        Returns verl's ``AgentLoopOutput`` whose ``response_ids`` are ``prefix_ids + generated`` (forced) or
         ``generated`` (free), at most ``response_length`` long, with ``response_mask`` all 1 and, when the
-        server returns log-probs, ``response_logprobs`` = ``[0.0] * len(prefix)`` + the server's.
+        server returns log-probs, ``response_logprobs`` = ``[0.0] * len(prefix)`` + the server's; its
+        ``extra_fields`` carry the mode and whether it was forced.
         """
-        messages = list(kwargs["raw_prompt"])
-        if await self.process_multi_modal_info(messages):
-            raise ValueError(f"{type(self).__name__} handles text-only rows; this row has multimodal inputs")
-        prompt_ids = await self.ct_build_initial_tokens(messages)
-        prefix_ids = list(self.prefixes.ids[forced]) if forced is not None else []
-
-        params = dict(sampling_params)  # shared by all sessions of the group: never mutate it
-        cap = self.response_length - len(prefix_ids)
-        params["max_tokens"] = min(int(params.get("max_tokens", cap)), cap)
-        metrics: dict[str, Any] = {}
-        with simple_timer("generate_sequences", metrics):
-            output: TokenOutput = await self.server_manager.generate(
-                request_id=uuid4().hex, prompt_ids=prompt_ids + prefix_ids, sampling_params=params
-            )
-        metrics["num_preempted"] = output.num_preempted if output.num_preempted is not None else -1
-        generated = list(output.token_ids)[: params["max_tokens"]]
-        generated_lp = list(output.log_probs)[: params["max_tokens"]] if output.log_probs is not None else None
-
-        merge, response_mask, response_logprobs = await self.ct_merge_assistant_token(
-            prompt_ids,
-            prefix_ids + generated,
-            [],
-            [] if generated_lp is not None else None,
-            assistant_logprobs=[0.0] * len(prefix_ids) + generated_lp if generated_lp is not None else None,
-        )
-        n_resp = len(response_mask)
-        response_ids = merge.token_ids[len(merge.token_ids) - n_resp :] if n_resp else []
-        prompt_ids = merge.token_ids[: len(merge.token_ids) - n_resp]
-        if response_ids[: len(prefix_ids)] != prefix_ids:
+        prefix_ids = self.prefixes.ids[forced] if forced is not None else ()
+        token = _FORCED_PREFIX.set(tuple(prefix_ids))
+        try:
+            output: AgentLoopOutput = await super().run(sampling_params, **kwargs)
+        finally:
+            _FORCED_PREFIX.reset(token)
+        if list(output.response_ids[: len(prefix_ids)]) != list(prefix_ids):
             raise RuntimeError(
                 f"the continuous-token merge changed the forced prefix: expected the response to start with "
-                f"{prefix_ids}, got {response_ids[: len(prefix_ids) + 2]}"
+                f"{list(prefix_ids)}, got {list(output.response_ids[: len(prefix_ids) + 2])}"
             )
-        mode_code = int(forced) if forced is not None else self.prefixes.mode_of_ids(response_ids)
-        extra_fields = dict(output.extra_fields)
-        extra_fields.update(
-            {
-                MODE_FIELD: mode_name(mode_code),
-                FORCED_FIELD: forced is not None,
-                # same schema as verl's single_turn_agent / tool_agent loops
-                "turn_scores": [],
-                "tool_rewards": [],
-            }
-        )
-        return AgentLoopOutput(
-            prompt_ids=prompt_ids,
-            response_ids=response_ids[: self.response_length],
-            response_mask=response_mask[: self.response_length],
-            response_logprobs=response_logprobs[: self.response_length] if response_logprobs is not None else None,
-            num_turns=2,
-            metrics=metrics,
-            extra_fields=extra_fields,
-        )
+        mode_code = int(forced) if forced is not None else self.prefixes.mode_of_ids(output.response_ids)
+        output.extra_fields.update({MODE_FIELD: mode_name(mode_code), FORCED_FIELD: forced is not None})
+        return output
 
 
 @register(AGENT_LOOP_FREE)
 class FreeModeAgentLoop(_DualModeAgentLoop):
     """Validation loop: the model chooses its prefix; the mode it chose is recorded."""
 
-    @rollout_trace_op
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         return await self._rollout(sampling_params, forced=None, **kwargs)
 
@@ -210,7 +218,6 @@ class ForcedModeAgentLoop(_DualModeAgentLoop):
                 f"algorithm.{CONFIG_NAMESPACE}.prefix_forcing=false"
             )
 
-    @rollout_trace_op
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         if not self.forcing:
             return await self._rollout(sampling_params, forced=None, **kwargs)

@@ -31,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from verl_personadual.llm import ENV_BASE_URL, ENV_MODEL, LLMConfig, ReplyCache, cache_key
+from verl_personadual.llm import ENV_BASE_URL, ENV_MODEL, LLMConfig, Reply, ReplyCache, cache_key
 from verl_personadual.modes import Mode
 from verl_personadual.prompts import PERSONA_KEY, DataSource, PersonaSetting, TaskFamily, format_answer
 
@@ -135,7 +135,7 @@ def stale_keys(root: Path = CACHE_DIR) -> list[str]:
     """Keys whose entry under ``root`` is missing, different or not recorded any more (empty: up to date)."""
     want = recordings()
     cache = ReplyCache(root)
-    bad = {k for k, reply in want.items() if cache.get(k) != reply}
+    bad = {k for k, reply in want.items() if cache.get(k) != Reply(reply)}
     return sorted(bad | (cache.keys() - set(want)))
 
 
@@ -146,7 +146,7 @@ def record(root: Path = CACHE_DIR) -> int:
     staged = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
     cache = ReplyCache(staged)
     for key, reply in want.items():
-        cache.put(key, reply)
+        cache.put(key, Reply(reply))
     if root.exists():
         shutil.rmtree(root)
     staged.rename(root)

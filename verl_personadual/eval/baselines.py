@@ -1,6 +1,7 @@
-"""Baselines run through the same harness: prompt styles and the PersonaDual-Router classifier.
+"""Baselines run through the same harness: prompt styles, the paper's Table 1 systems, and the PersonaDual-Router
+classifier.
 
-Prompt styles (``--prompt-style``):
+Prompt styles (``--prompt-style``; every text lives in ``verl_personadual.prompts``):
 
 - ``persona`` (default): ``prompts.build_prompt`` with the row's persona (none for setting ``none``): PersonaDual
   itself, and a plain model *with* persona in the prompt.
@@ -8,6 +9,16 @@ Prompt styles (``--prompt-style``):
 - ``mode_choice``: PersonaDual-Prompt, ``prompts.build_mode_choice_prompt``: an instruction asks the model to
   open its answer with one of the two prefixes. A plain model writes them as text, so the chosen mode is read
   from the response ids first and, failing that, from the head of the decoded text (:func:`mode_from_text`).
+- ``cot``: CoT, ``prompts.build_cot_prompt``: the persona prompt plus an explicit step-by-step instruction.
+- ``personal``: Personal-Prompt, ``prompts.build_personal_prompt``: the persona prompt plus an instruction to use
+  the persona throughout the reasoning.
+- ``alignxpert_ica`` / ``alignxpert_pba``: the prompt formats AlignXpert-ICA / -PBA checkpoints were trained with
+  (``prompts.build_alignxpert_prompt``), for any checkpoint trained that way.
+
+Systems (:data:`SYSTEMS`, ``eval run --system`` / ``eval compare --system``): each row of the paper's Table 1 as a
+prompt style, the decoding it is read from, and the checkpoint it needs. ``run --system NAME`` presets
+``--prompt-style`` and ``--decoding``; ``compare --system NAME=DIR`` lays the runs out as Table 1, in the paper's
+sections and order, one row per system from its own decoding.
 
 PersonaDual-Router (decoding ``router``): an external classifier picks the mode, then the response is generated
 after that mode's prefix, as in forced decoding. The classifier (:class:`Router`) is a logistic regression in
@@ -35,15 +46,36 @@ from verl_personadual.atomic import atomic_write_text
 from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.personas import EvalRow
 from verl_personadual.modes import PREFIX_TEXT, UNKNOWN_MODE, Mode
-from verl_personadual.prompts import build_mode_choice_prompt, build_prompt
+from verl_personadual.prompts import (
+    build_alignxpert_prompt,
+    build_cot_prompt,
+    build_mode_choice_prompt,
+    build_personal_prompt,
+    build_prompt,
+)
 
-__all__ = ["PromptStyle", "build_messages", "mode_from_text", "Router", "router_labels", "RouterError"]
+__all__ = [
+    "PromptStyle",
+    "build_messages",
+    "mode_from_text",
+    "System",
+    "SystemSpec",
+    "SYSTEMS",
+    "SECTIONS",
+    "Router",
+    "router_labels",
+    "RouterError",
+]
 
 
 class PromptStyle(str, enum.Enum):
     PERSONA = "persona"
     NO_PERSONA = "no_persona"
     MODE_CHOICE = "mode_choice"
+    COT = "cot"
+    PERSONAL = "personal"
+    ALIGNXPERT_ICA = "alignxpert_ica"
+    ALIGNXPERT_PBA = "alignxpert_pba"
 
     def __str__(self) -> str:
         return self.value
@@ -55,7 +87,73 @@ def build_messages(row: EvalRow, style: PromptStyle) -> list[dict[str, str]]:
         return build_prompt(row.question, row.family, None)
     if style is PromptStyle.MODE_CHOICE:
         return build_mode_choice_prompt(row.question, row.family, row.persona)
+    if style is PromptStyle.COT:
+        return build_cot_prompt(row.question, row.family, row.persona)
+    if style is PromptStyle.PERSONAL:
+        return build_personal_prompt(row.question, row.family, row.persona)
+    if style in (PromptStyle.ALIGNXPERT_ICA, PromptStyle.ALIGNXPERT_PBA):
+        return build_alignxpert_prompt(row.question, row.family, row.persona, style.value.rsplit("_", 1)[1])
     return build_prompt(row.question, row.family, row.persona)
+
+
+class System(str, enum.Enum):
+    """A row of the paper's Table 1."""
+
+    BASE = "base"
+    COT = "cot"
+    G_SFT_RL = "g_sft_rl"
+    PERSONAL_PROMPT = "personal_prompt"
+    P_SFT_RL = "p_sft_rl"
+    ALIGNXPERT_ICA = "alignxpert_ica"
+    ALIGNXPERT_PBA = "alignxpert_pba"
+    PERSONA_DUAL_PROMPT = "persona_dual_prompt"
+    PERSONA_DUAL_ROUTER = "persona_dual_router"
+    PERSONA_DUAL = "persona_dual"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Table 1's row groups, in the paper's order.
+SECTIONS = ("General purpose models", "Personalization oriented models", "Dual-mode models")
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """How one Table 1 row is produced: its label, section, prompt style, the decoding its numbers come from, and
+    the checkpoint to evaluate (``model``, documentation)."""
+
+    label: str
+    section: str
+    prompt_style: PromptStyle
+    decoding: Decoding
+    model: str
+
+
+#: Every Table 1 system, in the paper's row order.
+SYSTEMS: dict[System, SystemSpec] = {
+    System.BASE: SystemSpec("Backbone", SECTIONS[0], PromptStyle.PERSONA, Decoding.FREE,
+                            "the backbone itself (Qwen3-8B non-thinking / Llama-3.1-8B-Instruct)"),
+    System.COT: SystemSpec("CoT", SECTIONS[0], PromptStyle.COT, Decoding.FREE,
+                           "the backbone, prompted for chain-of-thought (the paper's CoT is trained; see README)"),
+    System.G_SFT_RL: SystemSpec("G-SFT-RL", SECTIONS[0], PromptStyle.PERSONA, Decoding.GENERAL,
+                                "general-only SFT (build_sft --only-mode general) + RL --ablation general_only"),
+    System.PERSONAL_PROMPT: SystemSpec("Personal-Prompt", SECTIONS[1], PromptStyle.PERSONAL, Decoding.FREE,
+                                       "the backbone, prompted to use the persona"),
+    System.P_SFT_RL: SystemSpec("P-SFT-RL", SECTIONS[1], PromptStyle.PERSONA, Decoding.PERSONALIZED,
+                                "personalized-only SFT (build_sft --only-mode personalized) + RL --ablation "
+                                "personalized_only"),
+    System.ALIGNXPERT_ICA: SystemSpec("AlignXpert-ICA", SECTIONS[1], PromptStyle.ALIGNXPERT_ICA, Decoding.FREE,
+                                      "a checkpoint trained with AlignX's in-context alignment"),
+    System.ALIGNXPERT_PBA: SystemSpec("AlignXpert-PBA", SECTIONS[1], PromptStyle.ALIGNXPERT_PBA, Decoding.FREE,
+                                      "a checkpoint trained with AlignX's preference-bridged alignment"),
+    System.PERSONA_DUAL_PROMPT: SystemSpec("PersonaDual-Prompt", SECTIONS[2], PromptStyle.MODE_CHOICE, Decoding.FREE,
+                                           "the backbone, told to choose a mode prefix itself"),
+    System.PERSONA_DUAL_ROUTER: SystemSpec("PersonaDual-Router", SECTIONS[2], PromptStyle.PERSONA, Decoding.ROUTER,
+                                           "a dual-mode checkpoint (the paper does not say which) with the router (train-router)"),
+    System.PERSONA_DUAL: SystemSpec("PersonaDual", SECTIONS[2], PromptStyle.PERSONA, Decoding.FREE,
+                                    "the DualGRPO checkpoint"),
+}
 
 
 def mode_from_text(text: str) -> int:

@@ -36,8 +36,9 @@ Bad input: a missing or mistyped field raises ``SchemaError`` naming file, row a
 scored (TriviaQA rows with no aliases, i.e. the hidden test split) are skipped and counted.
 
 Sampling (:func:`sample_items`): ``k`` items drawn with ``random.Random(f"{seed}:{benchmark}")`` from the pool in
-file order, returned in file order. Defaults (:data:`DEFAULT_SIZES`): the paper's Table 7 sizes are not in our
-notes, so 500 per benchmark (MATH-500 is exactly 500; PersonaFeedback and FSPO are capped at 500).
+file order, returned in file order (all of them when the pool is smaller). Defaults (:data:`DEFAULT_SIZES`): the
+paper's Table 7 sizes, MMLU-Pro, SuperGPQA, TriviaQA, PubMedQA and PersonaFeedback 1,000 each, MATH-500 500 (all
+of it), FSPO-roleplay 1,500 (PubMedQA's labelled set has exactly 1,000 items, so that is all of it too).
 """
 
 from __future__ import annotations
@@ -98,8 +99,16 @@ PERSONALIZED_BENCHMARKS: tuple[DataSource, ...] = (DataSource.PERSONAFEEDBACK, D
 BENCHMARKS: tuple[DataSource, ...] = OBJECTIVE_BENCHMARKS + PERSONALIZED_BENCHMARKS
 assert set(OBJECTIVE_BENCHMARKS) <= OBJECTIVE_SOURCES and set(PERSONALIZED_BENCHMARKS) <= PERSONALIZED_SOURCES
 
-#: Items per benchmark unless overridden (see module docstring).
-DEFAULT_SIZES: dict[DataSource, int] = {b: 500 for b in BENCHMARKS}
+#: Items per benchmark unless overridden: the paper's Table 7 (see module docstring).
+DEFAULT_SIZES: dict[DataSource, int] = {
+    DataSource.MMLU_PRO: 1000,
+    DataSource.SUPERGPQA: 1000,
+    DataSource.TRIVIAQA: 1000,
+    DataSource.PUBMEDQA: 1000,
+    DataSource.MATH500: 500,
+    DataSource.PERSONAFEEDBACK: 1000,
+    DataSource.FSPO_ROLEPLAY: 1500,
+}
 
 PERSONAFEEDBACK_FILES: tuple[str, ...] = tuple(
     f"data/{kind}/{tier}.jsonl" for kind in ("general", "spedific") for tier in ("easy", "medium", "hard")

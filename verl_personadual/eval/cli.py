@@ -16,16 +16,18 @@ import verl_personadual.eval.run as run_module
 from verl_personadual.eval import lexical, mixed, mode_probs, multiturn
 from verl_personadual import sample_replies
 from verl_personadual.eval.baselines import (
+    SYSTEMS,
     PromptStyle,
     Router,
     RouterError,
+    System,
     router_labels,
 )
 from verl_personadual.eval.benchmarks import BENCHMARKS, DEFAULT_SIZES, parse_sizes
 from verl_personadual.eval.generate import BACKENDS, Decoding, DecodingParams
 from verl_personadual.eval.personas import PersonaAssignmentError, read_eval_set
-from verl_personadual.eval.report import write_comparison, write_report
-from verl_personadual.eval.run import PREDICTIONS, RunConfig, RunError, run
+from verl_personadual.eval.report import ComparedRun, write_comparison, write_report
+from verl_personadual.eval.run import PREDICTIONS, SAMPLING_TEMPERATURE, RunConfig, RunError, run
 from verl_personadual.eval.store import read_predictions
 from verl_personadual.llm import ENV_BASE_URL, ENV_MODEL, LLMConfig, LLMError
 from verl_personadual.preflight import check_model, check_output_dir
@@ -46,6 +48,12 @@ picks its mode) and forced general / forced personalized decoding (per-mode accu
   python -m verl_personadual.eval run --model BASE --out runs/base --eval-set runs/pd/eval_set.jsonl \\
       --decoding free --prompt-style no_persona                           # plain model, no persona
   python -m verl_personadual.eval compare --run pd=runs/pd --run base=runs/base --out runs/cmp
+  python -m verl_personadual.eval run --model CKPT --out runs/pd3 --seeds 0 1 2 --judge   # the paper's protocol
+  python -m verl_personadual.eval run --model G_SFT_RL --out runs/g --system g_sft_rl --eval-set runs/pd3/eval_set.jsonl
+  python -m verl_personadual.eval compare --system persona_dual=runs/pd3 --system g_sft_rl=runs/g --out runs/t1
+
+The paper's protocol (Table 7 sizes, the default; sampling averaged over three runs, --seeds 0 1 2; PubMedQA and
+MATH-500 graded by an extract-then-verify LLM judge, --judge) and its Table 1 rows (--system, see `run --help`).
 
 Outputs go under --out: eval_set.jsonl, predictions.jsonl, tables/*.md|csv, plots/*.png (see `run --help`).
 Analyses of a finished run (each writes tables and plots under its --out; see `<analysis> --help`):
@@ -96,10 +104,10 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--settings", nargs="+", default=[s.value for s in PersonaSetting],
                    choices=[s.value for s in PersonaSetting],
                    help="persona settings of objective benchmarks (personalized ones always use their own persona)")
-    p.add_argument("--decoding", nargs="+", default=["free", "general", "personalized"],
-                   choices=[d.value for d in Decoding],
+    p.add_argument("--decoding", nargs="+", default=None, choices=[d.value for d in Decoding],
                    help="free: model picks its mode; general/personalized: prefix forced; router: needs --router; "
-                        "free_constrained: the model picks, its first token restricted to the two mode prefixes")
+                        "free_constrained: the model picks, its first token restricted to the two mode prefixes "
+                        "(default: free general personalized, or the --system's decoding)")
     data = p.add_argument_group("data (default: the Hugging Face hub)")
     data.add_argument("--samples", action="store_true",
                       help="use the shipped fixture files (a few rows each), offline: without an endpoint the aligned "
@@ -110,9 +118,12 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                            "personahub=PATH for the unaligned persona pool")
     data.add_argument("--eval-set", type=Path, help="evaluate the rows of a saved eval_set.jsonl (same items and personas)")
     data.add_argument("--sizes", nargs="+", action="extend", default=[], metavar="NAME=N",
-                      help=f"items per benchmark (default {DEFAULT_SIZES[DataSource.MMLU_PRO]} each, or all if fewer)")
+                      help="items per benchmark (default: the paper's Table 7, "
+                           + ", ".join(f"{b.value} {n:,}" for b, n in DEFAULT_SIZES.items()) + "; all if fewer)")
     data.add_argument("--limit", type=int, help="items per benchmark for every benchmark not in --sizes")
-    data.add_argument("--seed", type=int, default=0, help="sampling, persona and A/B-order seed (default 0)")
+    data.add_argument("--seed", type=int, default=0,
+                      help="eval-set seed: items, personas, A/B order (default 0); also the sampling seed of a "
+                           "run without --seeds")
     gen = p.add_argument_group("generation")
     gen.add_argument("--backend", default="auto", choices=BACKENDS, help="auto: vLLM on GPU if installed, else transformers")
     gen.add_argument("--device", help="transformers device (default cuda if available, else cpu)")
@@ -121,17 +132,31 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--max-new-tokens", type=int, default=None,
                      help=f"response length cap, mode prefix included (default {DEFAULT_MAX_NEW_TOKENS}; "
                           f"{SAMPLES_MAX_NEW_TOKENS} with --samples, a CPU smoke-run setting that cuts real answers)")
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    gen.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S",
+                     help="one sampled run per seed over the same eval set, reported as mean ± std (the paper averages "
+                          "three runs: --seeds 0 1 2); each in OUT/seed_<S>, tables in OUT/tables")
+    gen.add_argument("--temperature", type=float, default=None,
+                     help=f"0 = greedy (default without --seeds); with --seeds default {SAMPLING_TEMPERATURE}, the "
+                          "recipes' rollout temperature (paper Table 6)")
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--chat-template-kwargs", default="{}", help='JSON, e.g. \'{"enable_thinking": false}\'')
     gen.add_argument("--engine-kwargs", default="{}", help='JSON for vllm.LLM, e.g. \'{"tensor_parallel_size": 2}\'')
-    base = p.add_argument_group("baselines")
-    base.add_argument("--prompt-style", default="persona", choices=[s.value for s in PromptStyle],
-                      help="persona (default), no_persona (plain model without persona), mode_choice (PersonaDual-Prompt)")
+    base = p.add_argument_group("baselines (the paper's Table 1 rows)")
+    base.add_argument("--system", choices=[x.value for x in System],
+                      help="the Table 1 row this run evaluates; presets --prompt-style and --decoding: "
+                           + "; ".join(f"{x.value} = {sp.label} ({sp.prompt_style.value}, {sp.decoding.value}): "
+                                       f"{sp.model}" for x, sp in SYSTEMS.items()))
+    base.add_argument("--prompt-style", default=None, choices=[s.value for s in PromptStyle],
+                      help="persona (default), no_persona (plain model without persona), mode_choice "
+                           "(PersonaDual-Prompt), cot (CoT), personal (Personal-Prompt), alignxpert_ica / "
+                           "alignxpert_pba (AlignXpert checkpoints' own prompt formats)")
     base.add_argument("--router", type=Path, help="router file from `train-router` (PersonaDual-Router, --decoding router)")
     llm = p.add_argument_group("LLM endpoint (aligned personas, judge); defaults from PERSONADUAL_LLM_* variables; "
                                "with --samples and none, recorded placeholder personas are replayed offline")
-    llm.add_argument("--judge", action="store_true", help="LLM judge for PubMedQA and MATH-500 when the rules say wrong")
+    llm.add_argument("--judge", action="store_true",
+                     help="grade PubMedQA and MATH-500 as the paper does: an LLM judge extracts the concise answer "
+                          "from the whole response and verifies it (the paper used GPT-4o-mini); the rules' verdict "
+                          "is kept next to it, and tables/judge_agreement compares the two")
     llm.add_argument("--llm-base-url")
     llm.add_argument("--llm-model")
     llm.add_argument("--llm-cache-dir", type=Path)
@@ -153,6 +178,21 @@ def _llm_config(a: argparse.Namespace) -> LLMConfig | None:
     return sample_replies.replay_config()
 
 
+def _style_and_decodings(a: argparse.Namespace) -> tuple[PromptStyle, list[Decoding], System | None]:
+    """--prompt-style and --decoding, or the --system's (given together, they must agree)."""
+    style = PromptStyle(a.prompt_style) if a.prompt_style else None
+    decodings = [Decoding(d) for d in a.decoding] if a.decoding else None
+    if a.system is None:
+        return style or PromptStyle.PERSONA, decodings or [Decoding.FREE, Decoding.GENERAL, Decoding.PERSONALIZED], None
+    system = System(a.system)
+    spec = SYSTEMS[system]
+    if style is not None and style is not spec.prompt_style:
+        raise RunError(f"--system {system.value} uses --prompt-style {spec.prompt_style.value}, not {style.value}")
+    if decodings is not None and spec.decoding not in decodings:
+        raise RunError(f"--system {system.value} is read from decoding {spec.decoding.value}; --decoding must include it")
+    return spec.prompt_style, decodings or [spec.decoding], system
+
+
 def _run_config(a: argparse.Namespace) -> RunConfig:
     paths = dict(samples_paths()) if a.samples else {}
     paths.update(_path_pairs(a.data))
@@ -165,12 +205,14 @@ def _run_config(a: argparse.Namespace) -> RunConfig:
         if a.samples:
             logger.info("--samples: responses capped at %d new tokens (pass --max-new-tokens for longer ones)",
                         max_new_tokens)
+    style, decodings, system = _style_and_decodings(a)
+    temperature = a.temperature if a.temperature is not None else (SAMPLING_TEMPERATURE if a.seeds else 0.0)
     return RunConfig(
         model=a.model,
         out_dir=a.out,
         benchmarks=[DataSource(b) for b in a.benchmarks],
         settings=[PersonaSetting(s) for s in a.settings],
-        decodings=[Decoding(d) for d in a.decoding],
+        decodings=decodings,
         paths={k: Path(v) for k, v in paths.items()},
         sizes=sizes,
         seed=a.seed,
@@ -179,15 +221,42 @@ def _run_config(a: argparse.Namespace) -> RunConfig:
         device=a.device,
         dtype=a.dtype,
         batch_size=a.batch_size,
-        decoding=DecodingParams(max_new_tokens, a.temperature, a.top_p, a.seed),
-        prompt_style=PromptStyle(a.prompt_style),
+        decoding=DecodingParams(max_new_tokens, temperature, a.top_p, a.seed),
+        prompt_style=style,
         router=a.router,
         judge=a.judge,
+        seeds=a.seeds,
+        system=system,
         llm=llm,
         chat_template_kwargs=json.loads(a.chat_template_kwargs),
         engine_kwargs=json.loads(a.engine_kwargs),
         progress=not a.no_progress,
     )
+
+
+def _compared_runs(run_pairs: Sequence[str], system_pairs: Sequence[str]) -> list[ComparedRun]:
+    """``compare``'s --run LABEL=DIR and --system NAME[:LABEL]=DIR arguments; SystemExit on a malformed one or a
+    label given twice."""
+    if not run_pairs and not system_pairs:
+        raise SystemExit("compare needs at least one --run or --system")
+    runs: list[ComparedRun] = []
+    for flag, pairs in (("--run", run_pairs), ("--system", system_pairs)):
+        for pair in pairs:
+            key, sep, d = pair.partition("=")
+            if not sep or not key or not d:
+                raise SystemExit(f"bad {flag} {pair!r}: expected {'LABEL' if flag == '--run' else 'NAME[:LABEL]'}=DIR")
+            system = None
+            label = key
+            if flag == "--system":
+                name, _, custom = key.partition(":")
+                if name not in {x.value for x in System}:
+                    raise SystemExit(f"bad --system {pair!r}: {name!r} is not one of {[x.value for x in System]}")
+                system = System(name)
+                label = custom or SYSTEMS[system].label
+            if any(r.label == label for r in runs):
+                raise SystemExit(f"bad {flag} {pair!r}: label {label!r} given twice")
+            runs.append(ComparedRun(label, Path(d), system))
+    return runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,8 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = sub.add_parser("report", help="rewrite tables and plots of a run directory from its predictions.jsonl")
     rep.add_argument("run_dir", type=Path)
     cmp_ = sub.add_parser("compare", help="Table 1 of several runs side by side (e.g. PersonaDual and baselines)")
-    cmp_.add_argument("--run", nargs="+", action="extend", required=True, metavar="LABEL=DIR",
-                      help="a run directory and its label in the table; repeatable (--run a=DIR1 --run b=DIR2)")
+    cmp_.add_argument("--run", nargs="+", action="extend", default=[], metavar="LABEL=DIR",
+                      help="a run directory and its label in the table, one line per decoding; repeatable "
+                           "(--run a=DIR1 --run b=DIR2)")
+    cmp_.add_argument("--system", nargs="+", action="extend", default=[], metavar="NAME[:LABEL]=DIR",
+                      help="a run of a Table 1 system (" + ", ".join(x.value for x in System) + "; see `run --help`), "
+                           "one line from the system's own decoding, in the paper's sections and order; LABEL "
+                           "replaces the paper's name (e.g. base:Qwen3-8B=DIR); repeatable")
     cmp_.add_argument("--out", required=True, type=Path, help="directory for table1.{md,csv}")
     tr = sub.add_parser("train-router", help="train the PersonaDual-Router classifier from a forced-decoding run",
                         description=baselines_module.__doc__,
@@ -221,14 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in write_report(a.run_dir):
                 logger.info("wrote %s", path)
         elif a.command == "compare":
-            runs = {}
-            for pair in a.run:
-                label, sep, d = pair.partition("=")
-                if not sep or not label or not d:
-                    raise SystemExit(f"bad --run {pair!r}: expected LABEL=DIR")
-                if label in runs:
-                    raise SystemExit(f"bad --run {pair!r}: label {label!r} given twice")
-                runs[label] = Path(d)
+            runs = _compared_runs(a.run, a.system)
             check_output_dir(a.out)
             for path in write_comparison(runs, a.out):
                 logger.info("wrote %s", path)

@@ -10,10 +10,17 @@ All numbers are percentages of items (micro-averaged within a cell), written wit
 
 Files under ``<run>/tables`` (and ``plots``):
 
-- ``table1.{md,csv}``, Table 1 layout: one line per decoding (``free``, ``general``, ``personalized``,
-  ``router``, then ``upper_bound``); a column per objective benchmark x persona setting (``mmlu_pro/unaligned_%``,
-  ...), one per personalized benchmark; then ``objective/<setting>_%`` = mean of that setting's objective columns,
-  ``personalized_%`` = mean of the personalized columns, ``average_%`` = mean of all benchmark columns (macro).
+- ``table1.{md,csv}``, the paper's Table 1 layout: one line per decoding (``free``, ``general``, ``personalized``,
+  ``router``, then ``upper_bound``). Objective benchmarks in the paper's column order (PubMedQA, TriviaQA,
+  MMLU-Pro, SuperGPQA, MATH500) under the unaligned and aligned persona settings, then their block average
+  ``objective/<setting>_%`` (mean of that setting's objective columns); personalized benchmarks (PersonaFeedback,
+  FSPO) under the aligned setting only (each user's own persona; they have no other setting) and their average
+  ``personalized_%``. The no-persona setting, which the paper shows as a separate "No-Persona Upperbound" row, is
+  in the CSV's last columns (``<benchmark>/none_%``, ``objective/none_%``) and in the Markdown as a
+  "(no persona)" row per line. The Markdown puts each objective benchmark's two settings in one cell,
+  "unaligned / aligned", as the paper does. A multi-seed run (``eval run --seeds``) reports the mean over its
+  seeds; the Markdown shows "mean ± std" (sample standard deviation over seeds) and the CSV adds a ``<column>_std``
+  column after every value column.
 - ``mode_analysis.{md,csv}`` (Table 8): per (benchmark, setting): general, personalized, free accuracy and the
   upper bound, with the item count.
 - ``mode_rates.{md,csv}`` (Figure 3b): per (decoding, benchmark, setting) for decodings that choose a mode
@@ -26,16 +33,31 @@ Files under ``<run>/tables`` (and ``plots``):
   0-100 and legends list only what the run holds (personalized benchmarks' own user personas are labelled
   ``own persona``, apart from the objective ``aligned`` setting).
 
-``compare`` writes ``table1.{md,csv}`` for several runs, one line per (run label, decoding), after checking that
-every run is complete (:func:`read_complete_run`).
+- ``judge_agreement.{md,csv}`` (runs with ``--judge``): per judged benchmark (PubMedQA, MATH-500), responses,
+  how many the judge graded, accuracy by the rules and by the judge, the % of graded responses on which they
+  agree, and how many only one of them calls correct.
+
+A run directory is either one run (``predictions.jsonl``) or a multi-seed run: one sub-run per sampling seed in
+``seed_<s>/`` (each an ordinary run over the same eval set). Tables of a multi-seed run aggregate its sub-runs:
+accuracy cells are the mean over seeds of each seed's accuracy (:func:`seed_cells`); mode rates, mixed-set
+accuracy and judge agreement pool the responses of all seeds.
+
+``compare`` writes ``table1.{md,csv}`` for several runs after checking that every run (every seed of a multi-seed
+run) is complete (:func:`read_complete_run`): with ``--run LABEL=DIR`` one line per (label, decoding); with
+``--system NAME=DIR`` (``baselines.SYSTEMS``) the paper's rows, in its sections and order, each from its own
+decoding (and refused when the run's prompt style is not the system's).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import re
+import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -45,6 +67,7 @@ from verl_personadual.eval.benchmarks import (
     OBJECTIVE_BENCHMARKS,
     PERSONALIZED_BENCHMARKS,
 )
+from verl_personadual.eval.baselines import SYSTEMS, System
 from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.personas import read_eval_set
 from verl_personadual.eval.store import read_predictions
@@ -52,7 +75,13 @@ from verl_personadual.prompts import PersonaSetting
 
 __all__ = [
     "IncompleteRunError",
+    "ComparedRun",
+    "run_parts",
     "read_complete_run",
+    "seed_cells",
+    "judge_agreement",
+    "TABLE1_OBJECTIVE",
+    "TABLE1_PERSONALIZED",
     "UPPER_BOUND",
     "accuracy_cells",
     "table1",
@@ -61,6 +90,9 @@ __all__ = [
     "mixed_ratio",
     "write_report",
     "write_comparison",
+    "comparison_lines",
+    "table1_markdown",
+    "Table1Line",
     "mode_rates_figure",
     "accuracy_figure",
     "mixed_ratio_figure",
@@ -71,6 +103,18 @@ logger = logging.getLogger(__name__)
 
 UPPER_BOUND = "upper_bound"
 LINE_ORDER = [d.value for d in Decoding] + [UPPER_BOUND]
+#: Table 1's column order (the paper's, not Table 7's) and the names its Markdown header uses.
+TABLE1_OBJECTIVE = ("pubmedqa", "triviaqa", "mmlu_pro", "supergpqa", "math500")
+TABLE1_PERSONALIZED = ("personafeedback", "fspo_roleplay")
+TABLE1_NAMES = {
+    "pubmedqa": "PubMedQA", "triviaqa": "TriviaQA", "mmlu_pro": "MMLU-Pro", "supergpqa": "SuperGPQA",
+    "math500": "MATH500", "personafeedback": "P.FB.", "fspo_roleplay": "F.RP.",
+}
+#: Objective persona settings of Table 1's main cells, in its order ("Unalign./Align."); ``none`` comes apart.
+TABLE1_SETTINGS = (PersonaSetting.UNALIGNED.value, PersonaSetting.ALIGNED.value)
+#: Sub-run directories of a multi-seed run.
+SEED_DIR = re.compile(r"seed_(-?\d+)")
+STD = "_std"  # suffix of a standard-deviation column
 SETTING_ORDER = [s.value for s in PersonaSetting]
 MODE_NAMES = ("general", "personalized", "unknown")
 RATIOS = [round(i / 10, 1) for i in range(11)]
@@ -87,13 +131,17 @@ class IncompleteRunError(ValueError):
     """A run directory that is missing or unfinished; the message names it."""
 
 
-def read_complete_run(label: str, run_dir: Path) -> list[dict[str, Any]]:
-    """The predictions of a finished run: ``eval_set.jsonl`` and ``predictions.jsonl`` exist, and every decoding in
-    the predictions has a record for every row of the eval set; else :class:`IncompleteRunError`."""
+def run_parts(run_dir: Path) -> list[Path]:
+    """The directories holding predictions: ``run_dir`` itself for one run, its ``seed_<s>`` sub-runs (by seed)
+    for a multi-seed run; [] when there is neither."""
     run_dir = Path(run_dir)
-    where = f"run {label!r} ({run_dir})"
-    if not run_dir.is_dir():
-        raise IncompleteRunError(f"{where}: no such directory")
+    if (run_dir / "predictions.jsonl").is_file():
+        return [run_dir]
+    seeds = [(int(m.group(1)), d) for d in run_dir.glob("seed_*") if d.is_dir() and (m := SEED_DIR.fullmatch(d.name))]
+    return [d for _, d in sorted(seeds)]
+
+
+def _read_complete_part(where: str, run_dir: Path) -> list[dict[str, Any]]:
     for name in ("eval_set.jsonl", "predictions.jsonl"):
         if not (run_dir / name).is_file():
             raise IncompleteRunError(f"{where}: no {name} (not an `eval run` output directory, or never started)")
@@ -111,6 +159,33 @@ def read_complete_run(label: str, run_dir: Path) -> list[dict[str, Any]]:
                 "finish it with its `eval run` command"
             )
     return records
+
+
+def read_complete_run(label: str, run_dir: Path) -> list[list[dict[str, Any]]]:
+    """The predictions of a finished run, one list per part (:func:`run_parts`: the run, or each seed of a
+    multi-seed run): every part has ``eval_set.jsonl`` and ``predictions.jsonl`` and, for every decoding in its
+    predictions, a record for every row of its eval set; all parts have the same rows and decodings. Else
+    :class:`IncompleteRunError` naming the run (and seed)."""
+    run_dir = Path(run_dir)
+    where = f"run {label!r} ({run_dir})"
+    if not run_dir.is_dir():
+        raise IncompleteRunError(f"{where}: no such directory")
+    parts = run_parts(run_dir)
+    if not parts:
+        _read_complete_part(where, run_dir)  # raises, naming what is missing
+    out = [_read_complete_part(where if p == run_dir else f"{where}, {p.name}", p) for p in parts]
+    keys = [sorted({(r["row_id"], r["decoding"]) for r in recs}) for recs in out]
+    if any(k != keys[0] for k in keys[1:]):
+        raise IncompleteRunError(f"{where}: its seeds hold different rows or decodings; run them with one command")
+    return out
+
+
+def read_run(run_dir: Path) -> list[list[dict[str, Any]]]:
+    """The records of every part of ``run_dir`` (finished or not), for redrawing its report."""
+    parts = run_parts(run_dir)
+    if not parts:
+        raise IncompleteRunError(f"{run_dir}: no predictions.jsonl and no seed_<s> sub-runs")
+    return [read_predictions(p / "predictions.jsonl") for p in parts]
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -131,6 +206,16 @@ def accuracy_cells(records: Iterable[Mapping[str, Any]]) -> dict[Cell, tuple[int
     return {cell: (len(v), 100.0 * _mean(v)) for cell, v in groups.items()}
 
 
+def seed_cells(per_seed: Sequence[Mapping[Cell, tuple[int, float]]]) -> dict[Cell, tuple[int, float]]:
+    """Cells of a multi-seed run: (items, mean accuracy over the seeds that have the cell); one seed: its cells.
+    (Table 1 also reports the spread over seeds, :class:`Table1Line`.)"""
+    values: dict[Cell, list[tuple[int, float]]] = defaultdict(list)
+    for cells in per_seed:
+        for cell, v in cells.items():
+            values[cell].append(v)
+    return {c: (max(n for n, _ in v), _mean([a for _, a in v])) for c, v in values.items()}
+
+
 def _ordered_cells(cells: Mapping[Cell, Any]) -> tuple[list[tuple[str, str]], list[str]]:
     pairs = {(b, s) for b, s, _ in cells}
     bench_rank = {b.value: i for i, b in enumerate(BENCHMARKS)}
@@ -144,34 +229,156 @@ def _acc(cells: Mapping[Cell, tuple[int, float]], pair: tuple[str, str], decodin
     return None if hit is None else hit[1]
 
 
-def table1(runs: Mapping[str, Mapping[Cell, tuple[int, float]]]) -> tuple[list[str], list[list[Any]]]:
-    """Header and lines of Table 1 (module docstring) for ``{label: cells}``; the first column is the line name
-    (``<label>:<decoding>``, or ``<decoding>`` when the label is empty). Missing cells are None."""
-    union: dict[Cell, Any] = {c: v for cells in runs.values() for c, v in cells.items()}
-    pairs, _ = _ordered_cells(union)
-    obj_cols = [p for p in pairs if p[0] in _OBJ]
-    pers_cols = [p for p in pairs if p[0] in _PERS]
-    obj_settings = [s for s in SETTING_ORDER if any(p[1] == s for p in obj_cols)]
-    header = ["system"] + [f"{b}/{s}{PCT}" for b, s in obj_cols] + [f"{b}{PCT}" for b, _ in pers_cols]
-    header += [f"objective/{s}{PCT}" for s in obj_settings] + ([f"personalized{PCT}"] if pers_cols else [])
-    header += [f"average{PCT}"]
-    lines: list[list[Any]] = []
-    for label, cells in runs.items():
-        _, decodings = _ordered_cells(cells)
+@dataclass(frozen=True)
+class _Column:
+    """One value column of Table 1: its CSV name, and the (benchmark, setting) cells it averages (one cell for a
+    benchmark column, a block's cells for an average column)."""
+
+    name: str
+    cells: tuple[tuple[str, str], ...]
+
+
+def _table1_columns(pairs: set[tuple[str, str]]) -> tuple[list[_Column], list[_Column]]:
+    """Main columns (objective unaligned / aligned, their averages, personalized, its average) and no-persona
+    columns (objective ``none`` and its average) for the (benchmark, setting) pairs that occur."""
+    obj = [b for b in TABLE1_OBJECTIVE if any(p[0] == b for p in pairs)]
+    pers = [b for b in TABLE1_PERSONALIZED if any(p[0] == b for p in pairs)]
+    main = [_Column(f"{b}/{st}{PCT}", ((b, st),)) for b in obj for st in TABLE1_SETTINGS if (b, st) in pairs]
+    for st in TABLE1_SETTINGS:
+        block = tuple((b, st) for b in obj if (b, st) in pairs)
+        if block:
+            main.append(_Column(f"objective/{st}{PCT}", block))
+    aligned = PersonaSetting.ALIGNED.value
+    main += [_Column(f"{b}{PCT}", ((b, aligned),)) for b in pers if (b, aligned) in pairs]
+    if any((b, aligned) in pairs for b in pers):
+        main.append(_Column(f"personalized{PCT}", tuple((b, aligned) for b in pers if (b, aligned) in pairs)))
+    none = PersonaSetting.NONE.value
+    no_persona = [_Column(f"{b}/{none}{PCT}", ((b, none),)) for b in obj if (b, none) in pairs]
+    if no_persona:
+        no_persona.append(_Column(f"objective/{none}{PCT}", tuple(c.cells[0] for c in no_persona)))
+    return main, no_persona
+
+
+def _column_value(col: _Column, cells: Mapping[Cell, tuple[int, float]], dec: str) -> float | None:
+    vals = [v for v in (_acc(cells, p, dec) for p in col.cells) if v is not None]
+    return _mean(vals) if vals else None
+
+
+@dataclass(frozen=True)
+class Table1Line:
+    """One Table 1 line: its name, the decoding it reads, its run's cells (one mapping per seed of a multi-seed
+    run), and its section (system comparisons)."""
+
+    name: str
+    decoding: str
+    per_seed: Sequence[Mapping[Cell, tuple[int, float]]]
+    section: str = ""
+
+    def value(self, col: _Column) -> tuple[float | None, float | None]:
+        """The column's mean over the seeds that have it and, over two or more, their sample std."""
+        vals = [v for v in (_column_value(col, cells, self.decoding) for cells in self.per_seed) if v is not None]
+        if not vals:
+            return None, None
+        return _mean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+    @property
+    def pairs(self) -> set[tuple[str, str]]:
+        return {(b, st) for cells in self.per_seed for b, st, _ in cells}
+
+    @property
+    def seeds(self) -> int:
+        return len(self.per_seed)
+
+
+def _table1_lines(runs: Mapping[str, Sequence[Mapping[Cell, tuple[int, float]]]]) -> list[Table1Line]:
+    lines = []
+    for label, per_seed in runs.items():
+        _, decodings = _ordered_cells({c: v for cells in per_seed for c, v in cells.items()})
         for dec in decodings:
-            obj = [_acc(cells, p, dec) for p in obj_cols]
-            pers = [_acc(cells, p, dec) for p in pers_cols]
-            avgs: list[float | None] = []
-            for s in obj_settings:
-                vals = [v for p, v in zip(obj_cols, obj) if p[1] == s and v is not None]
-                avgs.append(_mean(vals) if vals else None)
-            if pers_cols:
-                vals = [v for v in pers if v is not None]
-                avgs.append(_mean(vals) if vals else None)
-            every = [v for v in obj + pers if v is not None]
-            avgs.append(_mean(every) if every else None)
-            lines.append([f"{label}:{dec}" if label else dec] + obj + pers + avgs)
-    return header, lines
+            lines.append(Table1Line(f"{label}:{dec}" if label else dec, dec, per_seed))
+    return lines
+
+
+def table1(
+    runs: Mapping[str, Mapping[Cell, tuple[int, float]]] | Sequence[Table1Line],
+) -> tuple[list[str], list[list[Any]]]:
+    """Header and lines of Table 1's CSV (module docstring) for ``{label: cells}`` (one run each: one line per
+    label and decoding, named ``<label>:<decoding>``, or ``<decoding>`` when the label is empty) or for explicit
+    lines. Lines of multi-seed runs add a ``<column>_std`` column after each value column. Missing cells are
+    None."""
+    lines = runs if isinstance(runs, Sequence) else _table1_lines({k: [v] for k, v in runs.items()})
+    main, no_persona = _table1_columns({p for line in lines for p in line.pairs})
+    columns = main + no_persona
+    with_std = any(line.seeds > 1 for line in lines)
+    with_section = any(line.section for line in lines)
+    header = ["system"] + (["section"] if with_section else [])
+    for col in columns:
+        header += [col.name] + ([col.name + STD] if with_std else [])
+    out = []
+    for line in lines:
+        row: list[Any] = [line.name] + ([line.section] if with_section else [])
+        for col in columns:
+            mean, std = line.value(col)
+            row += [mean] + ([std] if with_std else [])
+        out.append(row)
+    return header, out
+
+
+def _pm(value: float | None, std: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if std is None else f"{value:.2f} ± {std:.2f}"
+
+
+def table1_markdown(lines: Sequence[Table1Line]) -> str:
+    """Table 1 as the paper prints it (module docstring): a cell "unaligned / aligned" per objective benchmark,
+    block averages, personalized benchmarks (aligned), section rows for system comparisons, then a
+    "(no persona)" row for every line that has no-persona cells."""
+    pairs = {p for line in lines for p in line.pairs}
+    main, no_persona = _table1_columns(pairs)
+    obj = [b for b in TABLE1_OBJECTIVE if any(p[0] == b and p[1] in TABLE1_SETTINGS for p in pairs)]
+    obj_avg = [c for c in main if c.name.startswith("objective/")]
+    pers = [c for c in main if c.name.startswith(TABLE1_PERSONALIZED)]
+    pers_avg = [c for c in main if c.name.startswith("personalized")]
+    settings = [st for st in TABLE1_SETTINGS if any(p[1] == st and p[0] in TABLE1_OBJECTIVE for p in pairs)]
+    by_name = {c.name: c for c in main + no_persona}
+    header = ["system"] + [TABLE1_NAMES[b] for b in obj] + (["Obj. avg."] if obj_avg else [])
+    header += [TABLE1_NAMES[c.name.removesuffix(PCT)] for c in pers] + (["Pers. avg."] if pers_avg else [])
+
+    def cell(col: _Column | None, line: Table1Line) -> str:
+        return "–" if col is None else _pm(*line.value(col))
+
+    def joined(names: Sequence[str], line: Table1Line) -> str:
+        return " / ".join(cell(by_name.get(n), line) for n in names)
+
+    rows: list[list[str]] = []
+    section = None
+    for line in lines:
+        if line.section and line.section != section:
+            section = line.section
+            rows.append([f"*{section}*"] + [""] * (len(header) - 1))
+        row = [line.name] + [joined([f"{b}/{st}{PCT}" for st in settings], line) for b in obj]
+        row += [joined([f"objective/{st}{PCT}" for st in settings], line)] if obj_avg else []
+        row += [cell(c, line) for c in pers] + ([cell(pers_avg[0], line)] if pers_avg else [])
+        rows.append(row)
+    none = PersonaSetting.NONE.value
+    for line in lines:
+        values = [by_name.get(f"{b}/{none}{PCT}") for b in obj]
+        if not any(c is not None and line.value(c)[0] is not None for c in values):
+            continue
+        row = [f"{line.name} (no persona)"] + [cell(c, line) for c in values]
+        row += [cell(by_name.get(f"objective/{none}{PCT}"), line)] if obj_avg else []
+        row += ["–"] * (len(pers) + (1 if pers_avg else 0))
+        rows.append(row)
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    caption = (
+        f"Accuracy (%). Objective benchmarks: {' / '.join(settings)} persona"
+        + (", averaged over seeds (mean ± sample std)" if any(line.seeds > 1 for line in lines) else "")
+        + "; personalized benchmarks: aligned (each user's own persona). \"(no persona)\" rows: the objective "
+        "benchmarks without persona (the paper's No-Persona Upperbound row)."
+    )
+    return "\n".join(out) + "\n\n" + caption + "\n"
 
 
 def mode_analysis(cells: Mapping[Cell, tuple[int, float]]) -> tuple[list[str], list[list[Any]]]:
@@ -375,23 +582,104 @@ def _plots(folder: Path, cells: Mapping[Cell, tuple[int, float]], rates: Any, mi
     return written
 
 
+def judge_agreement(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Rule-vs-judge agreement per benchmark, over the records the judge was asked about (module docstring).
+    ``graded`` = responses with a judge verdict; ``agreement_%``, ``rule_%`` and ``judge_%`` are over those."""
+    by_bench: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in records:
+        if "judge_correct" in r:
+            by_bench[r["benchmark"]].append(r)
+    rank = {b.value: i for i, b in enumerate(BENCHMARKS)}
+    header = ["benchmark", "responses", "graded", f"rule{PCT}", f"judge{PCT}", f"agreement{PCT}", "judge_only_correct",
+              "rule_only_correct"]
+    lines = []
+    for bench in sorted(by_bench, key=rank.__getitem__):
+        recs = by_bench[bench]
+        graded = [(float(r["rule_correct"]), float(r["judge_correct"])) for r in recs if r["judge_correct"] is not None]
+        if not graded:
+            lines.append([bench, len(recs), 0, None, None, None, 0, 0])
+            continue
+        lines.append([
+            bench, len(recs), len(graded),
+            100.0 * _mean([r for r, _ in graded]), 100.0 * _mean([j for _, j in graded]),
+            100.0 * _mean([float(r == j) for r, j in graded]),
+            sum(j > r for r, j in graded), sum(r > j for r, j in graded),
+        ])
+    return header, lines
+
+
+def _write_table1(folder: Path, lines: Sequence[Table1Line]) -> list[Path]:
+    header, rows = table1(lines)
+    csv_path, md_path = folder / "table1.csv", folder / "table1.md"
+    atomic_write_text(csv_path, _csv(header, rows))
+    atomic_write_text(md_path, table1_markdown(lines))
+    return [csv_path, md_path]
+
+
 def write_report(run_dir: Path) -> list[Path]:
-    """Every table and plot of one run directory (module docstring); returns the written paths."""
+    """Every table and plot of one run directory, one run or a multi-seed run (module docstring); returns the
+    written paths."""
     run_dir = Path(run_dir)
-    records = read_predictions(run_dir / "predictions.jsonl")
-    cells = accuracy_cells(records)
+    parts = read_run(run_dir)
+    per_seed = [accuracy_cells(recs) for recs in parts]
+    cells = seed_cells(per_seed)
+    records = [r for recs in parts for r in recs]
     tables, plots = run_dir / "tables", run_dir / "plots"
     rates, mixed = mode_rates(records), mixed_ratio(records)
-    written = _write_table(tables, "table1", table1({"": cells}))
+    written = _write_table1(tables, _table1_lines({"": per_seed}))
     written += _write_table(tables, "mode_analysis", mode_analysis(cells))
     written += _write_table(tables, "mode_rates", rates)
     written += _write_table(tables, "mixed_ratio", mixed, md=False)
+    agreement = judge_agreement(records)
+    if agreement[1]:
+        written += _write_table(tables, "judge_agreement", agreement)
     written += _plots(plots, cells, rates, mixed)
     return written
 
 
-def write_comparison(runs: Mapping[str, Path], out_dir: Path) -> list[Path]:
-    """Table 1 of several runs side by side (one line per label and decoding) under ``out_dir``; every run must be
-    complete (:func:`read_complete_run`), checked before anything is written."""
-    cells = {label: accuracy_cells(read_complete_run(label, Path(d))) for label, d in runs.items()}
-    return _write_table(Path(out_dir), "table1", table1(cells))
+@dataclass(frozen=True)
+class ComparedRun:
+    """One run given to ``compare``: its label and directory, and the Table 1 system it stands for (``--system``)
+    or None (``--run``: one line per decoding)."""
+
+    label: str
+    path: Path
+    system: System | None = None
+
+
+def _run_prompt_style(path: Path) -> str | None:
+    """The prompt style a run directory (or the first seed of a multi-seed run) was generated with."""
+    parts = run_parts(path)
+    config = (parts[0] if parts else path) / "run_config.json"
+    return json.loads(config.read_text(encoding="utf-8")).get("prompt_style") if config.is_file() else None
+
+
+def comparison_lines(runs: Sequence[ComparedRun]) -> list[Table1Line]:
+    """Table 1 lines of the runs given to ``compare`` (module docstring), every run checked complete first; system
+    lines in the paper's order. Raises IncompleteRunError, or ValueError for a system run that lacks its decoding or
+    was generated with another prompt style."""
+    read = {r.label: [accuracy_cells(recs) for recs in read_complete_run(r.label, r.path)] for r in runs}
+    lines: list[Table1Line] = []
+    for r in sorted(runs, key=lambda r: -1 if r.system is None else list(SYSTEMS).index(r.system)):
+        per_seed = read[r.label]
+        if r.system is None:
+            lines += _table1_lines({r.label: per_seed})
+            continue
+        spec = SYSTEMS[r.system]
+        where = f"system {r.system.value!r} ({r.path})"
+        if not any(c[2] == spec.decoding.value for cells in per_seed for c in cells):
+            raise ValueError(f"{where}: no {spec.decoding.value!r} decoding; evaluate it with `eval run --system {r.system.value}`")
+        style = _run_prompt_style(r.path)
+        if style != spec.prompt_style.value:
+            raise ValueError(
+                f"{where}: generated with prompt style {style!r}, but {spec.label} uses {spec.prompt_style.value!r}; "
+                f"evaluate it with `eval run --system {r.system.value}`"
+            )
+        lines.append(Table1Line(r.label, spec.decoding.value, per_seed, spec.section))
+    return lines
+
+
+def write_comparison(runs: Sequence[ComparedRun], out_dir: Path) -> list[Path]:
+    """Table 1 of several runs side by side (:func:`comparison_lines`) under ``out_dir``; everything is checked
+    before anything is written."""
+    return _write_table1(Path(out_dir), comparison_lines(runs))

@@ -11,17 +11,28 @@ Output directory layout (``--out``):
   ``benchmark``, ``task``, ``family``, ``setting``, ``decoding``, ``prompt_style``, ``mode`` (the mode the
   response is in: general / personalized / unknown), ``persona_id``, ``pred`` (extracted answer), ``correct``,
   ``format_ok``, ``has_answer``, ``score`` (the training reward), ``response_tokens``, ``truncated``,
-  ``response``. Append-only; a crashed run continues where it stopped (``store.PredictionStore``).
+  ``response``; with ``--judge``, for PubMedQA and MATH-500, also ``rule_correct`` (the rules' verdict),
+  ``judge_correct`` (the judge's, null when its request failed), ``judge_pred`` (the answer it extracted) and
+  ``grader`` (``judge`` or ``rule``: what ``correct`` is). Append-only; a crashed run continues where it stopped
+  (``store.PredictionStore``).
 - ``tables/`` and ``plots/``: written by ``report.write_report`` at the end of the run.
+
+Several sampling seeds (``--seeds 0 1 2``: the paper's "averaged over three runs"): the eval set is built once in
+``--out``; each seed is an ordinary run of it in ``--out/seed_<s>/`` (sampling at ``--temperature``, by default the
+recipes' 0.6, with request seeds derived from ``<s>``), and ``--out/tables`` report the mean over seeds and its
+sample standard deviation. One model load serves every seed; a killed run resumes seed by seed. Without
+``--seeds`` a run is a single greedy one (``--temperature 0``) in ``--out`` itself.
 
 Mode of a response: read from its token ids (``ModePrefixes.mode_of_ids``); forced responses start with their
 prefix by construction. When the prefixes are plain text (no dedicated tokens) or the prompt style is
 ``mode_choice`` (a plain model writing the tags as text), an unknown id head falls back to the decoded text head.
 
 Scoring: ``verl_personadual.rewards.compute_score`` (the training reward) with ``extra_info`` carrying the task
-family, options, question, persona setting and mode. With ``--judge``, ``rewards.LLMJudge`` on the shared
-``LLMClient`` (cached) is consulted for PubMedQA and MATH-500 (families ``yes_no_maybe`` and ``math``) when the
-rules say incorrect, as the paper graded them with an LLM; rule-based otherwise.
+family, options, question, persona setting and mode. With ``--judge``, PubMedQA and MATH-500 responses are graded
+as the paper grades them: ``eval.judge.ExtractVerifyJudge`` (any OpenAI-compatible endpoint through the shared,
+cached ``LLMClient``) extracts the concise answer from the whole response and verifies it; ``correct`` is its
+verdict, and the rules' verdict is kept next to it (``tables/judge_agreement``). The other benchmarks are graded by
+the rules (TriviaQA by exact match against its aliases, as in the paper).
 """
 
 from __future__ import annotations
@@ -29,8 +40,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,6 +52,7 @@ from verl_personadual.atomic import atomic_write_text
 from verl_personadual.eval.baselines import (
     PromptStyle,
     Router,
+    System,
     build_messages,
     mode_from_text,
 )
@@ -61,6 +72,7 @@ from verl_personadual.eval.personas import (
     read_eval_set,
     write_eval_set,
 )
+from verl_personadual.eval.judge import JUDGED_BENCHMARKS, ExtractVerifyJudge, JudgeVerdict
 from verl_personadual.eval.report import write_report
 from verl_personadual.eval.store import PredictionStore
 from verl_personadual.llm import LLMClient, LLMConfig
@@ -70,11 +82,21 @@ from verl_personadual.prompts import (
     PERSONALIZED_SOURCES,
     DataSource,
     PersonaSetting,
-    TaskFamily,
 )
-from verl_personadual.rewards import LLMJudge, compute_score
+from verl_personadual.rewards import compute_score
 
-__all__ = ["RunConfig", "RunError", "run", "prepare_eval_set", "score_response", "JUDGE_FAMILIES", "EVAL_SET", "PREDICTIONS"]
+__all__ = [
+    "RunConfig",
+    "RunError",
+    "run",
+    "prepare_eval_set",
+    "score_response",
+    "grade_with_judge",
+    "EVAL_SET",
+    "PREDICTIONS",
+    "SAMPLING_TEMPERATURE",
+    "SEED_DIR",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +104,10 @@ EVAL_SET = "eval_set.jsonl"
 EVAL_MANIFEST = "eval_manifest.json"
 RUN_CONFIG = "run_config.json"
 PREDICTIONS = "predictions.jsonl"
-#: Families the optional judge grades (PubMedQA, MATH-500).
-JUDGE_FAMILIES = (TaskFamily.YES_NO_MAYBE, TaskFamily.MATH)
+#: Sub-run directory of one sampling seed of a multi-seed run.
+SEED_DIR = "seed_{}"
+#: Sampling temperature of multi-seed runs unless told otherwise: the recipes' rollout temperature (paper Table 6).
+SAMPLING_TEMPERATURE = 0.6
 _MODE_NAME = {int(Mode.GENERAL): "general", int(Mode.PERSONALIZED): "personalized", UNKNOWN_MODE: "unknown"}
 #: The progress bar: responses done (fractions while a batch decodes), elapsed < remaining (the ETA assumes every
 #: response runs to --max-new-tokens, so it shrinks when responses end early).
@@ -115,6 +139,8 @@ class RunConfig:
     prompt_style: PromptStyle = PromptStyle.PERSONA
     router: Path | None = None
     judge: bool = False
+    seeds: list[int] | None = None  # sampling seeds of a multi-seed run (module docstring); None: one run
+    system: System | None = None  # the Table 1 system this run evaluates (recorded for `compare --system`)
     llm: LLMConfig | None = None
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -209,6 +235,9 @@ def _check_run_config(cfg: RunConfig) -> None:
         "chat_template_kwargs": cfg.chat_template_kwargs,
         "router": str(cfg.router) if cfg.router else None,
         "judge": cfg.judge,
+        "judge_model": cfg.llm.model if cfg.judge and cfg.llm is not None else None,
+        "seeds": cfg.seeds,
+        "system": None if cfg.system is None else cfg.system.value,
     }
     path = cfg.out_dir / RUN_CONFIG
     if path.exists():
@@ -220,7 +249,7 @@ def _check_run_config(cfg: RunConfig) -> None:
         atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
 
 
-def score_response(row: EvalRow, text: str, mode: int, judge: LLMJudge | None = None) -> dict[str, Any]:
+def score_response(row: EvalRow, text: str, mode: int) -> dict[str, Any]:
     """``rewards.compute_score`` of one decoded response to ``row`` (mode code 0 / 1 / -1), with ``extra_info``
     carrying the family, options, question, persona setting and mode name."""
     extra = {
@@ -230,7 +259,18 @@ def score_response(row: EvalRow, text: str, mode: int, judge: LLMJudge | None = 
         "persona_setting": row.setting,
         MODE_FIELD: _MODE_NAME[mode],
     }
-    return compute_score(row.benchmark, text, row.gold, extra, judge=judge)
+    return compute_score(row.benchmark, text, row.gold, extra)
+
+
+def grade_with_judge(result: dict[str, Any], verdict: JudgeVerdict | None) -> dict[str, Any]:
+    """A judged benchmark's result (module docstring): ``rule_correct`` = the rules' ``correct``; ``judge_correct``
+    / ``judge_pred`` = the judge's verdict and extracted answer (None when its request failed); ``correct`` = the
+    judge's verdict when there is one, else the rules'; ``grader`` says which."""
+    out = dict(result, rule_correct=result["correct"], judge_correct=None, judge_pred=None, grader="rule")
+    if verdict is not None:
+        out.update(judge_correct=1.0 if verdict.correct else 0.0, judge_pred=verdict.extracted, grader="judge")
+        out["correct"] = out["judge_correct"]
+    return out
 
 
 def _read_mode(ids: Sequence[int], gen: Generator, prefixes: ModePrefixes, style: PromptStyle) -> int:
@@ -259,13 +299,59 @@ def _generate_batch(
 
 
 def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
-    """Evaluate ``cfg.model`` (or the given ``generator``) and write every output; returns the predictions path.
+    """Evaluate ``cfg.model`` (or the given ``generator``) and write every output; returns the predictions path
+    (one run) or the run directory (several ``cfg.seeds``).
 
     Items already in ``predictions.jsonl`` are skipped, so calling this again after a crash finishes the run.
     """
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
     if Decoding.ROUTER in cfg.decodings and cfg.router is None:
         raise RunError("decoding 'router' needs --router (a file written by `train-router`)")
+    if cfg.seeds is not None:
+        seeds = list(cfg.seeds)
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise RunError(f"--seeds must list distinct seeds, got {seeds}")
+        if cfg.decoding.temperature == 0 and len(seeds) > 1:
+            raise RunError("greedy decoding (--temperature 0) gives the same responses for every seed; sample with "
+                           f"--temperature > 0 (default with --seeds: {SAMPLING_TEMPERATURE}) or run without --seeds")
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.seeds is not None:
+        return _run_seeds(cfg, generator)
+    return _run_one(cfg, _Lazy(cfg, generator))
+
+
+class _Lazy:
+    """The generator, made on first use (a finished or resumed-complete run loads no model)."""
+
+    def __init__(self, cfg: RunConfig, generator: Generator | None) -> None:
+        self.cfg, self.generator = cfg, generator
+
+    def __call__(self) -> Generator:
+        if self.generator is None:
+            c = self.cfg
+            self.generator = make_generator(c.backend, c.model, c.decoding, c.device, c.dtype, c.engine_kwargs)
+        return self.generator
+
+
+def _run_seeds(cfg: RunConfig, generator: Generator | None) -> Path:
+    """One sub-run per seed over the run directory's eval set (module docstring), then the aggregated report."""
+    seeds = list(cfg.seeds or [])
+    prepare_eval_set(cfg)
+    _check_run_config(cfg)
+    lazy = _Lazy(cfg, generator)
+    for seed in seeds:
+        sub = replace(
+            cfg, out_dir=cfg.out_dir / SEED_DIR.format(seed), eval_set=cfg.out_dir / EVAL_SET, seeds=None,
+            decoding=replace(cfg.decoding, seed=seed),
+        )
+        sub.out_dir.mkdir(parents=True, exist_ok=True)
+        logger.info("seed %d of %s -> %s", seed, seeds, sub.out_dir)
+        _run_one(sub, lazy)
+    for path in write_report(cfg.out_dir):
+        logger.info("wrote %s", path)
+    return cfg.out_dir
+
+
+def _run_one(cfg: RunConfig, get_generator: _Lazy) -> Path:
     rows = prepare_eval_set(cfg)
     _check_run_config(cfg)
     store = PredictionStore(cfg.out_dir / PREDICTIONS)
@@ -279,19 +365,15 @@ def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
         if router_rows:
             routed = dict(zip((r.row_id for r in router_rows), Router.load(cfg.router).predict(router_rows)))
         units = [(r, d, routed[r.row_id] if d is Decoding.ROUTER else d.forced_mode) for r, d in todo]
-        gen = generator or make_generator(
-            cfg.backend, cfg.model, cfg.decoding, cfg.device, cfg.dtype, cfg.engine_kwargs
-        )
+        gen = get_generator()
         prefixes = resolve_prefixes(gen.tokenizer)
         judge = None
         if cfg.judge:
             if cfg.llm is None:
                 raise RunError("--judge needs an OpenAI-compatible endpoint: set PERSONADUAL_LLM_BASE_URL and "
                                "PERSONADUAL_LLM_MODEL (or --llm-base-url / --llm-model)")
-            judge = LLMJudge(LLMClient(cfg.llm, validate=LLMJudge.check_reply, progress=False), JUDGE_FAMILIES)
-        score = functools.partial(score_response, judge=judge)
-        workers = cfg.llm.max_concurrency if judge is not None and cfg.llm is not None else 1
-        with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
+            judge = ExtractVerifyJudge(LLMClient(cfg.llm, progress=False))
+        with tqdm(
             total=len(units), desc="generate+score", unit="resp", disable=not cfg.progress, bar_format=_BAR
         ) as bar:
             for start in range(0, len(units), cfg.batch_size):
@@ -307,7 +389,9 @@ def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
                     int(forced) if forced is not None else _read_mode(ids, gen, prefixes, cfg.prompt_style)
                     for (_, _, forced), (ids, _) in zip(batch, outs)
                 ]
-                results = list(pool.map(score, [u[0] for u in batch], texts, modes))
+                results = [score_response(u[0], text, mode) for u, text, mode in zip(batch, texts, modes)]
+                if judge is not None:
+                    results = _judged(batch, texts, results, judge)
                 store.append(
                     _record(row, dec, cfg.prompt_style, mode, res, ids, trunc, text)
                     for (row, dec, _), (ids, trunc), text, mode, res in zip(batch, outs, texts, modes, results)
@@ -335,6 +419,19 @@ def _constrain(
     return out
 
 
+def _judged(
+    batch: Sequence[tuple[EvalRow, Decoding, Mode | None]], texts: Sequence[str], results: list[dict[str, Any]],
+    judge: ExtractVerifyJudge,
+) -> list[dict[str, Any]]:
+    """``results`` with the judged benchmarks' responses graded by ``judge`` (one concurrent batch of requests)."""
+    index = [k for k, (row, _, _) in enumerate(batch) if row.source in JUDGED_BENCHMARKS]
+    verdicts = judge.judge_many([(batch[k][0].question, batch[k][0].gold, texts[k]) for k in index])
+    out = list(results)
+    for k, verdict in zip(index, verdicts):
+        out[k] = grade_with_judge(results[k], verdict)
+    return out
+
+
 def _advance(bar: Any, step: float, stop: float) -> None:
     """One decoding step of a batch: move the progress bar by ``step`` responses, never past ``stop``."""
     bar.update(min(step, stop - bar.n))
@@ -343,6 +440,7 @@ def _advance(bar: Any, step: float, stop: float) -> None:
 def _record(
     row: EvalRow, dec: Decoding, style: PromptStyle, mode: int, res: dict[str, Any], ids: list[int], truncated: bool, text: str
 ) -> dict[str, Any]:
+    judged = {k: res[k] for k in ("rule_correct", "judge_correct", "judge_pred", "grader") if k in res}
     return {
         "row_id": row.row_id,
         "item_id": row.item_id,
@@ -359,6 +457,7 @@ def _record(
         "format_ok": res["format_ok"],
         "has_answer": res["has_answer"],
         "score": res["score"],
+        **judged,
         "response_tokens": len(ids),
         "truncated": truncated,
         "response": text,
