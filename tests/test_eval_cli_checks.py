@@ -168,3 +168,10 @@ def test_all_wrong_run_tables_have_units_and_plots_fixed_axes_and_only_what_ran(
     fig = report.mode_rates_figure(report.mode_rates(recs))
     assert fig.axes[0].get_xlim() == (0.0, 100.0)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["unknown"]
+
+
+def test_toy_benchmark_needs_an_eval_set(tiny_model_dir, tmp_path, caplog):
+    from verl_personadual.eval.cli import main as eval_main
+
+    assert eval_main(["run", "--model", str(tiny_model_dir), "--out", str(tmp_path / "run"), "--benchmarks", "toy"]) == 2
+    assert "--benchmarks toy needs --eval-set" in caplog.text

@@ -100,7 +100,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="HF checkpoint directory or hub id (its tokenizer is used too)")
     p.add_argument("--out", required=True, type=Path, help="run directory (created; re-use it to resume)")
     p.add_argument("--benchmarks", nargs="+", default=[b.value for b in BENCHMARKS],
-                   choices=[b.value for b in BENCHMARKS], help="benchmarks to evaluate (default: all seven)")
+                   choices=[b.value for b in BENCHMARKS] + [DataSource.TOY.value],
+                   help="benchmarks to evaluate (default: the paper's seven; toy: the rows of a toy eval set, "
+                        "`python -m data_preprocess.toy`, given with --eval-set)")
     p.add_argument("--settings", nargs="+", default=[s.value for s in PersonaSetting],
                    choices=[s.value for s in PersonaSetting],
                    help="persona settings of objective benchmarks (personalized ones always use their own persona)")
@@ -194,6 +196,9 @@ def _style_and_decodings(a: argparse.Namespace) -> tuple[PromptStyle, list[Decod
 
 
 def _run_config(a: argparse.Namespace) -> RunConfig:
+    if DataSource.TOY.value in a.benchmarks and a.eval_set is None:
+        raise RunError("--benchmarks toy needs --eval-set: the toy task has no hub dataset (python -m "
+                       "data_preprocess.toy --out DIR writes DIR/eval_set.jsonl)")
     paths = dict(samples_paths()) if a.samples else {}
     paths.update(_path_pairs(a.data))
     sizes = {b: a.limit for b in BENCHMARKS} if a.limit is not None else {}
