@@ -58,3 +58,12 @@ def test_help_lists_the_stages_and_ablations(capsys):
     text = capsys.readouterr().out
     for word in ("eval-sft", "main_ppo", "mode-selection accuracy:", "no_dual_adv", "--check-targets"):
         assert word in text
+
+
+def test_run_labels_carry_the_overrides():
+    from verl_personadual.quickstart import run_label
+
+    assert run_label("none", []) == "none"
+    assert run_label("no_dual_adv", ["algorithm.dual_grpo.prefix_kl=mass", "+trainer.x/y=2"]) == "no_dual_adv+prefix_kl=mass+x_y=2"
+    with pytest.raises(StageError, match="--set 'beta': expected KEY=VALUE"):
+        run_label("none", ["beta"])

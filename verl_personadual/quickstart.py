@@ -1,6 +1,6 @@
 """The main job on a CPU: a tiny model learns *when* to use the persona, SFT -> DualGRPO -> eval, in minutes.
 
-    python -m verl_personadual.quickstart [--out outputs/quickstart] [--ablation none no_dual_adv ...]
+    python -m verl_personadual.quickstart [--out outputs/quickstart] [--ablation none no_dual_adv ...] [--set K=V ...]
 
 Stages (each one's outputs under --out; a rerun skips the stages already finished, so a killed run resumes):
 
@@ -10,7 +10,8 @@ Stages (each one's outputs under --out; a rerun skips the stages already finishe
 4. sft       Stage 1 with verl's SFT trainer, recipe backbone ``cpu_toy`` (both modes on every item, no preference);
 5. eval-sft  the eval harness on the held-out set (free, forced general, forced personalized) + mode probabilities;
 6. rl        Stage 2 with verl's real ``main_ppo`` and ``algorithm.adv_estimator=dual_grpo`` (recipe ``cpu_toy``),
-             one run per ``--ablation``;
+             one run per ``--ablation`` (``--set`` adds Hydra overrides to each, e.g.
+             ``--set algorithm.dual_grpo.prefix_kl=mass``; the run is then labelled ``none+prefix_kl=mass``);
 7. eval-rl   the same evaluation of each RL checkpoint;
 8. report    ``report.md`` + ``report.png`` + ``summary.json``: mode-selection accuracy, probability of the better
              mode, free accuracy vs the forced upper bound, before and after RL, and verl's per-step curves
@@ -36,7 +37,7 @@ from typing import Callable, Sequence
 
 from verl_personadual.atomic import atomic_write_text
 
-__all__ = ["main", "Quickstart", "StageError", "MODEL_SEED", "TOY_BACKBONE"]
+__all__ = ["main", "Quickstart", "StageError", "run_label", "MODEL_SEED", "TOY_BACKBONE"]
 
 #: Recipe backbone of both stages (``recipes/config/{sft,rl}_backbone/cpu_toy.yaml``).
 TOY_BACKBONE = "cpu_toy"
@@ -55,6 +56,18 @@ def _say(text: str) -> None:
     print(f"[quickstart] {text}", flush=True)
 
 
+def run_label(ablation: str, overrides: Sequence[str]) -> str:
+    """An RL run's label: the ablation, plus each override's last key segment and value
+    (``none`` + ``algorithm.dual_grpo.prefix_kl=mass`` -> ``none+prefix_kl=mass``)."""
+    parts = [ablation]
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise StageError(f"--set {item!r}: expected KEY=VALUE")
+        parts.append(f"{key.lstrip('+~').split('.')[-1]}={value}")
+    return "+".join(parts).replace("/", "_")
+
+
 def _hf_dir(root: Path, sub: str) -> Path | None:
     """The newest ``global_step_N/<sub>`` checkpoint directory under ``root`` with a config.json, or None."""
     found = sorted(
@@ -68,9 +81,11 @@ def _hf_dir(root: Path, sub: str) -> Path | None:
 class Quickstart:
     """The stages of the module docstring on one output directory."""
 
-    def __init__(self, out: Path, ablations: Sequence[str], progress: bool = True) -> None:
+    def __init__(self, out: Path, ablations: Sequence[str], progress: bool = True, overrides: Sequence[str] = ()) -> None:
         self.out = out.absolute()
-        self.ablations = list(ablations)
+        self.overrides = list(overrides)
+        #: run label -> ablation
+        self.runs = {run_label(a, self.overrides): a for a in ablations}
         self.progress = progress
         self.data = self.out / "data"
         self.model = self.out / "model"
@@ -177,7 +192,7 @@ class Quickstart:
         overrides = recipes.build_overrides(
             stage=stage, backbone=TOY_BACKBONE, model=str(self.model), train_files=[str(self.data / stage / "train.parquet")],
             val_files=[str(self.data / "rl" / "validation.parquet")] if stage == "rl" else (),
-            **({"ablation": ablation} if stage == "rl" else {}),
+            **({"ablation": ablation, "extra": self.overrides} if stage == "rl" else {}),
         )
         cfg = recipes.compose(stage, overrides)
         if stage == "rl":
@@ -194,22 +209,20 @@ class Quickstart:
             raise StageError(f"stage sft: no global_step_*/huggingface checkpoint under {self.sft} (log: {self.logs / 'sft.log'})")
         return {"checkpoint": str(hf), "command": command}
 
-    def rl_dir(self, ablation: str) -> Path:
-        return self.out / "runs" / ablation
-
-    def train_rl(self, ablation: str) -> dict:
-        root = self.rl_dir(ablation)
+    def train_rl(self, label: str) -> dict:
+        ablation = self.runs[label]
+        root = self.out / "runs" / label
         ckpt_root, metrics = root / "checkpoints", root / "metrics.jsonl"
         if ckpt_root.exists():
             shutil.rmtree(ckpt_root)
         metrics.unlink(missing_ok=True)
         root.mkdir(parents=True, exist_ok=True)
         sft = Path(json.loads(self._marker("sft").read_text())["checkpoint"])
-        argv = self._recipe_argv("rl", sft, ckpt_root, ablation) + ["--", "trainer.logger=[console,file]"]
-        command = self._launch(f"rl-{ablation}", argv, self._steps("rl", ablation), env={"VERL_FILE_LOGGER_PATH": str(metrics)})
+        argv = self._recipe_argv("rl", sft, ckpt_root, ablation) + ["--", "trainer.logger=[console,file]", *self.overrides]
+        command = self._launch(f"rl-{label}", argv, self._steps("rl", ablation), env={"VERL_FILE_LOGGER_PATH": str(metrics)})
         hf = _hf_dir(ckpt_root, "actor/huggingface")
         if hf is None:
-            raise StageError(f"stage rl-{ablation}: no global_step_*/actor/huggingface checkpoint under {ckpt_root}")
+            raise StageError(f"stage rl-{label}: no global_step_*/actor/huggingface checkpoint under {ckpt_root}")
         return {"checkpoint": str(hf), "metrics": str(metrics), "command": f"VERL_FILE_LOGGER_PATH={metrics} {command}"}
 
     def evaluate(self, label: str, checkpoint: Path) -> dict:
@@ -238,11 +251,14 @@ class Quickstart:
         from verl_personadual.toy_report import metric_curves, read_jsonl, summarize, write_report
 
         runs, curves, commands = {}, {}, [json.loads(self._marker("sft").read_text())["command"]]
-        labels = ["sft"] + [f"rl-{a}" for a in self.ablations]
+        # every finished RL run in --out (earlier invocations' too): the toy's Table 2 grows run by run
+        finished = sorted(m.stem[len("eval-rl-"):] for m in (self.out / "stages").glob("eval-rl-*.json"))
+        rl_labels = [a for a in self.runs if a in finished] + [a for a in finished if a not in self.runs]
+        labels = ["sft"] + [f"rl-{a}" for a in rl_labels]
         for label in labels:
             info = json.loads(self._marker(f"eval-{label}").read_text())
             runs[label] = summarize(read_jsonl(Path(info["predictions"])), read_jsonl(Path(info["mode_probs"])))
-        for a in self.ablations:
+        for a in rl_labels:
             info = json.loads(self._marker(f"rl-{a}").read_text())
             commands.append(info["command"])
             metrics = Path(info["metrics"])
@@ -251,7 +267,7 @@ class Quickstart:
 
     def run_all(self) -> dict:
         """Every stage in order; returns the report's runs (label -> figures)."""
-        n = 6 + 2 * len(self.ablations)
+        n = 6 + 2 * len(self.runs)
         i = iter(range(1, n + 1))
         self.stage(next(i), n, "check", "plugin registrations seen by verl", self.check)
         self.stage(next(i), n, "data", "toy persona task (data_preprocess.toy)", self.build_data)
@@ -259,8 +275,9 @@ class Quickstart:
         self.stage(next(i), n, "sft", "Stage 1: verl SFT trainer, recipe cpu_toy", self.train_sft)
         sft = Path(json.loads(self._marker("sft").read_text())["checkpoint"])
         self.stage(next(i), n, "eval-sft", "held-out eval of the SFT checkpoint", lambda: self.evaluate("sft", sft))
-        for a in self.ablations:
-            self.stage(next(i), n, f"rl-{a}", f"Stage 2: verl main_ppo, DualGRPO recipe cpu_toy, ablation {a}",
+        for a, ablation in self.runs.items():
+            settings = f"ablation {ablation}" + (f", {' '.join(self.overrides)}" if self.overrides else "")
+            self.stage(next(i), n, f"rl-{a}", f"Stage 2: verl main_ppo, DualGRPO recipe cpu_toy, {settings}",
                        lambda a=a: self.train_rl(a))
             ckpt = Path(json.loads(self._marker(f"rl-{a}").read_text())["checkpoint"])
             self.stage(next(i), n, f"eval-rl-{a}", f"held-out eval of the RL checkpoint ({a})",
@@ -284,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs/quickstart"), help="output directory (default: %(default)s)")
     parser.add_argument("--ablation", nargs="+", default=["none"], choices=ablations(),
                         help="RL recipe ablation(s) to run after the shared SFT stage (default: none = PersonaDual)")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="Hydra overrides for every RL run (e.g. algorithm.dual_grpo.prefix_kl=mass); the run's "
+                             "label gets them, so runs with other settings sit side by side in one --out")
     parser.add_argument("--check-targets", action="store_true",
                         help="exit 3 unless every RL run reaches the targets of verl_personadual.toy_report.TARGETS")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -294,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         check_output_dir(args.out)
-        qs = Quickstart(args.out, args.ablation, progress=not args.no_progress)
+        qs = Quickstart(args.out, args.ablation, progress=not args.no_progress, overrides=args.overrides)
         runs = qs.run_all()
     except (StageError, PreflightError) as err:
         _say(f"FAILED: {err}")
@@ -302,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say(f"report: {qs.out / 'report.md'}")
     status = 0
     before = runs["sft"]
-    for a in args.ablation:
+    for a in qs.runs:
         after = runs[f"rl-{a}"]
         met = targets_met(after)
         missed = [f"{k} {_fmt(after.get(k))} (target {TARGETS[k][0]} {TARGETS[k][1]})" for k, ok in met.items() if not ok]
@@ -311,9 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"{_fmt(after['unknown_rate'])}" + (f"; below target: {', '.join(missed)}" if missed else "; targets met"))
         if missed and args.check_targets:
             status = 3
-    for a in args.ablation:
+    for a in qs.runs:
         print(f"mode-selection accuracy: before {_fmt(before['selection_acc'])} after {_fmt(runs[f'rl-{a}']['selection_acc'])}"
-              f" (ablation {a}, {before['decisive']} decisive held-out rows)", flush=True)
+              f" (run {a}, {before['decisive']} decisive held-out rows)", flush=True)
     return status
 
 
