@@ -248,6 +248,7 @@ class Quickstart:
         return {"checkpoint": str(checkpoint), "predictions": str(predictions), "mode_probs": str(probs)}
 
     def report(self) -> tuple[dict, list[Path]]:
+        from verl_personadual.eval.store import read_predictions
         from verl_personadual.toy_report import metric_curves, read_jsonl, summarize, write_report
 
         runs, curves, commands = {}, {}, [json.loads(self._marker("sft").read_text())["command"]]
@@ -257,7 +258,7 @@ class Quickstart:
         labels = ["sft"] + [f"rl-{a}" for a in rl_labels]
         for label in labels:
             info = json.loads(self._marker(f"eval-{label}").read_text())
-            runs[label] = summarize(read_jsonl(Path(info["predictions"])), read_jsonl(Path(info["mode_probs"])))
+            runs[label] = summarize(read_predictions(Path(info["predictions"])), read_predictions(Path(info["mode_probs"])))
         for a in rl_labels:
             info = json.loads(self._marker(f"rl-{a}").read_text())
             commands.append(info["command"])
@@ -289,10 +290,6 @@ class Quickstart:
         return runs
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from verl_personadual.recipes import ablations
 
@@ -310,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from verl_personadual.preflight import PreflightError, check_output_dir
-    from verl_personadual.toy_report import TARGETS, targets_met
+    from verl_personadual.toy_report import TARGETS, fmt, targets_met
 
     try:
         check_output_dir(args.out)
@@ -325,14 +322,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for a in qs.runs:
         after = runs[f"rl-{a}"]
         met = targets_met(after)
-        missed = [f"{k} {_fmt(after.get(k))} (target {TARGETS[k][0]} {TARGETS[k][1]})" for k, ok in met.items() if not ok]
-        _say(f"rl-{a}: p(better mode) {_fmt(before['p_better'])} -> {_fmt(after['p_better'])}; free accuracy "
-             f"{_fmt(after['free_acc'])} of upper bound {_fmt(after['upper_bound'])}; unknown-mode rate "
-             f"{_fmt(after['unknown_rate'])}" + (f"; below target: {', '.join(missed)}" if missed else "; targets met"))
+        missed = [f"{k} {fmt(after.get(k))} (target {TARGETS[k][0]} {TARGETS[k][1]})" for k, ok in met.items() if not ok]
+        _say(f"rl-{a}: p(better mode) {fmt(before['p_better'])} -> {fmt(after['p_better'])}; free accuracy "
+             f"{fmt(after['free_acc'])} of upper bound {fmt(after['upper_bound'])}; unknown-mode rate "
+             f"{fmt(after['unknown_rate'])}" + (f"; below target: {', '.join(missed)}" if missed else "; targets met"))
         if missed and args.check_targets:
             status = 3
     for a in qs.runs:
-        print(f"mode-selection accuracy: before {_fmt(before['selection_acc'])} after {_fmt(runs[f'rl-{a}']['selection_acc'])}"
+        print(f"mode-selection accuracy: before {fmt(before['selection_acc'])} after {fmt(runs[f'rl-{a}']['selection_acc'])}"
               f" (run {a}, {before['decisive']} decisive held-out rows)", flush=True)
     return status
 

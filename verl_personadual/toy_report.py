@@ -26,7 +26,7 @@ from verl_personadual.eval.generate import Decoding
 from verl_personadual.modes import Mode
 from verl_personadual.prompts import PersonaSetting
 
-__all__ = ["TARGETS", "summarize", "read_jsonl", "metric_curves", "CURVES", "targets_met", "write_report"]
+__all__ = ["TARGETS", "fmt", "summarize", "read_jsonl", "metric_curves", "CURVES", "targets_met", "write_report"]
 
 #: What the quickstart's default run must reach after RL (issue "the main job shows the method working").
 TARGETS: dict[str, tuple[str, float]] = {
@@ -49,7 +49,8 @@ SCORE_KEY = "critic/score/mean"
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every JSON object of a JSONL file; a malformed line is a ValueError naming the file and line."""
+    """Every JSON object of a JSONL file such as verl's metrics log (the eval files have their own reader,
+    ``eval.store.read_predictions``); a malformed line is a ValueError naming the file and line."""
     rows = []
     for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
@@ -141,7 +142,8 @@ def targets_met(summary: Mapping[str, Any]) -> dict[str, bool]:
     return out
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """A figure with 3 decimals, ``n/a`` for None."""
     return "n/a" if value is None else f"{value:.3f}"
 
 
@@ -150,8 +152,8 @@ def _table(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines = ["| run | " + " | ".join(cols) + " | " + " | ".join(f"free_acc {s}" for s in SETTINGS) + " |",
              "|---" * (1 + len(cols) + len(SETTINGS)) + "|"]
     for label, s in runs.items():
-        setting = [_fmt(s["by_setting"].get(x, {}).get("free_acc")) for x in SETTINGS]
-        lines.append(f"| {label} | " + " | ".join(_fmt(s[c]) for c in cols) + " | " + " | ".join(setting) + " |")
+        setting = [fmt(s["by_setting"].get(x, {}).get("free_acc")) for x in SETTINGS]
+        lines.append(f"| {label} | " + " | ".join(fmt(s[c]) for c in cols) + " | " + " | ".join(setting) + " |")
     return lines
 
 
@@ -209,15 +211,15 @@ def write_report(
               "| run | setting | free_acc | personalized_rate | selection_acc (decisive rows) |", "|---|---|---|---|---|"]
     for label, s in runs.items():
         for setting, v in s["by_setting"].items():
-            lines.append(f"| {label} | {setting} | {_fmt(v.get('free_acc'))} | {_fmt(v.get('personalized_rate'))} | "
-                         f"{_fmt(v.get('selection_acc'))} |")
+            lines.append(f"| {label} | {setting} | {fmt(v.get('free_acc'))} | {fmt(v.get('personalized_rate'))} | "
+                         f"{fmt(v.get('selection_acc'))} |")
     lines += ["", "## Training (verl's logged metrics)", ""]
     for run, c in curves.items():
         mass = c.get(MASS_KEY, [])
         score = c.get(SCORE_KEY, [])
         lines.append(f"- {run}: {len(score)} steps; reward (critic/score/mean) "
-                     + " -> ".join(_fmt(v) for _, v in score[:1] + score[-1:])
-                     + "; mode-token mass " + " -> ".join(_fmt(v) for _, v in mass[:1] + mass[-1:]))
+                     + " -> ".join(fmt(v) for _, v in score[:1] + score[-1:])
+                     + "; mode-token mass " + " -> ".join(fmt(v) for _, v in mass[:1] + mass[-1:]))
     lines += ["", f"![curves]({png.name})", ""]
     if commands:
         lines += ["## Commands run", "", "```", *commands, "```", ""]
