@@ -415,11 +415,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the cost table of the composed recipe; returns 0."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1 :]
+    argv, extra = R.split_overrides(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     rows = args.train_rows or (PAPER_RL_ROWS if args.stage == "rl" else PAPER_SFT_ROWS)
     a = Assumptions(

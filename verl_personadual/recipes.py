@@ -53,6 +53,7 @@ __all__ = [
     "launch_command",
     "main",
     "sft_token_lengths",
+    "split_overrides",
     "validate",
 ]
 
@@ -600,13 +601,18 @@ def _sft_data_check(args: argparse.Namespace, cfg: DictConfig) -> dict[str, list
     return files
 
 
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(cli_args, hydra_overrides)``: the command line split at the first ``--``."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (verl's for a real run, 2 for a recipe or data problem)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1 :]
+    argv, extra = split_overrides(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         check_model(args.model)
