@@ -493,7 +493,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         aligned=aligned,
         llm=llm,
         progress=not args.no_progress,
-        multi_turn_ratio=args.multi_turn_ratio,
+        multi_turn_ratio=getattr(args, "multi_turn_ratio", 0.0),  # build_sft reuses this without the option
         overlap_filter=not args.no_overlap_filter,
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -27,6 +28,8 @@ from verl_personadual.rewards.mathserver import verify_pair
 
 #: Never finishes (a power tower), but stays interruptible by the child's CPU timer and small in memory.
 ENDLESS = "9^{9^{9^{9}}}"
+#: Seconds a test waits for a background request to reach a child before failing (a hang guard, not a deadline).
+HANG_GUARD_S = 300.0
 #: A child that says ready and then never answers anything.
 SILENT_CHILD = [
     sys.executable, "-c", "import sys, time\nprint('ready', flush=True)\nsys.stdin.readline()\ntime.sleep(3600)"
@@ -97,6 +100,12 @@ def test_one_endless_check_does_not_stall_the_others(pool) -> None:
     blocked: list[bool] = []
     worker = threading.Thread(target=lambda: blocked.append(pool.equal("5", ENDLESS, timeout_s=600.0)))
     worker.start()
+    # wait until the endless request holds its child (on a busy machine the thread may start late, and a child
+    # still starting when close() runs is not one close() can stop); the bound only guards against a hang
+    deadline = time.monotonic() + HANG_GUARD_S
+    while pool.busy < 1 and worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.busy == 1, "the endless request never reached a child"
     try:
         # The endless check holds one child for up to 600 s of CPU; the other child answers these meanwhile.
         others = [("2", "\\sqrt{4}"), ("\\pi", "3"), ("7", "\\sqrt{49}")]

@@ -241,6 +241,12 @@ class MathPool:
         finally:
             self._release(child)
 
+    @property
+    def busy(self) -> int:
+        """Children serving a request right now (children still starting are not counted)."""
+        with self._cond:
+            return len(self._children) - len(self._idle)
+
     def _acquire(self) -> _Child:
         with self._cond:
             while True:
