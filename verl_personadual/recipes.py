@@ -32,6 +32,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from verl_personadual.config import DualGRPOConfig
+from verl_personadual.cpu.vllm_settings import check_cpu_vllm_rollout
 from verl_personadual.names import CPU_DEVICE, ESTIMATOR
 from verl_personadual.preflight import PreflightError, check_files, check_model, closest
 
@@ -405,6 +406,7 @@ def validate(stage: str, cfg: DictConfig) -> None:
         if cfg.algorithm.adv_estimator == ESTIMATOR:
             DualGRPOConfig.from_algorithm(cfg.algorithm)
         check_rl_layout(cfg)
+        check_cpu_vllm_rollout(cfg)
     else:
         for section in ("engine", "optim", "checkpoint", "profiler"):
             omega_conf_to_dataclass(cfg[section])

@@ -5,13 +5,18 @@ verl has no public way to register the worker-side adapter of a rollout backend 
 ``verl/workers/rollout/base.py``. And the plugin's subclasses override some of verl's underscore methods.
 ``tests/test_verl_private.py`` checks every name below against the installed verl, so an upgrade that moves one
 fails loudly in CI instead of silently skipping an override.
+
+The vLLM worker extension of the CPU path (``cpu/vllm_worker.py``) also uses private names of vLLM 0.24.0 and of
+verl's vLLM extension: :data:`VLLM_PRIVATE_NAMES`, :data:`VLLM_EXTENSION_OVERRIDES`, checked by
+``tests/test_vllm_path.py`` in the CPU vLLM environment (strings here: this module never imports vLLM).
 """
 
 from __future__ import annotations
 
 from verl.workers.rollout import base as rollout_base
 
-__all__ = ["ROLLOUT_MODE", "register_rollout_adapter", "OVERRIDDEN_METHODS"]
+__all__ = ["ROLLOUT_MODE", "register_rollout_adapter", "OVERRIDDEN_METHODS", "VLLM_PRIVATE_NAMES",
+           "VLLM_EXTENSION_OVERRIDES"]
 
 #: verl's rollout mode key of server-based backends (``RolloutConfig.mode``).
 ROLLOUT_MODE = "async"
@@ -25,6 +30,22 @@ OVERRIDDEN_METHODS: tuple[tuple[str, str, str], ...] = (
     ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer", "_compute_advantage"),
     ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer", "_compute_ref_log_prob"),
     ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer", "_val_metrics_update"),
+)
+
+
+#: ``(module, name)`` of the private vLLM functions that put a pre-packed CPU layer back in checkpoint format (its
+#: layer-wise reload machinery), and of the record type whose ``restore_metadata`` field they read.
+VLLM_PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
+    ("vllm.model_executor.model_loader.reload.layerwise", "get_layerwise_info"),
+    ("vllm.model_executor.model_loader.reload.meta", "restore_layer_on_meta"),
+    ("vllm.model_executor.model_loader.reload.meta", "materialize_layer"),
+    ("vllm.model_executor.model_loader.reload.types", "LayerReloadingInfo"),
+)
+
+#: ``(module, class, method)`` of verl's vLLM worker extension that the CPU extension overrides.
+VLLM_EXTENSION_OVERRIDES: tuple[tuple[str, str, str], ...] = (
+    ("verl.workers.rollout.vllm_rollout.utils", "vLLMColocateWorkerExtension", "update_weights_from_ipc"),
+    ("verl.workers.rollout.vllm_rollout.utils", "vLLMColocateWorkerExtension", "_update_weights"),
 )
 
 

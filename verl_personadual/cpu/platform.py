@@ -27,6 +27,7 @@ import torch
 from verl.plugin.platform.platform_base import PlatformBase
 from verl.plugin.platform.platform_manager import PlatformRegistry
 
+from verl_personadual.cpu.vllm_settings import vllm_cpu_env
 from verl_personadual.names import CPU_DEVICE
 
 __all__ = ["PLATFORM_NAME", "PlatformCPU", "CPUDeviceModule"]
@@ -173,6 +174,11 @@ class PlatformCPU(PlatformBase):
 
     def is_ipc_supported(self) -> bool:
         return False
+
+    def rollout_env_vars(self) -> dict[str, str]:
+        """Environment of verl's vLLM server actor (and so of its engine processes): thread binding and KV-cache
+        space for vLLM's CPU build (``vllm_settings.vllm_cpu_env``; variables the user set are kept)."""
+        return vllm_cpu_env()
 
     def cudart(self) -> None:
         return None
