@@ -158,14 +158,23 @@ class TrainerSettings:
         replay_poll_interval_s: seconds verl's replay buffer sleeps between checks for finished rollouts (verl
             hard-codes 2.0 with no config key; each training step waits for at least one such interval, which
             dominates a small CPU step).
+        token_dump_dir: when set, the PersonaDual trainer writes ``<dir>/<step>.jsonl`` per training step: every
+            row's token ids with the mode prefix kept, its mode, reward, rollout and actor log-probs and
+            advantages (``trainer.TOKEN_DUMP_FIELDS``). verl's own ``trainer.rollout_data_dir`` decodes with
+            ``skip_special_tokens``, which drops dedicated mode tokens. Off by default.
     """
 
     replay_poll_interval_s: float = 2.0
+    token_dump_dir: str | None = None
 
     def __post_init__(self) -> None:
         value = self.replay_poll_interval_s
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"trainer.v1.{TRAINER_SETTINGS}.replay_poll_interval_s must be > 0, got {value!r}")
+        if self.token_dump_dir is not None and not (isinstance(self.token_dump_dir, str) and self.token_dump_dir):
+            raise ValueError(
+                f"trainer.v1.{TRAINER_SETTINGS}.token_dump_dir must be a directory path or null, got {self.token_dump_dir!r}"
+            )
 
     @classmethod
     def from_trainer(cls, trainer: Any) -> "TrainerSettings":

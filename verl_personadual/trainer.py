@@ -16,6 +16,9 @@ verl compares ``trainer_mode`` with the literal ``"sync"`` in several places; th
 ``config.trainer.v1.trainer_mode = "sync"`` before verl's constructor runs, so every other code path is
 exactly verl's sync path.
 
+With ``trainer.v1.persona_dual.token_dump_dir`` set it writes every training row's tokens per step
+(:func:`dump_step_tokens`).
+
 It also logs the mode metrics of ``verl_personadual.metrics`` (``personadual/train/...`` from the rows of each
 step, read from their response ids; ``personadual/val/...`` from the reward's ``mode`` / ``persona_setting``
 fields of each validation run).
@@ -23,8 +26,10 @@ fields of each validation run).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +42,7 @@ from verl.trainer.ppo.v1 import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from verl_personadual.advantage import row_modes
+from verl_personadual.atomic import atomic_write_text
 from verl_personadual.cpu.platform import PLATFORM_NAME
 from verl_personadual.config import DualGRPOConfig, TrainerSettings
 from verl_personadual.metrics import UNKNOWN_SETTING, metric_safe_source, mode_metrics
@@ -55,6 +61,8 @@ __all__ = [
     "MODE_MASS_METRIC",
     "PREFIX_RATIO_METRIC",
     "UNBALANCED_GROUPS_METRIC",
+    "TOKEN_DUMP_FIELDS",
+    "dump_step_tokens",
 ]
 
 logger = logging.getLogger(__name__)
@@ -176,6 +184,32 @@ def prefix_metrics(batch: KVBatchMeta, rows: StepRows) -> dict[str, float]:
     return out
 
 
+#: Keys of one row of a token dump (:func:`dump_step_tokens`): TransferQueue key and prompt group, mode (0 general,
+#: 1 personalized, -1 none), balance padding or not, reward, then per-token lists over the response's valid
+#: positions (prompt ids unpadded). The forced prefix has rollout log-prob 0.0 (not sampled).
+TOKEN_DUMP_FIELDS = ("key", "uid", "mode", "padding", "reward", "prompt_ids", "response_ids", "rollout_log_probs",
+                     "old_log_probs", "advantages")
+
+
+def dump_step_tokens(batch: KVBatchMeta, rows: StepRows, path: Path) -> int:
+    """Write one JSON line per row of ``batch`` (keys :data:`TOKEN_DUMP_FIELDS`) to ``path`` atomically; returns
+    the number of rows. Reads prompts, responses, masks, log-probs and advantages from TransferQueue."""
+    data = _row_tensors(batch, ["prompts", "responses", "response_mask", "rollout_log_probs", "old_log_probs",
+                                "advantages"])
+    lines = []
+    for i, key in enumerate(batch.keys):
+        valid = data["response_mask"][i].bool()
+        n = int(valid.sum())
+        per_token = {name: data[name][i][:n].tolist() for name in ("rollout_log_probs", "old_log_probs", "advantages")}
+        lines.append(json.dumps({
+            "key": key, "uid": key.rsplit("_", 2)[0], "mode": int(rows.modes[i]), "padding": not bool(rows.valid[i]),
+            "reward": float(rows.rewards[i]), "prompt_ids": data["prompts"][i].tolist(),
+            "response_ids": data["responses"][i][:n].tolist(), **per_token,
+        }))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return len(lines)
+
+
 def setting_name(value: Any) -> str:
     """A row's persona setting for the metrics: a ``PersonaSetting`` value, its index (the reward's numeric
     ``persona_setting`` code), or ``UNKNOWN_SETTING`` for anything else (missing, -1, foreign data)."""
@@ -267,6 +301,9 @@ class PersonaDualSyncTrainer(_SyncTrainer):
         with row_modes(rows.modes, rows.prefix_len):
             batch = super()._compute_advantage(batch, metrics)
         metrics.update(prefix_metrics(batch, rows))
+        if self.settings.token_dump_dir:
+            path = Path(self.settings.token_dump_dir) / f"{self.global_steps}.jsonl"
+            logger.info("step %s: %d rows' tokens written to %s", self.global_steps, dump_step_tokens(batch, rows, path), path)
         mass = metrics.get(MODE_MASS_METRIC)
         if mass is not None and mass < MODE_MASS_WARNING:
             logger.warning(
