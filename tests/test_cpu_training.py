@@ -1,10 +1,15 @@
-"""Both stages on CPU through the real commands: verl's SFT trainer, then verl's `main_ppo` with DualGRPO.
+"""Both stages on CPU through the real commands: verl's SFT trainer, then verl's `main_ppo` with DualGRPO on two
+data-parallel ranks, resumed from its checkpoint.
 
 `python -m verl_personadual.recipes {sft,rl} --backbone cpu_tiny` is what a user runs: it launches verl's own
 entry points, which load the plugin through the `verl.plugins` entry point (CPU platform, FSDP2 engine for
 device cpu, the `hf_cpu` rollout backend, the `persona_dual_sync` trainer, the forced agent loop, the project
-reward). Nothing is mocked. One SFT run and one RL run are shared by the tests of this module (about 2 minutes on
-2 cores); each test asserts something that would be false if a part broke.
+reward). The RL run uses two FSDP2 ranks over gloo (`trainer.n_gpus_per_node=2`, two logical Ray GPUs): verl
+balances and pads the rows across ranks before the advantage step, shards the actor, gathers it for the rollout
+server and saves a 2-rank sharded checkpoint; a second run resumes it (`trainer.resume_mode=auto`) for one more
+step. The quickstart (run by `.ci/run`) covers the one-rank path. Nothing is mocked. One SFT run and the two RL
+runs are shared by the tests of this module (about 3 minutes on 2 cores); each test asserts something that would
+be false if a part broke.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from verl_personadual.tiny_model import TinyModelSpec, write_tiny_model
 
 BETA = 2.0  # recipes/config/persona_dual_rl.yaml: algorithm.dual_grpo.beta (paper Table 6)
 N = 4  # rollouts per prompt in this run: 2 per mode
-SFT_STEPS, RL_STEPS = 24, 2
+SFT_STEPS, RL_STEPS, RESUMED_STEPS = 24, 2, 3
+RANKS = 2
 #: A generous bound against a hung run; no assertion depends on time.
 HANG_LIMIT_S = 1500
+#: The module's shared runs (SFT + two RL runs) set up in its first test: bounded per run above, not by pytest's 900 s.
+pytestmark = pytest.mark.timeout(3 * HANG_LIMIT_S)
 
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -62,23 +70,28 @@ def runs(tmp_path_factory):
         root,
     )
     sft_hf = root / "sft" / f"global_step_{SFT_STEPS}" / "huggingface"
-    metrics = root / "rl_metrics.jsonl"
-    rl_log = _run(
-        recipes + ["rl", "--backbone", "cpu_tiny", "--model", str(sft_hf), "--train-files",
-                   str(data / "rl" / "train.parquet"), "--val-files", str(data / "rl" / "validation.parquet"),
-                   "--output-dir", str(root / "rl"), "--",
-                   "data.train_batch_size=4", "data.max_prompt_length=64", "data.max_response_length=16",
-                   "actor_rollout_ref.rollout.max_model_len=80",
-                   f"actor_rollout_ref.rollout.n={N}", f"trainer.total_training_steps={RL_STEPS}", "trainer.save_freq=1",
-                   "trainer.test_freq=-1", "trainer.val_before_train=false", "trainer.logger=[console,file]",
-                   "actor_rollout_ref.actor.optim.lr=1e-3", "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
-                   "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]"],
-        root,
-        env={"VERL_FILE_LOGGER_PATH": str(metrics)},
-    )
+    metrics, dumps = root / "rl_metrics.jsonl", root / "tokens"
+    rl_args = recipes + [
+        "rl", "--backbone", "cpu_tiny", "--model", str(sft_hf), "--train-files", str(data / "rl" / "train.parquet"),
+        "--val-files", str(data / "rl" / "validation.parquet"), "--output-dir", str(root / "rl"), "--",
+        "data.train_batch_size=4", "data.max_prompt_length=64", "data.max_response_length=16",
+        "actor_rollout_ref.rollout.max_model_len=80", f"actor_rollout_ref.rollout.n={N}", "trainer.save_freq=1",
+        "trainer.test_freq=-1", "trainer.val_before_train=false", "trainer.logger=[console,file]",
+        "actor_rollout_ref.actor.optim.lr=1e-3", "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
+        "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
+        f"trainer.n_gpus_per_node={RANKS}", f"ray_kwargs.ray_init.num_gpus={RANKS}",
+        f"trainer.v1.persona_dual.token_dump_dir={dumps}",
+    ]
+    env = {"VERL_FILE_LOGGER_PATH": str(metrics)}
+    rl_log = _run(rl_args + [f"trainer.total_training_steps={RL_STEPS}"], root, env=env)
+    resumed_log = _run(rl_args + [f"trainer.total_training_steps={RESUMED_STEPS}", "trainer.resume_mode=auto"], root,
+                       env=env)
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return {"root": root, "sft_log": sft_log, "sft_hf": sft_hf, "rl_log": rl_log,
-            "metrics": {r["step"]: r["data"] for r in records}, "base": tiny_model_dir}
+    tokens = {s: [json.loads(line) for line in (dumps / f"{s}.jsonl").read_text().splitlines()]
+              for s in range(1, RESUMED_STEPS + 1)}
+    return {"root": root, "sft_log": sft_log, "sft_hf": sft_hf, "rl_log": rl_log, "resumed_log": resumed_log,
+            "steps": [r["step"] for r in records], "metrics": {r["step"]: r["data"] for r in records},
+            "tokens": tokens, "base": tiny_model_dir}
 
 
 def test_sft_on_cpu_through_the_cpu_tiny_recipe_trains(runs):
@@ -95,7 +108,7 @@ def test_main_ppo_ran_dual_grpo_with_the_plugin_trainer(runs):
     """Only the plugin's trainer (persona_dual_sync) logs personadual/train/* metrics; verl's own timings show the
     steps went through the v1 sync trainer's phases."""
     assert "-m verl.trainer.main_ppo" in runs["rl_log"]
-    assert sorted(runs["metrics"]) == list(range(1, RL_STEPS + 1)), sorted(runs["metrics"])
+    assert runs["steps"] == list(range(1, RESUMED_STEPS + 1)), runs["steps"]  # the resumed run logged step 3 only
     for step, m in runs["metrics"].items():
         ours = {k for k in m if k.startswith("personadual/train/")}
         assert {"personadual/train/unbalanced_groups", "personadual/train/toy/aligned/reward_general"} <= ours, step
@@ -104,7 +117,7 @@ def test_main_ppo_ran_dual_grpo_with_the_plugin_trainer(runs):
 
 def test_actor_weights_changed_every_step(runs):
     ckpt = runs["root"] / "rl"
-    steps = [_params(ckpt / f"global_step_{s}" / "actor" / "huggingface") for s in range(1, RL_STEPS + 1)]
+    steps = [_params(ckpt / f"global_step_{s}" / "actor" / "huggingface") for s in range(1, RESUMED_STEPS + 1)]
     for before, after in zip([_params(runs["sft_hf"]), *steps], steps):
         assert any(not torch.equal(before[k], after[k]) for k in before)
 
@@ -119,11 +132,47 @@ def test_rollout_server_generated_with_the_synced_weights(runs):
     served = {int(m.group(1)): int(m.group(2)) for m in re.finditer(r"requests served with version (\d+): (\d+)", runs["rl_log"])}
     assert 1 in syncs, runs["rl_log"][-3000:]
     version, checksum = syncs[1]
+    # the checkpoint's HF export is the full model gathered from both FSDP shards; so was the sync
     actor = runs["root"] / "rl" / "global_step_1" / "actor" / "huggingface"
     expected = float(sum(t.double().sum() for t in _params(actor).values()))
     assert checksum == pytest.approx(expected, rel=1e-7, abs=1e-6)
     # step 2 generated 4 prompts x N rollouts with that version (printed at the next sync)
     assert served.get(version) == 4 * N, served
+
+
+def test_two_rank_checkpoint_resumed_to_step_3(runs):
+    """Each step saved one shard per rank; the second run loaded step 2's shards and trained step 3 only, starting
+    from the step-2 weights (its first sync carries them)."""
+    ckpt = runs["root"] / "rl"
+    for step in range(1, RESUMED_STEPS + 1):
+        shards = sorted(p.name for p in (ckpt / f"global_step_{step}" / "actor").glob("model_world_size_*_rank_*.pt"))
+        assert shards == [f"model_world_size_{RANKS}_rank_{r}.pt" for r in range(RANKS)], (step, shards)
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == str(RESUMED_STEPS)
+    assert "step:3 " in runs["resumed_log"] and "step:1 " not in runs["resumed_log"]
+    first = re.search(r"weights version \d+ \(global step (\d+)\): \d+ tensors, checksum (\S+);", runs["resumed_log"])
+    assert first is not None and first.group(1) == str(RL_STEPS), runs["resumed_log"][-3000:]
+    step2 = float(sum(t.double().sum() for t in _params(ckpt / f"global_step_{RL_STEPS}" / "actor" / "huggingface").values()))
+    assert float(first.group(2)) == pytest.approx(step2, rel=1e-7, abs=1e-6)
+
+
+def test_estimator_read_each_rows_mode_from_its_own_response_after_cross_rank_balancing(runs):
+    """verl reorders rows across the two ranks and appends padding rows; the mode the trainer used for each row
+    (token dump) is the one its own first response token names, and every prompt group kept n/2 per mode."""
+    from transformers import AutoTokenizer
+
+    from verl_personadual.modes import resolve_prefixes
+
+    prefixes = resolve_prefixes(AutoTokenizer.from_pretrained(runs["sft_hf"]))
+    by_id = {ids[0]: int(mode) for mode, ids in prefixes.ids.items()}
+    for step, rows in runs["tokens"].items():
+        real = [r for r in rows if not r["padding"]]
+        assert len(real) == 4 * N, step
+        assert all(by_id[r["response_ids"][0]] == r["mode"] for r in real), step
+        assert all(r["mode"] == -1 for r in rows if r["padding"])
+        groups: dict[str, list[int]] = {}
+        for r in real:
+            groups.setdefault(r["uid"], []).append(r["mode"])
+        assert all(sorted(m) == [0, 0, 1, 1] for m in groups.values()), (step, groups)
 
 
 def test_every_group_had_half_its_rollouts_in_each_mode(runs):
