@@ -3,7 +3,8 @@
 Row schema (the AlignX README): ``prompt``, ``chosen``, ``rejected`` str; ``Demographic Information`` str (may be
 empty); ``User-Generated Content`` list of {``prompt``, ``comment``, ``Preference Direction``};
 ``Pair-wise Comparative Feedback`` list of {``prompt``, ``chosen``, ``rejected``, ``Preference Direction``};
-``Preference Direction`` list of 90 floats (unused).
+``Preference Direction`` list of 90 floats (unused). The three persona fields may be absent (the authors'
+AlignX-format files, e.g. their P-Soups benchmark, carry only the pairwise feedback): absent = empty.
 
 Question: ``prompts.build_preference_question(post, A, B)``; whether ``chosen`` is A or B is drawn from a
 ``random.Random`` seeded with ``(seed, source_id)``, so it is reproducible and independent of row order. Gold: the
@@ -70,8 +71,14 @@ def _clip(text: str) -> str:
     return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
 
 
+def _persona_field(rec: Record, name: str, kind: type) -> Any:
+    """A persona field of ``rec``: None when absent or null (the authors' AlignX-format benchmark files carry
+    only some of the three), else checked against ``kind``."""
+    return require(rec, name, kind, nullable=True) if name in rec.data else None
+
+
 def _entries(rec: Record, name: str, keys: tuple[str, ...]) -> list[dict[str, str]]:
-    value = require(rec, name, list, nullable=True) or []
+    value = _persona_field(rec, name, list) or []
     out = []
     for k, entry in enumerate(value[:MAX_HISTORY]):
         if not isinstance(entry, dict):
@@ -113,7 +120,7 @@ def _parse(rec: Record) -> _Row:
         post=require(rec, "prompt", str).strip(),
         chosen=require(rec, "chosen", str).strip(),
         rejected=require(rec, "rejected", str).strip(),
-        demographic=require(rec, DEMOGRAPHIC, str, nullable=True) or "",
+        demographic=_persona_field(rec, DEMOGRAPHIC, str) or "",
         ugc=_entries(rec, UGC, ("prompt", "comment")),
         pairwise=_entries(rec, PAIRWISE, ("prompt", "chosen", "rejected")),
     )

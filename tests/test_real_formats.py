@@ -259,6 +259,20 @@ def test_alignx_users_sharing_a_pair_are_distinct_items(tmp_path):
     assert loaded.skipped.as_dict() == {"duplicate_id": 1}
 
 
+def test_alignx_rows_with_only_pairwise_feedback(tmp_path):
+    """The authors' AlignX-format benchmark files (P-Soups) carry only the pairwise feedback (plus fields of
+    their own): the absent persona fields are empty, not an error."""
+    row = alignx_row("", [], [("Explain rain.", "Clouds get heavy and drop water.", "Condensation nuclei...")])
+    del row["Demographic Information"], row["User-Generated Content"]
+    row["profile"] = "Young, High Openness"
+    loaded = alignx.load(alignx.spec(write_jsonl(tmp_path / "alignx.jsonl", [row])), seed=0)
+    assert [it.persona for it in loaded.items] == [
+        'a user. Responses I preferred: to "Explain rain.", "Clouds get heavy and drop water." over '
+        '"Condensation nuclei..."'
+    ]
+    assert loaded.skipped.as_dict() == {}
+
+
 # --- AlignX: a malformed row is skipped, counted and named (or stops the load with --strict) ---
 
 
