@@ -74,7 +74,8 @@ def synthetic_inputs(root: Path, n_items: int, seed: int = 0) -> dict[str, Path]
         "flan": _write(root / "flan.jsonl", (fl(i) for i in range(n_flan))),
         "alignx": _write(root / "alignx.jsonl", (ax(i) for i in range(n_ax))),
         "personahub": _write(root / "personahub.jsonl", ({"persona": f"A hobbyist number {i}."} for i in range(20_000))),
-        "pubmedqa": _write(root / "pubmedqa.jsonl", ({"question": f"Does drug {i} work?"} for i in range(1000))),
+        "pubmedqa": _write(root / "pubmedqa.jsonl",
+                           ({"pubid": i, "question": f"Does drug {i} work?"} for i in range(1000))),
         "triviaqa": _write(root / "triviaqa.jsonl", ({"question": f"Who invented gadget {i}?"} for i in range(18_000))),
     }
 

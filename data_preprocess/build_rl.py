@@ -10,7 +10,10 @@ Pipeline (all randomness from ``--seed``; the same inputs and seed give byte-ide
    TriviaQA ones (from FLAN), as the paper does (Table 5). The question lists are the evaluation benchmarks' own
    (``data_preprocess.overlap``): local files given with ``--pubmedqa`` / ``--triviaqa``, else their hub ids. A
    list that cannot be loaded stops the build; ``--no-overlap-filter`` builds without the filters (the manifest
-   says, per filter, whether it ran, on what input, and what it removed).
+   says, per filter, whether it ran, on what input, and what it removed by which key: text or id). Malformed
+   AlignX rows are skipped and counted (``--strict``: the first one stops the build). The manifest's
+   ``per_source`` shows, per source, the rows read, the items kept and the drops by reason (the loader's skips
+   and ``overlap:<filter>``), read = kept + dropped.
 2. Per source, sort the pool by ``source_id``, draw the training items stratified by task (largest-remainder
    allocation proportional to task size), then the validation items the same way from what is left (disjoint).
 3. Objective items (UltraMedical, FLAN) alternate aligned / unaligned persona in their stratified order, so each
@@ -130,6 +133,8 @@ class BuildConfig:
     #: Share of each split's rows given a first turn from the other family (``data_preprocess.multiturn``).
     multi_turn_ratio: float = 0.0
     overlap_filter: bool = True
+    #: Stop at the first malformed AlignX row instead of skipping and counting it.
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,7 @@ def load_sources(cfg: BuildConfig) -> tuple[dict[str, LoadedSource], list[Person
     for name in needed:
         source_spec = spec(modules[name], name)
         if name == "alignx":
-            loaded[name] = alignx.load(source_spec, cfg.seed, cfg.progress)
+            loaded[name] = alignx.load(source_spec, cfg.seed, cfg.progress, strict=cfg.strict)
         else:
             loaded[name] = modules[name].load(source_spec, cfg.progress)
         provenance[name] = source_spec.describe()
@@ -203,16 +208,33 @@ def apply_filters(cfg: BuildConfig, loaded: dict[str, LoadedSource]) -> dict[str
                 f"{err}. Pass --{name} FILE (the {hub.hub_id} {hub.config}/{hub.split} rows, field 'question'), "
                 "or --no-overlap-filter to build without it"
             ) from err
-        loaded[target].items, removed = filt.split(loaded[target].items)
+        result = filt.split(loaded[target].items)
+        loaded[target].items = result.kept
         report[name] = {
             "ran": True,
             "applies_to": target,
+            "keys": list(filt.keys),
             "questions": len(filt.questions),
-            "removed": len(removed),
-            "removed_ids": [it.source_id for it in removed],
+            **({"ids": len(filt.ids)} if "id" in filt.keys else {}),
+            "removed": len(result.removed),
+            "removed_by": result.removed_by,
+            "removed_ids": [it.source_id for it in result.removed],
             "input": filt.origin,
         }
     return report
+
+
+def per_source(loaded: dict[str, LoadedSource], filters: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``per_source``: rows read, items kept and drops by reason (loader skips and
+    ``overlap:<filter>`` removals) of each source; read = kept + the sum of the drops."""
+    out = {}
+    for name, src in loaded.items():
+        dropped = src.skipped.as_dict()
+        for filt, rep in filters.items():
+            if rep["applies_to"] == name and rep["removed"]:
+                dropped[f"overlap:{filt}"] = rep["removed"]
+        out[name] = {"read": src.rows_read, "kept": len(src.items), "dropped": dropped}
+    return out
 
 
 def compose(cfg: BuildConfig, loaded: dict[str, LoadedSource]) -> list[Assigned]:
@@ -361,6 +383,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         | {"personahub": pool_report.skipped.as_dict()},
         "available_after_filters": {name: len(src.items) for name, src in loaded.items()}
         | {"personahub": len(pool)},
+        "per_source": per_source(loaded, filters),
         "filters": filters,
         "requested": {"train": cfg.train_counts, "validation": cfg.val_counts},
         "counts": _counts(assigned),
@@ -414,6 +437,9 @@ def add_input_arguments(
                         "the build stops when one cannot be loaded)")
     p.add_argument("--revision", type=parse_revision, action="append", default=[], metavar="NAME=REV",
                    help="hub revision (commit / tag) of an input loaded from the hub; repeatable")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first malformed AlignX row (a missing or null field, e.g. a history entry "
+                        "without a comment) instead of skipping it and counting it in the manifest")
     p.add_argument("--train-counts", type=parse_counts, default={}, metavar="SRC=N,...",
                    help=f"training items per source{count_note} (default {train_default}, Table 5)")
     p.add_argument("--val-counts", type=parse_counts, default={}, metavar="SRC=N,...",
@@ -495,6 +521,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         progress=not args.no_progress,
         multi_turn_ratio=getattr(args, "multi_turn_ratio", 0.0),  # build_sft reuses this without the option
         overlap_filter=not args.no_overlap_filter,
+        strict=args.strict,
     )
 
 

@@ -402,6 +402,7 @@ def build(cfg: SFTConfig) -> dict[str, Any]:
         "rows_read": {name: src.rows_read for name, src in loaded.items()} | {"personahub": pool_report.rows_read},
         "skipped": {name: src.skipped.as_dict() for name, src in loaded.items()}
         | {"personahub": pool_report.skipped.as_dict()},
+        "per_source": build_rl.per_source(prep.loaded, prep.filters),
         "filters": prep.filters,
         "excluded_rl": {"dirs": [str(d) for d in cfg.exclude_rl], "removed": prep.excluded},
         "requested": {"train": base.train_counts, "validation": base.val_counts},

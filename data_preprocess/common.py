@@ -8,8 +8,11 @@ the file and the 0-based row.
 
 Bad input policy (documented once, here):
 
-- a hub source that cannot be loaded -> :class:`SourceUnavailableError` (use a local file);
-- a missing field or a field of the wrong type -> :class:`SchemaError` naming file, row and field;
+- a hub source that cannot be loaded -> :class:`SourceUnavailableError` (use a local file), also when the pinned
+  revision is one that ``datasets`` can no longer load (a dataset *script* revision);
+- a missing field or a field of the wrong type -> :class:`SchemaError` naming file, row and field (its
+  ``field`` attribute names the field); a loader may instead skip such a row, count it under
+  ``bad_row:<field>`` and log it (AlignX does unless ``strict``: :func:`skip_bad_row`);
 - bytes that are not UTF-8 -> :class:`SchemaError` naming file and row;
 - a source that yields no usable item when items are requested -> :class:`SchemaError`;
 - an item-level problem that the data legitimately contains (duplicate id, empty or over-long persona, an
@@ -22,6 +25,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import logging
 import random
 import re
 import unicodedata
@@ -31,6 +35,7 @@ from typing import Any, Iterator, Mapping
 
 from tqdm.auto import tqdm
 
+from verl_personadual.errors import UserError
 from verl_personadual.prompts import (
     DataSource,
     TaskFamily,
@@ -49,6 +54,7 @@ __all__ = [
     "LoadedSource",
     "iter_records",
     "require",
+    "skip_bad_row",
     "stable_id",
     "has_content",
     "normalize_question",
@@ -57,14 +63,26 @@ __all__ = [
 
 #: Personas longer than this (characters, after whitespace normalisation) are skipped as over-long.
 MAX_PERSONA_CHARS = 2000
+#: Skipped bad rows logged one by one per source; the rest are only counted.
+MAX_LOGGED_BAD_ROWS = 20
+#: The message of the RuntimeError ``datasets`` (>= 4) raises for a revision that is a loading script.
+_SCRIPT_REVISION_ERROR = "Dataset scripts are no longer supported"
+
+logger = logging.getLogger(__name__)
 
 
-class SchemaError(ValueError):
-    """Input that does not match the documented schema; the message names file, row and field."""
+class SchemaError(UserError, ValueError):
+    """Input that does not match the documented schema; the message names file, row and field, and ``field``
+    names the field (list indices dropped: ``User-Generated Content.comment``) when one is at fault."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
-class SourceUnavailableError(ValueError):
-    """A source cannot be loaded from the hub (offline, unknown id / config / split)."""
+class SourceUnavailableError(UserError, ValueError):
+    """A source cannot be loaded from the hub (offline, unknown id / config / split / revision, or a revision
+    that is a loading script)."""
 
 
 @dataclass(frozen=True)
@@ -185,12 +203,21 @@ def _iter_hub(spec: SourceSpec) -> Iterator[Record]:
     import datasets
 
     origin = f"{spec.hub_id}[{spec.config or 'default'}/{spec.split}]"
+    at = f" at revision {spec.revision}" if spec.revision else ""
     try:
         ds = datasets.load_dataset(spec.hub_id, spec.config, split=spec.split, revision=spec.revision)
     except (OSError, ValueError) as err:  # ConnectionError (offline / unreachable), missing repo, config or split
         raise SourceUnavailableError(
-            f"cannot load {origin} from the Hugging Face hub ({type(err).__name__}: {str(err)[:300]}); "
+            f"cannot load {origin}{at} from the Hugging Face hub ({type(err).__name__}: {str(err)[:300]}); "
             "pass a local file in the same schema instead"
+        ) from err
+    except RuntimeError as err:
+        if _SCRIPT_REVISION_ERROR not in str(err):
+            raise
+        raise SourceUnavailableError(
+            f"cannot load {origin}{at}: that revision is a dataset loading script, which datasets "
+            f"{datasets.__version__} no longer runs ({str(err)[:200]}); pin a revision that holds data files "
+            "(parquet / JSON), or pass a local file in the same schema instead"
         ) from err
     for i, data in enumerate(ds):
         yield Record(origin, i, data)
@@ -224,14 +251,28 @@ def iter_records(spec: SourceSpec, progress: bool = False) -> Iterator[Record]:
 def require(rec: Record, name: str, kind: type | tuple[type, ...], nullable: bool = False) -> Any:
     """Field ``name`` of ``rec``, checked against ``kind``; raises :class:`SchemaError` naming file/row/field."""
     if name not in rec.data:
-        raise SchemaError(f"{rec.where(name)}: missing field")
+        raise SchemaError(f"{rec.where(name)}: missing field", name)
     value = rec.data[name]
     if value is None and nullable:
         return None
     if not isinstance(value, kind):
         expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise SchemaError(f"{rec.where(name)}: expected {expected}, got {type(value).__name__}")
+        raise SchemaError(f"{rec.where(name)}: expected {expected}, got {type(value).__name__}", name)
     return value
+
+
+def skip_bad_row(err: SchemaError, skipped: SkipCounts, strict: bool) -> None:
+    """Count a row that ``err`` rejected under ``bad_row:<field>`` and log it (the first
+    :data:`MAX_LOGGED_BAD_ROWS` of a source one by one, naming file, row and field); re-raises ``err`` when
+    ``strict`` or when no field is at fault (a file-level error such as invalid JSON)."""
+    if strict or err.field is None:
+        raise err
+    logged = sum(n for reason, n in skipped.items() if reason.startswith("bad_row:"))
+    skipped[f"bad_row:{err.field}"] += 1
+    if logged < MAX_LOGGED_BAD_ROWS:
+        logger.warning("skipped bad row: %s", err)
+    elif logged == MAX_LOGGED_BAD_ROWS:
+        logger.warning("more than %d bad rows: the rest are only counted (manifest 'skipped')", MAX_LOGGED_BAD_ROWS)
 
 
 def has_content(persona: str) -> bool:

@@ -1,14 +1,20 @@
 """UltraMedical (``TsinghuaC3I/UltraMedical``, split ``train``) -> multiple-choice items.
 
-Row schema: ``id`` str ("<Source>,<n>"), ``type`` str, ``conversations`` list of {``from``, ``value``} (the
-``human`` turn is the question), ``answer`` str or null, ``score`` str (unused).
+Row schema: ``id`` str ("<Source>,<n>": ``MedQA,1592``, ``PubMedQA,<pmid>`` ...), ``type`` str (one of
+:data:`TYPES`: ``Exam`` for MedQA / MedMCQA / MedQA-Evol / TextBookQA, ``Literature`` for PubMedQA, ``Open-End``
+for the instruction sources), ``conversations`` list of {``from``, ``value``} (the ``human`` turn is the
+question), ``answer`` str or null, ``score`` str (unused).
 
-An item is multiple choice when its ``answer`` is a single letter and the human turn ends with a block of lettered
-options ``A. ...`` / ``B. ...`` (one per line, consecutive letters from A). PubMedQA items inside UltraMedical are
-of this form (A. yes / B. no / C. maybe) and stay lettered multiple choice. The question is re-rendered as the stem
-plus ``prompts.format_choices(options)``; the gold is the letter. Everything else is open-ended, has no
-rule-checkable gold, and is skipped as ``open_ended``. The stratification task is the id's source prefix
-("MedQA", "PubMedQA", ...).
+- ``Open-End`` items have no rule-checkable gold and are skipped as ``open_ended``; a ``type`` outside
+  :data:`TYPES` is skipped as ``unknown_type``.
+- An ``Exam`` / ``Literature`` item is multiple choice when its ``answer`` is a single letter and the human turn
+  ends with a block of lettered options ``A. ...`` / ``B. ...`` (one per line, consecutive letters from A);
+  otherwise it is skipped as ``no_options``. PubMedQA items inside UltraMedical are of this form (options yes /
+  no / maybe, in that order or yes / maybe / no) and stay lettered multiple choice. The question is re-rendered
+  as the stem plus ``prompts.format_choices(options)``; the gold is the letter.
+
+The stratification task is the id's source prefix ("MedQA", "PubMedQA", ...). :func:`pubmed_id` reads the
+PubMed id of a PubMedQA item (the PubMedQA overlap filter matches it against PubMedQA's ``pubid``).
 """
 
 from __future__ import annotations
@@ -31,7 +37,20 @@ HUB_ID = "TsinghuaC3I/UltraMedical"
 HUB_CONFIG: str | None = None
 HUB_SPLIT = "train"
 
+#: UltraMedical's ``type`` values.
+TYPES = ("Exam", "Literature", "Open-End")
+OPEN_ENDED_TYPE = "Open-End"
+PUBMEDQA_ID_PREFIX = "PubMedQA,"
+
 _OPTION = re.compile(r"^([A-J])\.\s+(\S.*)$")
+
+
+def pubmed_id(source_id: str) -> str | None:
+    """The PubMed id of a ``PubMedQA,<pmid>`` item id (digits without leading zeros), else None."""
+    if not source_id.startswith(PUBMEDQA_ID_PREFIX):
+        return None
+    pmid = source_id[len(PUBMEDQA_ID_PREFIX) :].strip()
+    return str(int(pmid)) if pmid.isdigit() else pmid or None
 
 
 def spec(path: Path | None = None, revision: str | None = None) -> SourceSpec:
@@ -80,7 +99,7 @@ def load(source: SourceSpec, progress: bool = False) -> LoadedSource:
     for rec in iter_records(source, progress):
         out.rows_read += 1
         uid = require(rec, "id", str).strip()
-        require(rec, "type", str)
+        kind = require(rec, "type", str).strip()
         answer = require(rec, "answer", str, nullable=True)
         text = _human_turn(rec)
         if not uid:
@@ -89,10 +108,16 @@ def load(source: SourceSpec, progress: bool = False) -> LoadedSource:
             out.skipped["duplicate_id"] += 1
             continue
         seen.add(uid)
+        if kind not in TYPES:
+            out.skipped["unknown_type"] += 1
+            continue
+        if kind == OPEN_ENDED_TYPE:
+            out.skipped["open_ended"] += 1
+            continue
         letter = (answer or "").strip()
         parsed = split_options(text) if len(letter) == 1 and letter in LETTERS else None
         if parsed is None:
-            out.skipped["open_ended"] += 1
+            out.skipped["no_options"] += 1
             continue
         stem, options = parsed
         if LETTERS.index(letter) >= len(options):

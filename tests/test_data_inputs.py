@@ -100,7 +100,7 @@ def test_ultramedical_gold_outside_options(tmp_path):
 
 def test_flan_long_free_text_targets_are_skipped(tmp_path):
     short = {"inputs": "Capital of Peru?", "targets": "Lima", "task": "natural_questions_10templates"}
-    long_ = {"inputs": "Summarise: ...", "targets": " ".join(["word"] * 11), "task": "cnn_dailymail_10templates"}
+    long_ = {"inputs": "Trivia question: ...", "targets": " ".join(["word"] * 11), "task": "trivia_qa_10templates"}
     ten = dict(long_, targets=" ".join(["word"] * 10))
     loaded = flan.load(flan.spec(write_jsonl(tmp_path / "f.jsonl", [short, long_, ten])))
     assert [i.gold for i in loaded.items] == ["Lima", ten["targets"]]
@@ -133,7 +133,7 @@ def test_alignx_persona_rendering_and_ab_order():
     )
     assert job.gold == "B" and job.choices[1].startswith("Research the company")
     golds = {s: [it.gold for it in alignx.load(alignx.spec(sample_paths()["alignx"]), seed=s).items] for s in (0, 1, 2)}
-    assert golds[0] == ["B", "B", "B", "B", "B", "A"]
+    assert golds[0] == ["A", "B", "B", "A", "B", "B"]
     assert len({tuple(g) for g in golds.values()}) > 1  # the order depends on the seed
     long_text = alignx.render_user("x", [{"prompt": "p" * 500, "comment": "c"}], [])
     assert long_text == f'x. Things I wrote: on "{"p" * (alignx.SNIPPET_CHARS - 1)}…" I commented "c"'
@@ -207,7 +207,7 @@ def test_hub_loading_path_through_datasets(tmp_path):
     repo.mkdir()
     (repo / "train.jsonl").write_text((sample_paths()["flan"]).read_text())
     records = list(iter_records(SourceSpec(str(repo), None, "train")))
-    assert len(records) == 19 and records[0].origin == f"{repo}[default/train]" and records[0].row == 0
+    assert len(records) == 21 and records[0].origin == f"{repo}[default/train]" and records[0].row == 0
     loaded = flan.load(SourceSpec(str(repo), None, "train"))
     assert loaded.items == flan.load(flan.spec(sample_paths()["flan"])).items
 
@@ -242,7 +242,7 @@ def test_nested_and_typed_fields(tmp_path):
     ax["User-Generated Content"] = [{"prompt": "p"}]
     path = write_jsonl(tmp_path / "a.jsonl", [ax])
     with pytest.raises(SchemaError, match=r"field 'User-Generated Content\[0\]\.comment': missing or not a str"):
-        alignx.load(alignx.spec(path), seed=0)
+        alignx.load(alignx.spec(path), seed=0, strict=True)
 
 
 def test_non_utf8_bytes(tmp_path):
@@ -342,7 +342,7 @@ def test_overlap_filters_default_to_the_hub_and_refuse_to_build_without_them(tmp
         "pubmedqa": {"ran": False, "applies_to": "ultramedical", "removed": 0, "reason": "--no-overlap-filter"},
         "triviaqa": {"ran": False, "applies_to": "flan", "removed": 0, "reason": "--no-overlap-filter"},
     }
-    assert m["available_after_filters"]["ultramedical"] == 11 and m["available_after_filters"]["flan"] == 17
+    assert m["available_after_filters"]["ultramedical"] == 11 and m["available_after_filters"]["flan"] == 18
 
 
 def test_overlap_filter_cli_flag(tmp_path, capsys):

@@ -35,21 +35,21 @@ EXPECTED_TRAIN = [
     ("flan", "natural_questions_10templates:3ce3ad8d5a9f", "unaligned", "personahub:581bd63035b8", "four"),
     ("flan", "bool_q_10templates:32185c1e5d0b", "unaligned", "personahub:c40fe01989ca", "yes"),
     ("ultramedical", "MedQA,1592", "unaligned", "personahub:f339ca1d8d55", "C"),
-    ("alignx", "alignx:b28c32f2435a", "aligned", "alignx-user:87d4e7461156", "B"),
+    ("alignx", "alignx:cff5fdf1e72f", "aligned", "alignx-user:87d4e7461156", "A"),
     ("ultramedical", "MedQA-Evol,9986-synthetic-4", "aligned", "offline-template:ultramedical", "D"),
-    ("alignx", "alignx:9e4bcd0788ef", "aligned", "alignx-user:9a53d2edddb1", "B"),
+    ("alignx", "alignx:b5fe331e80c9", "aligned", "alignx-user:9a53d2edddb1", "A"),
     ("ultramedical", "MedMCQA,7788", "aligned", "offline-template:ultramedical", "A"),
-    ("alignx", "alignx:7536cbab7b53", "aligned", "alignx-user:407b6f55a223", "B"),
+    ("alignx", "alignx:451967daa492", "aligned", "alignx-user:da1cd860f62d", "B"),
     ("flan", "trivia_qa_10templates:c134999de133", "aligned", "offline-template:flan", "Herman Melville"),
     ("flan", "math_dataset_10templates:c39f3b0fab2e", "unaligned", "personahub:2578be82a362", "4"),
     ("flan", "bool_q_10templates:299d737a9818", "aligned", "offline-template:flan", "no"),
-    ("alignx", "alignx:9fe30c7ed61f", "aligned", "alignx-user:6bf06e8423a0", "A"),
+    ("alignx", "alignx:c3f018ab340d", "aligned", "alignx-user:6bf06e8423a0", "B"),
     ("flan", "natural_questions_10templates:a520891c7e19", "aligned", "offline-template:flan", "Canberra"),
 ]
 EXPECTED_VAL = [
-    ("alignx", "alignx:aff7b315ae53", "aligned", "alignx-user:3b07ce64c022", "B"),
+    ("alignx", "alignx:c5bbcaf19a0d", "aligned", "alignx-user:3b07ce64c022", "B"),
     ("flan", "anli_r1_10templates:d1e9843ff7ce", "aligned", "offline-template:flan", "Yes"),
-    ("alignx", "alignx:e676a39c4439", "aligned", "alignx-user:da1cd860f62d", "B"),
+    ("alignx", "alignx:eed079814243", "aligned", "alignx-user:407b6f55a223", "B"),
     ("ultramedical", "MedQA,3045", "unaligned", "personahub:181f7fd2756e", "A"),
     ("flan", "bool_q_10templates:fb3ebe36a8e2", "unaligned", "personahub:ed2e5ed5c95b", "no"),
     ("ultramedical", "MedMCQA,4521", "aligned", "offline-template:ultramedical", "D"),
@@ -124,26 +124,26 @@ def test_sample_rows_exact(offline_out):
 
 def test_alignx_rows_exact(offline_out):
     rows = read(offline_out / "train.parquet")
-    cat = next(r for r in rows if r["extra_info"]["source_id"] == "alignx:9fe30c7ed61f")
+    cat = next(r for r in rows if r["extra_info"]["source_id"] == "alignx:c3f018ab340d")
     assert cat["prompt"][0]["content"] == (
         "I am a 45-year-old nurse working long shifts in a small apartment. My question is:\n\n"
         "Should I get a dog or a cat?\n\nHere are two responses to this. Which one would you prefer?\n\n"
-        "Response A:\nA cat: independent, fine alone during long workdays.\n\n"
-        "Response B:\nA border collie: needs hours of exercise daily.\n\n"
+        "Response A:\nA border collie: needs hours of exercise daily.\n\n"
+        "Response B:\nA cat: independent, fine alone during long workdays.\n\n"
         "Reason step by step, then give your final answer on the last line as a JSON object with the key "
         '"answer": the letter of the response you prefer, e.g. {"answer": "A"}.'
     )
     assert cat["extra_info"]["choices"] == [
-        "A cat: independent, fine alone during long workdays.",
         "A border collie: needs hours of exercise daily.",
+        "A cat: independent, fine alone during long workdays.",
     ]
-    books = next(r for r in rows if r["extra_info"]["source_id"] == "alignx:b28c32f2435a")
+    books = next(r for r in rows if r["extra_info"]["source_id"] == "alignx:cff5fdf1e72f")
     assert books["extra_info"]["persona"] == (
         'a user. Things I wrote: on "Favourite books of the year?" I commented "Anything set in Tudor England."; '
         'on "Audiobooks or print?" I commented "Print, with tea."'
     )
-    assert books["reward_model"]["ground_truth"] == "B"
-    assert books["extra_info"]["choices"][1] == "Try a long historical novel like Wolf Hall."
+    assert books["reward_model"]["ground_truth"] == "A"
+    assert books["extra_info"]["choices"][0] == "Try a long historical novel like Wolf Hall."
 
 
 def test_manifest(offline_out):
@@ -162,12 +162,21 @@ def test_manifest(offline_out):
     }
     assert m["skipped"] == {
         "ultramedical": {"duplicate_id": 1, "open_ended": 2},
-        "flan": {"duplicate_id": 1, "gold_not_in_options": 1},
+        "flan": {"duplicate_id": 1, "gold_not_in_options": 1, "ungradable_no_options": 1},
         "alignx": {"empty_persona": 1},
         "personahub": {"duplicate_persona": 1, "empty_persona": 1},
     }
-    assert m["filters"]["pubmedqa"]["ran"] and m["filters"]["pubmedqa"]["removed_ids"] == ["PubMedQA,1001"]
-    assert m["filters"]["triviaqa"]["removed"] == 1
+    assert m["per_source"] == {
+        "ultramedical": {"read": 14, "kept": 10,
+                         "dropped": {"duplicate_id": 1, "open_ended": 2, "overlap:pubmedqa": 1}},
+        "flan": {"read": 21, "kept": 16, "dropped": {"duplicate_id": 1, "gold_not_in_options": 1,
+                                                     "ungradable_no_options": 1, "overlap:triviaqa": 2}},
+        "alignx": {"read": 7, "kept": 6, "dropped": {"empty_persona": 1}},
+    }
+    pubmedqa, triviaqa = m["filters"]["pubmedqa"], m["filters"]["triviaqa"]
+    assert pubmedqa["ran"] and pubmedqa["removed_ids"] == ["PubMedQA,1001"]
+    assert pubmedqa["removed_by"] == {"text": 0, "id": 0, "id_and_text": 1}  # pubid 1001, the same question
+    assert triviaqa["removed"] == 2 and triviaqa["removed_by"] == {"text": 2}
     assert m["available_after_filters"] == {"ultramedical": 10, "flan": 16, "alignx": 6, "personahub": 12}
     assert m["aligned_personas"] == {"mode": "offline-template", "items": 11}
     sha = hashlib.sha256((offline_out / "train.parquet").read_bytes()).hexdigest()

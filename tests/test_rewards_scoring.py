@@ -145,6 +145,51 @@ def test_score_table(data_source, gold, extra, response, score, correct, format_
     assert out["has_answer"] == (1.0 if pred else 0.0)
 
 
+#: FLAN's ANLI / CB options, verbatim (google-research/FLAN flan/tasks.py).
+ANLI_CHOICES = ["Yes", "It's impossible to say", "No"]
+IMPOSSIBLE = "It's impossible to say"
+# Answers that differ from the gold only by a contraction or punctuation are right; near misses (a negation, a
+# dropped "im-", a possessive read as "is") stay wrong. (data_source, gold, extra_info, response, score,
+# correct, format_ok, pred)
+CONTRACTION_ROWS = [
+    ("flan", IMPOSSIBLE, {"choices": ANLI_CHOICES}, ans("It is impossible to say"), 1.0, 1, 1, IMPOSSIBLE),
+    ("flan", IMPOSSIBLE, {"choices": ANLI_CHOICES}, ans("It is impossible to say."), 1.0, 1, 1, IMPOSSIBLE),
+    ("flan", IMPOSSIBLE, {"choices": ANLI_CHOICES}, ans("It’s impossible to say!"), 1.0, 1, 1, IMPOSSIBLE),
+    ("flan", IMPOSSIBLE, {"choices": ANLI_CHOICES}, ans("it's impossible, to say"), 1.0, 1, 1, IMPOSSIBLE),
+    ("flan", IMPOSSIBLE, {"choices": ANLI_CHOICES}, ans("It is possible to say"), 0.1, 0, 1, ""),
+    ("flan", IMPOSSIBLE, {"choices": ANLI_CHOICES}, ans("It's not impossible to say"), 0.1, 0, 1, ""),
+    ("flan", IMPOSSIBLE, {"choices": ANLI_CHOICES}, ans("No, it is not"), 0.1, 0, 1, "No"),
+    ("flan", "it is not possible to tell", {"choices": FLAN_CHOICES}, ans("It isn't possible to tell"), 1.0, 1, 1,
+     "it is not possible to tell"),
+    ("flan", "it is not possible to tell", {"choices": FLAN_CHOICES}, ans("It's possible to tell"), 0.1, 0, 1, ""),
+    ("flan", "it is not possible to tell", {"choices": FLAN_CHOICES}, ans("It is possible to tell."), 0.1, 0, 1, ""),
+    ("flan", "no", {"choices": FLAN_CHOICES}, ans("It isn't possible to tell"), 0.1, 0, 1,
+     "it is not possible to tell"),
+    # free text and TriviaQA aliases: both sides canonicalised the same way
+    ("flan", "It's a Wonderful Life", {}, ans("It is a wonderful life"), 1.0, 1, 1, "it is wonderful life"),
+    ("flan", "Don't Look Back in Anger", {}, ans("Do not look back in anger."), 1.0, 1, 1,
+     "do not look back in anger"),
+    ("flan", "Don't Look Back in Anger", {}, ans("Look Back in Anger"), 0.1, 0, 1, "look back in anger"),
+    ("flan", "Ocean's Eleven", {}, ans("Oceans Eleven"), 1.0, 1, 1, "oceans 11"),
+    ("flan", "Ocean's Eleven", {}, ans("Ocean is Eleven"), 0.1, 0, 1, "ocean is 11"),
+    ("flan", "You can't hurry love", {}, ans("You cannot hurry love"), 1.0, 1, 1, "you can not hurry love"),
+    ("flan", "You can't hurry love", {}, ans("You can hurry love"), 0.1, 0, 1, "you can hurry love"),
+    ("triviaqa", ["Who's Afraid of Virginia Woolf?"], {}, ans("Who is afraid of Virginia Woolf"), 1.0, 1, 1,
+     "who is afraid of virginia woolf"),
+    ("triviaqa", ["Who's Afraid of Virginia Woolf?"], {}, ans("Whose afraid of Virginia Woolf"), 0.1, 0, 1,
+     "whose afraid of virginia woolf"),
+]
+
+
+@pytest.mark.parametrize(
+    ("data_source", "gold", "extra", "response", "score", "correct", "format_ok", "pred"),
+    CONTRACTION_ROWS,
+    ids=[f"{i}-{r[3][39:-2]}" for i, r in enumerate(CONTRACTION_ROWS)],
+)
+def test_contractions_and_punctuation(data_source, gold, extra, response, score, correct, format_ok, pred) -> None:
+    test_score_table(data_source, gold, extra, response, score, correct, format_ok, pred)
+
+
 def test_every_data_source_is_covered_by_the_table() -> None:
     assert {r[0] for r in ROWS} == {s.value for s in DataSource}
     assert set(DEFAULT_FAMILY) == set(DataSource)

@@ -18,7 +18,8 @@ Gold encodings (``reward_model.ground_truth`` of a row; data builders follow the
 :func:`parse_gold` validates a row once (a bad row raises :class:`RewardInputError`); :func:`score` then never
 raises on any answer text. For every family but ``math``, LaTeX wrappers are dropped first
 (``\\text{C}``, ``\\textbf{C}``, ``\\mathrm{C}``, ``\\boxed{C}``, ``$``, ``\\(``), text is normalised by
-:func:`normalize.normalize_text`.
+:func:`normalize.normalize_text` (contractions written out, so gold and answer may differ by a contraction or
+by punctuation: "It is impossible to say" = "It's impossible to say"; "isn't" stays a negation).
 
 **Letters** (multiple choice, preference), in order:
 
