@@ -82,11 +82,11 @@ def runs(tmp_path_factory):
         f"trainer.n_gpus_per_node={RANKS}", f"ray_kwargs.ray_init.num_gpus={RANKS}",
         f"trainer.v1.persona_dual.token_dump_dir={dumps}",
     ]
-    env = {"VERL_FILE_LOGGER_PATH": str(metrics)}
-    rl_log = _run(rl_args + [f"trainer.total_training_steps={RL_STEPS}"], root, env=env)
+    resumed_metrics = root / "rl_resumed_metrics.jsonl"  # verl's file logger starts its file anew
+    rl_log = _run(rl_args + [f"trainer.total_training_steps={RL_STEPS}"], root, env={"VERL_FILE_LOGGER_PATH": str(metrics)})
     resumed_log = _run(rl_args + [f"trainer.total_training_steps={RESUMED_STEPS}", "trainer.resume_mode=auto"], root,
-                       env=env)
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+                       env={"VERL_FILE_LOGGER_PATH": str(resumed_metrics)})
+    records = [json.loads(line) for f in (metrics, resumed_metrics) for line in f.read_text().splitlines() if line.strip()]
     tokens = {s: [json.loads(line) for line in (dumps / f"{s}.jsonl").read_text().splitlines()]
               for s in range(1, RESUMED_STEPS + 1)}
     return {"root": root, "sft_log": sft_log, "sft_hf": sft_hf, "rl_log": rl_log, "resumed_log": resumed_log,

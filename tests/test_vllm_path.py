@@ -56,36 +56,41 @@ def _checksum(model_dir: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def sft(tmp_path_factory) -> dict[str, Path]:
+    """Toy data and a tiny model after 24 steps of verl's SFT trainer (cpu_tiny): both modes, the answer format."""
     root = tmp_path_factory.mktemp("vllm_path")
     data = root / "data"
     base = write_tiny_model(root / "base", TinyModelSpec(hidden_size=64, num_layers=2, head_dim=32, intermediate_size=128),
                             extra_corpus=toy.corpus(), whole_words=toy.whole_words())
     toy.build(data, toy.ToySizes(sft=48, rl=PROMPTS * RL_STEPS, rl_val=4, eval=12))
-    recipes = [sys.executable, "-m", "verl_personadual.recipes"]
-    _run(recipes + ["sft", "--backbone", "cpu_tiny", "--model", str(base), "--train-files",
-                    str(data / "sft" / "train.parquet"), "--output-dir", str(root / "sft"), "--",
-                    f"trainer.total_training_steps={SFT_STEPS}", "optim.lr=3e-3", "optim.lr_warmup_steps=1"], root)
-    sft = root / "sft" / f"global_step_{SFT_STEPS}" / "huggingface"
+    _run([sys.executable, "-m", "verl_personadual.recipes", "sft", "--backbone", "cpu_tiny", "--model", str(base),
+          "--train-files", str(data / "sft" / "train.parquet"), "--output-dir", str(root / "sft"), "--",
+          f"trainer.total_training_steps={SFT_STEPS}", "optim.lr=3e-3", "optim.lr_warmup_steps=1"], root)
+    return {"root": root, "data": data, "sft": root / "sft" / f"global_step_{SFT_STEPS}" / "huggingface"}
+
+
+@pytest.fixture(scope="module")
+def runs(sft):
+    """2 DualGRPO steps of main_ppo from the SFT model with +cpu_rollout=vllm, saving the actor after each step."""
+    root, data = sft["root"], sft["data"]
     metrics, dumps = root / "rl_metrics.jsonl", root / "tokens"
     rl_log = _run(
-        recipes + ["rl", "--backbone", "cpu_tiny", "--model", str(sft), "--train-files",
-                   str(data / "rl" / "train.parquet"), "--val-files", str(data / "rl" / "validation.parquet"),
-                   "--output-dir", str(root / "rl"), "--",
-                   f"data.train_batch_size={PROMPTS}", "data.max_prompt_length=64", "data.max_response_length=16",
-                   "+cpu_rollout=vllm", "actor_rollout_ref.rollout.max_model_len=80", f"actor_rollout_ref.rollout.n={N}",
-                   f"trainer.total_training_steps={RL_STEPS}", "trainer.save_freq=1", "trainer.test_freq=-1",
-                   "trainer.val_before_train=false", "trainer.logger=[console,file]",
-                   "actor_rollout_ref.actor.optim.lr=1e-3", "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
-                   "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
-                   f"trainer.v1.persona_dual.token_dump_dir={dumps}"],
+        [sys.executable, "-m", "verl_personadual.recipes", "rl", "--backbone", "cpu_tiny", "--model", str(sft["sft"]),
+         "--train-files", str(data / "rl" / "train.parquet"), "--val-files", str(data / "rl" / "validation.parquet"),
+         "--output-dir", str(root / "rl"), "--",
+         f"data.train_batch_size={PROMPTS}", "data.max_prompt_length=64", "data.max_response_length=16",
+         "+cpu_rollout=vllm", "actor_rollout_ref.rollout.max_model_len=80", f"actor_rollout_ref.rollout.n={N}",
+         f"trainer.total_training_steps={RL_STEPS}", "trainer.save_freq=1", "trainer.test_freq=-1",
+         "trainer.val_before_train=false", "trainer.logger=[console,file]",
+         "actor_rollout_ref.actor.optim.lr=1e-3", "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
+         "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
+         f"trainer.v1.persona_dual.token_dump_dir={dumps}"],
         root, env={"VERL_FILE_LOGGER_PATH": str(metrics)},
     )
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     steps = {s: [json.loads(line) for line in (dumps / f"{s}.jsonl").read_text().splitlines()]
              for s in range(1, RL_STEPS + 1)}
-    return {"root": root, "data": data, "sft": sft, "rl_log": rl_log, "tokens": steps,
-            "metrics": {r["step"]: r["data"] for r in records}}
+    return {**sft, "rl_log": rl_log, "tokens": steps, "metrics": {r["step"]: r["data"] for r in records}}
 
 
 def _actor(runs, step: int) -> Path:
@@ -182,10 +187,16 @@ def test_every_weight_sync_carried_the_saved_actor(runs):
 DECODINGS = ["free", "general", "personalized", "free_constrained"]
 
 
-def _eval(runs, backend: str, out: Path) -> list[dict]:
-    _run([sys.executable, "-m", "verl_personadual.eval", "run", "--model", str(runs["sft"]), "--out", str(out),
-          "--benchmarks", "toy", "--eval-set", str(runs["data"] / "eval_set.jsonl"), "--backend", backend,
-          "--max-new-tokens", "16", "--no-progress", "--decoding", *DECODINGS], runs["root"])
+#: The transformers side computes in fp32, as vLLM's CPU defaults do (cpu.vllm_settings.EVAL_ENGINE_DEFAULTS): verl
+#: writes ``dtype: bfloat16`` into the saved checkpoint's config.json (its weights are fp32), which "auto" would load
+#: as bf16 (measured: log-probs 5e-3 apart).
+HF_ARGS = ("--backend", "hf", "--dtype", "float32")
+
+
+def _eval(sft, backend_args: tuple[str, ...], out: Path) -> list[dict]:
+    _run([sys.executable, "-m", "verl_personadual.eval", "run", "--model", str(sft["sft"]), "--out", str(out),
+          "--benchmarks", "toy", "--eval-set", str(sft["data"] / "eval_set.jsonl"), *backend_args,
+          "--max-new-tokens", "16", "--no-progress", "--decoding", *DECODINGS], sft["root"])
     return _predictions(out)
 
 
@@ -195,9 +206,9 @@ def _predictions(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def evals(runs):
-    root = runs["root"] / "eval"
-    return {"hf": _eval(runs, "hf", root / "hf"), "vllm": _eval(runs, "vllm", root / "vllm"), "root": root}
+def evals(sft):
+    root = sft["root"] / "eval"
+    return {"hf": _eval(sft, HF_ARGS, root / "hf"), "vllm": _eval(sft, ("--backend", "vllm"), root / "vllm"), "root": root}
 
 
 def test_vllm_eval_equals_transformers_token_for_token(evals):
@@ -210,21 +221,21 @@ def test_vllm_eval_equals_transformers_token_for_token(evals):
     assert {r["mode"] for r in vllm if r["decoding"] == "free_constrained"} <= {"general", "personalized"}
 
 
-def test_vllm_eval_resumes_where_it_stopped(runs, evals):
+def test_vllm_eval_resumes_where_it_stopped(sft, evals):
     out = evals["root"] / "vllm_resumed"
     shutil.copytree(evals["root"] / "vllm", out)
     lines = (out / "predictions.jsonl").read_text().splitlines(keepends=True)
     (out / "predictions.jsonl").write_text("".join(lines[: len(lines) // 2]))
     for stale in ("tables", "plots"):
         shutil.rmtree(out / stale, ignore_errors=True)
-    assert _eval(runs, "vllm", out) == evals["vllm"]
+    assert _eval(sft, ("--backend", "vllm"), out) == evals["vllm"]
 
 
-def test_vllm_mode_probs_equal_transformers(runs, evals):
+def test_vllm_mode_probs_equal_transformers(sft, evals):
     out = evals["root"] / "mode_probs"
-    for backend in ("hf", "vllm"):
+    for backend, args in (("hf", HF_ARGS), ("vllm", ("--backend", "vllm"))):
         _run([sys.executable, "-m", "verl_personadual.eval", "mode-probs", "--run", f"{backend}={evals['root'] / 'vllm'}",
-              "--out", str(out / backend), "--backend", backend, "--no-progress"], runs["root"])
+              "--out", str(out / backend), *args, "--no-progress"], sft["root"])
     probs = {b: {r["row_id"]: r for r in map(json.loads, (out / b / f"mode_probs_{b}.jsonl").read_text().splitlines())}
              for b in ("hf", "vllm")}
     assert probs["hf"].keys() == probs["vllm"].keys() and probs["hf"]
