@@ -18,7 +18,7 @@ import threading
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
-__all__ = ["when_imported", "pending"]
+__all__ = ["when_imported"]
 
 Callback = Callable[[ModuleType], None]
 
@@ -36,12 +36,6 @@ def when_imported(name: str, callback: Callback) -> None:
             _pending.setdefault(name, []).append(callback)
             return
     callback(module)
-
-
-def pending() -> tuple[str, ...]:
-    """Names of the modules whose hooks have not run yet."""
-    with _lock:
-        return tuple(_pending)
 
 
 def _run_hooks(module: ModuleType) -> None:
