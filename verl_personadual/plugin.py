@@ -21,6 +21,7 @@ import importlib
 import logging
 import os
 from types import ModuleType
+from typing import Callable
 
 from verl_personadual.import_hooks import when_imported
 
@@ -65,7 +66,9 @@ def register(name: str, *, raise_errors: bool) -> None:
             raise
 
 
-def _deferred(name: str):
+def _deferred(name: str) -> Callable[[ModuleType], None]:
+    """The hook that imports registering module ``name`` once verl has imported its registry module."""
+
     def callback(_registry_module: ModuleType) -> None:
         register(name, raise_errors=fail_loud())
 
