@@ -47,10 +47,14 @@ def test_broken_plugin_is_logged_at_error_even_though_verl_swallows_it():
     # ... but the plugin said so at ERROR level, naming the module.
     assert "ERROR" in proc.stderr
     assert "failed to import verl_personadual.trainer" in proc.stderr
+    assert "Unknown trainer 'persona_dual_sync'" in proc.stderr  # verl's own trainer module still imported
 
 
-def test_fail_loud_option_makes_import_verl_raise():
+def test_fail_loud_option_makes_the_registration_raise():
+    # The trainer registers when verl imports its trainer registry, not at `import verl`.
     proc = run_python(BROKEN + "import verl\n", VERL_USE_EXTERNAL_MODULES="verl_personadual.plugin")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_python(BROKEN + "import verl.trainer.ppo.v1\n", VERL_USE_EXTERNAL_MODULES="verl_personadual.plugin")
     assert proc.returncode != 0
     assert "ModuleNotFoundError" in proc.stderr or "ImportError" in proc.stderr
     assert "failed to import verl_personadual.trainer" in proc.stderr

@@ -13,7 +13,8 @@ from verl_personadual.cpu.engine import CPUFSDPEngineWithLMHead
 from verl_personadual.cpu.rollout import HFRolloutAdapter
 from verl_personadual.names import CPU_ROLLOUT
 from verl_personadual.trainer import PersonaDualSyncTrainer, _SyncTrainer
-from verl_personadual.verl_private import OVERRIDDEN_METHODS, ROLLOUT_MODE
+from verl_personadual.plugin import DEFERRED
+from verl_personadual.verl_private import OVERRIDDEN_METHODS, REGISTRY_HOLDERS, ROLLOUT_MODE
 
 #: The plugin class that overrides each listed method (its own class dict holds the override).
 OWNERS = {
@@ -48,3 +49,20 @@ def test_rollout_adapter_registered_in_verls_private_registry():
 
     assert (CPU_ROLLOUT, ROLLOUT_MODE) in _ROLLOUT_REGISTRY
     assert get_rollout_class(CPU_ROLLOUT, ROLLOUT_MODE) is HFRolloutAdapter
+
+
+def test_every_deferred_registration_names_its_registries():
+    assert set(REGISTRY_HOLDERS) == set(DEFERRED)
+
+
+@pytest.mark.parametrize("holder", sorted(REGISTRY_HOLDERS))
+def test_registries_are_defined_in_the_module_the_plugin_waits_for(holder):
+    for dotted in REGISTRY_HOLDERS[holder]:
+        module_name, attr = dotted.rsplit(".", 1)
+        assert module_name == holder or module_name.startswith(holder + "."), dotted
+        module = importlib.import_module(module_name)
+        value = getattr(module, attr)  # AttributeError: verl moved or renamed the registry
+        if isinstance(value, type):
+            assert value.__module__ == module_name, f"{dotted} is now defined in {value.__module__}"
+        else:
+            assert isinstance(value, dict), dotted

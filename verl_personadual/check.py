@@ -77,11 +77,18 @@ def _plugin_policy_check() -> Check:
     )
 
 
+#: Imports the plugin and then each of its registering modules (most are imported only when verl imports the
+#: registry they register with).
+_IMPORT_ALL = (
+    f"import importlib, {ENTRY_POINT_TARGET} as p\n"
+    "for m in p.REGISTERING_MODULES:\n"
+    "    importlib.import_module(m)\n"
+)
+
+
 def _plugin_import_error() -> str:
-    """The error a direct import of the plugin raises, or '' when it imports."""
-    proc = subprocess.run(
-        [sys.executable, "-c", f"import {ENTRY_POINT_TARGET}"], capture_output=True, text=True, timeout=300
-    )
+    """The error a direct import of the plugin or of one of its registering modules raises, or '' when none."""
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_ALL], capture_output=True, text=True, timeout=300)
     return "" if proc.returncode == 0 else proc.stderr.strip().splitlines()[-1]
 
 

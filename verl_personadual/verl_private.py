@@ -3,8 +3,11 @@
 verl has no public way to register the worker-side adapter of a rollout backend (the replica side has
 ``RolloutReplicaRegistry.register``): ``get_rollout_class`` reads the module-level dict ``_ROLLOUT_REGISTRY`` of
 ``verl/workers/rollout/base.py``. And the plugin's subclasses override some of verl's underscore methods.
-``tests/test_verl_private.py`` checks every name below against the installed verl, so an upgrade that moves one
-fails loudly in CI instead of silently skipping an override.
+The plugin also relies on where verl defines the registries it registers with: it registers when verl imports
+the module that holds a registry (``verl_personadual.plugin.DEFERRED``), so a registry moved elsewhere would be
+imported without our names in it (:data:`REGISTRY_HOLDERS`). ``tests/test_verl_private.py`` checks every name
+below against the installed verl, so an upgrade that moves one fails loudly in CI instead of silently skipping an
+override or a registration.
 
 The vLLM worker extension of the CPU path (``cpu/vllm_worker.py``) also uses private names of vLLM 0.24.0 and of
 verl's vLLM extension: :data:`VLLM_PRIVATE_NAMES`, :data:`VLLM_EXTENSION_OVERRIDES`, checked by
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 from verl.workers.rollout import base as rollout_base
 
-__all__ = ["ROLLOUT_MODE", "register_rollout_adapter", "OVERRIDDEN_METHODS", "VLLM_PRIVATE_NAMES",
+__all__ = ["ROLLOUT_MODE", "register_rollout_adapter", "OVERRIDDEN_METHODS", "REGISTRY_HOLDERS", "VLLM_PRIVATE_NAMES",
            "VLLM_EXTENSION_OVERRIDES"]
 
 #: verl's rollout mode key of server-based backends (``RolloutConfig.mode``).
@@ -31,6 +34,20 @@ OVERRIDDEN_METHODS: tuple[tuple[str, str, str], ...] = (
     ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer", "_compute_ref_log_prob"),
     ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer", "_val_metrics_update"),
 )
+
+
+#: verl module whose import the plugin waits for -> the registries (``module.attribute``) the plugin registers
+#: with there, each defined in that module or one of its submodules.
+REGISTRY_HOLDERS: dict[str, tuple[str, ...]] = {
+    "verl.trainer.ppo.core_algos": ("verl.trainer.ppo.core_algos.ADV_ESTIMATOR_REGISTRY",),
+    "verl.trainer.ppo.v1": ("verl.trainer.ppo.v1.trainer_base.TRAINER_REGISTRY",),
+    "verl.experimental.agent_loop": ("verl.experimental.agent_loop.agent_loop._agent_loop_registry",),
+    "verl.workers.engine": ("verl.workers.engine.base.EngineRegistry",),
+    "verl.workers.rollout": (
+        "verl.workers.rollout.replica.RolloutReplicaRegistry",
+        "verl.workers.rollout.base._ROLLOUT_REGISTRY",
+    ),
+}
 
 
 #: ``(module, name)`` of the private vLLM functions that put a pre-packed CPU layer back in checkpoint format (its

@@ -1,7 +1,8 @@
-"""Registers the CPU engine and the ``hf_cpu`` rollout backend with verl (imported by the plugin entry point).
+"""Registers the ``hf_cpu`` rollout backend with verl (imported when verl imports ``verl.workers.rollout``).
 
-The rollout classes are registered by name and imported by verl only when a run selects ``hf_cpu``: a Ray worker
-that unpickles one of them imports verl, hence this plugin, while the rollout module is still half-imported.
+The rollout classes are registered by name (a factory for the replica, a dotted path for the worker-side
+adapter) and imported by verl only when a run selects ``hf_cpu``: a Ray worker that unpickles one of them
+imports verl, hence this plugin, while the rollout module is still half-imported.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import importlib
 
 from verl.workers.rollout.replica import RolloutReplicaRegistry
 
-from verl_personadual.cpu import engine  # noqa: F401  (registers the FSDP engine for device "cpu")
 from verl_personadual.verl_private import register_rollout_adapter
 from verl_personadual.names import CPU_ROLLOUT
 

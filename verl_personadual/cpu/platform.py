@@ -1,15 +1,17 @@
 """A verl platform named ``cpu``, registered with verl's public ``PlatformRegistry``.
 
 verl resolves its platform once per process, on the first ``get_platform()`` call (``trainer/constants_ppo.py``
-calls one at import time). The plugin entry point (``verl_personadual.plugin``) imports this module *first*,
-inside ``import verl`` and before anything imports ``constants_ppo``, so a plain
-``python -m verl.trainer.main_ppo`` and every Ray worker (which imports verl when it unpickles a verl class) see
-the platform in time.
+calls one at import time). The plugin entry point (``verl_personadual.plugin``) imports this module inside
+``import verl``, before anything can call ``get_platform()``, so a plain ``python -m verl.trainer.main_ppo`` and
+every Ray worker (which imports verl when it unpickles a verl class) see the platform in time. Neither this module
+nor the plugin resolves the platform.
 
-Selection: ``VERL_PLATFORM=cpu`` always selects it (the recipes set it for their Ray workers). Without it verl
-auto-detects: it probes the registered platforms in registration order (nvidia, huawei, amd, then this one), and
-this platform reports itself available only when no other registered platform does, so a GPU machine keeps its
-GPU platform and a machine without an accelerator gets ``cpu`` instead of verl's fallback to ``nvidia``.
+Selection: ``VERL_PLATFORM=cpu`` selects it (the CPU backbones set it for the driver and their Ray workers).
+Without it verl auto-detects: it probes the registered platforms in registration order (nvidia, huawei, amd, then
+this one), and this platform reports itself available only when no other registered platform does, so a GPU
+machine keeps its GPU platform and a machine without an accelerator gets ``cpu`` instead of verl's fallback to
+``nvidia``. That fallback logs one warning per process (:data:`FALLBACK_WARNING`): on a GPU node whose CUDA setup is
+broken it is the only sign that the run is on the CPU.
 
 Contract: device ``cpu`` for every tensor, process groups on ``gloo``. Ray has no accelerator on such a machine
 and verl's resource pools require one ("GPU" or "NPU", ``single_controller/ray/base.py``), so this platform
@@ -19,7 +21,9 @@ reports the Ray resource ``GPU`` and the CPU recipes start Ray with that many *l
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -30,10 +34,33 @@ from verl.plugin.platform.platform_manager import PlatformRegistry
 from verl_personadual.cpu.vllm_settings import vllm_cpu_env
 from verl_personadual.names import CPU_DEVICE
 
-__all__ = ["PLATFORM_NAME", "PlatformCPU", "CPUDeviceModule"]
+__all__ = ["PLATFORM_NAME", "FALLBACK_WARNING", "PlatformCPU", "CPUDeviceModule"]
 
 #: verl platform name (``VERL_PLATFORM``) and torch device type.
 PLATFORM_NAME = CPU_DEVICE
+
+#: Logged (logger ``verl_personadual``) once per process when verl picks this platform because no other is
+#: available; ``{probed}`` is the list of the other registered platforms.
+FALLBACK_WARNING = (
+    "verl_personadual: no accelerator platform is available (probed: {probed}), so verl runs on the CPU "
+    f"platform '{PLATFORM_NAME}'. Set VERL_PLATFORM={PLATFORM_NAME} to choose it on purpose (no warning then). "
+    "On a GPU machine set VERL_PLATFORM to its platform (e.g. nvidia) so that a broken setup fails instead of "
+    "running on the CPU, and check the setup: `nvidia-smi`, "
+    "`python -c 'import torch; print(torch.cuda.is_available())'`."
+)
+
+_logger = logging.getLogger("verl_personadual")
+_fallback_lock = threading.Lock()
+_fallback_warned = False
+
+
+def _warn_fallback(probed: list[str]) -> None:
+    global _fallback_warned
+    with _fallback_lock:
+        if _fallback_warned:
+            return
+        _fallback_warned = True
+    _logger.warning(FALLBACK_WARNING.format(probed=", ".join(probed) or "none"))
 
 
 def _physical_memory() -> tuple[int, int]:
@@ -109,16 +136,20 @@ class PlatformCPU(PlatformBase):
         return True
 
     def is_platform_available(self, use_smi_check: bool = False) -> bool:
-        """True when no other registered platform is available on this host (verl probes this one last)."""
+        """True when no other registered platform is available on this host (verl probes this one last); then
+        logs :data:`FALLBACK_WARNING` (once per process)."""
+        probed = []
         for name in PlatformRegistry.registered_names():
             cls = PlatformRegistry.get(name)
             if cls is None or cls is PlatformCPU:
                 continue
+            probed.append(name)
             try:
                 if cls().is_platform_available(use_smi_check=use_smi_check):
                     return False
             except Exception:
                 continue
+        _warn_fallback(probed)
         return True
 
     def current_device(self) -> str:
