@@ -16,8 +16,6 @@ verl's vLLM extension: :data:`VLLM_PRIVATE_NAMES`, :data:`VLLM_EXTENSION_OVERRID
 
 from __future__ import annotations
 
-from verl.workers.rollout import base as rollout_base
-
 __all__ = ["ROLLOUT_MODE", "register_rollout_adapter", "OVERRIDDEN_METHODS", "REGISTRY_HOLDERS", "VLLM_PRIVATE_NAMES",
            "VLLM_EXTENSION_OVERRIDES"]
 
@@ -68,4 +66,8 @@ VLLM_EXTENSION_OVERRIDES: tuple[tuple[str, str, str], ...] = (
 
 def register_rollout_adapter(name: str, dotted_path: str) -> None:
     """Make ``get_rollout_class(name)`` return the class at ``dotted_path`` (imported lazily by verl)."""
+    # imported here, not at the top: importing verl.workers.rollout is what runs the plugin's deferred registration
+    # of the hf_cpu backend (plugin.DEFERRED), which calls this function, so a top-level import would be circular
+    from verl.workers.rollout import base as rollout_base
+
     rollout_base._ROLLOUT_REGISTRY[(name, ROLLOUT_MODE)] = dotted_path
