@@ -6,7 +6,8 @@ Output directory layout (``--out``):
   were made (inputs with SHA-256, seed, sizes, skip counts, persona-LLM request counts). Built once; a resumed
   run, or another model given ``--eval-set``, reuses it (a run given ``--eval-set`` keeps a copy of the rows it
   evaluates).
-- ``run_config.json``: model and generation settings; a resumed run must match it (else use another ``--out``).
+- ``run_config.json``: model (resolved path or hub id, revision and content fingerprint:
+  ``fingerprint.model_identity``) and generation settings; a resumed run must match it (else use another ``--out``).
 - ``predictions.jsonl``: one line per (row, decoding): ``row_id`` (``<item_id>|<setting>``), ``item_id``,
   ``benchmark``, ``task``, ``family``, ``setting``, ``decoding``, ``prompt_style``, ``mode`` (the mode the
   response is in: general / personalized / unknown), ``persona_id``, ``pred`` (extracted answer), ``correct``,
@@ -75,6 +76,7 @@ from verl_personadual.eval.personas import (
 from verl_personadual.eval.judge import JUDGED_BENCHMARKS, ExtractVerifyJudge, JudgeVerdict
 from verl_personadual.eval.report import write_report
 from verl_personadual.eval.store import PredictionStore
+from verl_personadual.fingerprint import model_identity
 from verl_personadual.llm import LLMClient, LLMConfig
 from verl_personadual.modes import UNKNOWN_MODE, Mode, ModePrefixes, resolve_prefixes
 from verl_personadual.names import MODE_FIELD
@@ -228,8 +230,11 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
 
 
 def _check_run_config(cfg: RunConfig) -> None:
+    """Pin what the run is made with in ``run_config.json``, or check a resumed run against it: the model by its
+    resolved path / hub revision and content fingerprint (``fingerprint.model_identity``), so that another
+    checkpoint under the same spelling is never appended. RunError names the keys that differ."""
     current = {
-        "model": cfg.model,
+        **model_identity(cfg.model),
         "prompt_style": cfg.prompt_style.value,
         "decoding": asdict(cfg.decoding),
         "chat_template_kwargs": cfg.chat_template_kwargs,
@@ -243,8 +248,10 @@ def _check_run_config(cfg: RunConfig) -> None:
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved != current:
-            diff = sorted(k for k in current if saved.get(k) != current[k])
-            raise RunError(f"{path} differs from this run in {diff}; resume with the same settings or use another --out")
+            diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            shown = "; ".join(f"{k}: saved {saved.get(k)!r}, now {current.get(k)!r}" for k in diff if k.startswith("model"))
+            raise RunError(f"{path} differs from this run in {diff}{' (' + shown + ')' if shown else ''}; resume with "
+                           "the same model and settings or use another --out")
     else:
         atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
 
