@@ -33,7 +33,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from verl_personadual.config import DualGRPOConfig
 from verl_personadual.names import CPU_DEVICE, ESTIMATOR
-from verl_personadual.preflight import PreflightError, check_files, check_model, closest
+from verl_personadual.preflight import (
+    PreflightError,
+    check_files,
+    check_mode_tokens,
+    check_model,
+    check_rl_parquet,
+    check_sft_parquet,
+    closest,
+    known_agent_loops,
+)
 
 __all__ = [
     "ADDED_KEY_PREFIXES",
@@ -553,6 +562,14 @@ def _parser() -> argparse.ArgumentParser:
                 help="multi-node SFT: torchrun's c10d rendezvous address, the same on every node (e.g. node0:29400)",
             )
             p.add_argument(
+                "--text-prefixes",
+                action="store_true",
+                help=(
+                    "the model has no dedicated mode tokens: train on the prefixes as plain text (the RL stage then "
+                    "needs `-- algorithm.dual_grpo.require_mode_tokens=false`); default: refuse such a model"
+                ),
+            )
+            p.add_argument(
                 "--drop-overlong",
                 action="store_true",
                 help=(
@@ -620,6 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_files(args.val_files, "--val-files")
         train, val = args.train_files, args.val_files
         overrides, cfg, checks_log = _configure(args, extra, train, val)
+        check_inputs(args.stage, args.model, cfg, train, val, text_prefixes=getattr(args, "text_prefixes", False))
         if args.stage == "sft" and not args.dry_run:
             replaced = _sft_data_check(args, cfg)
             if replaced is not None:
@@ -642,6 +660,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     for what, path in outputs.items():
         print(f"[persona_dual] {what}: {path}", flush=True)
     return subprocess.call(command, env={**os.environ, **run_env(cfg)})
+
+
+#: What to do about an SFT base model without dedicated mode tokens.
+SFT_MODE_TOKENS_HINT = (
+    "add them with `python -m verl_personadual.add_mode_tokens`, or train on plain-text prefixes with --text-prefixes "
+    "(the RL stage then needs algorithm.dual_grpo.require_mode_tokens=false)"
+)
+
+
+def check_inputs(
+    stage: str, model: str, cfg: DictConfig, train_files: Sequence[str], val_files: Sequence[str],
+    text_prefixes: bool = False,
+) -> None:
+    """The inputs of a run, before verl or Ray starts (and in ``--dry-run``): every data file as the stage reads it
+    (``preflight.check_rl_parquet`` / ``check_sft_parquet``, with the recipe's prompt / messages key) and the mode
+    prefixes of the model's tokenizer as the run resolves them (RL: ``algorithm.dual_grpo.require_mode_tokens``;
+    SFT: dedicated tokens unless ``text_prefixes``). Raises PreflightError naming file / row / column or model."""
+    files = [("--train-files", f) for f in train_files] + [("--val-files", f) for f in val_files]
+    if stage == "rl":
+        agents = known_agent_loops()
+        for flag, path in files:
+            check_rl_parquet(path, flag, str(cfg.data.prompt_key), agents)
+        tokenizer = cfg.actor_rollout_ref.model.get("tokenizer_path") or model
+        check_mode_tokens(str(tokenizer), DualGRPOConfig.from_algorithm(cfg.algorithm).prefix_requirement)
+    else:
+        for flag, path in files:
+            check_sft_parquet(path, flag, str(cfg.data.messages_key))
+        if not text_prefixes:
+            check_mode_tokens(model, True, hint=SFT_MODE_TOKENS_HINT)
 
 
 def _rows(paths: Sequence[str], flag: str) -> int:

@@ -80,6 +80,7 @@ from verl_personadual.fingerprint import model_identity
 from verl_personadual.llm import LLMClient, LLMConfig
 from verl_personadual.modes import UNKNOWN_MODE, Mode, ModePrefixes, resolve_prefixes
 from verl_personadual.names import MODE_FIELD
+from verl_personadual.preflight import check_mode_tokens
 from verl_personadual.prompts import (
     PERSONALIZED_SOURCES,
     DataSource,
@@ -91,6 +92,8 @@ __all__ = [
     "RunConfig",
     "RunError",
     "run",
+    "expects_mode_tokens",
+    "check_model_modes",
     "prepare_eval_set",
     "score_response",
     "grade_with_judge",
@@ -227,6 +230,32 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
     write_eval_set(own, rows)
     logger.info("eval set: %d rows written to %s", len(rows), own)
     return rows
+
+
+#: Table 1 systems whose checkpoint is a dual-mode model (trained to open each response with a mode prefix).
+DUAL_MODE_SYSTEMS = frozenset({System.PERSONA_DUAL, System.PERSONA_DUAL_ROUTER, System.G_SFT_RL, System.P_SFT_RL})
+#: How an ``eval run`` on a model without dedicated mode tokens can go on.
+EVAL_MODE_TOKENS_HINT = (
+    "a PersonaDual checkpoint has them (`python -m verl_personadual.add_mode_tokens` before SFT); for one trained "
+    "with plain-text prefixes (algorithm.dual_grpo.require_mode_tokens=false) pass --text-prefixes; for a plain "
+    "model without modes pass --system base (or another baseline's --system / --prompt-style)"
+)
+
+
+def expects_mode_tokens(cfg: RunConfig) -> bool:
+    """True when the run evaluates a dual-mode checkpoint: a system of :data:`DUAL_MODE_SYSTEMS`, or, without
+    ``--system``, the ``persona`` prompt style (PersonaDual's own). Baselines (base, CoT, Personal-Prompt,
+    AlignXpert, PersonaDual-Prompt, any other prompt style) run on plain models."""
+    if cfg.system is not None:
+        return cfg.system in DUAL_MODE_SYSTEMS
+    return cfg.prompt_style is PromptStyle.PERSONA
+
+
+def check_model_modes(cfg: RunConfig, text_prefixes: bool = False) -> None:
+    """Before anything is generated: a run that :func:`expects_mode_tokens` on a model whose tokenizer has no
+    dedicated mode tokens is a PreflightError (unless ``text_prefixes``: the model was trained on text prefixes)."""
+    if expects_mode_tokens(cfg) and not text_prefixes:
+        check_mode_tokens(cfg.model, True, hint=EVAL_MODE_TOKENS_HINT)
 
 
 def _check_run_config(cfg: RunConfig) -> None:
