@@ -727,8 +727,6 @@ def _configure(
 ) -> tuple[list[str], DictConfig, str]:
     """Overrides, the composed and validated recipe, and what verl's validation printed; every failure is a
     one-line PreflightError or ValueError."""
-    from hydra.errors import HydraException
-
     overrides = build_overrides(
         stage=args.stage,
         backbone=args.backbone,
@@ -740,18 +738,32 @@ def _configure(
         extra=extra,
         nnodes=args.nnodes,
     )
+    cfg, checks_log = compose_and_validate(args.stage, overrides)
+    return overrides, cfg, checks_log
+
+
+def compose_checked(stage: str, overrides: Sequence[str]) -> DictConfig:
+    """:func:`compose`, with a Hydra composition error turned into a one-line PreflightError
+    (:func:`explain_composition_error`: an unknown key with the known keys under its section and the closest)."""
+    from hydra.errors import HydraException
+
     try:
-        cfg = compose(args.stage, overrides)
+        return compose(stage, overrides)
     except HydraException as err:
-        raise PreflightError(explain_composition_error(args.stage, overrides, err)) from None
-    # verl's validation prints progress to stdout; keep stdout for the composed config, and an error alone.
+        raise PreflightError(explain_composition_error(stage, overrides, err)) from None
+
+
+def compose_and_validate(stage: str, overrides: Sequence[str]) -> tuple[DictConfig, str]:
+    """The composed recipe (:func:`compose_checked`) after :func:`validate`, and what verl's validation printed
+    (kept off stdout). Every failure is one line: PreflightError, or ValueError from our or verl's checks."""
+    cfg = compose_checked(stage, overrides)
     progress = io.StringIO()
     with contextlib.redirect_stdout(progress):
         try:
-            validate(args.stage, cfg)
+            validate(stage, cfg)
         except AssertionError as err:  # verl checks some settings with assert
             raise ValueError(f"verl rejects the composed config: {err}") from None
-    return overrides, cfg, progress.getvalue()
+    return cfg, progress.getvalue()
 
 
 if __name__ == "__main__":
