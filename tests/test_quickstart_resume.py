@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from verl_personadual.toy_report import TARGETS, targets_met
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,10 +42,14 @@ def test_killed_rl_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     assert saved in (4, 8)
     assert not (out / "stages" / "rl-none.json").exists()
 
-    second = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3000)
+    second = subprocess.run(argv[:-1], capture_output=True, text=True, env=env, timeout=3000)
+    evidence = os.environ.get("QUICKSTART_RESUME_EVIDENCE")  # keep the run's logs and figures for a report
+    if evidence:
+        shutil.copytree(out, evidence, ignore=shutil.ignore_patterns("checkpoints", "sft", "model", "data"),
+                        dirs_exist_ok=True)
+        (Path(evidence) / "second.stdout").write_text(second.stdout)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert f"resuming from step {saved}: the checkpoint {ckpt / f'global_step_{saved}'} of a killed run" in second.stdout
-    assert "targets met" in second.stdout
     assert latest.read_text().strip() == "12"
     marker = json.loads((out / "stages" / "rl-none.json").read_text())
     assert marker["resumed_from_step"] == saved
@@ -55,3 +62,7 @@ def test_killed_rl_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (out / "runs" / "none" / "metrics.jsonl").read_text().splitlines()]
     trained = [r["step"] for r in records if any(k.startswith("actor/") for k in r["data"])]
     assert trained == list(range(1, 13))
+    # and the resumed run reaches the quickstart's targets
+    summary = json.loads((out / "summary.json").read_text())
+    after = summary["runs"]["rl-none"]
+    assert all(targets_met(after).values()), {k: after.get(k) for k in TARGETS}
