@@ -21,6 +21,20 @@ from verl_personadual.toy_report import TARGETS, targets_met
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _logged(metrics: Path, step: int) -> bool:
+    """verl's file logger has written the training metrics of ``step`` (it logs a step after saving it)."""
+    if not metrics.exists():
+        return False
+    for line in metrics.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record["step"] == step and any(k.startswith("actor/") for k in record["data"]):
+            return True
+    return False
+
+
 @pytest.mark.ray
 @pytest.mark.timeout(3600)
 def test_killed_rl_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
@@ -29,12 +43,14 @@ def test_killed_rl_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     ckpt = out / "runs" / "none" / "checkpoints"
     latest = ckpt / "latest_checkpointed_iteration.txt"
+    metrics = out / "runs" / "none" / "metrics.jsonl"
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
-            while not (latest.exists() and latest.read_text().strip()):
+            # kill between two checkpoints: after verl saved a step and logged its metrics
+            while not (latest.exists() and latest.read_text().strip() and _logged(metrics, int(latest.read_text()))):
                 assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-                time.sleep(2)
+                time.sleep(1)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -59,7 +75,7 @@ def test_killed_rl_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     steps = {int(m) for m in re.findall(r"\bstep:(\d+)\b", rerun)}
     assert min(steps) >= saved and set(range(saved + 1, 13)) <= steps
     # the metrics file holds every training step once: the first run's up to the checkpoint, the rerun's after it
-    records = [json.loads(line) for line in (out / "runs" / "none" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
     trained = [r["step"] for r in records if any(k.startswith("actor/") for k in r["data"])]
     assert trained == list(range(1, 13))
     # and the resumed run reaches the quickstart's targets

@@ -239,7 +239,9 @@ class Quickstart:
     def train_rl(self, label: str) -> dict:
         """One RL run. A run killed after a periodic checkpoint (``cpu_toy``: every 4 steps) continues from its
         newest one: verl resumes from ``latest_checkpointed_iteration.txt`` (``trainer.resume_mode=auto``), and the
-        metrics of the steps up to it are kept (verl's file logger starts its file anew)."""
+        metrics of the steps up to it are kept (verl's file logger starts its file anew). verl saves a step before it
+        logs it: a run killed in between has no training metrics of the saved step (its validation comes from the
+        rerun)."""
         ablation = self.runs[label]
         root = self.out / "runs" / label
         ckpt_root, metrics = root / "checkpoints", root / "metrics.jsonl"
@@ -257,8 +259,10 @@ class Quickstart:
         argv = self._recipe_argv("rl", sft, ckpt_root, ablation) + [
             "--", "trainer.logger=[console,file]", "trainer.resume_mode=auto", *self.overrides]
         command = self._launch(f"rl-{label}", argv, self._steps("rl", ablation), env={"VERL_FILE_LOGGER_PATH": str(metrics)})
-        if resumed:
-            atomic_write_text(metrics, "".join(kept + _metric_lines(metrics, lambda step: step > resumed)))
+        if resumed:  # the saved step's own line comes from the rerun's validation when the kill came before verl logged it
+            have_saved = any(json.loads(line)["step"] == resumed for line in kept)
+            rerun = _metric_lines(metrics, lambda step: step > resumed or (step == resumed and not have_saved))
+            atomic_write_text(metrics, "".join(kept + rerun))
         hf = _hf_dir(ckpt_root, "actor/huggingface")
         if hf is None:
             raise StageError(f"stage rl-{label}: no global_step_*/actor/huggingface checkpoint under {ckpt_root}")
