@@ -37,6 +37,7 @@ from data_preprocess.build_rl import EXTRA_INFO_TYPE, ROW_SCHEMA
 from verl_personadual.atomic import atomic_write
 from verl_personadual.eval.pools import PERSONALIZED, Selector, family_of
 from verl_personadual.modes import Mode
+from verl_personadual.preflight import check_rl_parquet
 from verl_personadual.prompts import TaskFamily, build_dialogue, format_answer
 
 __all__ = ["MULTI_TURN_EXTRA_INFO_TYPE", "MULTI_TURN_ROW_SCHEMA", "finished_turn", "add_first_turns",
@@ -106,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="rows that are personalized questions (default: personalized sources; toy: task=helpful)")
     a = p.parse_args(argv)
     try:
+        check_rl_parquet(str(a.src), "--in")
         rows = pq.read_table(a.src).to_pylist()
         splits = {r["extra_info"]["split"] for r in rows}
         if len(splits) != 1:

@@ -443,10 +443,15 @@ def test_cli_help_explains_itself():
 
 @pytest.mark.parametrize("stage", ["rl", "sft"])
 def test_cli_dry_run_prints_the_composed_config_and_starts_nothing(stage, run_files, tmp_path, tiny_model_dir):
-    # the CLI checks that the model and the files exist and hold a batch: real ones, of 64 rows (the RL batch)
+    # the CLI checks the model and the files (their columns and rows, and that they hold a batch): 64 rows (the RL
+    # batch) that carry both the RL and the SFT columns
     files = {k: str(tmp_path / Path(v).name) for k, v in run_files.items()}
+    prompt = [{"role": "user", "content": "Is it true?"}]
+    row = {"data_source": "toy", "prompt": prompt, "reward_model": {"style": "rule", "ground_truth": "true"},
+           "extra_info": {"task_family": "free_text", "persona_setting": "none"}, "agent_name": "personadual_forced",
+           "messages": [*prompt, {"role": "assistant", "content": "[General_mode] {\"answer\": \"true\"}"}]}
     for key in ("train", "val", "sft"):
-        pd.DataFrame({"x": range(64)}).to_parquet(files[key])
+        pd.DataFrame([row] * 64).to_parquet(files[key])
     cli_files = ["--train-files", files["train" if stage == "rl" else "sft"]]
     cli_files += ["--val-files", files["val"]] if stage == "rl" else []
     ablation = ["--ablation", "no_prefix_forcing"] if stage == "rl" else []

@@ -22,11 +22,17 @@ DUAL_KEYS = sorted(f.name for f in fields(DualGRPOConfig))
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, str]:
+    """Toy RL rows that also carry an SFT ``messages`` column, so that one file passes both stages' data checks."""
+    from data_preprocess import toy
+
     d = tmp_path_factory.mktemp("recipes_cli")
+    toy.build(d / "toy")
+    rows = pd.read_parquet(d / "toy" / "rl" / "train.parquet").head(20)
+    rows["messages"] = [[*p, {"role": "assistant", "content": "ok"}] for p in rows["prompt"]]
     out = {}
-    for name, rows in (("train", 20), ("val", 8), ("small", 3)):
+    for name, n in (("train", 20), ("val", 8), ("small", 3)):
         out[name] = str(d / f"{name}.parquet")
-        pd.DataFrame({"x": range(rows)}).to_parquet(out[name])
+        rows.head(n).to_parquet(out[name])
     (d / "notparquet.parquet").write_text("hello")
     out["bad"] = str(d / "notparquet.parquet")
     return out

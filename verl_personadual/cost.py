@@ -35,6 +35,7 @@ from typing import Sequence
 from omegaconf import DictConfig
 
 from verl_personadual import recipes as R
+from verl_personadual.errors import run_cli
 
 __all__ = [
     "GPUS",
@@ -414,7 +415,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the cost table of the composed recipe; returns 0."""
+    """Print the cost table of the composed recipe; returns 0 (2 on a user error: one ``error:`` line)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv, extra = R.split_overrides(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     rows = args.train_rows or (PAPER_RL_ROWS if args.stage == "rl" else PAPER_SFT_ROWS)
@@ -432,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = R.build_overrides(
         args.stage, args.backbone, "model", ["train.parquet"], val, ablation, extra=extra, nnodes=args.nnodes
     )
-    cfg = R.compose(args.stage, overrides)
+    cfg = R.compose_checked(args.stage, overrides)
     if args.stage == "rl":
         title = f"RL: rl_backbone={args.backbone}, ablation={ablation}"
         print(render_rl(rl_plan(cfg, args.backbone, a), a, title))

@@ -2,7 +2,8 @@
 
     python -m verl_personadual.quickstart [--out outputs/quickstart] [--ablation none no_dual_adv ...] [--set K=V ...]
 
-Stages (each one's outputs under --out; a rerun skips the stages already finished, so a killed run resumes):
+Stages (each one's outputs under --out; a rerun skips the stages already finished, so a killed run resumes, and an
+RL run killed mid-way continues from its last checkpoint, saved every 4 steps):
 
 1. check     the plugin's registrations, seen by a fresh ``import verl``;
 2. data      the toy persona task (``python -m data_preprocess.toy``): RL + SFT parquet and a held-out eval set;
@@ -76,6 +77,32 @@ def _hf_dir(root: Path, sub: str) -> Path | None:
         if p.name.split("_")[-1].isdigit() and (p / sub / "config.json").exists()
     )
     return found[-1][1] if found else None
+
+
+def _saved_step(ckpt_root: Path) -> int:
+    """The step of the newest complete checkpoint verl recorded under ``ckpt_root`` (its
+    ``latest_checkpointed_iteration.txt``, written after the step's folder), or 0."""
+    latest = ckpt_root / "latest_checkpointed_iteration.txt"
+    try:
+        step = int(latest.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+    return step if (ckpt_root / f"global_step_{step}" / "actor").is_dir() else 0
+
+
+def _metric_lines(path: Path, keep: Callable[[int], bool]) -> list[str]:
+    """The whole lines of a verl file-logger JSONL whose step ``keep`` accepts (a torn last line is dropped)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if line.endswith("\n") and keep(step):
+            out.append(line)
+    return out
 
 
 class Quickstart:
@@ -194,7 +221,7 @@ class Quickstart:
             val_files=[str(self.data / "rl" / "validation.parquet")] if stage == "rl" else (),
             **({"ablation": ablation, "extra": self.overrides} if stage == "rl" else {}),
         )
-        cfg = recipes.compose(stage, overrides)
+        cfg = recipes.compose_checked(stage, overrides)
         if stage == "rl":
             return int(cfg.trainer.total_training_steps)
         rows = json.loads(self._marker("data").read_text())["sft_rows"]
@@ -210,20 +237,37 @@ class Quickstart:
         return {"checkpoint": str(hf), "command": command}
 
     def train_rl(self, label: str) -> dict:
+        """One RL run. A run killed after a periodic checkpoint (``cpu_toy``: every 4 steps) continues from its
+        newest one: verl resumes from ``latest_checkpointed_iteration.txt`` (``trainer.resume_mode=auto``), and the
+        metrics of the steps up to it are kept (verl's file logger starts its file anew). verl saves a step before it
+        logs it: a run killed in between has no training metrics of the saved step (its validation comes from the
+        rerun)."""
         ablation = self.runs[label]
         root = self.out / "runs" / label
         ckpt_root, metrics = root / "checkpoints", root / "metrics.jsonl"
-        if ckpt_root.exists():
-            shutil.rmtree(ckpt_root)
-        metrics.unlink(missing_ok=True)
+        resumed = _saved_step(ckpt_root)
+        kept: list[str] = []
+        if resumed:
+            _say(f"    resuming from step {resumed}: the checkpoint {ckpt_root / f'global_step_{resumed}'} of a killed run")
+            kept = _metric_lines(metrics, lambda step: step <= resumed)
+        else:
+            if ckpt_root.exists():
+                shutil.rmtree(ckpt_root)
+            metrics.unlink(missing_ok=True)
         root.mkdir(parents=True, exist_ok=True)
         sft = Path(json.loads(self._marker("sft").read_text())["checkpoint"])
-        argv = self._recipe_argv("rl", sft, ckpt_root, ablation) + ["--", "trainer.logger=[console,file]", *self.overrides]
+        argv = self._recipe_argv("rl", sft, ckpt_root, ablation) + [
+            "--", "trainer.logger=[console,file]", "trainer.resume_mode=auto", *self.overrides]
         command = self._launch(f"rl-{label}", argv, self._steps("rl", ablation), env={"VERL_FILE_LOGGER_PATH": str(metrics)})
+        if resumed:  # the saved step's own line comes from the rerun's validation when the kill came before verl logged it
+            have_saved = any(json.loads(line)["step"] == resumed for line in kept)
+            rerun = _metric_lines(metrics, lambda step: step > resumed or (step == resumed and not have_saved))
+            atomic_write_text(metrics, "".join(kept + rerun))
         hf = _hf_dir(ckpt_root, "actor/huggingface")
         if hf is None:
             raise StageError(f"stage rl-{label}: no global_step_*/actor/huggingface checkpoint under {ckpt_root}")
-        return {"checkpoint": str(hf), "metrics": str(metrics), "command": f"VERL_FILE_LOGGER_PATH={metrics} {command}"}
+        info = {"checkpoint": str(hf), "metrics": str(metrics), "command": f"VERL_FILE_LOGGER_PATH={metrics} {command}"}
+        return {**info, "resumed_from_step": resumed} if resumed else info
 
     def evaluate(self, label: str, checkpoint: Path) -> dict:
         from verl_personadual.eval.generate import Decoding, DecodingParams
@@ -266,8 +310,24 @@ class Quickstart:
             curves[f"rl-{a}"] = metric_curves(read_jsonl(metrics)) if metrics.exists() else {}
         return runs, write_report(self.out, runs, curves, commands)
 
+    def check_overrides(self) -> None:
+        """Before the first stage: each RL run's recipe, with ``--set``, composed and validated as ``recipes rl``
+        does (``recipes.compose_and_validate``); a StageError naming the run and the recipes' one-line reason."""
+        from verl_personadual import recipes
+
+        for label, ablation in self.runs.items():
+            overrides = recipes.build_overrides(
+                stage="rl", backbone=TOY_BACKBONE, model=str(self.model), train_files=[str(self.data / "rl" / "train.parquet")],
+                val_files=[str(self.data / "rl" / "validation.parquet")], ablation=ablation, extra=self.overrides,
+            )
+            try:
+                recipes.compose_and_validate("rl", overrides)
+            except ValueError as err:  # PreflightError and our / verl's config checks
+                raise StageError(f"--set for run rl-{label}: {err}") from None
+
     def run_all(self) -> dict:
-        """Every stage in order; returns the report's runs (label -> figures)."""
+        """Every stage in order (the ``--set`` overrides checked first); returns the report's runs (label -> figures)."""
+        self.check_overrides()
         n = 6 + 2 * len(self.runs)
         i = iter(range(1, n + 1))
         self.stage(next(i), n, "check", "plugin registrations seen by verl", self.check)

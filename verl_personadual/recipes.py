@@ -34,7 +34,16 @@ from omegaconf import DictConfig, OmegaConf
 from verl_personadual.config import DualGRPOConfig
 from verl_personadual.cpu.vllm_settings import check_cpu_vllm_rollout
 from verl_personadual.names import CPU_DEVICE, ESTIMATOR
-from verl_personadual.preflight import PreflightError, check_files, check_model, closest
+from verl_personadual.preflight import (
+    PreflightError,
+    check_files,
+    check_mode_tokens,
+    check_model,
+    check_rl_parquet,
+    check_sft_parquet,
+    closest,
+    known_agent_loops,
+)
 
 __all__ = [
     "ADDED_KEY_PREFIXES",
@@ -555,6 +564,14 @@ def _parser() -> argparse.ArgumentParser:
                 help="multi-node SFT: torchrun's c10d rendezvous address, the same on every node (e.g. node0:29400)",
             )
             p.add_argument(
+                "--text-prefixes",
+                action="store_true",
+                help=(
+                    "the model has no dedicated mode tokens: train on the prefixes as plain text (the RL stage then "
+                    "needs `-- algorithm.dual_grpo.require_mode_tokens=false`); default: refuse such a model"
+                ),
+            )
+            p.add_argument(
                 "--drop-overlong",
                 action="store_true",
                 help=(
@@ -622,6 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_files(args.val_files, "--val-files")
         train, val = args.train_files, args.val_files
         overrides, cfg, checks_log = _configure(args, extra, train, val)
+        check_inputs(args.stage, args.model, cfg, train, val, text_prefixes=getattr(args, "text_prefixes", False))
         if args.stage == "sft" and not args.dry_run:
             replaced = _sft_data_check(args, cfg)
             if replaced is not None:
@@ -644,6 +662,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     for what, path in outputs.items():
         print(f"[persona_dual] {what}: {path}", flush=True)
     return subprocess.call(command, env={**os.environ, **run_env(cfg)})
+
+
+#: What to do about an SFT base model without dedicated mode tokens.
+SFT_MODE_TOKENS_HINT = (
+    "add them with `python -m verl_personadual.add_mode_tokens`, or train on plain-text prefixes with --text-prefixes "
+    "(the RL stage then needs algorithm.dual_grpo.require_mode_tokens=false)"
+)
+
+
+def check_inputs(
+    stage: str, model: str, cfg: DictConfig, train_files: Sequence[str], val_files: Sequence[str],
+    text_prefixes: bool = False,
+) -> None:
+    """The inputs of a run, before verl or Ray starts (and in ``--dry-run``): every data file as the stage reads it
+    (``preflight.check_rl_parquet`` / ``check_sft_parquet``, with the recipe's prompt / messages key) and the mode
+    prefixes of the model's tokenizer as the run resolves them (RL: ``algorithm.dual_grpo.require_mode_tokens``;
+    SFT: dedicated tokens unless ``text_prefixes``). Raises PreflightError naming file / row / column or model."""
+    files = [("--train-files", f) for f in train_files] + [("--val-files", f) for f in val_files]
+    if stage == "rl":
+        agents = known_agent_loops()
+        for flag, path in files:
+            check_rl_parquet(path, flag, str(cfg.data.prompt_key), agents)
+        tokenizer = cfg.actor_rollout_ref.model.get("tokenizer_path") or model
+        check_mode_tokens(str(tokenizer), DualGRPOConfig.from_algorithm(cfg.algorithm).prefix_requirement)
+    else:
+        for flag, path in files:
+            check_sft_parquet(path, flag, str(cfg.data.messages_key))
+        if not text_prefixes:
+            check_mode_tokens(model, True, hint=SFT_MODE_TOKENS_HINT)
 
 
 def _rows(paths: Sequence[str], flag: str) -> int:
@@ -682,8 +729,6 @@ def _configure(
 ) -> tuple[list[str], DictConfig, str]:
     """Overrides, the composed and validated recipe, and what verl's validation printed; every failure is a
     one-line PreflightError or ValueError."""
-    from hydra.errors import HydraException
-
     overrides = build_overrides(
         stage=args.stage,
         backbone=args.backbone,
@@ -695,18 +740,32 @@ def _configure(
         extra=extra,
         nnodes=args.nnodes,
     )
+    cfg, checks_log = compose_and_validate(args.stage, overrides)
+    return overrides, cfg, checks_log
+
+
+def compose_checked(stage: str, overrides: Sequence[str]) -> DictConfig:
+    """:func:`compose`, with a Hydra composition error turned into a one-line PreflightError
+    (:func:`explain_composition_error`: an unknown key with the known keys under its section and the closest)."""
+    from hydra.errors import HydraException
+
     try:
-        cfg = compose(args.stage, overrides)
+        return compose(stage, overrides)
     except HydraException as err:
-        raise PreflightError(explain_composition_error(args.stage, overrides, err)) from None
-    # verl's validation prints progress to stdout; keep stdout for the composed config, and an error alone.
+        raise PreflightError(explain_composition_error(stage, overrides, err)) from None
+
+
+def compose_and_validate(stage: str, overrides: Sequence[str]) -> tuple[DictConfig, str]:
+    """The composed recipe (:func:`compose_checked`) after :func:`validate`, and what verl's validation printed
+    (kept off stdout). Every failure is one line: PreflightError, or ValueError from our or verl's checks."""
+    cfg = compose_checked(stage, overrides)
     progress = io.StringIO()
     with contextlib.redirect_stdout(progress):
         try:
-            validate(args.stage, cfg)
+            validate(stage, cfg)
         except AssertionError as err:  # verl checks some settings with assert
             raise ValueError(f"verl rejects the composed config: {err}") from None
-    return overrides, cfg, progress.getvalue()
+    return cfg, progress.getvalue()
 
 
 if __name__ == "__main__":

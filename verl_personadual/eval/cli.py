@@ -27,7 +27,7 @@ from verl_personadual.eval.benchmarks import BENCHMARKS, DEFAULT_SIZES, parse_si
 from verl_personadual.eval.generate import BACKENDS, Decoding, DecodingParams
 from verl_personadual.eval.personas import PersonaAssignmentError, read_eval_set
 from verl_personadual.eval.report import ComparedRun, write_comparison, write_report
-from verl_personadual.eval.run import PREDICTIONS, SAMPLING_TEMPERATURE, RunConfig, RunError, run
+from verl_personadual.eval.run import PREDICTIONS, SAMPLING_TEMPERATURE, RunConfig, RunError, check_model_modes, run
 from verl_personadual.eval.store import read_predictions
 from verl_personadual.llm import ENV_BASE_URL, ENV_MODEL, LLMConfig, LLMError
 from verl_personadual.preflight import check_model, check_output_dir
@@ -152,6 +152,11 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                       help="persona (default), no_persona (plain model without persona), mode_choice "
                            "(PersonaDual-Prompt), cot (CoT), personal (Personal-Prompt), alignxpert_ica / "
                            "alignxpert_pba (AlignXpert checkpoints' own prompt formats)")
+    base.add_argument("--text-prefixes", action="store_true",
+                      help="the model writes the mode prefixes as plain text (trained with "
+                           "algorithm.dual_grpo.require_mode_tokens=false); default: a run of a dual-mode model "
+                           "(--system persona_dual, router, g_sft_rl, p_sft_rl, or the persona prompt style without "
+                           "--system) refuses a tokenizer without the dedicated mode tokens")
     base.add_argument("--router", type=Path, help="router file from `train-router` (PersonaDual-Router, --decoding router)")
     llm = p.add_argument_group("LLM endpoint (aligned personas, judge); defaults from PERSONADUAL_LLM_* variables; "
                                "with --samples and none, recorded placeholder personas are replayed offline")
@@ -295,7 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.command == "run":
             check_model(a.model)
             check_output_dir(a.out)
-            run(_run_config(a))
+            cfg = _run_config(a)
+            check_model_modes(cfg, a.text_prefixes)
+            run(cfg)
         elif a.command == "report":
             for path in write_report(a.run_dir):
                 logger.info("wrote %s", path)

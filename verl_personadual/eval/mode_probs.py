@@ -73,6 +73,7 @@ from verl_personadual.eval.personas import EvalRow, read_eval_set
 from verl_personadual.eval.pools import FinishedRun, cell_sort_key, outcomes, parse_labelled, pin_config, read_run
 from verl_personadual.eval.report import PCT, _COLORS, _no_data, _pyplot, _save, _write_table
 from verl_personadual.eval.store import PredictionStore, read_predictions
+from verl_personadual.fingerprint import model_identity
 from verl_personadual.modes import Mode, ModePrefixes, resolve_prefixes
 
 __all__ = [
@@ -584,7 +585,7 @@ def command(a: argparse.Namespace) -> list[Path]:
         cfg = run.config if run else {}
         style, ctk = cfg.get("prompt_style", PromptStyle.PERSONA.value), cfg.get("chat_template_kwargs") or {}
         out.mkdir(parents=True, exist_ok=True)
-        pin_config(out / f"mode_probs_{label}.config.json", {"model": str(model), "prompt_style": style, "chat_template_kwargs": ctk})
+        pin_config(out / f"mode_probs_{label}.config.json", {**model_identity(model), "prompt_style": style, "chat_template_kwargs": ctk})
         logger.info("%s: sigma of %d rows with %s", label, len(rows), model)
         probs = compute(model, rows, prompt_style=style, chat_template_kwargs=ctk, backend=a.backend, device=a.device,
                         dtype=a.dtype, batch_size=a.batch_size, engine_kwargs=json.loads(a.engine_kwargs),

@@ -63,6 +63,7 @@ from verl_personadual.eval.pools import (
 from verl_personadual.eval.report import PCT, _no_data, _pyplot, _save, _write_table
 from verl_personadual.eval.run import _read_mode, score_response
 from verl_personadual.eval.store import PredictionStore, read_predictions
+from verl_personadual.fingerprint import model_identity
 from verl_personadual.modes import PREFIX_TEXT, UNKNOWN_MODE, Mode, resolve_prefixes
 from verl_personadual.prompts import build_dialogue
 
@@ -241,7 +242,7 @@ def command(a: argparse.Namespace) -> list[Path]:
     ctk = run.config.get("chat_template_kwargs") or {}
     saved = run.config.get("decoding") or {}
     params = DecodingParams(**{**saved, **({"max_new_tokens": a.max_new_tokens} if a.max_new_tokens else {})})
-    pin_config(out / "multiturn_config.json", {"model": str(model), "decoding": a.decoding, "sampling": asdict(params)})
+    pin_config(out / "multiturn_config.json", {**model_identity(model), "decoding": a.decoding, "sampling": asdict(params)})
     store = PredictionStore(out / "predictions.jsonl")
     todo = [d for d in dialogues if (d.dialogue_id, RECORD_KIND) not in store]
     logger.info("%d dialogues, %d to generate (model %s)", len(dialogues), len(todo), model)

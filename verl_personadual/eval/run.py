@@ -6,7 +6,8 @@ Output directory layout (``--out``):
   were made (inputs with SHA-256, seed, sizes, skip counts, persona-LLM request counts). Built once; a resumed
   run, or another model given ``--eval-set``, reuses it (a run given ``--eval-set`` keeps a copy of the rows it
   evaluates).
-- ``run_config.json``: model and generation settings; a resumed run must match it (else use another ``--out``).
+- ``run_config.json``: model (resolved path or hub id, revision and content fingerprint:
+  ``fingerprint.model_identity``) and generation settings; a resumed run must match it (else use another ``--out``).
 - ``predictions.jsonl``: one line per (row, decoding): ``row_id`` (``<item_id>|<setting>``), ``item_id``,
   ``benchmark``, ``task``, ``family``, ``setting``, ``decoding``, ``prompt_style``, ``mode`` (the mode the
   response is in: general / personalized / unknown), ``persona_id``, ``pred`` (extracted answer), ``correct``,
@@ -75,9 +76,11 @@ from verl_personadual.eval.personas import (
 from verl_personadual.eval.judge import JUDGED_BENCHMARKS, ExtractVerifyJudge, JudgeVerdict
 from verl_personadual.eval.report import write_report
 from verl_personadual.eval.store import PredictionStore
+from verl_personadual.fingerprint import model_identity
 from verl_personadual.llm import LLMClient, LLMConfig
 from verl_personadual.modes import UNKNOWN_MODE, Mode, ModePrefixes, resolve_prefixes
 from verl_personadual.names import MODE_FIELD
+from verl_personadual.preflight import check_mode_tokens
 from verl_personadual.prompts import (
     PERSONALIZED_SOURCES,
     DataSource,
@@ -89,6 +92,8 @@ __all__ = [
     "RunConfig",
     "RunError",
     "run",
+    "expects_mode_tokens",
+    "check_model_modes",
     "prepare_eval_set",
     "score_response",
     "grade_with_judge",
@@ -227,9 +232,38 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
     return rows
 
 
+#: Table 1 systems whose checkpoint is a dual-mode model (trained to open each response with a mode prefix).
+DUAL_MODE_SYSTEMS = frozenset({System.PERSONA_DUAL, System.PERSONA_DUAL_ROUTER, System.G_SFT_RL, System.P_SFT_RL})
+#: How an ``eval run`` on a model without dedicated mode tokens can go on.
+EVAL_MODE_TOKENS_HINT = (
+    "a PersonaDual checkpoint has them (`python -m verl_personadual.add_mode_tokens` before SFT); for one trained "
+    "with plain-text prefixes (algorithm.dual_grpo.require_mode_tokens=false) pass --text-prefixes; for a plain "
+    "model without modes pass --system base (or another baseline's --system / --prompt-style)"
+)
+
+
+def expects_mode_tokens(cfg: RunConfig) -> bool:
+    """True when the run evaluates a dual-mode checkpoint: a system of :data:`DUAL_MODE_SYSTEMS`, or, without
+    ``--system``, the ``persona`` prompt style (PersonaDual's own). Baselines (base, CoT, Personal-Prompt,
+    AlignXpert, PersonaDual-Prompt, any other prompt style) run on plain models."""
+    if cfg.system is not None:
+        return cfg.system in DUAL_MODE_SYSTEMS
+    return cfg.prompt_style is PromptStyle.PERSONA
+
+
+def check_model_modes(cfg: RunConfig, text_prefixes: bool = False) -> None:
+    """Before anything is generated: a run that :func:`expects_mode_tokens` on a model whose tokenizer has no
+    dedicated mode tokens is a PreflightError (unless ``text_prefixes``: the model was trained on text prefixes)."""
+    if expects_mode_tokens(cfg) and not text_prefixes:
+        check_mode_tokens(cfg.model, True, hint=EVAL_MODE_TOKENS_HINT)
+
+
 def _check_run_config(cfg: RunConfig) -> None:
+    """Pin what the run is made with in ``run_config.json``, or check a resumed run against it: the model by its
+    resolved path / hub revision and content fingerprint (``fingerprint.model_identity``), so that another
+    checkpoint under the same spelling is never appended. RunError names the keys that differ."""
     current = {
-        "model": cfg.model,
+        **model_identity(cfg.model),
         "prompt_style": cfg.prompt_style.value,
         "decoding": asdict(cfg.decoding),
         "chat_template_kwargs": cfg.chat_template_kwargs,
@@ -243,8 +277,10 @@ def _check_run_config(cfg: RunConfig) -> None:
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved != current:
-            diff = sorted(k for k in current if saved.get(k) != current[k])
-            raise RunError(f"{path} differs from this run in {diff}; resume with the same settings or use another --out")
+            diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            shown = "; ".join(f"{k}: saved {saved.get(k)!r}, now {current.get(k)!r}" for k in diff if k.startswith("model"))
+            raise RunError(f"{path} differs from this run in {diff}{' (' + shown + ')' if shown else ''}; resume with "
+                           "the same model and settings or use another --out")
     else:
         atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
 
