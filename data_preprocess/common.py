@@ -31,6 +31,7 @@ from typing import Any, Iterator, Mapping
 
 from tqdm.auto import tqdm
 
+from verl_personadual.errors import UserError
 from verl_personadual.prompts import (
     DataSource,
     TaskFamily,
@@ -59,11 +60,11 @@ __all__ = [
 MAX_PERSONA_CHARS = 2000
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """Input that does not match the documented schema; the message names file, row and field."""
 
 
-class SourceUnavailableError(ValueError):
+class SourceUnavailableError(UserError, ValueError):
     """A source cannot be loaded from the hub (offline, unknown id / config / split)."""
 
 

@@ -503,3 +503,21 @@ def test_cli_rejects_what_it_cannot_run(run_files):
     cfg.trainer.nnodes = 2
     with pytest.raises(ValueError, match="multi-node"):
         R.launch_command("sft", cfg, [])
+
+
+def test_output_paths_name_no_folder_when_rl_saves_nothing(run_files):
+    """`save_freq: -1` (cpu_tiny): verl's RL trainer writes no checkpoint, so none is announced; SFT always saves
+    its last step, and a positive save_freq names the folder."""
+    cfg = composed("rl", "cpu_tiny", run_files)
+    assert cfg.trainer.save_freq == -1
+    assert R.output_paths("rl", cfg) == {
+        "checkpoints": "none: trainer.save_freq=-1, so verl saves no checkpoint (set it > 0 to keep the trained model)"}
+    toy = composed("rl", "cpu_toy", run_files)
+    assert toy.trainer.save_freq == 12
+    assert R.output_paths("rl", toy) == {
+        "checkpoints": run_files["out"],
+        "actor shards (convert with verl.model_merger, see recipes/README.md)": f"{run_files['out']}/global_step_<N>/actor",
+    }
+    sft = composed("sft", "cpu_tiny", run_files)
+    assert sft.trainer.save_freq == -1
+    assert R.output_paths("sft", sft)["hf_model (input of the RL stage)"] == f"{run_files['out']}/global_step_<last>/huggingface"

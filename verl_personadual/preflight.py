@@ -18,14 +18,16 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["PreflightError", "check_model", "check_files", "check_output_dir", "closest"]
+from verl_personadual.errors import UserError
+
+__all__ = ["PreflightError", "check_model", "check_files", "check_output_dir", "closest", "looks_local"]
 
 
-class PreflightError(ValueError):
+class PreflightError(UserError, ValueError):
     """A command-line argument that cannot work; the message is one line naming flag and value."""
 
 
-def _looks_local(spec: str) -> bool:
+def looks_local(spec: str) -> bool:
     """A value meant as a path rather than a hub id: starts like a path, or its first component is a local dir."""
     if spec.startswith(("/", ".", "~")):
         return True
@@ -55,7 +57,7 @@ def check_model(spec: str, flag: str = "--model") -> None:
                 "written by `python -m verl_personadual.tiny_model --out DIR`)"
             )
         return
-    if _looks_local(spec):
+    if looks_local(spec):
         raise PreflightError(f"{flag} {spec}: no such directory")
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
     from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError

@@ -32,6 +32,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from verl_personadual.config import DualGRPOConfig
+from verl_personadual.errors import run_cli, user_errors
 from verl_personadual.names import CPU_DEVICE, ESTIMATOR
 from verl_personadual.preflight import PreflightError, check_files, check_model, closest
 
@@ -452,10 +453,16 @@ def launch_command(
 
 
 def output_paths(stage: str, cfg: DictConfig) -> dict[str, str]:
-    """Where a run of the composed recipe writes its checkpoints and the model the next step uses."""
+    """Where a run of the composed recipe writes its checkpoints and the model the next step uses. verl's SFT
+    trainer always saves the last step; its RL trainer saves nothing unless ``trainer.save_freq`` is positive, and
+    then no folder is named."""
     root = str(cfg.trainer.default_local_dir)
     if stage == "sft":
         return {"checkpoints": root, "hf_model (input of the RL stage)": f"{root}/global_step_<last>/huggingface"}
+    save_freq = int(cfg.trainer.save_freq)
+    if save_freq <= 0:
+        return {"checkpoints": f"none: trainer.save_freq={save_freq}, so verl saves no checkpoint (set it > 0 to keep "
+                               "the trained model)"}
     return {
         "checkpoints": root,
         "actor shards (convert with verl.model_merger, see recipes/README.md)": f"{root}/global_step_<N>/actor",
@@ -611,10 +618,15 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (verl's for a real run, 2 for a recipe or data problem)."""
+    """CLI entry point; returns the exit status (verl's for a real run, 2 for a recipe or data problem: one
+    ``error:`` line, ``run_cli``)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv, extra = split_overrides(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    try:
+    with user_errors(ValueError):  # the recipe checks here and verl's validation raise ValueError on bad config
         check_model(args.model)
         check_files(args.train_files, "--train-files")
         check_files(args.val_files, "--val-files")
@@ -628,9 +640,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_batch_fits(args.stage, cfg, train, val)
         sys.stderr.write(checks_log)  # verl's validation output, once every check passed
         command = launch_command(args.stage, cfg, overrides, getattr(args, "rdzv_endpoint", None))
-    except ValueError as err:  # PreflightError is a ValueError
-        print(f"[persona_dual] error: {err}", file=sys.stderr)
-        return 2
     outputs = output_paths(args.stage, cfg)
     if args.dry_run:
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")

@@ -19,17 +19,17 @@ from verl_personadual.eval.baselines import (
     SYSTEMS,
     PromptStyle,
     Router,
-    RouterError,
     System,
     router_labels,
 )
 from verl_personadual.eval.benchmarks import BENCHMARKS, DEFAULT_SIZES, parse_sizes
 from verl_personadual.eval.generate import BACKENDS, Decoding, DecodingParams
-from verl_personadual.eval.personas import PersonaAssignmentError, read_eval_set
+from verl_personadual.eval.personas import read_eval_set
 from verl_personadual.eval.report import ComparedRun, write_comparison, write_report
 from verl_personadual.eval.run import PREDICTIONS, SAMPLING_TEMPERATURE, RunConfig, RunError, run
 from verl_personadual.eval.store import read_predictions
-from verl_personadual.llm import ENV_BASE_URL, ENV_MODEL, LLMConfig, LLMError
+from verl_personadual.errors import UserError, run_cli, user_errors
+from verl_personadual.llm import ENV_BASE_URL, ENV_MODEL, LLMConfig
 from verl_personadual.preflight import check_model, check_output_dir
 from verl_personadual.prompts import DataSource, PersonaSetting
 
@@ -85,7 +85,7 @@ def _path_pairs(pairs: Sequence[str]) -> dict[str, Path]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or name not in valid:
-            raise SystemExit(f"bad --data {pair!r}: expected <name>=<path> with a name in {valid}")
+            raise RunError(f"bad --data {pair!r}: expected <name>=<path> with a name in {valid}")
         out[name] = Path(value)
     return out
 
@@ -240,31 +240,36 @@ def _run_config(a: argparse.Namespace) -> RunConfig:
 
 
 def _compared_runs(run_pairs: Sequence[str], system_pairs: Sequence[str]) -> list[ComparedRun]:
-    """``compare``'s --run LABEL=DIR and --system NAME[:LABEL]=DIR arguments; SystemExit on a malformed one or a
+    """``compare``'s --run LABEL=DIR and --system NAME[:LABEL]=DIR arguments; UserError on a malformed one or a
     label given twice."""
     if not run_pairs and not system_pairs:
-        raise SystemExit("compare needs at least one --run or --system")
+        raise UserError("compare needs at least one --run or --system")
     runs: list[ComparedRun] = []
     for flag, pairs in (("--run", run_pairs), ("--system", system_pairs)):
         for pair in pairs:
             key, sep, d = pair.partition("=")
             if not sep or not key or not d:
-                raise SystemExit(f"bad {flag} {pair!r}: expected {'LABEL' if flag == '--run' else 'NAME[:LABEL]'}=DIR")
+                raise UserError(f"bad {flag} {pair!r}: expected {'LABEL' if flag == '--run' else 'NAME[:LABEL]'}=DIR")
             system = None
             label = key
             if flag == "--system":
                 name, _, custom = key.partition(":")
                 if name not in {x.value for x in System}:
-                    raise SystemExit(f"bad --system {pair!r}: {name!r} is not one of {[x.value for x in System]}")
+                    raise UserError(f"bad --system {pair!r}: {name!r} is not one of {[x.value for x in System]}")
                 system = System(name)
                 label = custom or SYSTEMS[system].label
             if any(r.label == label for r in runs):
-                raise SystemExit(f"bad {flag} {pair!r}: label {label!r} given twice")
+                raise UserError(f"bad {flag} {pair!r}: label {label!r} given twice")
             runs.append(ComparedRun(label, Path(d), system))
     return runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (``run_cli``: a user error is one ``error:`` line on stderr and exit status 2)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m verl_personadual.eval", description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -291,7 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         analysis.add_parser(sub)
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    # the analyses and the input parsers raise ValueError / FileNotFoundError for a bad argument or input file
+    with user_errors(ValueError, FileNotFoundError):
         if a.command == "run":
             check_model(a.model)
             check_output_dir(a.out)
@@ -312,10 +318,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             x, y = router_labels(rows, read_predictions(a.run_dir / PREDICTIONS))
             Router.train(x, y).save(a.out)
             logger.info("router trained on %d rows (%d personalized) -> %s", len(y), sum(int(m) for m in y), a.out)
-    except (RunError, RouterError, PersonaAssignmentError, LLMError, ValueError, FileNotFoundError) as err:
-        # ValueError covers PreflightError, SchemaError, StoreError and report.IncompleteRunError
-        logger.error("%s", err)
-        return 2
     return 0
 
 
