@@ -46,6 +46,8 @@ def user_errors(*types: type[Exception]) -> Iterator[None]:
     except UserError:
         raise
     except types as exc:
+        if isinstance(exc, OSError) and exc.filename and exc.strerror:  # "path: No such file or directory"
+            raise UserError(f"{exc.filename}: {exc.strerror}") from exc
         raise UserError(str(exc)) from exc
 
 

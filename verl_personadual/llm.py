@@ -43,13 +43,13 @@ import logging
 import os
 import random
 import re
+import sys
 import threading
 import urllib.parse
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Coroutine, Mapping, Sequence, TypeVar
 
-import httpx
 import openai
 from tqdm.auto import tqdm
 
@@ -77,8 +77,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+#: openai's HTTP stack (httpx, or httpx2 in newer openai releases) and its transport.
+_HTTP_MODULES = ("httpx", "httpx2", "httpcore", "httpcore2")
 # httpx logs one INFO line per request, URL included; keep its warnings, drop that chatter (unless configured).
-for _name in ("httpx", "httpcore"):
+for _name in _HTTP_MODULES:
     if logging.getLogger(_name).level == logging.NOTSET:
         logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -299,9 +301,12 @@ def _unreachable(err: Exception) -> bool:
     """True when no connection could be made at all (refused, unknown host): not a transient failure."""
     if not isinstance(err, openai.APIConnectionError) or isinstance(err, openai.APITimeoutError):
         return False
+    connect_errors = tuple(
+        getattr(sys.modules[m], "ConnectError") for m in _HTTP_MODULES if hasattr(sys.modules.get(m), "ConnectError")
+    )
     cause: BaseException | None = err.__cause__
     while cause is not None:
-        if isinstance(cause, (httpx.ConnectError, ConnectionRefusedError)):
+        if isinstance(cause, (ConnectionRefusedError, *connect_errors)):
             return True
         cause = cause.__cause__ or cause.__context__
     return False
