@@ -174,3 +174,18 @@ def test_toy_benchmark_needs_an_eval_set(tiny_model_dir, tmp_path, capsys):
 
     assert eval_main(["run", "--model", str(tiny_model_dir), "--out", str(tmp_path / "run"), "--benchmarks", "toy"]) == 2
     assert "--benchmarks toy needs --eval-set" in capsys.readouterr().err
+
+
+def test_every_subcommand_has_a_description_and_every_flag_help():
+    """`--help` of each eval subcommand explains the command and every argument (read from argparse's actions)."""
+    import argparse
+
+    from verl_personadual.eval.cli import parser
+
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(sub.choices) == ["compare", "lexical", "mixed", "mode-probs", "multiturn", "report", "run",
+                                   "train-router"]
+    for name, command in sub.choices.items():
+        assert command.description and len(command.description.split()) >= 10, name
+        for action in command._actions:
+            assert action.help and action.help.strip(), (name, action.option_strings or action.dest)

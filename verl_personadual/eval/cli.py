@@ -29,11 +29,11 @@ from verl_personadual.eval.report import ComparedRun, write_comparison, write_re
 from verl_personadual.eval.run import PREDICTIONS, SAMPLING_TEMPERATURE, RunConfig, RunError, run
 from verl_personadual.eval.store import read_predictions
 from verl_personadual.errors import UserError, run_cli, user_errors
-from verl_personadual.llm import ENV_BASE_URL, ENV_MODEL, LLMConfig
+from verl_personadual.llm import ENV_API_KEY, ENV_BASE_URL, ENV_CACHE_DIR, ENV_MODEL, LLMConfig
 from verl_personadual.preflight import check_model, check_output_dir
 from verl_personadual.prompts import DataSource, PersonaSetting
 
-__all__ = ["main", "samples_paths"]
+__all__ = ["main", "parser", "samples_paths"]
 
 logger = logging.getLogger("verl_personadual.eval")
 
@@ -140,7 +140,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--temperature", type=float, default=None,
                      help=f"0 = greedy (default without --seeds); with --seeds default {SAMPLING_TEMPERATURE}, the "
                           "recipes' rollout temperature (paper Table 6)")
-    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling (default 1.0: off)")
     gen.add_argument("--chat-template-kwargs", default="{}", help='JSON, e.g. \'{"enable_thinking": false}\'')
     gen.add_argument("--engine-kwargs", default="{}", help='JSON for vllm.LLM, e.g. \'{"tensor_parallel_size": 2}\'')
     base = p.add_argument_group("baselines (the paper's Table 1 rows)")
@@ -159,9 +159,13 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                      help="grade PubMedQA and MATH-500 as the paper does: an LLM judge extracts the concise answer "
                           "from the whole response and verifies it (the paper used GPT-4o-mini); the rules' verdict "
                           "is kept next to it, and tables/judge_agreement compares the two")
-    llm.add_argument("--llm-base-url")
-    llm.add_argument("--llm-model")
-    llm.add_argument("--llm-cache-dir", type=Path)
+    llm.add_argument("--llm-base-url", metavar="URL",
+                     help=f"OpenAI-compatible base URL (else {ENV_BASE_URL}); the key comes from {ENV_API_KEY} only, "
+                          "and the URL is written to no file unredacted")
+    llm.add_argument("--llm-model", metavar="NAME", help=f"model name at that endpoint (else {ENV_MODEL})")
+    llm.add_argument("--llm-cache-dir", type=Path, metavar="DIR",
+                     help=f"reply cache, so a rerun sends no request twice (else {ENV_CACHE_DIR}, else "
+                          "~/.cache/verl_personadual/llm)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -269,16 +273,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(_main, argv)
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m verl_personadual.eval`` and its subcommands."""
     parser = argparse.ArgumentParser(
         prog="python -m verl_personadual.eval", description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
-    rep = sub.add_parser("report", help="rewrite tables and plots of a run directory from its predictions.jsonl")
-    rep.add_argument("run_dir", type=Path)
-    cmp_ = sub.add_parser("compare", help="Table 1 of several runs side by side (e.g. PersonaDual and baselines)")
+    rep = sub.add_parser(
+        "report", help="rewrite tables and plots of a run directory from its predictions.jsonl",
+        description="Rewrite the tables (tables/*.md, *.csv) and plots (plots/*.png) of an `eval run` "
+        "directory from its eval_set.jsonl and predictions.jsonl (of each seed_<S> sub-run for a multi-seed "
+        "run), e.g. after a killed run or a change of the report code. Nothing is generated or scored again.",
+    )
+    rep.add_argument("run_dir", type=Path, help="an `eval run` output directory (its --out)")
+    cmp_ = sub.add_parser(
+        "compare", help="Table 1 of several runs side by side (e.g. PersonaDual and baselines)",
+        description="Write Table 1 (table1.md, table1.csv) of several finished `eval run` directories side by side: "
+        "--run LABEL=DIR adds one line per decoding of the run; --system NAME[:LABEL]=DIR adds the line of a "
+        "paper system (read from its own decoding), placed in the paper's sections and order. A run directory "
+        "that is missing or unfinished (a decoding without a prediction for every row) is refused.",
+    )
     cmp_.add_argument("--run", nargs="+", action="extend", default=[], metavar="LABEL=DIR",
                       help="a run directory and its label in the table, one line per decoding; repeatable "
                            "(--run a=DIR1 --run b=DIR2)")
@@ -294,7 +310,11 @@ def _main(argv: Sequence[str] | None) -> int:
     tr.add_argument("--out", required=True, type=Path, help="router file (JSON)")
     for analysis in (mode_probs, multiturn, lexical, mixed):
         analysis.add_parser(sub)
-    a = parser.parse_args(argv)
+    return parser
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    a = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # the analyses and the input parsers raise ValueError / FileNotFoundError for a bad argument or input file
     with user_errors(ValueError, FileNotFoundError):
