@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import psutil
 from omegaconf import DictConfig, OmegaConf
 
 from verl_personadual.config import DualGRPOConfig
@@ -66,8 +67,14 @@ ABLATION_GROUP = "ablation"
 #: The ablation that changes nothing: full DualGRPO.
 NO_ABLATION = "none"
 
+#: transfer_queue's torch threads for its puts and gets unless TQ_NUM_THREADS is set (transfer_queue/client.py).
+TQ_DEFAULT_THREADS = 8
+
 #: Environment for launched runs: verl imports the plugin without swallowing errors (see plugin.py).
 RUN_ENV = {"VERL_USE_EXTERNAL_MODULES": "verl_personadual.plugin"}
+
+#: Hydra's run directory of a launched command, under ``trainer.default_local_dir`` (see :func:`launch_command`).
+HYDRA_RUN_SUBDIR = "hydra"
 
 #: Module that runs verl's SFT trainer on CPU.
 CPU_SFT_MODULE = "verl_personadual.cpu.sft"
@@ -75,8 +82,13 @@ CPU_SFT_MODULE = "verl_personadual.cpu.sft"
 
 def run_env(cfg: DictConfig) -> dict[str, str]:
     """Environment variables of a launched run of ``cfg``: :data:`RUN_ENV`, plus ``VERL_PLATFORM=cpu`` when it runs
-    on CPU (verl then never probes for an accelerator)."""
+    on CPU (verl then never probes for an accelerator), plus ``TQ_NUM_THREADS`` = the physical cores when there are
+    fewer than transfer_queue's default of 8 threads (else it clamps to them itself, with a warning on every
+    put / get: hundreds of lines per run) and the variable is not set already."""
     env = dict(RUN_ENV)
+    cores = psutil.cpu_count(logical=False)
+    if "TQ_NUM_THREADS" not in os.environ and cores and cores < TQ_DEFAULT_THREADS:
+        env["TQ_NUM_THREADS"] = str(cores)
     if cfg.trainer.device == CPU_DEVICE:
         env["VERL_PLATFORM"] = CPU_DEVICE
     return env
@@ -423,11 +435,17 @@ def launch_command(
     on every node; the run id is the experiment name. RL: ``main_ppo``, which places its workers on the Ray
     cluster itself (start the cluster first for several nodes, see recipes/README.md).
 
+    Hydra's run directory (``.hydra/`` with the composed config, and the job's log file) is
+    ``<trainer.default_local_dir>/hydra`` unless an override sets ``hydra.run.dir``: nothing lands in the working
+    directory.
+
     Raises:
         ValueError: multi-node SFT without ``rdzv_endpoint``.
     """
     spec = STAGES[stage]
-    hydra_args = ["--config-path", str(CONFIG_DIR), "--config-name", spec.config_name, *overrides]
+    run_dir = [] if any(o.startswith("hydra.run.dir=") for o in overrides) else [
+        f"hydra.run.dir={_quote(f'{cfg.trainer.default_local_dir}/{HYDRA_RUN_SUBDIR}')}"]
+    hydra_args = ["--config-path", str(CONFIG_DIR), "--config-name", spec.config_name, *run_dir, *overrides]
     if stage == "sft" and cfg.trainer.device == CPU_DEVICE:
         return [sys.executable, "-m", CPU_SFT_MODULE, *hydra_args]
     if stage == "sft":
