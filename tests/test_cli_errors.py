@@ -90,3 +90,38 @@ def test_every_cli_reports_a_bad_argument_in_one_error_line(tmp_path, tiny_model
     # nothing was created for the failed commands
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "exists"]
     assert list((tmp_path / "exists").iterdir()) == []
+
+
+def test_run_cli_disk_full_and_permission_are_user_errors_a_bug_is_not(tmp_path, capsys):
+    import errno
+
+    import pytest
+
+    from verl_personadual.errors import UserError, run_cli, user_errors
+
+    def full(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "predictions.jsonl"))
+
+    assert run_cli(full, []) == 2
+    assert capsys.readouterr().err == f"error: No space left on device ({tmp_path / 'predictions.jsonl'})\n"
+
+    def denied(argv):
+        with user_errors(ValueError):  # the conversion of input errors lets the OSError through to run_cli
+            raise PermissionError(errno.EACCES, "Permission denied", "/etc/out")
+
+    assert run_cli(denied, []) == 2
+    assert capsys.readouterr().err == "error: Permission denied (/etc/out)\n"
+
+    def bad_input(argv):
+        with user_errors(ValueError):
+            raise ValueError("row 3: not JSON\nsecond line")
+
+    assert run_cli(bad_input, []) == 2
+    assert capsys.readouterr().err == "error: row 3: not JSON second line\n"
+
+    def bug(argv):
+        raise KeyError("prompt")
+
+    with pytest.raises(KeyError):
+        run_cli(bug, [])
+    assert issubclass(UserError, Exception) and run_cli(lambda argv: 0, []) == 0
