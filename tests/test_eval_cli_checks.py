@@ -189,3 +189,25 @@ def test_every_subcommand_has_a_description_and_every_flag_help():
         assert command.description and len(command.description.split()) >= 10, name
         for action in command._actions:
             assert action.help and action.help.strip(), (name, action.option_strings or action.dest)
+
+
+def test_an_empty_persona_names_its_file_and_row_and_blocks_no_rerun(tiny_model_dir, tmp_path, capsys):
+    """An eval set whose aligned row has an empty persona (blanks only) stops before anything is
+    written, naming the file, line and row; the corrected file then runs in the same --out."""
+    from data_preprocess import toy
+
+    toy.build(tmp_path / "toy")
+    aligned = [json.loads(line) for line in (tmp_path / "toy" / "eval_set.jsonl").read_text().splitlines()
+               if json.loads(line)["setting"] == "aligned"][:2]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(aligned[0]) + "\n" + json.dumps({**aligned[1], "persona": "  "}) + "\n")
+    out = tmp_path / "run"
+    argv = ["run", "--model", str(tiny_model_dir), "--out", str(out), "--benchmarks", "toy", "--settings", "aligned",
+            "--decoding", "general", "--max-new-tokens", "2", "--backend", "hf", "--device", "cpu", "--no-progress"]
+    assert main([*argv, "--eval-set", str(bad)]) == 2
+    assert errors(capsys) == [f"{bad}, line 2 (row_id {aligned[1]['row_id']!r}), field 'persona': setting 'aligned' "
+                              "needs a non-empty persona text"]
+    assert not out.exists()
+    bad.write_text("".join(json.dumps(r) + "\n" for r in aligned))
+    assert main([*argv, "--eval-set", str(bad)]) == 0
+    assert len(read_predictions(out / "predictions.jsonl")) == 2
