@@ -90,4 +90,6 @@ def test_dry_run_prints_no_warning(tiny_model_dir, data):
     lines = proc.stderr.splitlines()
     assert lines[:2] == ["[validate_config] All configuration checks passed successfully!",
                          "# dry run: nothing started. The run would be:"]
-    assert len(lines) == 5 and all(line.startswith("# ") for line in lines[1:]), proc.stderr
+    assert len(lines) == 4 and all(line.startswith("# ") for line in lines[1:]), proc.stderr
+    # cpu_tiny has trainer.save_freq=-1: verl's RL trainer saves nothing, so no checkpoint folder is announced
+    assert lines[3] == "# checkpoints: none: trainer.save_freq=-1, so verl saves no checkpoint (set it > 0 to keep the trained model)"
