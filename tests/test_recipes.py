@@ -513,7 +513,7 @@ def test_output_paths_name_no_folder_when_rl_saves_nothing(run_files):
     assert R.output_paths("rl", cfg) == {
         "checkpoints": "none: trainer.save_freq=-1, so verl saves no checkpoint (set it > 0 to keep the trained model)"}
     toy = composed("rl", "cpu_toy", run_files)
-    assert toy.trainer.save_freq == 12
+    assert toy.trainer.save_freq > 0
     assert R.output_paths("rl", toy) == {
         "checkpoints": run_files["out"],
         "actor shards (convert with verl.model_merger, see recipes/README.md)": f"{run_files['out']}/global_step_<N>/actor",
