@@ -45,6 +45,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from verl_personadual.errors import UserError, run_cli, user_errors
 from data_preprocess import alignx, flan, overlap, personahub, ultramedical
 from data_preprocess.common import Item, LoadedSource, SchemaError, SourceUnavailableError
 from data_preprocess.personahub import Persona
@@ -65,7 +66,7 @@ from verl_personadual.llm import (
     LLMBatchError,
     LLMClient,
     LLMConfig,
-    LLMError,
+    redact_url,
 )
 from verl_personadual.prompts import PersonaSetting, build_prompt
 
@@ -106,7 +107,7 @@ ROW_SCHEMA = pa.schema(
 )
 
 
-class BuildError(ValueError):
+class BuildError(UserError, ValueError):
     """The inputs cannot produce the requested data (the message says what to change)."""
 
 
@@ -303,7 +304,7 @@ def attach_personas(
                 "The successful replies are cached; re-run to retry only the failed ones."
             ) from err
         llm_report.update(
-            base_url=cfg.llm.base_url,
+            base_url=redact_url(cfg.llm.base_url),
             model=cfg.llm.model,
             requests_made=client.stats.requests,
             served_from_cache=client.stats.cache_hits,
@@ -526,15 +527,17 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: :func:`_main` under ``run_cli`` (a user error: one ``error:`` line, exit status 2)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = make_parser().parse_args(argv)
-    try:
+    with user_errors(ValueError):  # the sources' parsers raise ValueError on bad input
         cfg = config_from_args(args)
         if cfg.aligned is AlignedMode.OFFLINE_TEMPLATE:
             print("aligned personas: OFFLINE TEMPLATE placeholders (not question-specific)", file=sys.stderr)
         manifest = build(cfg)
-    except (ValueError, LLMError) as err:  # SchemaError and BuildError are ValueErrors
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     for split, out in manifest["outputs"].items():
         print(f"{split}: {out['rows']} rows -> {out['path']}")
     print(f"manifest -> {cfg.out_dir / 'manifest.json'}")

@@ -62,6 +62,7 @@ from data_preprocess.sft_selection import (
     select_single,
 )
 from verl_personadual.atomic import atomic_write
+from verl_personadual.errors import run_cli, user_errors
 from verl_personadual import sample_replies
 from verl_personadual.llm import (
     ENV_BASE_URL,
@@ -69,9 +70,9 @@ from verl_personadual.llm import (
     LLMBatchError,
     LLMClient,
     LLMConfig,
-    LLMError,
     LLMOfflineMissError,
     Reply,
+    redact_url,
 )
 from verl_personadual.modes import Mode
 from verl_personadual.prompts import (
@@ -225,7 +226,7 @@ def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[di
     for (i, mode, _), reply in zip(requests, replies):
         by_row[i][mode] = reply
     report = {
-        "base_url": f"offline replay of {cfg.expert.cache_dir}" if cfg.expert.offline else cfg.expert.base_url,
+        "base_url": f"offline replay of {cfg.expert.cache_dir}" if cfg.expert.offline else redact_url(cfg.expert.base_url),
         "model": cfg.expert.model,
         "prompt_version": EXPERT_PROMPT_VERSION,
         "sampling": cfg.sampling,
@@ -513,8 +514,13 @@ def config_from_args(args: argparse.Namespace) -> SFTConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: :func:`_main` under ``run_cli`` (a user error: one ``error:`` line, exit status 2)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = make_parser().parse_args(argv)
-    try:
+    with user_errors(ValueError):  # the sources' parsers raise ValueError on bad input
         cfg = config_from_args(args)
         if cfg.base.aligned is AlignedMode.OFFLINE_TEMPLATE:
             print("aligned personas: OFFLINE TEMPLATE placeholders (not question-specific)", file=sys.stderr)
@@ -524,9 +530,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not cfg.exclude_rl and not args.samples:
             print("warning: no --exclude-rl given: SFT items may also be RL items", file=sys.stderr)
         manifest = build(cfg)
-    except (ValueError, LLMError) as err:  # SchemaError and BuildError are ValueErrors
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     for split, out in manifest["outputs"].items():
         print(f"{split}: {out['rows']} rows -> {out['path']}")
     for src, settings in manifest["selection"]["train"].items():

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from data_preprocess.build_rl import EXTRA_INFO_TYPE, ROW_SCHEMA
 from verl_personadual.atomic import atomic_write
+from verl_personadual.errors import run_cli, user_errors
 from verl_personadual.eval.pools import PERSONALIZED, Selector, family_of
 from verl_personadual.modes import Mode
 from verl_personadual.preflight import check_rl_parquet
@@ -97,6 +98,11 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: :func:`_main` under ``run_cli`` (a user error: one ``error:`` line, exit status 2)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_preprocess.multiturn", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--in", dest="src", required=True, type=Path, help="RL parquet (build_rl or toy schema)")
@@ -106,17 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--personalized", type=Selector.parse, metavar="FIELD=V[,V...]",
                    help="rows that are personalized questions (default: personalized sources; toy: task=helpful)")
     a = p.parse_args(argv)
-    try:
-        check_rl_parquet(str(a.src), "--in")
+    check_rl_parquet(str(a.src), "--in")
+    with user_errors(ValueError):  # add_first_turns and the parquet reader raise ValueError on bad input
         rows = pq.read_table(a.src).to_pylist()
         splits = {r["extra_info"]["split"] for r in rows}
         if len(splits) != 1:
             raise ValueError(f"{a.src}: rows of several splits {sorted(splits)}; give one split's file")
         out = add_first_turns(rows, a.ratio, a.seed, splits.pop(), a.personalized)
         write_rows(out, a.out)
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     two = sum(r["extra_info"]["turns"] == 2 for r in out)
     print(f"{two} of {len(out)} rows with a first turn -> {a.out}")
     return 0

@@ -50,7 +50,9 @@ from typing import Any, Sequence
 from data_preprocess.build_rl import AGENT_FOR_SPLIT, write_parquet
 from data_preprocess.common import stable_id
 from verl_personadual.atomic import atomic_write, atomic_write_text
+from verl_personadual.errors import run_cli, user_errors
 from verl_personadual.modes import Mode
+from verl_personadual.preflight import check_output_dir
 from verl_personadual.prompts import DataSource, PersonaSetting, TaskFamily, build_prompt, format_answer
 
 __all__ = [
@@ -309,6 +311,11 @@ def build(out: Path, sizes: ToySizes = ToySizes(), seed: int = 0) -> dict[str, A
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: :func:`_main` under ``run_cli`` (a user error: one ``error:`` line, exit status 2)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     d = ToySizes()
     p = argparse.ArgumentParser(
         prog="python -m data_preprocess.toy",
@@ -322,7 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rl-val-items", type=int, default=d.rl_val, help="RL validation items (default: %(default)s)")
     p.add_argument("--eval-items", type=int, default=d.eval, help="held-out eval items (default: %(default)s)")
     a = p.parse_args(argv)
-    manifest = build(a.out, ToySizes(a.sft_items, a.rl_items, a.rl_val_items, a.eval_items), a.seed)
+    check_output_dir(a.out)
+    with user_errors(ValueError):  # sizes the generator cannot meet
+        manifest = build(a.out, ToySizes(a.sft_items, a.rl_items, a.rl_val_items, a.eval_items), a.seed)
     print(json.dumps(manifest["kinds"], sort_keys=True))
     print(f"toy task written to {a.out} (manifest.json lists the files)")
     return 0

@@ -95,3 +95,15 @@ def ppo_config():
 
     path = resources.files("verl.trainer.config") / "_generated_ppo_trainer.yaml"
     return OmegaConf.load(str(path))
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound to read its number, then closed)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -31,8 +30,9 @@ def no_endpoint(monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
 
-def errors(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+def errors(capsys) -> list[str]:
+    """The messages of the `error: ` lines on stderr so far (the CLI convention: one per failed command)."""
+    return [line[len("error: "):] for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
 
 
 def common(model: Path) -> list[str]:
@@ -59,23 +59,22 @@ def test_samples_run_needs_no_endpoint(tiny_model_dir, tmp_path, capsys):
     assert "generate+score: 100%" in err and "24/24 resp [" in err and "<?]" not in err.split("generate+score: 100%")[1]
 
 
-def test_samples_judge_and_unrecorded_requests_fail_in_one_line(tiny_model_dir, tmp_path, caplog):
+def test_samples_judge_and_unrecorded_requests_fail_in_one_line(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", *common(tiny_model_dir), "--out", str(out), "--judge"]) == 2
-    assert errors(caplog) == [
+    assert errors(capsys) == [
         "--judge needs an LLM endpoint (set PERSONADUAL_LLM_BASE_URL and PERSONADUAL_LLM_MODEL, or --llm-base-url / "
         "--llm-model); the recorded sample replies cover aligned personas only"]
     assert not out.exists()
-    caplog.clear()
     own = tmp_path / "mmlu_pro.jsonl"  # the sample rows with other questions: not recorded
     own.write_text("".join(json.dumps({**json.loads(line), "question": f"Other question {i}?"}) + "\n"
                            for i, line in enumerate(samples_paths()["mmlu_pro"].read_text().splitlines())))
     assert main(["run", *common(tiny_model_dir), "--out", str(out), "--benchmarks", "mmlu_pro",
                  "--data", f"mmlu_pro={own}"]) == 2
-    assert errors(caplog) == [
+    assert errors(capsys) == [
         f"aligned personas: 4 of 4 requests have no recorded reply in {sample_replies.CACHE_DIR} (model "
         f"'{sample_replies.REPLAY_MODEL}', offline replay: nothing was sent); {sample_replies.MISS_HINT}"]
-    assert not (out / "eval_set.jsonl").exists()
+    assert not out.exists()  # failed before writing anything: no empty --out left behind
 
 
 def test_model_typo_is_one_line_and_writes_nothing(tmp_path):
@@ -85,7 +84,7 @@ def test_model_typo_is_one_line_and_writes_nothing(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "verl_personadual.eval", "run", "--model", str(typo), "--out", str(out),
                            "--samples"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr == f"ERROR verl_personadual.eval: --model {typo}: no such directory\n"
+    assert proc.stderr == f"error: --model {typo}: no such directory\n"
     assert not out.exists()
 
 
@@ -94,16 +93,16 @@ def short_run(model: Path, out: Path) -> None:
                  "--decoding", "general", "--max-new-tokens", "2", "--no-progress"]) == 0
 
 
-def test_compare_refuses_missing_and_unfinished_runs(tiny_model_dir, tmp_path, caplog):
+def test_compare_refuses_missing_and_unfinished_runs(tiny_model_dir, tmp_path, capsys):
     good = tmp_path / "good"
     short_run(tiny_model_dir, good)
     cmp_dir = tmp_path / "cmp"
 
     def refused(*runs: str) -> list[str]:
-        caplog.clear()
+        capsys.readouterr()
         assert main(["compare", *[x for r in runs for x in ("--run", r)], "--out", str(cmp_dir)]) == 2
         assert not cmp_dir.exists()
-        return errors(caplog)
+        return errors(capsys)
 
     assert refused("pd=/nonexistent/run", f"base={good}") == ["run 'pd' (/nonexistent/run): no such directory"]
     (tmp_path / "empty").mkdir()
@@ -117,8 +116,8 @@ def test_compare_refuses_missing_and_unfinished_runs(tiny_model_dir, tmp_path, c
         f"run 'cut' ({cut}): unfinished, decoding 'general' has 3 of 4 rows; finish it with its `eval run` command"]
     (cut / "predictions.jsonl").write_text("")
     assert refused(f"cut={cut}") == [f"run 'cut' ({cut}): no predictions yet; finish it with its `eval run` command"]
-    with pytest.raises(SystemExit, match="label 'a' given twice"):
-        main(["compare", "--run", f"a={good}", "--run", f"a={good}", "--out", str(cmp_dir)])
+    assert main(["compare", "--run", f"a={good}", "--run", f"a={good}", "--out", str(cmp_dir)]) == 2
+    assert errors(capsys) == [f"bad --run 'a={good}': label 'a' given twice"]
 
     assert main(["compare", "--run", f"a={good}", "--run", f"b={good}", "--out", str(cmp_dir)]) == 0
     with open(cmp_dir / "table1.csv") as f:
@@ -170,8 +169,45 @@ def test_all_wrong_run_tables_have_units_and_plots_fixed_axes_and_only_what_ran(
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["unknown"]
 
 
-def test_toy_benchmark_needs_an_eval_set(tiny_model_dir, tmp_path, caplog):
+def test_toy_benchmark_needs_an_eval_set(tiny_model_dir, tmp_path, capsys):
     from verl_personadual.eval.cli import main as eval_main
 
     assert eval_main(["run", "--model", str(tiny_model_dir), "--out", str(tmp_path / "run"), "--benchmarks", "toy"]) == 2
-    assert "--benchmarks toy needs --eval-set" in caplog.text
+    assert "--benchmarks toy needs --eval-set" in capsys.readouterr().err
+
+
+def test_every_subcommand_has_a_description_and_every_flag_help():
+    """`--help` of each eval subcommand explains the command and every argument (read from argparse's actions)."""
+    import argparse
+
+    from verl_personadual.eval.cli import parser
+
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(sub.choices) == ["compare", "lexical", "mixed", "mode-probs", "multiturn", "report", "run",
+                                   "train-router"]
+    for name, command in sub.choices.items():
+        assert command.description and len(command.description.split()) >= 10, name
+        for action in command._actions:
+            assert action.help and action.help.strip(), (name, action.option_strings or action.dest)
+
+
+def test_an_empty_persona_names_its_file_and_row_and_blocks_no_rerun(tiny_model_dir, tmp_path, capsys):
+    """An eval set whose aligned row has an empty persona (blanks only) stops before anything is
+    written, naming the file, line and row; the corrected file then runs in the same --out."""
+    from data_preprocess import toy
+
+    toy.build(tmp_path / "toy")
+    aligned = [json.loads(line) for line in (tmp_path / "toy" / "eval_set.jsonl").read_text().splitlines()
+               if json.loads(line)["setting"] == "aligned"][:2]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(aligned[0]) + "\n" + json.dumps({**aligned[1], "persona": "  "}) + "\n")
+    out = tmp_path / "run"
+    argv = ["run", "--model", str(tiny_model_dir), "--out", str(out), "--benchmarks", "toy", "--settings", "aligned",
+            "--decoding", "general", "--max-new-tokens", "2", "--backend", "hf", "--device", "cpu", "--no-progress"]
+    assert main([*argv, "--eval-set", str(bad)]) == 2
+    assert errors(capsys) == [f"{bad}, line 2 (row_id {aligned[1]['row_id']!r}), field 'persona': setting 'aligned' "
+                              "needs a non-empty persona text"]
+    assert not out.exists()
+    bad.write_text("".join(json.dumps(r) + "\n" for r in aligned))
+    assert main([*argv, "--eval-set", str(bad)]) == 0
+    assert len(read_predictions(out / "predictions.jsonl")) == 2

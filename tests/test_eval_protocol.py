@@ -206,7 +206,7 @@ def test_multi_seed_run_reports_mean_and_sample_std(tmp_path: Path):
         report.read_complete_run("pd", tmp_path / "r")
 
 
-def test_compare_systems_in_the_papers_sections_and_order(tmp_path: Path, caplog):
+def test_compare_systems_in_the_papers_sections_and_order(tmp_path: Path, capsys):
     pd = {k: v for k, v in RUN.items()} | {("pubmedqa", s, d): [0.0, 0.0] for s in ("unaligned", "aligned", "none")
                                             for d in ("general", "personalized")}
     pd |= {("personafeedback", "aligned", d): [1.0, 1.0] for d in ("general", "personalized")}
@@ -232,10 +232,10 @@ def test_compare_systems_in_the_papers_sections_and_order(tmp_path: Path, caplog
         ("cot", tmp_path / "pd", "generated with prompt style 'persona', but CoT uses 'cot'"),
         ("p_sft_rl", tmp_path / "g", "no 'personalized' decoding"),
     ]:
-        caplog.clear()
+        capsys.readouterr()
         assert main(["compare", "--system", f"{name}={run_dir}", "--out", str(out)]) == 2
-        assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
-            f"system {name!r} ({run_dir}): {message}; evaluate it with `eval run --system {name}`"
+        assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")] == [
+            f"error: system {name!r} ({run_dir}): {message}; evaluate it with `eval run --system {name}`"
         ]
         assert not out.exists()
 
@@ -269,7 +269,7 @@ def test_seeds_run_one_sampled_run_each_over_one_eval_set(tiny_model_dir: Path, 
         run(RunConfig(**{**cfg.__dict__, "out_dir": tmp_path / "g", "decoding": DecodingParams(max_new_tokens=4)}))
 
 
-def test_run_system_presets_and_refuses_contradictions(tiny_model_dir: Path, tmp_path: Path, caplog):
+def test_run_system_presets_and_refuses_contradictions(tiny_model_dir: Path, tmp_path: Path, capsys):
     parser = argparse.ArgumentParser()
     _run_parser(parser.add_subparsers(dest="command"))
 
@@ -287,4 +287,4 @@ def test_run_system_presets_and_refuses_contradictions(tiny_model_dir: Path, tmp
     out = tmp_path / "greedy"
     assert main(["run", "--model", str(tiny_model_dir), "--out", str(out), "--samples", "--seeds", "0", "1",
                  "--temperature", "0", "--no-progress"]) == 2
-    assert "same responses for every seed" in caplog.text and not out.exists()
+    assert "same responses for every seed" in capsys.readouterr().err and not out.exists()

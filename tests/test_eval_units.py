@@ -279,7 +279,7 @@ def test_help_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
         assert phrase in text
 
 
-def test_failed_persona_requests_are_retried_alone(tiny_model_dir: Path, tmp_path: Path, caplog) -> None:
+def test_failed_persona_requests_are_retried_alone(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     """A garbage aligned-persona reply fails the run before anything is evaluated, with a clear message; the
     re-run asks only for the failed persona (the good replies are cached)."""
     from openai_server import OpenAITestServer
@@ -298,8 +298,9 @@ def test_failed_persona_requests_are_retried_alone(tiny_model_dir: Path, tmp_pat
                 "--settings", "aligned", "--decoding", "general", "--llm-base-url", srv.base_url,
                 "--llm-model", "m", "--llm-cache-dir", str(tmp_path / "cache")]
         assert main(argv) == 2
-        assert "1 of 4 aligned-persona requests failed" in caplog.text and "tc_1" in caplog.text
-        assert not (tmp_path / "run" / "eval_set.jsonl").exists() and srv.requests == 4
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+        assert len(err) == 1 and "1 of 4 aligned-persona requests failed" in err[0] and "tc_1" in err[0]
+        assert not (tmp_path / "run").exists() and srv.requests == 4  # nothing written: no empty --out either
         state["broken"] = False
         assert main(argv) == 0
         assert srv.requests == 5

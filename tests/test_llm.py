@@ -20,6 +20,7 @@ from verl_personadual.llm import (
     LLMConfig,
     LLMConfigError,
     cache_key,
+    redact_url,
 )
 
 SECRET = "sk-test-secret-123"
@@ -254,3 +255,33 @@ def test_reasoning_field_is_kept_and_cached(field: str, tmp_path):
         {"reply": "answer to question 1", "reasoning": "thinking about question 1"},
         {"reply": "plain question 2"},
     ]
+
+
+def test_redact_url_masks_user_info_and_key_like_query_parameters():
+    assert redact_url("http://user:KEY@host:8000/v1") == "http://***@host:8000/v1"
+    assert redact_url("http://tok@host/v1") == "http://***@host/v1"
+    assert redact_url("https://host/v1?api_key=K&model=x&Token=T&SIG=s&X-Amz-Signature=z&access_token=a") == (
+        "https://host/v1?api_key=***&model=x&Token=***&SIG=***&X-Amz-Signature=***&access_token=***")
+    assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+    assert redact_url("") == ""
+    cfg = LLMConfig(base_url=f"http://u:{SECRET}@h/v1?key={SECRET}", model="m", api_key=SECRET)
+    assert repr(cfg).startswith("LLMConfig(base_url='http://***@h/v1?key=***', model='m',") and SECRET not in repr(cfg)
+
+
+def test_connection_refused_is_retried_once_and_names_the_url_and_attempts(tmp_path, closed_port):
+    """An endpoint nobody listens on is not transient (429 / 5xx / timeouts are): with the default six retries
+    it is tried twice, and the failure names the redacted URL and the attempts."""
+    port = closed_port
+    cfg = LLMConfig(base_url=f"http://bob:{SECRET}@127.0.0.1:{port}/v1", model="m", api_key=SECRET,
+                    cache_dir=tmp_path / "c", backoff_base_s=0.01)
+    assert cfg.max_retries == 6
+    client = LLMClient(cfg, progress=False)
+    with pytest.raises(LLMBatchError) as err:
+        client.complete(msgs(1))
+    assert str(err.value) == (f"1 of 1 LLM requests failed: #0: cannot connect to the LLM endpoint "
+                              f"http://***@127.0.0.1:{port}/v1 (APIConnectionError: Connection error.; 2 attempts)")
+    assert (client.stats.requests, client.stats.retries, client.stats.failed) == (2, 1, 1)
+    no_retry = LLMClient(LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", cache_dir=tmp_path / "c",
+                                   max_retries=0), progress=False)
+    with pytest.raises(LLMBatchError, match=r"\(APIConnectionError: Connection error\.; 1 attempt\)$"):
+        no_retry.complete(msgs(1))

@@ -66,4 +66,4 @@ def test_unwritable_out_is_one_line_in_the_clis(tmp_path, capsys):
     assert build_rl.main(["--samples", "--out", str(tmp_path / "f" / "rl"), "--no-progress"]) == 2
     assert capsys.readouterr().err == f"error: --out {tmp_path / 'f' / 'rl'}: {tmp_path / 'f'} is a file, not a directory\n"
     assert tiny_model.main(["--out", str(tmp_path / "f" / "m")]) == 2
-    assert capsys.readouterr().err == f"tiny_model: --out {tmp_path / 'f' / 'm'}: {tmp_path / 'f'} is a file, not a directory\n"
+    assert capsys.readouterr().err == f"error: --out {tmp_path / 'f' / 'm'}: {tmp_path / 'f'} is a file, not a directory\n"

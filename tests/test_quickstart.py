@@ -44,11 +44,33 @@ def test_a_failing_training_command_is_reported_with_its_log(tmp_path):
     assert qs._launch("ok", [sys.executable, "-c", "print('step:1')"], total_steps=1).endswith("-c 'print('\"'\"'step:1'\"'\"')'")
 
 
+def test_a_failed_stage_repeats_the_childs_own_error_line(tmp_path, capsys):
+    """A child that follows the error convention (errors.run_cli) is quoted by its last `error:` line, even when
+    other error-looking lines come after it; the quickstart's own stderr is then exactly one `error:` line."""
+    qs = Quickstart(tmp_path / "qs", ["none"], progress=False)
+    qs.out.mkdir(parents=True)
+    script = ("import sys; print('error: first'); print('error: --train-files /x.parquet: no such file'); "
+              "print('ValueError: later noise'); sys.exit(2)")
+    with pytest.raises(StageError) as err:
+        qs._launch("rl-none", [sys.executable, "-c", script], total_steps=None)
+    log = tmp_path / "qs" / "logs" / "rl-none.log"
+    assert str(err.value) == f"stage rl-none failed (exit 2): --train-files /x.parquet: no such file (log: {log})"
+    from verl_personadual.errors import run_cli
+
+    def failing(argv):
+        raise err.value
+
+    assert run_cli(failing, []) == 2
+    assert capsys.readouterr().err == (
+        f"error: stage rl-none failed (exit 2): --train-files /x.parquet: no such file (log: {log})\n")
+
+
 def test_unwritable_out_fails_before_any_stage(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     assert main(["--out", str(tmp_path / "f" / "qs"), "--no-progress"]) == 2
-    out = capsys.readouterr().out
-    assert out == f"[quickstart] FAILED: --out {tmp_path / 'f' / 'qs'}: {tmp_path / 'f'} is a file, not a directory\n"
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"error: --out {tmp_path / 'f' / 'qs'}: {tmp_path / 'f'} is a file, not a directory\n"
 
 
 def test_help_lists_the_stages_and_ablations(capsys):

@@ -508,3 +508,48 @@ def test_cli_rejects_what_it_cannot_run(run_files):
     cfg.trainer.nnodes = 2
     with pytest.raises(ValueError, match="multi-node"):
         R.launch_command("sft", cfg, [])
+
+
+def test_output_paths_name_no_folder_when_rl_saves_nothing(run_files):
+    """`save_freq: -1` (cpu_tiny): verl's RL trainer writes no checkpoint, so none is announced; SFT always saves
+    its last step, and a positive save_freq names the folder."""
+    cfg = composed("rl", "cpu_tiny", run_files)
+    assert cfg.trainer.save_freq == -1
+    assert R.output_paths("rl", cfg) == {
+        "checkpoints": "none: trainer.save_freq=-1, so verl saves no checkpoint (set it > 0 to keep the trained model)"}
+    toy = composed("rl", "cpu_toy", run_files)
+    assert toy.trainer.save_freq > 0
+    assert R.output_paths("rl", toy) == {
+        "checkpoints": run_files["out"],
+        "actor shards (convert with verl.model_merger, see recipes/README.md)": f"{run_files['out']}/global_step_<N>/actor",
+    }
+    sft = composed("sft", "cpu_tiny", run_files)
+    assert sft.trainer.save_freq == -1
+    assert R.output_paths("sft", sft)["hf_model (input of the RL stage)"] == f"{run_files['out']}/global_step_<last>/huggingface"
+
+
+def test_launched_commands_keep_hydra_out_of_the_working_directory(run_files):
+    """verl's hydra.main writes `.hydra/` and its log under hydra.run.dir (default: ./outputs/<date>/<time>): the
+    launched command points it under the run's output directory, unless the user sets it."""
+    for stage in ("rl", "sft"):
+        cfg = composed(stage, "cpu_toy", run_files)
+        command = R.launch_command(stage, cfg, ["x=1"])
+        assert command[command.index("--config-name") + 2:] == [f"hydra.run.dir={run_files['out']}/hydra", "x=1"]
+        own = R.launch_command(stage, cfg, ["hydra.run.dir=/elsewhere"])
+        assert [a for a in own if a.startswith("hydra.run.dir")] == ["hydra.run.dir=/elsewhere"]
+
+
+def test_transfer_queue_threads_follow_the_physical_cores(run_files, monkeypatch):
+    """transfer_queue warns on every put / get when its 8 threads exceed the physical cores: the run's environment
+    sets TQ_NUM_THREADS to the core count on a smaller machine, and leaves a user's setting alone."""
+    import psutil
+
+    cfg = composed("rl", "cpu_toy", run_files)
+    monkeypatch.delenv("TQ_NUM_THREADS", raising=False)
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 2)
+    assert R.run_env(cfg)["TQ_NUM_THREADS"] == "2"
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 32)
+    assert "TQ_NUM_THREADS" not in R.run_env(cfg)
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 2)
+    monkeypatch.setenv("TQ_NUM_THREADS", "4")
+    assert "TQ_NUM_THREADS" not in R.run_env(cfg)

@@ -52,38 +52,38 @@ def error_of(argv: list[str], capsys) -> str:
 
 def test_hydra_key_typo_is_one_line_with_the_known_keys_and_the_closest(tiny_model_dir, data, capsys):
     assert error_of(rl_args(tiny_model_dir, data, "--", "algorithm.dual_grpo.betta=1.0"), capsys) == (
-        f"[persona_dual] error: unknown config key 'algorithm.dual_grpo.betta'; known keys under algorithm.dual_grpo: "
+        f"error: unknown config key 'algorithm.dual_grpo.betta'; known keys under algorithm.dual_grpo: "
         f"{', '.join(DUAL_KEYS)}; did you mean 'algorithm.dual_grpo.beta'?\n")
     top = sorted(R.compose("rl", R.build_overrides("rl", "cpu_tiny", "/m", [data["train"]], [data["val"]])).keys())
     assert error_of(rl_args(tiny_model_dir, data, "--", "algoritm.dual_grpo.beta=1.0"), capsys) == (
-        f"[persona_dual] error: unknown config key 'algoritm.dual_grpo.beta'; known keys under <top level>: {', '.join(top)}; "
+        f"error: unknown config key 'algoritm.dual_grpo.beta'; known keys under <top level>: {', '.join(top)}; "
         "did you mean 'algorithm'?\n")
 
 
 def test_plus_on_a_typo_or_an_existing_key_is_one_line(tiny_model_dir, data, capsys):
     assert error_of(rl_args(tiny_model_dir, data, "--", "+algorithm.dual_grpo.betta=1.0"), capsys) == (
-        f"[persona_dual] error: unknown key(s) under algorithm.dual_grpo: ['betta']; known keys: {DUAL_KEYS}; did you mean 'beta'?\n")
+        f"error: unknown key(s) under algorithm.dual_grpo: ['betta']; known keys: {DUAL_KEYS}; did you mean 'beta'?\n")
     assert error_of(rl_args(tiny_model_dir, data, "--", "+algorithm.dual_grpo.beta=1.0"), capsys) == (
-        "[persona_dual] error: algorithm.dual_grpo.beta already exists in the recipe: drop the '+' (algorithm.dual_grpo.beta=VALUE)\n")
+        "error: algorithm.dual_grpo.beta already exists in the recipe: drop the '+' (algorithm.dual_grpo.beta=VALUE)\n")
     assert error_of(rl_args(tiny_model_dir, data, "--", "rl_backbone=nope"), capsys) == (
-        "[persona_dual] error: cannot apply the overrides: In 'persona_dual_rl': Could not find 'rl_backbone/nope' Available options "
+        "error: cannot apply the overrides: In 'persona_dual_rl': Could not find 'rl_backbone/nope' Available options "
         "in 'rl_backbone': cpu_tiny cpu_toy llama31_8b qwen3_0p6b qwen3_8b\n")
 
 
 def test_dry_run_checks_the_model_and_the_files(tiny_model_dir, data, tmp_path, capsys):
-    assert error_of(rl_args(tmp_path / "nope", data), capsys) == f"[persona_dual] error: --model {tmp_path / 'nope'}: no such directory\n"
+    assert error_of(rl_args(tmp_path / "nope", data), capsys) == f"error: --model {tmp_path / 'nope'}: no such directory\n"
     missing = str(tmp_path / "missing.parquet")
     argv = ["sft", "--backbone", "cpu_tiny", "--model", str(tiny_model_dir), "--train-files", missing, "--dry-run"]
-    assert error_of(argv, capsys) == f"[persona_dual] error: --train-files {missing}: no such file\n"
+    assert error_of(argv, capsys) == f"error: --train-files {missing}: no such file\n"
     assert error_of(rl_args(tiny_model_dir, data, train="bad"), capsys) == (
-        f"[persona_dual] error: --train-files {data['bad']}: not a readable parquet file (ArrowInvalid)\n")
+        f"error: --train-files {data['bad']}: not a readable parquet file (ArrowInvalid)\n")
     assert error_of(rl_args(tiny_model_dir, data, train="small"), capsys) == (
-        f"[persona_dual] error: --train-files: 3 rows, fewer than data.train_batch_size=4; verl drops partial batches, so no training "
+        f"error: --train-files: 3 rows, fewer than data.train_batch_size=4; verl drops partial batches, so no training "
         "step would run: give more rows or a smaller batch (`-- data.train_batch_size=N`, N <= 3)\n")
     argv = ["sft", "--backbone", "cpu_tiny", "--model", str(tiny_model_dir), "--train-files", data["train"],
             "--val-files", data["small"], "--dry-run"]
     assert error_of(argv, capsys) == (
-        "[persona_dual] error: --val-files: 3 rows, fewer than data.train_batch_size=4; verl drops partial batches, so validation "
+        "error: --val-files: 3 rows, fewer than data.train_batch_size=4; verl drops partial batches, so validation "
         "would have no batch (val/loss nan): give more rows or a smaller batch (`-- data.train_batch_size=N`, N <= 3)\n")
 
 
@@ -96,4 +96,6 @@ def test_dry_run_prints_no_warning(tiny_model_dir, data):
     lines = proc.stderr.splitlines()
     assert lines[:2] == ["[validate_config] All configuration checks passed successfully!",
                          "# dry run: nothing started. The run would be:"]
-    assert len(lines) == 5 and all(line.startswith("# ") for line in lines[1:]), proc.stderr
+    assert len(lines) == 4 and all(line.startswith("# ") for line in lines[1:]), proc.stderr
+    # cpu_tiny has trainer.save_freq=-1: verl's RL trainer saves nothing, so no checkpoint folder is announced
+    assert lines[3] == "# checkpoints: none: trainer.save_freq=-1, so verl saves no checkpoint (set it > 0 to keep the trained model)"

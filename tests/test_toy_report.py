@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from verl_personadual.toy_report import metric_curves, read_jsonl, summarize, targets_met, write_report
+from verl_personadual.toy_report import metric_curves, read_jsonl, selection_line, summarize, targets_met, write_report
 
 
 def _pred(row, setting, decoding, mode, correct):
@@ -81,3 +81,24 @@ def test_report_files_carry_the_recomputed_numbers(tmp_path):
     assert table_row.startswith("| sft | 0.667 | 0.650 | 0.500 | 1.000 | 0.500 | 0.250 | 0.787 |")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(summary.read_text())["runs"]["sft"]["decisive"] == 3
+
+
+def test_the_last_line_counts_each_checkpoints_own_decisive_rows(tmp_path):
+    """The quickstart's last line: before = the SFT checkpoint over its 3 decisive rows (ROWS); after = an RL
+    checkpoint whose forced modes are both right on r1 as well, so only r2 and r4 are decisive, both chosen well."""
+    sft = summarize(*_files(tmp_path))
+    rl_dir = tmp_path / "rl"
+    rl_dir.mkdir()
+    preds, probs = [], []
+    for row, (setting, better) in {"r1": ("unaligned", None), "r2": ("aligned", "personalized"),
+                                   "r3": ("none", None), "r4": ("aligned", "personalized")}.items():
+        g, p = (1, 1) if better is None else (0, 1)
+        preds += [_pred(row, setting, "free", better or "general", 1), _pred(row, setting, "general", "general", g),
+                  _pred(row, setting, "personalized", "personalized", p)]
+        probs.append({"row_id": row, "p_general": 0.3, "p_personalized": 0.6})
+    (rl_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in preds))
+    (rl_dir / "mode_probs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in probs))
+    rl = summarize(read_jsonl(rl_dir / "predictions.jsonl"), read_jsonl(rl_dir / "mode_probs.jsonl"))
+    assert (sft["decisive"], rl["decisive"]) == (3, 2)
+    assert selection_line("none", sft, rl) == (
+        "mode-selection accuracy: before 0.667 after 1.000 (run none; decisive held-out rows: 3 before, 2 after)")

@@ -44,7 +44,9 @@ from typing import Any, Sequence
 
 import torch
 
+from verl_personadual.errors import UserError, run_cli, user_errors
 from verl_personadual.modes import PREFIX_TEXT, Mode, resolve_prefixes
+from verl_personadual.preflight import check_model
 
 __all__ = [
     "RESERVED_TOKEN",
@@ -321,6 +323,11 @@ def prepare_checkpoint(base_dir: Path, out_dir: Path, overwrite: bool = False) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (``run_cli``: a user error is one ``error:`` line and exit status 2)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m verl_personadual.add_mode_tokens",
         description=(
@@ -339,12 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path, help="directory to write; must not exist unless --overwrite")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists (atomically)")
     args = parser.parse_args(argv)
+    check_model(str(args.base_dir), "BASE_DIR")
+    if args.out_dir.exists() and not args.overwrite:
+        raise UserError(f"OUT_DIR {args.out_dir}: exists; pass --overwrite to replace it")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with user_errors(ValueError):  # a tokenizer that does not belong to the checkpoint
         prepare_checkpoint(args.base_dir, args.out_dir, overwrite=args.overwrite)
-    except (FileExistsError, FileNotFoundError, ValueError) as err:
-        logger.error("%s", err)
-        return 2
     return 0
 
 

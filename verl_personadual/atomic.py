@@ -7,12 +7,13 @@ once at import), not the owner-only ``0o600`` of the temporary file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "output_dir"]
 
 
 def _read_umask() -> int:
@@ -56,3 +57,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def output_dir(path: str | Path) -> Iterator[Path]:
+    """Create the directory ``path`` (and missing parents) for the block; when the block raises, the directories
+    this call created are removed again if they are still empty, so a run that failed before writing anything
+    leaves no empty output directory behind (one that wrote something keeps it, for a resume)."""
+    path = Path(path)
+    created: list[Path] = []  # deepest first
+    missing = path.absolute()
+    while not missing.exists():
+        created.append(missing)
+        missing = missing.parent
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for d in created:
+            try:
+                d.rmdir()
+            except OSError:  # not empty (or gone): keep it and its parents
+                break
+        raise

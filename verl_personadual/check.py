@@ -19,8 +19,11 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from verl_personadual import names
+from verl_personadual.errors import run_cli
+from verl_personadual.preflight import PreflightError, looks_local
 
 __all__ = ["Check", "registration_checks", "tokenizer_checks", "main"]
 
@@ -140,6 +143,12 @@ def tokenizer_checks(path: str, require_single_token: bool | None) -> list[Check
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: 0 when every check passed, 1 when one failed; a bad argument is one ``error:`` line and
+    exit status 2 (``run_cli``)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m verl_personadual.check",
         description=(
@@ -159,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     kind.add_argument("--any-prefix-kind", action="store_true", help="accept dedicated tokens or text")
     args = parser.parse_args(argv)
 
+    if args.tokenizer and looks_local(args.tokenizer) and not Path(args.tokenizer).expanduser().exists():
+        raise PreflightError(f"--tokenizer {args.tokenizer}: no such directory")
     checks = registration_checks()
     if args.tokenizer:
         require = None if args.any_prefix_kind else (False if args.text_prefixes else True)

@@ -35,7 +35,7 @@ from typing import Sequence
 from omegaconf import DictConfig
 
 from verl_personadual import recipes as R
-from verl_personadual.errors import run_cli
+from verl_personadual.errors import UserError, run_cli
 
 __all__ = [
     "GPUS",
@@ -414,6 +414,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_assumptions(a: Assumptions) -> None:
+    """The assumption flags are in range; else a UserError naming the flag and its value."""
+    fractions = {"--mfu": a.mfu, "--hbm-efficiency": a.hbm_efficiency}
+    counts = {"--train-rows": a.train_rows, "--mean-prompt-tokens": a.mean_prompt_tokens,
+              "--mean-response-tokens": a.mean_response_tokens}
+    for flag, value in fractions.items():
+        if not 0 < value <= 1:
+            raise UserError(f"{flag} {value}: must be a fraction in (0, 1]")
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: must be >= 1")
+    if a.val_rows < 0:
+        raise UserError(f"--val-rows {a.val_rows}: must be >= 0")
+    if a.gen_tokens_per_s is not None and a.gen_tokens_per_s <= 0:
+        raise UserError(f"--gen-tokens-per-s {a.gen_tokens_per_s}: must be > 0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the cost table of the composed recipe; returns 0 (2 on a user error: one ``error:`` line)."""
     return run_cli(_main, argv)
@@ -432,6 +449,7 @@ def _main(argv: Sequence[str] | None) -> int:
         hbm_efficiency=args.hbm_efficiency,
         gen_tokens_per_s=args.gen_tokens_per_s,
     )
+    check_assumptions(a)
     val = ["validation.parquet"] if args.stage == "rl" else []
     ablation = args.ablation if args.stage == "rl" else R.NO_ABLATION
     overrides = R.build_overrides(

@@ -8,9 +8,10 @@ count as user errors; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 EXIT_USER_ERROR = 2
 
@@ -31,6 +32,23 @@ def error_line(exc: BaseException) -> str:
 def is_user_os_error(exc: BaseException) -> bool:
     """True for disk-full / permission / read-only OSErrors, which the user fixes, not the code."""
     return isinstance(exc, OSError) and exc.errno in _USER_OS_ERRNOS
+
+
+@contextlib.contextmanager
+def user_errors(*types: type[Exception]) -> Iterator[None]:
+    """Treat ``types`` raised inside the block as user errors (re-raised as :class:`UserError`, same message).
+
+    For a command whose input checks raise builtin exceptions (a ``ValueError`` from a parser of its input, a
+    ``FileNotFoundError`` for a path it was given); keep the block around the input handling it describes.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except types as exc:
+        if isinstance(exc, OSError) and exc.filename and exc.strerror:  # "path: No such file or directory"
+            raise UserError(f"{exc.filename}: {exc.strerror}") from exc
+        raise UserError(str(exc)) from exc
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:

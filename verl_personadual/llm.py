@@ -9,7 +9,13 @@ Contract:
 - :meth:`LLMClient.complete_many` sends one chat completion per message list, at most
   ``max_concurrency`` in flight, and returns the reply texts in input order.
 - Retries with exponential backoff (plus jitter, honouring ``Retry-After`` up to ``backoff_max_s``) on HTTP 429,
-  5xx, timeouts and connection errors, up to ``max_retries`` retries per request. Other HTTP errors fail at once.
+  5xx, timeouts and dropped connections, up to ``max_retries`` retries per request. An endpoint that cannot be
+  connected to at all (connection refused, unknown host) is not transient: it is retried at most
+  :data:`CONNECT_RETRIES` times, at most :data:`CONNECT_BACKOFF_S` apart, and the failure names the (redacted) URL
+  and the number of attempts. Other HTTP errors fail at once.
+- No credential is shown: the key is never logged nor in ``repr``, and every URL the project writes (manifests,
+  logs, reports, ``repr``) goes through :func:`redact_url` (user-info and key-like query parameters masked).
+  httpx's per-request INFO log lines (which carry the URL) are silenced (WARNING and above still show).
 - A content-addressed on-disk cache: key = SHA-256 of (model, messages, sampling params). A reply is cached only
   after it passed validation, written atomically (temp file + rename), so a re-run or a resumed run sends no
   request that already succeeded.
@@ -36,8 +42,11 @@ import json
 import logging
 import os
 import random
+import re
+import sys
 import threading
-from dataclasses import asdict, dataclass, field
+import urllib.parse
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Coroutine, Mapping, Sequence, TypeVar
 
@@ -45,6 +54,7 @@ import openai
 from tqdm.auto import tqdm
 
 from verl_personadual.atomic import atomic_write_text
+from verl_personadual.errors import UserError
 
 __all__ = [
     "ENV_BASE_URL",
@@ -63,9 +73,16 @@ __all__ = [
     "Validator",
     "ReplyCache",
     "cache_key",
+    "redact_url",
 ]
 
 logger = logging.getLogger(__name__)
+#: openai's HTTP stack (httpx, or httpx2 in newer openai releases) and its transport.
+_HTTP_MODULES = ("httpx", "httpx2", "httpcore", "httpcore2")
+# httpx logs one INFO line per request, URL included; keep its warnings, drop that chatter (unless configured).
+for _name in _HTTP_MODULES:
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.WARNING)
 
 ENV_BASE_URL = "PERSONADUAL_LLM_BASE_URL"
 ENV_MODEL = "PERSONADUAL_LLM_MODEL"
@@ -81,10 +98,38 @@ _T = TypeVar("_T")
 
 #: Request parameters the client controls itself; passing them as sampling params is an error.
 _RESERVED_PARAMS = frozenset({"model", "messages", "n", "stream", "timeout"})
+#: Retries of a request whose connection cannot be made at all (refused, unknown host), and their longest wait.
+CONNECT_RETRIES = 1
+CONNECT_BACKOFF_S = 0.5
+
+#: Query parameters whose value is masked by :func:`redact_url` (a name containing one of these, any case).
+_SECRET_PARAM = re.compile(r"key|token|sig|secret|passw|auth|credential|session", re.IGNORECASE)
+_MASK = "***"
 
 
-class LLMError(RuntimeError):
-    """Base class of this module's errors."""
+def redact_url(url: str) -> str:
+    """``url`` with its user-info (``user:password@``) and the values of key-like query parameters (``key``,
+    ``api_key``, ``token``, ``access_token``, ``sig``, ``X-Amz-Signature``, ..., any case) replaced by ``***``;
+    anything else unchanged. Every URL written to a manifest, cache, log or report goes through this."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # not parseable as a URL: mask the whole value rather than risk writing a secret
+        return _MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{_MASK}@{netloc.rpartition('@')[2]}"
+    query = parts.query
+    if query:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        query = "&".join(
+            f"{urllib.parse.quote(k, safe='')}={_MASK if _SECRET_PARAM.search(k) else urllib.parse.quote(v, safe='')}"
+            for k, v in pairs
+        )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class LLMError(UserError, RuntimeError):
+    """Base class of this module's errors (user errors: an endpoint, model, cache or reply problem)."""
 
 
 class LLMConfigError(LLMError):
@@ -139,6 +184,12 @@ class LLMConfig:
     backoff_max_s: float = 30.0
     cache_dir: Path | None = None
     offline: bool = False
+
+    def __repr__(self) -> str:
+        """The fields but ``api_key``, with ``base_url`` redacted (:func:`redact_url`)."""
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        shown["base_url"] = redact_url(self.base_url)
+        return f"LLMConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def __post_init__(self) -> None:
         if self.offline and self.cache_dir is None:
@@ -244,6 +295,21 @@ class ReplyCache:
         if self.root is None or not self.root.is_dir():
             return set()
         return {p.stem for p in self.root.glob("*/*.json")}
+
+
+def _unreachable(err: Exception) -> bool:
+    """True when no connection could be made at all (refused, unknown host): not a transient failure."""
+    if not isinstance(err, openai.APIConnectionError) or isinstance(err, openai.APITimeoutError):
+        return False
+    connect_errors = tuple(
+        getattr(sys.modules[m], "ConnectError") for m in _HTTP_MODULES if hasattr(sys.modules.get(m), "ConnectError")
+    )
+    cause: BaseException | None = err.__cause__
+    while cause is not None:
+        if isinstance(cause, (ConnectionRefusedError, *connect_errors)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _retryable(err: Exception) -> bool:
@@ -432,14 +498,23 @@ class LLMClient:
                     model=self.config.model, messages=[dict(m) for m in messages], **params
                 )
             except openai.OpenAIError as err:
-                if not _retryable(err) or attempt >= self.config.max_retries:
+                unreachable = _unreachable(err)
+                retries = min(self.config.max_retries, CONNECT_RETRIES) if unreachable else self.config.max_retries
+                if unreachable and attempt >= retries:
+                    raise LLMError(
+                        f"cannot connect to the LLM endpoint {redact_url(self.config.base_url)} "
+                        f"({_describe_error(err)}; {attempt + 1} attempt{'s' if attempt else ''})"
+                    ) from err
+                if not _retryable(err) or attempt >= retries:
                     raise
                 delay = self._backoff(attempt, err)
+                if unreachable:
+                    delay = min(delay, CONNECT_BACKOFF_S)
                 logger.warning(
                     "LLM request failed (%s); retry %d/%d in %.2fs",
                     _describe_error(err),
                     attempt + 1,
-                    self.config.max_retries,
+                    retries,
                     delay,
                 )
                 self.stats.retries += 1

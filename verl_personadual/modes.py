@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from verl_personadual.errors import UserError
+
 __all__ = [
     "Mode",
     "PREFIX_TEXT",
@@ -63,7 +65,7 @@ PREFIX_TEXT: dict[Mode, str] = {
 }
 
 
-class PrefixResolutionError(ValueError):
+class PrefixResolutionError(UserError, ValueError):
     """A tokenizer does not encode the mode prefixes as the configuration requires."""
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "check_mode_tokens",
     "known_agent_loops",
     "MODE_TOKENS_HINT",
+    "looks_local",
 ]
 
 
@@ -41,7 +42,7 @@ class PreflightError(UserError, ValueError):
     """A command-line argument that cannot work; the message is one line naming flag and value."""
 
 
-def _looks_local(spec: str) -> bool:
+def looks_local(spec: str) -> bool:
     """A value meant as a path rather than a hub id: starts like a path, or its first component is a local dir."""
     if spec.startswith(("/", ".", "~")):
         return True
@@ -71,7 +72,7 @@ def check_model(spec: str, flag: str = "--model") -> None:
                 "written by `python -m verl_personadual.tiny_model --out DIR`)"
             )
         return
-    if _looks_local(spec):
+    if looks_local(spec):
         raise PreflightError(f"{flag} {spec}: no such directory")
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
     from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError

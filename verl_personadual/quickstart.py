@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from verl_personadual.errors import UserError, run_cli
 from verl_personadual.atomic import atomic_write_text
 
 __all__ = ["main", "Quickstart", "StageError", "run_label", "MODEL_SEED", "TOY_BACKBONE"]
@@ -47,9 +48,12 @@ MODEL_SEED = 1
 #: Tokens of a response in the eval harness: the mode token plus ``{"answer": "false"}`` with room to spare.
 EVAL_MAX_NEW_TOKENS = 16
 _STEP = re.compile(r"\bstep:(\d+)\b")
+#: A child command's own user-error line (``errors.run_cli``), and, failing that, any line that looks like an error.
+_CHILD_ERROR = re.compile(r"^error: (.*)$")
+_ANY_ERROR = re.compile(r"(Error|error:|Exception)\b")
 
 
-class StageError(RuntimeError):
+class StageError(UserError, RuntimeError):
     """A quickstart stage failed; the message names the stage, the reason and where its log is."""
 
 
@@ -144,7 +148,8 @@ class Quickstart:
 
     def _launch(self, name: str, argv: list[str], total_steps: int | None, env: dict[str, str] | None = None) -> str:
         """Run a training command with its output in ``logs/<name>.log`` and a progress bar of its ``step:N``
-        lines; returns the command line. A non-zero exit is a StageError quoting the log's last error line."""
+        lines; returns the command line. A non-zero exit is a StageError quoting the child's last ``error:`` line
+        (its user-error convention), else the log's last line that looks like an error, and the log's path."""
         from tqdm.auto import tqdm
 
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -154,7 +159,7 @@ class Quickstart:
         _say(f"    log: {log}")
         run_env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false",
                    **(env or {})}
-        last_error = ""
+        last_error, child_error = "", ""
         with open(log, "w", encoding="utf-8") as fh, tqdm(total=total_steps, desc=name, unit="step",
                                                              disable=not self.progress) as bar:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env,
@@ -165,11 +170,15 @@ class Quickstart:
                 m = _STEP.search(line)
                 if m and int(m.group(1)) > bar.n:
                     bar.update(int(m.group(1)) - bar.n)
-                if re.search(r"(Error|error:|Exception)\b", line):
+                own = _CHILD_ERROR.match(line.rstrip("\n"))
+                if own:
+                    child_error = own.group(1).strip()[:300]
+                elif _ANY_ERROR.search(line):
                     last_error = line.strip()[:300]
             rc = proc.wait()
         if rc != 0:
-            raise StageError(f"stage {name} failed (exit {rc}): {last_error or 'see the log'} (log: {log})")
+            reason = child_error or last_error or "see the log"
+            raise StageError(f"stage {name} failed (exit {rc}): {reason} (log: {log})")
         return command
 
     # --- stages ---------------------------------------------------------------------------------------------------
@@ -351,6 +360,12 @@ class Quickstart:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: 0, 3 with --check-targets when a target is missed; a user error or a failed stage is one
+    ``error:`` line on stderr and exit status 2 (``run_cli``)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from verl_personadual.recipes import ablations
 
     parser = argparse.ArgumentParser(prog="python -m verl_personadual.quickstart", description=__doc__,
@@ -366,16 +381,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
-    from verl_personadual.preflight import PreflightError, check_output_dir
-    from verl_personadual.toy_report import TARGETS, fmt, targets_met
+    from verl_personadual.preflight import check_output_dir
+    from verl_personadual.toy_report import TARGETS, fmt, selection_line, targets_met
 
-    try:
-        check_output_dir(args.out)
-        qs = Quickstart(args.out, args.ablation, progress=not args.no_progress, overrides=args.overrides)
-        runs = qs.run_all()
-    except (StageError, PreflightError) as err:
-        _say(f"FAILED: {err}")
-        return 2
+    check_output_dir(args.out)
+    qs = Quickstart(args.out, args.ablation, progress=not args.no_progress, overrides=args.overrides)
+    runs = qs.run_all()
     _say(f"report: {qs.out / 'report.md'}")
     status = 0
     before = runs["sft"]
@@ -389,8 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missed and args.check_targets:
             status = 3
     for a in qs.runs:
-        print(f"mode-selection accuracy: before {fmt(before['selection_acc'])} after {fmt(runs[f'rl-{a}']['selection_acc'])}"
-              f" (run {a}, {before['decisive']} decisive held-out rows)", flush=True)
+        print(selection_line(a, before, runs[f"rl-{a}"]), flush=True)
     return status
 
 

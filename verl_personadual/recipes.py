@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import psutil
 from omegaconf import DictConfig, OmegaConf
 
 from verl_personadual.config import DualGRPOConfig
 from verl_personadual.cpu.vllm_settings import check_cpu_vllm_rollout
+from verl_personadual.errors import run_cli, user_errors
 from verl_personadual.names import CPU_DEVICE, ESTIMATOR
 from verl_personadual.preflight import (
     PreflightError,
@@ -75,8 +77,14 @@ ABLATION_GROUP = "ablation"
 #: The ablation that changes nothing: full DualGRPO.
 NO_ABLATION = "none"
 
+#: transfer_queue's torch threads for its puts and gets unless TQ_NUM_THREADS is set (transfer_queue/client.py).
+TQ_DEFAULT_THREADS = 8
+
 #: Environment for launched runs: verl imports the plugin without swallowing errors (see plugin.py).
 RUN_ENV = {"VERL_USE_EXTERNAL_MODULES": "verl_personadual.plugin"}
+
+#: Hydra's run directory of a launched command, under ``trainer.default_local_dir`` (see :func:`launch_command`).
+HYDRA_RUN_SUBDIR = "hydra"
 
 #: Module that runs verl's SFT trainer on CPU.
 CPU_SFT_MODULE = "verl_personadual.cpu.sft"
@@ -84,8 +92,13 @@ CPU_SFT_MODULE = "verl_personadual.cpu.sft"
 
 def run_env(cfg: DictConfig) -> dict[str, str]:
     """Environment variables of a launched run of ``cfg``: :data:`RUN_ENV`, plus ``VERL_PLATFORM=cpu`` when it runs
-    on CPU (verl then never probes for an accelerator)."""
+    on CPU (verl then never probes for an accelerator), plus ``TQ_NUM_THREADS`` = the physical cores when there are
+    fewer than transfer_queue's default of 8 threads (else it clamps to them itself, with a warning on every
+    put / get: hundreds of lines per run) and the variable is not set already."""
     env = dict(RUN_ENV)
+    cores = psutil.cpu_count(logical=False)
+    if "TQ_NUM_THREADS" not in os.environ and cores and cores < TQ_DEFAULT_THREADS:
+        env["TQ_NUM_THREADS"] = str(cores)
     if cfg.trainer.device == CPU_DEVICE:
         env["VERL_PLATFORM"] = CPU_DEVICE
     return env
@@ -433,11 +446,17 @@ def launch_command(
     on every node; the run id is the experiment name. RL: ``main_ppo``, which places its workers on the Ray
     cluster itself (start the cluster first for several nodes, see recipes/README.md).
 
+    Hydra's run directory (``.hydra/`` with the composed config, and the job's log file) is
+    ``<trainer.default_local_dir>/hydra`` unless an override sets ``hydra.run.dir``: nothing lands in the working
+    directory.
+
     Raises:
         ValueError: multi-node SFT without ``rdzv_endpoint``.
     """
     spec = STAGES[stage]
-    hydra_args = ["--config-path", str(CONFIG_DIR), "--config-name", spec.config_name, *overrides]
+    run_dir = [] if any(o.startswith("hydra.run.dir=") for o in overrides) else [
+        f"hydra.run.dir={_quote(f'{cfg.trainer.default_local_dir}/{HYDRA_RUN_SUBDIR}')}"]
+    hydra_args = ["--config-path", str(CONFIG_DIR), "--config-name", spec.config_name, *run_dir, *overrides]
     if stage == "sft" and cfg.trainer.device == CPU_DEVICE:
         return [sys.executable, "-m", CPU_SFT_MODULE, *hydra_args]
     if stage == "sft":
@@ -463,10 +482,16 @@ def launch_command(
 
 
 def output_paths(stage: str, cfg: DictConfig) -> dict[str, str]:
-    """Where a run of the composed recipe writes its checkpoints and the model the next step uses."""
+    """Where a run of the composed recipe writes its checkpoints and the model the next step uses. verl's SFT
+    trainer always saves the last step; its RL trainer saves nothing unless ``trainer.save_freq`` is positive, and
+    then no folder is named."""
     root = str(cfg.trainer.default_local_dir)
     if stage == "sft":
         return {"checkpoints": root, "hf_model (input of the RL stage)": f"{root}/global_step_<last>/huggingface"}
+    save_freq = int(cfg.trainer.save_freq)
+    if save_freq <= 0:
+        return {"checkpoints": f"none: trainer.save_freq={save_freq}, so verl saves no checkpoint (set it > 0 to keep "
+                               "the trained model)"}
     return {
         "checkpoints": root,
         "actor shards (convert with verl.model_merger, see recipes/README.md)": f"{root}/global_step_<N>/actor",
@@ -630,10 +655,15 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (verl's for a real run, 2 for a recipe or data problem)."""
+    """CLI entry point; returns the exit status (verl's for a real run, 2 for a recipe or data problem: one
+    ``error:`` line, ``run_cli``)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv, extra = split_overrides(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    try:
+    with user_errors(ValueError):  # the recipe checks here and verl's validation raise ValueError on bad config
         check_model(args.model)
         check_files(args.train_files, "--train-files")
         check_files(args.val_files, "--val-files")
@@ -648,9 +678,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_batch_fits(args.stage, cfg, train, val)
         sys.stderr.write(checks_log)  # verl's validation output, once every check passed
         command = launch_command(args.stage, cfg, overrides, getattr(args, "rdzv_endpoint", None))
-    except ValueError as err:  # PreflightError is a ValueError
-        print(f"[persona_dual] error: {err}", file=sys.stderr)
-        return 2
     outputs = output_paths(args.stage, cfg)
     if args.dry_run:
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")

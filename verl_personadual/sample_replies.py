@@ -31,6 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from verl_personadual.errors import UserError, run_cli
 from verl_personadual.llm import ENV_BASE_URL, ENV_MODEL, LLMConfig, Reply, ReplyCache, cache_key
 from verl_personadual.modes import Mode
 from verl_personadual.prompts import PERSONA_KEY, DataSource, PersonaSetting, TaskFamily, format_answer
@@ -154,6 +155,12 @@ def record(root: Path = CACHE_DIR) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: 0, or 1 when ``--check`` finds the cache stale; a bad argument is one ``error:`` line and
+    exit status 2 (``run_cli``)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m verl_personadual.sample_replies",
         description="Re-record (or --check) the placeholder LLM replies shipped for offline `--samples` runs of "
@@ -162,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="only compare; exit 1 when the shipped cache is stale")
     p.add_argument("--root", type=Path, default=CACHE_DIR, help="cache directory (default: the shipped one)")
     args = p.parse_args(argv)
+    if args.root.exists() and not args.root.is_dir():
+        raise UserError(f"--root {args.root}: not a directory")
     if args.check:
         stale = stale_keys(args.root)
         if stale:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from verl_personadual.errors import UserError, run_cli, user_errors
 from verl_personadual.modes import PREFIX_TEXT, Mode
 from verl_personadual.preflight import check_output_dir
 from verl_personadual.prompts import TaskFamily, answer_instruction, format_answer
@@ -222,6 +223,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: :func:`_main` under ``run_cli`` (a user error: one ``error:`` line, exit status 2)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     head_dim = max(8, args.hidden // 4)
     spec = TinyModelSpec(
@@ -231,12 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         intermediate_size=2 * args.hidden,
         seed=args.seed,
     )
-    try:
-        check_output_dir(args.out)
+    check_output_dir(args.out)
+    if args.out.exists():
+        raise UserError(f"--out {args.out}: exists; choose another --out or remove it")
+    with user_errors(ValueError):  # TinyModelSpec's checks of the sizes
         out = write_tiny_model(args.out, spec, with_mode_tokens=not args.text_prefixes, vocab_size=args.vocab)
-    except (ValueError, OSError) as err:  # PreflightError is a ValueError; OSError: an existing --out
-        print(f"tiny_model: {err}", file=sys.stderr)
-        return 2
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"wrote a random Qwen3 ({spec.hidden_size} hidden x {spec.num_layers} layers) + tokenizer to {out} "
           f"({size / 1e6:.1f} MB)")

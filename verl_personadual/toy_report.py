@@ -26,7 +26,7 @@ from verl_personadual.eval.generate import Decoding
 from verl_personadual.modes import Mode
 from verl_personadual.prompts import PersonaSetting
 
-__all__ = ["TARGETS", "fmt", "summarize", "read_jsonl", "metric_curves", "CURVES", "targets_met", "write_report"]
+__all__ = ["TARGETS", "fmt", "selection_line", "summarize", "read_jsonl", "metric_curves", "CURVES", "targets_met", "write_report"]
 
 #: What the quickstart's default run must reach after RL (issue "the main job shows the method working").
 TARGETS: dict[str, tuple[str, float]] = {
@@ -63,6 +63,16 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def selection_line(run: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    """The quickstart's last line: mode-selection accuracy of the SFT checkpoint (``before``) and of RL run
+    ``run`` (``after``), each over its own decisive held-out rows (which rows are decisive depends on the
+    checkpoint's forced-mode answers)."""
+    return (
+        f"mode-selection accuracy: before {fmt(before['selection_acc'])} after {fmt(after['selection_acc'])} "
+        f"(run {run}; decisive held-out rows: {before['decisive']} before, {after['decisive']} after)"
+    )
 
 
 def summarize(predictions: Iterable[Mapping[str, Any]], mode_probs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

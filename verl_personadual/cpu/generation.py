@@ -32,6 +32,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from verl_personadual.errors import UserError
+
 __all__ = [
     "SamplingParams",
     "SamplingParamsError",
@@ -42,7 +44,7 @@ __all__ = [
 ]
 
 
-class SamplingParamsError(ValueError):
+class SamplingParamsError(UserError, ValueError):
     """A request's sampling parameters are invalid; the message names the parameter and what is accepted."""
 
 

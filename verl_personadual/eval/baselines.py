@@ -42,6 +42,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from verl_personadual.errors import UserError
 from verl_personadual.atomic import atomic_write_text
 from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.personas import EvalRow
@@ -165,7 +166,7 @@ def mode_from_text(text: str) -> int:
     return UNKNOWN_MODE
 
 
-class RouterError(ValueError):
+class RouterError(UserError, ValueError):
     """The router cannot be trained or loaded (the message says why)."""
 
 

@@ -19,21 +19,21 @@ from verl_personadual.eval.baselines import (
     SYSTEMS,
     PromptStyle,
     Router,
-    RouterError,
     System,
     router_labels,
 )
 from verl_personadual.eval.benchmarks import BENCHMARKS, DEFAULT_SIZES, parse_sizes
 from verl_personadual.eval.generate import BACKENDS, Decoding, DecodingParams
-from verl_personadual.eval.personas import PersonaAssignmentError, read_eval_set
+from verl_personadual.eval.personas import read_eval_set
 from verl_personadual.eval.report import ComparedRun, write_comparison, write_report
 from verl_personadual.eval.run import PREDICTIONS, SAMPLING_TEMPERATURE, RunConfig, RunError, check_model_modes, run
 from verl_personadual.eval.store import read_predictions
-from verl_personadual.llm import ENV_BASE_URL, ENV_MODEL, LLMConfig, LLMError
+from verl_personadual.errors import UserError, run_cli, user_errors
+from verl_personadual.llm import ENV_API_KEY, ENV_BASE_URL, ENV_CACHE_DIR, ENV_MODEL, LLMConfig
 from verl_personadual.preflight import check_model, check_output_dir
 from verl_personadual.prompts import DataSource, PersonaSetting
 
-__all__ = ["main", "samples_paths"]
+__all__ = ["main", "parser", "samples_paths"]
 
 logger = logging.getLogger("verl_personadual.eval")
 
@@ -85,7 +85,7 @@ def _path_pairs(pairs: Sequence[str]) -> dict[str, Path]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or name not in valid:
-            raise SystemExit(f"bad --data {pair!r}: expected <name>=<path> with a name in {valid}")
+            raise RunError(f"bad --data {pair!r}: expected <name>=<path> with a name in {valid}")
         out[name] = Path(value)
     return out
 
@@ -140,7 +140,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--temperature", type=float, default=None,
                      help=f"0 = greedy (default without --seeds); with --seeds default {SAMPLING_TEMPERATURE}, the "
                           "recipes' rollout temperature (paper Table 6)")
-    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling (default 1.0: off)")
     gen.add_argument("--chat-template-kwargs", default="{}", help='JSON, e.g. \'{"enable_thinking": false}\'')
     gen.add_argument("--engine-kwargs", default="{}", help='JSON for vllm.LLM, e.g. \'{"tensor_parallel_size": 2}\'')
     base = p.add_argument_group("baselines (the paper's Table 1 rows)")
@@ -164,9 +164,13 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                      help="grade PubMedQA and MATH-500 as the paper does: an LLM judge extracts the concise answer "
                           "from the whole response and verifies it (the paper used GPT-4o-mini); the rules' verdict "
                           "is kept next to it, and tables/judge_agreement compares the two")
-    llm.add_argument("--llm-base-url")
-    llm.add_argument("--llm-model")
-    llm.add_argument("--llm-cache-dir", type=Path)
+    llm.add_argument("--llm-base-url", metavar="URL",
+                     help=f"OpenAI-compatible base URL (else {ENV_BASE_URL}); the key comes from {ENV_API_KEY} only, "
+                          "and the URL is written to no file unredacted")
+    llm.add_argument("--llm-model", metavar="NAME", help=f"model name at that endpoint (else {ENV_MODEL})")
+    llm.add_argument("--llm-cache-dir", type=Path, metavar="DIR",
+                     help=f"reply cache, so a rerun sends no request twice (else {ENV_CACHE_DIR}, else "
+                          "~/.cache/verl_personadual/llm)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -245,40 +249,57 @@ def _run_config(a: argparse.Namespace) -> RunConfig:
 
 
 def _compared_runs(run_pairs: Sequence[str], system_pairs: Sequence[str]) -> list[ComparedRun]:
-    """``compare``'s --run LABEL=DIR and --system NAME[:LABEL]=DIR arguments; SystemExit on a malformed one or a
+    """``compare``'s --run LABEL=DIR and --system NAME[:LABEL]=DIR arguments; UserError on a malformed one or a
     label given twice."""
     if not run_pairs and not system_pairs:
-        raise SystemExit("compare needs at least one --run or --system")
+        raise UserError("compare needs at least one --run or --system")
     runs: list[ComparedRun] = []
     for flag, pairs in (("--run", run_pairs), ("--system", system_pairs)):
         for pair in pairs:
             key, sep, d = pair.partition("=")
             if not sep or not key or not d:
-                raise SystemExit(f"bad {flag} {pair!r}: expected {'LABEL' if flag == '--run' else 'NAME[:LABEL]'}=DIR")
+                raise UserError(f"bad {flag} {pair!r}: expected {'LABEL' if flag == '--run' else 'NAME[:LABEL]'}=DIR")
             system = None
             label = key
             if flag == "--system":
                 name, _, custom = key.partition(":")
                 if name not in {x.value for x in System}:
-                    raise SystemExit(f"bad --system {pair!r}: {name!r} is not one of {[x.value for x in System]}")
+                    raise UserError(f"bad --system {pair!r}: {name!r} is not one of {[x.value for x in System]}")
                 system = System(name)
                 label = custom or SYSTEMS[system].label
             if any(r.label == label for r in runs):
-                raise SystemExit(f"bad {flag} {pair!r}: label {label!r} given twice")
+                raise UserError(f"bad {flag} {pair!r}: label {label!r} given twice")
             runs.append(ComparedRun(label, Path(d), system))
     return runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (``run_cli``: a user error is one ``error:`` line on stderr and exit status 2)."""
+    return run_cli(_main, argv)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m verl_personadual.eval`` and its subcommands."""
     parser = argparse.ArgumentParser(
         prog="python -m verl_personadual.eval", description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
-    rep = sub.add_parser("report", help="rewrite tables and plots of a run directory from its predictions.jsonl")
-    rep.add_argument("run_dir", type=Path)
-    cmp_ = sub.add_parser("compare", help="Table 1 of several runs side by side (e.g. PersonaDual and baselines)")
+    rep = sub.add_parser(
+        "report", help="rewrite tables and plots of a run directory from its predictions.jsonl",
+        description="Rewrite the tables (tables/*.md, *.csv) and plots (plots/*.png) of an `eval run` "
+        "directory from its eval_set.jsonl and predictions.jsonl (of each seed_<S> sub-run for a multi-seed "
+        "run), e.g. after a killed run or a change of the report code. Nothing is generated or scored again.",
+    )
+    rep.add_argument("run_dir", type=Path, help="an `eval run` output directory (its --out)")
+    cmp_ = sub.add_parser(
+        "compare", help="Table 1 of several runs side by side (e.g. PersonaDual and baselines)",
+        description="Write Table 1 (table1.md, table1.csv) of several finished `eval run` directories side by side: "
+        "--run LABEL=DIR adds one line per decoding of the run; --system NAME[:LABEL]=DIR adds the line of a "
+        "paper system (read from its own decoding), placed in the paper's sections and order. A run directory "
+        "that is missing or unfinished (a decoding without a prediction for every row) is refused.",
+    )
     cmp_.add_argument("--run", nargs="+", action="extend", default=[], metavar="LABEL=DIR",
                       help="a run directory and its label in the table, one line per decoding; repeatable "
                            "(--run a=DIR1 --run b=DIR2)")
@@ -294,9 +315,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     tr.add_argument("--out", required=True, type=Path, help="router file (JSON)")
     for analysis in (mode_probs, multiturn, lexical, mixed):
         analysis.add_parser(sub)
-    a = parser.parse_args(argv)
+    return parser
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    a = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    # the analyses and the input parsers raise ValueError / FileNotFoundError for a bad argument or input file
+    with user_errors(ValueError, FileNotFoundError):
         if a.command == "run":
             check_model(a.model)
             check_output_dir(a.out)
@@ -319,10 +345,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             x, y = router_labels(rows, read_predictions(a.run_dir / PREDICTIONS))
             Router.train(x, y).save(a.out)
             logger.info("router trained on %d rows (%d personalized) -> %s", len(y), sum(int(m) for m in y), a.out)
-    except (RunError, RouterError, PersonaAssignmentError, LLMError, ValueError, FileNotFoundError) as err:
-        # ValueError covers PreflightError, SchemaError, StoreError and report.IncompleteRunError
-        logger.error("%s", err)
-        return 2
     return 0
 
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from verl_personadual.errors import UserError
 from data_preprocess.common import Item, SchemaError, iter_jsonl
 from data_preprocess.personahub import Persona
 from data_preprocess.personas import aligned_personas_llm, unaligned_personas
@@ -31,12 +32,13 @@ from verl_personadual.prompts import (
     DataSource,
     PersonaSetting,
     TaskFamily,
+    render_persona,
 )
 
 __all__ = ["EvalRow", "build_eval_set", "write_eval_set", "read_eval_set", "PersonaAssignmentError"]
 
 
-class PersonaAssignmentError(RuntimeError):
+class PersonaAssignmentError(UserError, RuntimeError):
     """Personas cannot be assigned as requested (the message says what to configure)."""
 
 
@@ -134,6 +136,14 @@ def write_eval_set(path: Path, rows: Sequence[EvalRow]) -> None:
 _FIELDS = {f.name for f in fields(EvalRow)}
 
 
+def _usable_persona(persona: Any) -> bool:
+    """A persona text the prompt templates can render (not empty once "I am" and the final period are cut)."""
+    try:
+        return isinstance(persona, str) and bool(render_persona(persona))
+    except ValueError:
+        return False
+
+
 def _check_row(data: Mapping[str, Any], where: str) -> EvalRow:
     missing = _FIELDS - set(data)
     if missing:
@@ -146,8 +156,11 @@ def _check_row(data: Mapping[str, Any], where: str) -> EvalRow:
             kind(data[name])
         except ValueError:
             raise SchemaError(f"{where}, field {name!r}: {data[name]!r} is not a valid {kind.__name__}") from None
-    if data["setting"] != PersonaSetting.NONE.value and not isinstance(data["persona"], str):
-        raise SchemaError(f"{where}, field 'persona': setting {data['setting']!r} needs a persona text")
+    if data["setting"] != PersonaSetting.NONE.value and not _usable_persona(data["persona"]):
+        raise SchemaError(
+            f"{where} (row_id {data['row_id']!r}), field 'persona': setting {data['setting']!r} needs a non-empty "
+            "persona text"
+        )
     return EvalRow(**{k: data[k] for k in _FIELDS})
 
 

@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from verl_personadual.errors import UserError
 from verl_personadual.atomic import atomic_write_bytes, atomic_write_text
 from verl_personadual.eval.benchmarks import (
     BENCHMARKS,
@@ -127,7 +128,7 @@ PCT = "_%"  # suffix of every percentage column
 OWN_PERSONA = "own persona"
 
 
-class IncompleteRunError(ValueError):
+class IncompleteRunError(UserError, ValueError):
     """A run directory that is missing or unfinished; the message names it."""
 
 

@@ -47,9 +47,10 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
+from verl_personadual.errors import UserError
 from data_preprocess import personahub
 from data_preprocess.common import Item
-from verl_personadual.atomic import atomic_write_text
+from verl_personadual.atomic import atomic_write_text, output_dir
 from verl_personadual.eval.baselines import (
     PromptStyle,
     Router,
@@ -119,7 +120,7 @@ _MODE_NAME = {int(Mode.GENERAL): "general", int(Mode.PERSONALIZED): "personalize
 _BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} resp [{elapsed}<{remaining}]"
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """The run cannot proceed as configured (the message says what to change)."""
 
 
@@ -338,7 +339,8 @@ def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
     """Evaluate ``cfg.model`` (or the given ``generator``) and write every output; returns the predictions path
     (one run) or the run directory (several ``cfg.seeds``).
 
-    Items already in ``predictions.jsonl`` are skipped, so calling this again after a crash finishes the run.
+    Items already in ``predictions.jsonl`` are skipped, so calling this again after a crash finishes the run. A run
+    that fails before writing anything leaves no (empty) ``cfg.out_dir`` behind.
     """
     if Decoding.ROUTER in cfg.decodings and cfg.router is None:
         raise RunError("decoding 'router' needs --router (a file written by `train-router`)")
@@ -349,10 +351,10 @@ def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
         if cfg.decoding.temperature == 0 and len(seeds) > 1:
             raise RunError("greedy decoding (--temperature 0) gives the same responses for every seed; sample with "
                            f"--temperature > 0 (default with --seeds: {SAMPLING_TEMPERATURE}) or run without --seeds")
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.seeds is not None:
-        return _run_seeds(cfg, generator)
-    return _run_one(cfg, _Lazy(cfg, generator))
+    with output_dir(cfg.out_dir):
+        if cfg.seeds is not None:
+            return _run_seeds(cfg, generator)
+        return _run_one(cfg, _Lazy(cfg, generator))
 
 
 class _Lazy:

@@ -15,12 +15,14 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from verl_personadual.errors import UserError
+
 __all__ = ["PredictionStore", "StoreError", "read_predictions"]
 
 logger = logging.getLogger(__name__)
 
 
-class StoreError(ValueError):
+class StoreError(UserError, ValueError):
     """A predictions file is corrupt beyond a torn last line; the message names file and line."""
 
 

@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
+from verl_personadual.errors import UserError
 from verl_personadual.prompts import LETTERS, TaskFamily
 from verl_personadual.rewards.mathcheck import DEFAULT_TIMEOUT_S, math_equal
 from verl_personadual.rewards.normalize import contains_tokens, normalize_text, number_tokens, tokens
@@ -98,7 +99,7 @@ QUOTE_MIN_TOKENS = 4
 _PRED_MAX_CHARS = 100
 
 
-class RewardInputError(ValueError):
+class RewardInputError(UserError, ValueError):
     """A row's gold or ``extra_info`` is unusable (a data bug, not a model error); the message names the field."""
 
 
