@@ -6,7 +6,8 @@
 1. Engine start-up: ``vllm.LLM`` with the eval's CPU settings (``cpu.vllm_settings``) vs loading the model into the
    ``hf_cpu`` engine (``cpu.generation.BatchGenerator``), the quickstart's tiny model, seconds and ratio.
 2. Generation: 64 toy prompts x 16 new tokens (temperature 1, EOS ignored so every request has the same length) in
-   one call on each engine (best of 2), seconds and ratio.
+   one call on each engine (best of 2), seconds and ratio. vLLM's CPU build takes no per-request seed, so its
+   requests are unseeded (as verl's rollout sends them).
 3. Training: ``recipes rl --backbone cpu_toy_vllm`` vs ``cpu_toy`` (same data, model and steps) through verl's
    ``main_ppo``: median ``timing_s/step`` and ``timing_s/gen`` over steps 2..N, and the whole run's wall time
    (engine start-up included), as ratios.
@@ -65,14 +66,14 @@ def bench_engines(model_dir: Path, requests: int, new_tokens: int) -> dict[str, 
 
     hf_gen = best_of_2(hf_call)
     start = time.perf_counter()
-    gen = VLLMGenerator(str(model_dir), DecodingParams(max_new_tokens=new_tokens, temperature=1.0), {"seed": 0})
+    gen = VLLMGenerator(str(model_dir), DecodingParams(max_new_tokens=new_tokens), {"seed": 0})
     vllm_start = time.perf_counter() - start
 
     def vllm_call() -> None:
         from vllm import SamplingParams as VSampling
 
         gen.llm.generate([{"prompt_token_ids": p} for p in prompts],
-                         VSampling(max_tokens=new_tokens, temperature=1.0, ignore_eos=True, seed=0), use_tqdm=False)
+                         VSampling(max_tokens=new_tokens, temperature=1.0, ignore_eos=True), use_tqdm=False)
 
     vllm_gen = best_of_2(vllm_call)
     return {"hf_start": hf_start, "vllm_start": vllm_start, "hf_gen": hf_gen, "vllm_gen": vllm_gen}

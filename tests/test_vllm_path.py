@@ -301,3 +301,13 @@ def test_supported_cpu_head_sizes_are_vllms():
     from verl_personadual.cpu.vllm_settings import CPU_ATTENTION_HEAD_SIZES
 
     assert list(CPU_ATTENTION_HEAD_SIZES) == list(CPUAttentionBackend.get_supported_head_sizes())
+
+
+def test_sampled_eval_on_vllms_cpu_build_is_refused_before_the_engine_starts(tmp_path):
+    """vLLM's CPU build fails a request that carries its own seed ("CPU Generator does not use offset"); sampled
+    eval runs seed every request, so --backend vllm on CPU refuses them up front."""
+    from verl_personadual.errors import UserError
+    from verl_personadual.eval.generate import DecodingParams, VLLMGenerator
+
+    with pytest.raises(UserError, match=r"^--backend vllm on CPU samples greedily only \(--temperature 0.6 given\)"):
+        VLLMGenerator(str(tmp_path / "never_loaded"), DecodingParams(temperature=0.6))

@@ -26,6 +26,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
+from verl_personadual.errors import UserError
 from verl_personadual.modes import Mode
 
 __all__ = ["Decoding", "DecodingParams", "Generator", "HFGenerator", "VLLMGenerator", "make_generator", "prompt_ids", "request_seed", "BACKENDS"]
@@ -203,6 +204,12 @@ class VLLMGenerator:
 
         kwargs = dict(engine_kwargs or {})
         if current_platform.is_cpu():
+            if params.temperature > 0:
+                raise UserError(
+                    f"--backend vllm on CPU samples greedily only (--temperature {params.temperature} given): sampled "
+                    "runs seed every request, and vLLM's CPU build rejects per-request seeds (\"CPU Generator does not "
+                    "use offset\"); use --backend hf for sampled runs on CPU"
+                )
             kwargs = {**EVAL_ENGINE_DEFAULTS, **kwargs}
             os.environ.update(vllm_cpu_env())
         self.params = params
