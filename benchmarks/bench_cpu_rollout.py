@@ -67,11 +67,10 @@ def bench_generation(model_dir: Path, requests: int, new_tokens: int) -> tuple[f
     return batched, single
 
 
-def train(name: str, model: Path, data: Path, out: Path, steps: int, extra: list[str],
-          backbone: str = TOY_BACKBONE) -> list[dict]:
-    """One ``recipes rl --backbone <backbone>`` run (default ``cpu_toy``); returns verl's per-step metrics."""
+def train(name: str, model: Path, data: Path, out: Path, steps: int, extra: list[str]) -> list[dict]:
+    """One ``recipes rl --backbone cpu_toy`` run; returns verl's per-step metrics."""
     metrics = out / f"{name}.jsonl"
-    argv = [sys.executable, "-m", "verl_personadual.recipes", "rl", "--backbone", backbone, "--model", str(model),
+    argv = [sys.executable, "-m", "verl_personadual.recipes", "rl", "--backbone", TOY_BACKBONE, "--model", str(model),
             "--train-files", str(data / "rl" / "train.parquet"), "--val-files", str(data / "rl" / "validation.parquet"),
             "--output-dir", str(out / name), "--", f"trainer.total_training_steps={steps}", "trainer.test_freq=-1",
             "trainer.val_before_train=false", "trainer.save_freq=-1", "trainer.logger=[console,file]", *extra]

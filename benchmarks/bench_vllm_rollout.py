@@ -8,7 +8,7 @@
 2. Generation: 64 toy prompts x 16 new tokens (temperature 1, EOS ignored so every request has the same length) in
    one call on each engine (best of 2), seconds and ratio. vLLM's CPU build takes no per-request seed, so its
    requests are unseeded (as verl's rollout sends them).
-3. Training: ``recipes rl --backbone cpu_toy_vllm`` vs ``cpu_toy`` (same data, model and steps) through verl's
+3. Training: ``recipes rl --backbone cpu_toy -- +cpu_rollout=vllm`` vs ``cpu_toy`` (same data, model and steps) through verl's
    ``main_ppo``: median ``timing_s/step`` and ``timing_s/gen`` over steps 2..N, and the whole run's wall time
    (engine start-up included), as ratios.
 
@@ -104,9 +104,9 @@ def main() -> None:
     if args.skip_training:
         return
     runs = {}
-    for name, backbone in (("vllm", f"{TOY_BACKBONE}_vllm"), ("hf_cpu", TOY_BACKBONE)):
+    for name, extra in (("vllm", ["+cpu_rollout=vllm"]), ("hf_cpu", [])):
         start = time.perf_counter()
-        runs[name] = (train(name, model, data, out, args.steps, [], backbone=backbone), time.perf_counter() - start)
+        runs[name] = (train(name, model, data, out, args.steps, extra), time.perf_counter() - start)
     (v, v_wall), (h, h_wall) = runs["vllm"], runs["hf_cpu"]
     for key in ("timing_s/step", "timing_s/gen"):
         a, b = median_after_first(v, key), median_after_first(h, key)
