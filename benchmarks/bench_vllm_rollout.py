@@ -97,7 +97,7 @@ def main() -> None:
         toy.build(data)
 
     t = bench_engines(model, args.requests, args.new_tokens)
-    print(f"engine start-up: vLLM {t['vllm_start']:.1f} s, hf_cpu {t['hf_start']:.1f} s, "
+    print(f"engine start-up: vLLM {t['vllm_start']:.1f} s, hf_cpu {t['hf_start']:.2f} s, "
           f"ratio vLLM/hf_cpu {t['vllm_start'] / t['hf_start']:.1f}x")
     print(f"generation, {args.requests} requests x {args.new_tokens} tokens in one call: vLLM {t['vllm_gen']:.2f} s, "
           f"hf_cpu {t['hf_gen']:.2f} s, throughput ratio vLLM/hf_cpu {t['hf_gen'] / t['vllm_gen']:.2f}x")
