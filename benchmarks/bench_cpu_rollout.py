@@ -83,6 +83,19 @@ def train(name: str, model: Path, data: Path, out: Path, steps: int, extra: list
     return [json.loads(line)["data"] for line in metrics.read_text().splitlines() if line.strip()]
 
 
+def toy_workdir(out: Path | None, prefix: str) -> tuple[Path, Path, Path]:
+    """``(out, model, data)``: the work directory (a new temporary one when ``out`` is None) with the quickstart's
+    tiny model and the toy data in it, made once and reused by later runs."""
+    out = out or Path(tempfile.mkdtemp(prefix=prefix))
+    out.mkdir(parents=True, exist_ok=True)
+    model, data = out / "model", out / "data"
+    if not model.exists():
+        write_tiny_model(model, TinyModelSpec(seed=MODEL_SEED), extra_corpus=toy.corpus(), whole_words=toy.whole_words())
+    if not data.exists():
+        toy.build(data)
+    return out, model, data
+
+
 def median_after_first(records: list[dict], key: str) -> float:
     values = [r[key] for r in records[1:] if key in r]
     return statistics.median(values)
@@ -96,14 +109,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--skip-training", action="store_true", help="only the generation benchmark")
     args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="bench_cpu_"))
-    out.mkdir(parents=True, exist_ok=True)
-    model = out / "model"
-    if not model.exists():
-        write_tiny_model(model, TinyModelSpec(seed=MODEL_SEED), extra_corpus=toy.corpus(), whole_words=toy.whole_words())
-    data = out / "data"
-    if not data.exists():
-        toy.build(data)
+    out, model, data = toy_workdir(args.out, "bench_cpu_")
 
     batched, single = bench_generation(model, args.requests, args.new_tokens)
     print(f"generation, {args.requests} requests x {args.new_tokens} tokens: batched {batched:.2f} s, one at a time "

@@ -18,17 +18,14 @@ Ratios are measured in one run on one machine; absolute seconds depend on the ma
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from bench_cpu_rollout import median_after_first, train
+from bench_cpu_rollout import median_after_first, toy_workdir, train
 
 from data_preprocess import toy
 from verl_personadual.prompts import build_prompt
-from verl_personadual.quickstart import MODEL_SEED, TOY_BACKBONE
-from verl_personadual.tiny_model import TinyModelSpec, write_tiny_model
 
 
 def toy_prompts(tok, requests: int) -> list[list[int]]:
@@ -87,14 +84,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--skip-training", action="store_true", help="only the engine benchmarks")
     args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="bench_vllm_"))
-    out.mkdir(parents=True, exist_ok=True)
-    model = out / "model"
-    if not model.exists():
-        write_tiny_model(model, TinyModelSpec(seed=MODEL_SEED), extra_corpus=toy.corpus(), whole_words=toy.whole_words())
-    data = out / "data"
-    if not data.exists():
-        toy.build(data)
+    out, model, data = toy_workdir(args.out, "bench_vllm_")
 
     t = bench_engines(model, args.requests, args.new_tokens)
     print(f"engine start-up: vLLM {t['vllm_start']:.1f} s, hf_cpu {t['hf_start']:.2f} s, "

@@ -15,14 +15,13 @@ be false if a part broke.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from commands import hf_checksum, hf_params, run_ok
 
 from data_preprocess import toy
 from verl_personadual.tiny_model import TinyModelSpec, write_tiny_model
@@ -38,18 +37,7 @@ pytestmark = pytest.mark.timeout(3 * HANG_LIMIT_S)
 
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=HANG_LIMIT_S)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-6000:]
-    return log
-
-
-def _params(model_dir: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(model_dir / "model.safetensors"))
+    return run_ok(argv, cwd, HANG_LIMIT_S, env)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +87,7 @@ def test_sft_on_cpu_through_the_cpu_tiny_recipe_trains(runs):
     assert sorted(losses) == list(range(1, SFT_STEPS + 1)), runs["sft_log"][-3000:]
     assert losses[SFT_STEPS] < losses[1]  # lr 3e-3 on a random model: the loss falls
     assert (runs["sft_hf"].parent.parent / "latest_checkpointed_iteration.txt").read_text().strip() == str(SFT_STEPS)
-    before, after = _params(runs["base"]), _params(runs["sft_hf"])
+    before, after = hf_params(runs["base"]), hf_params(runs["sft_hf"])
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
@@ -117,8 +105,8 @@ def test_main_ppo_ran_dual_grpo_with_the_plugin_trainer(runs):
 
 def test_actor_weights_changed_every_step(runs):
     ckpt = runs["root"] / "rl"
-    steps = [_params(ckpt / f"global_step_{s}" / "actor" / "huggingface") for s in range(1, RESUMED_STEPS + 1)]
-    for before, after in zip([_params(runs["sft_hf"]), *steps], steps):
+    steps = [hf_params(ckpt / f"global_step_{s}" / "actor" / "huggingface") for s in range(1, RESUMED_STEPS + 1)]
+    for before, after in zip([hf_params(runs["sft_hf"]), *steps], steps):
         assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
@@ -134,8 +122,7 @@ def test_rollout_server_generated_with_the_synced_weights(runs):
     version, checksum = syncs[1]
     # the checkpoint's HF export is the full model gathered from both FSDP shards; so was the sync
     actor = runs["root"] / "rl" / "global_step_1" / "actor" / "huggingface"
-    expected = float(sum(t.double().sum() for t in _params(actor).values()))
-    assert checksum == pytest.approx(expected, rel=1e-7, abs=1e-6)
+    assert checksum == pytest.approx(hf_checksum(actor), rel=1e-7, abs=1e-6)
     # step 2 generated 4 prompts x N rollouts with that version (printed at the next sync)
     assert served.get(version) == 4 * N, served
 
@@ -151,7 +138,7 @@ def test_two_rank_checkpoint_resumed_to_step_3(runs):
     assert "step:3 " in runs["resumed_log"] and "step:1 " not in runs["resumed_log"]
     first = re.search(r"weights version \d+ \(global step (\d+)\): \d+ tensors, checksum (\S+);", runs["resumed_log"])
     assert first is not None and first.group(1) == str(RL_STEPS), runs["resumed_log"][-3000:]
-    step2 = float(sum(t.double().sum() for t in _params(ckpt / f"global_step_{RL_STEPS}" / "actor" / "huggingface").values()))
+    step2 = hf_checksum(ckpt / f"global_step_{RL_STEPS}" / "actor" / "huggingface")
     assert float(first.group(2)) == pytest.approx(step2, rel=1e-7, abs=1e-6)
 
 

@@ -10,15 +10,14 @@ its part breaks. The model has head_dim 32: vLLM's CPU attention supports 32, 64
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from commands import hf_checksum, hf_params, run_ok
 
 from data_preprocess import toy
 from verl_personadual.modes import resolve_prefixes
@@ -37,22 +36,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(HANG_LIMIT_S)]
 
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=HANG_LIMIT_S)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-6000:]
-    return log
-
-
-def _params(model_dir: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(model_dir / "model.safetensors"))
-
-
-def _checksum(model_dir: Path) -> float:
-    return float(sum(t.double().sum() for t in _params(model_dir).values()))
+    return run_ok(argv, cwd, HANG_LIMIT_S, env)
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +162,8 @@ def test_every_weight_sync_carried_the_saved_actor(runs):
     assert sorted(syncs) == [1, 2, 3], runs["rl_log"][-3000:]  # start-up, after step 1, after step 2
     for sync, model in ((1, runs["sft"]), (2, _actor(runs, 2)), (3, _actor(runs, 3))):
         tensors, checksum = syncs[sync]
-        assert tensors == len(_params(model))
-        assert checksum == pytest.approx(_checksum(model), rel=1e-7, abs=1e-6), sync
+        assert tensors == len(hf_params(model))
+        assert checksum == pytest.approx(hf_checksum(model), rel=1e-7, abs=1e-6), sync
 
 
 # --- eval run --backend vllm against the transformers backend ------------------------------------------------------

@@ -1,0 +1,32 @@
+"""Helpers of the integration tests that run the project's real commands in subprocesses (no assertion on time)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+def run_ok(argv: list[str], cwd: Path, timeout_s: float, env: dict[str, str] | None = None) -> str:
+    """Run ``argv`` offline in ``cwd`` (no hub, no Ray usage stats, no outside Ray cluster); assert exit status 0
+    (showing the log's end) and return stdout + stderr. ``timeout_s`` only bounds a hung run."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout_s)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    return log
+
+
+def hf_params(model_dir: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a single-file HF checkpoint (``model.safetensors``)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def hf_checksum(model_dir: Path) -> float:
+    """float64 sum of every element of every tensor of the checkpoint (what the rollout servers log per sync)."""
+    return float(sum(t.double().sum() for t in hf_params(model_dir).values()))
