@@ -38,7 +38,7 @@ from verl_personadual.atomic import atomic_write
 from verl_personadual.errors import run_cli, user_errors
 from verl_personadual.eval.pools import PERSONALIZED, Selector, family_of
 from verl_personadual.modes import Mode
-from verl_personadual.preflight import check_rl_parquet
+from verl_personadual.preflight import check_files, check_rl_parquet
 from verl_personadual.prompts import TaskFamily, build_dialogue, format_answer
 
 __all__ = ["MULTI_TURN_EXTRA_INFO_TYPE", "MULTI_TURN_ROW_SCHEMA", "finished_turn", "add_first_turns",
@@ -112,6 +112,7 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--personalized", type=Selector.parse, metavar="FIELD=V[,V...]",
                    help="rows that are personalized questions (default: personalized sources; toy: task=helpful)")
     a = p.parse_args(argv)
+    check_files([a.src], "--in")
     check_rl_parquet(str(a.src), "--in")
     with user_errors(ValueError):  # add_first_turns and the parquet reader raise ValueError on bad input
         rows = pq.read_table(a.src).to_pylist()

@@ -111,20 +111,21 @@ def test_actor_weights_changed_every_step(runs):
 
 
 def test_rollout_server_generated_with_the_synced_weights(runs):
-    """The server prints a checksum of its weights at every sync; the sync after step s must carry the actor
-    saved at step s (checksum computed here from the checkpoint), and the next step's rollouts used them."""
-    syncs = {
-        int(m.group(2)): (int(m.group(1)), float(m.group(3)))
-        for m in re.finditer(r"weights version (\d+) \(global step (\d+)\): \d+ tensors, checksum (\S+);", runs["rl_log"])
-    }
-    served = {int(m.group(1)): int(m.group(2)) for m in re.finditer(r"requests served with version (\d+): (\d+)", runs["rl_log"])}
-    assert 1 in syncs, runs["rl_log"][-3000:]
-    version, checksum = syncs[1]
-    # the checkpoint's HF export is the full model gathered from both FSDP shards; so was the sync
+    """Each rollout server (one per rank: tensor parallel 1) prints a checksum of its weights at every sync; the sync
+    after step s must carry the full actor saved at step s, gathered from both FSDP shards (checksum computed here
+    from the checkpoint's HF export), and the next step's rollouts, split over the servers, used them."""
+    syncs = [(int(m.group(1)), int(m.group(2)), float(m.group(3)))
+             for m in re.finditer(r"weights version (\d+) \(global step (\d+)\): \d+ tensors, checksum (\S+);", runs["rl_log"])]
+    served = [(int(m.group(1)), int(m.group(2)))
+              for m in re.finditer(r"requests served with version (\d+): (\d+)", runs["rl_log"])]
+    after_step_1 = [(version, checksum) for version, step, checksum in syncs if step == 1]
+    assert len(after_step_1) == RANKS, runs["rl_log"][-3000:]
     actor = runs["root"] / "rl" / "global_step_1" / "actor" / "huggingface"
-    assert checksum == pytest.approx(hf_checksum(actor), rel=1e-7, abs=1e-6)
-    # step 2 generated 4 prompts x N rollouts with that version (printed at the next sync)
-    assert served.get(version) == 4 * N, served
+    for _, checksum in after_step_1:
+        assert checksum == pytest.approx(hf_checksum(actor), rel=1e-7, abs=1e-6)
+    # step 2 generated 4 prompts x N rollouts with those versions (each server prints its count at its next sync)
+    versions = {version for version, _ in after_step_1}
+    assert sum(count for version, count in served if version in versions) == 4 * N, served
 
 
 def test_two_rank_checkpoint_resumed_to_step_3(runs):

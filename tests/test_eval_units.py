@@ -308,8 +308,9 @@ def test_failed_persona_requests_are_retried_alone(tiny_model_dir: Path, tmp_pat
 
 
 def test_text_prefix_model(text_tokenizer_dir: Path, tmp_path: Path) -> None:
-    """A checkpoint without dedicated mode tokens: forcing appends the prefix's text ids, the response starts with
-    them and its mode is recorded; the mode_choice baseline runs on it (a random model writes no tag: unknown)."""
+    """A checkpoint without dedicated mode tokens (evaluated as PersonaDual with --text-prefixes, which eval run asks
+    for on such a model): forcing appends the prefix's text ids, the response starts with them and its mode is
+    recorded; the mode_choice baseline runs on it (a random model writes no tag: unknown)."""
     from conftest import build_tiny_model
     from transformers import AutoTokenizer
 
@@ -318,7 +319,8 @@ def test_text_prefix_model(text_tokenizer_dir: Path, tmp_path: Path) -> None:
     model = build_tiny_model(tmp_path / "m", text_tokenizer_dir)
     common = ["--model", str(model), "--samples", "--no-progress", "--backend", "hf", "--device", "cpu",
               "--max-new-tokens", "12", "--benchmarks", "math500", "--settings", "none"]
-    assert main(["run", *common, "--out", str(tmp_path / "f"), "--decoding", "general", "personalized"]) == 0
+    assert main(["run", *common, "--out", str(tmp_path / "f"), "--decoding", "general", "personalized",
+                 "--text-prefixes"]) == 0
     recs = read_predictions(tmp_path / "f" / "predictions.jsonl")
     plen = resolve_prefixes(AutoTokenizer.from_pretrained(model)).length(Mode.GENERAL)
     assert plen > 1 and len(recs) == 8

@@ -18,7 +18,7 @@ from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
 from test_advantage import SINGLE_TOKEN_EXPECTED, SINGLE_TOKEN_ROWS, U
 from verl_personadual.advantage import row_modes
-from verl_personadual.config import DualGRPOConfig
+from verl_personadual.config import DualGRPOConfig, TrainerSettings
 from verl_personadual.modes import Mode, resolve_prefixes
 from verl_personadual.names import ESTIMATOR
 from verl_personadual.trainer import PersonaDualSyncTrainer, read_step_rows, setting_name
@@ -70,6 +70,7 @@ def glue_trainer(ppo_config, tokenizer) -> PersonaDualSyncTrainer:
     trainer.config = config
     trainer.tokenizer = tokenizer
     trainer.dual_grpo = DualGRPOConfig.from_algorithm(config.algorithm)
+    trainer.settings = TrainerSettings.from_trainer(config.trainer)  # what _SyncTrainer.__init__ sets
     trainer.mode_prefixes = resolve_prefixes(tokenizer, require_single_token=True)
     return trainer
 
