@@ -13,14 +13,12 @@ from verl_personadual.cpu.platform import PlatformCPU
 from verl_personadual.cpu.vllm_settings import CPU_ATTENTION_HEAD_SIZES, WORKER_EXTENSION, check_cpu_vllm_rollout, vllm_cpu_env
 
 
-def test_platform_hook_gives_the_vllm_server_every_core_and_a_fixed_kv_cache(monkeypatch):
-    for key in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_KVCACHE_SPACE"):
-        monkeypatch.delenv(key, raising=False)
-    assert PlatformCPU().rollout_env_vars() == {
-        "VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
+def test_platform_hook_gives_the_vllm_server_a_fixed_kv_cache(monkeypatch):
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    assert PlatformCPU().rollout_env_vars() == {"VLLM_CPU_KVCACHE_SPACE": "1"}  # thread binding: vLLM's own
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")
-    assert PlatformCPU().rollout_env_vars()["VLLM_CPU_KVCACHE_SPACE"] == "4"  # the user's value wins
-    assert vllm_cpu_env({"VLLM_CPU_OMP_THREADS_BIND": "0-1"})["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    assert PlatformCPU().rollout_env_vars() == {"VLLM_CPU_KVCACHE_SPACE": "4"}  # the user's value wins
+    assert vllm_cpu_env({}) == {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 @pytest.fixture(scope="module")

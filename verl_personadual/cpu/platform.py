@@ -207,8 +207,8 @@ class PlatformCPU(PlatformBase):
         return False
 
     def rollout_env_vars(self) -> dict[str, str]:
-        """Environment of verl's vLLM server actor (and so of its engine processes): thread binding and KV-cache
-        space for vLLM's CPU build (``vllm_settings.vllm_cpu_env``; variables the user set are kept)."""
+        """Environment of verl's vLLM server actor (and so of its engine processes): the KV-cache space of vLLM's
+        CPU build (``vllm_settings.vllm_cpu_env``; variables the user set are kept)."""
         return vllm_cpu_env()
 
     def cudart(self) -> None:

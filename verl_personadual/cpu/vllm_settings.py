@@ -4,9 +4,10 @@ Light on purpose (no vLLM import): the CPU platform reads :func:`vllm_cpu_env` f
 eval backend reads :data:`EVAL_ENGINE_DEFAULTS`. The recipe side (sleep mode off, eager, batched-token budget, the
 worker extension) is config: ``recipes/config/cpu_rollout/vllm.yaml``, selected by the ``cpu_*_vllm`` backbones.
 
-- Threads: vLLM's CPU worker by default reserves one core for its scheduler and pins its OpenMP threads to the
-  others (one of two cores here). ``VLLM_CPU_OMP_THREADS_BIND=nobind`` leaves torch's threads unpinned, so the
-  worker uses every core and shares them with verl's other processes; ``VLLM_CPU_NUM_OF_RESERVED_CPU=0``.
+- Threads: left to vLLM (``VLLM_CPU_OMP_THREADS_BIND=auto``: one core reserved for its scheduler, its OpenMP
+  threads pinned to the others; on 2 cores, core 0). Measured (``benchmarks/bench_vllm_rollout.py``, README):
+  with ``nobind`` (vLLM's threads on every core) the colocated actor's log-prob and update phases ran about 10x
+  slower than with ``hf_cpu``, since the idle vLLM worker competes for the cores the FSDP workers compute on.
 - KV cache: on CPU, ``gpu_memory_utilization`` is a fraction of the NUMA node's RAM that must also hold the model
   and the worker, and what other processes use counts against it; a fixed ``VLLM_CPU_KVCACHE_SPACE`` (GiB) does
   not depend on how busy the machine is.
@@ -26,11 +27,7 @@ __all__ = ["CPU_ATTENTION_HEAD_SIZES", "CPU_VLLM_ENV", "EVAL_ENGINE_DEFAULTS", "
            "check_cpu_vllm_rollout", "vllm_cpu_env"]
 
 #: Environment of a vLLM engine on CPU (see the module docstring), unless already set.
-CPU_VLLM_ENV: dict[str, str] = {
-    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-}
+CPU_VLLM_ENV: dict[str, str] = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
 #: ``vllm.LLM`` keyword arguments of the eval backend on CPU (``--engine-kwargs`` entries win): fp32 like the
 #: CPU training path, eager (no graph capture on CPU), a small per-step token budget (start-up runs a dummy batch
