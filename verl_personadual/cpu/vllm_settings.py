@@ -5,9 +5,10 @@ eval backend reads :data:`EVAL_ENGINE_DEFAULTS`. The recipe side (sleep mode off
 worker extension) is config: ``recipes/config/cpu_rollout/vllm.yaml``, selected by the ``cpu_*_vllm`` backbones.
 
 - Threads: left to vLLM (``VLLM_CPU_OMP_THREADS_BIND=auto``: one core reserved for its scheduler, its OpenMP
-  threads pinned to the others; on 2 cores, core 0). Measured (``benchmarks/bench_vllm_rollout.py``, README):
-  with ``nobind`` (vLLM's threads on every core) the colocated actor's log-prob and update phases ran about 10x
-  slower than with ``hf_cpu``, since the idle vLLM worker competes for the cores the FSDP workers compute on.
+  threads pinned to the others; on 2 cores, core 0). With ``nobind`` (vLLM's threads on every core), measured once
+  on a loaded machine (``benchmarks/bench_vllm_rollout.py``), the colocated actor's log-prob and update phases
+  ran about 10x slower than in the ``hf_cpu`` run while generation was 1.5x; the likely cause (not isolated) is
+  the vLLM worker's threads competing for the cores the FSDP workers compute on.
 - KV cache: on CPU, ``gpu_memory_utilization`` is a fraction of the NUMA node's RAM that must also hold the model
   and the worker, and what other processes use counts against it; a fixed ``VLLM_CPU_KVCACHE_SPACE`` (GiB) does
   not depend on how busy the machine is.
