@@ -71,9 +71,11 @@ def runs(tmp_path_factory):
         f"trainer.v1.persona_dual.token_dump_dir={dumps}",
     ]
     resumed_metrics = root / "rl_resumed_metrics.jsonl"  # verl's file logger starts its file anew
-    rl_log = _run(rl_args + [f"trainer.total_training_steps={RL_STEPS}"], root, env={"VERL_FILE_LOGGER_PATH": str(metrics)})
+    # RAY_DEDUP_LOGS=0: the two rollout servers print identical sync lines, which Ray would fold into one
+    rl_log = _run(rl_args + [f"trainer.total_training_steps={RL_STEPS}"], root,
+                  env={"VERL_FILE_LOGGER_PATH": str(metrics), "RAY_DEDUP_LOGS": "0"})
     resumed_log = _run(rl_args + [f"trainer.total_training_steps={RESUMED_STEPS}", "trainer.resume_mode=auto"], root,
-                       env={"VERL_FILE_LOGGER_PATH": str(resumed_metrics)})
+                       env={"VERL_FILE_LOGGER_PATH": str(resumed_metrics), "RAY_DEDUP_LOGS": "0"})
     records = [json.loads(line) for f in (metrics, resumed_metrics) for line in f.read_text().splitlines() if line.strip()]
     tokens = {s: [json.loads(line) for line in (dumps / f"{s}.jsonl").read_text().splitlines()]
               for s in range(1, RESUMED_STEPS + 1)}
