@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from test_data_inputs import small_config
 
 from data_preprocess import alignx, flan, overlap, ultramedical
-from data_preprocess.build_rl import BuildConfig, build, main, sample_paths
+from data_preprocess.build_rl import build, main, sample_paths
 from data_preprocess.common import Item, SchemaError, SourceSpec, SourceUnavailableError, iter_records
-from data_preprocess.personas import AlignedMode
 from verl_personadual.errors import UserError
 from verl_personadual.prompts import DataSource, TaskFamily
 
@@ -29,16 +29,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def build_with(tmp_path: Path, **paths: Path) -> dict:
     """The manifest of a small offline build on the shipped samples, some inputs replaced."""
-    return build(
-        BuildConfig(
-            out_dir=tmp_path / "out",
-            paths=sample_paths() | paths,
-            train_counts={"ultramedical": 2, "flan": 2, "alignx": 1},
-            val_counts={"ultramedical": 1, "flan": 1, "alignx": 1},
-            aligned=AlignedMode.OFFLINE_TEMPLATE,
-            progress=False,
-        )
-    )
+    return build(small_config(tmp_path, **paths))
 
 
 def output_rows(tmp_path: Path) -> list[dict]:
