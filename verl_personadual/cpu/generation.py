@@ -11,7 +11,7 @@ Sampling (per row, so a batch may mix parameters): repetition penalty (as in ``t
 tokens divided by the penalty when positive, multiplied when negative), then ``temperature == 0`` -> greedy
 argmax; else logits / temperature, top-k, top-p (the smallest set of most likely tokens whose probability
 reaches ``top_p``), renormalise, draw. Each request draws from its own ``torch.Generator`` (seeded by its
-``seed`` parameter, or by the engine's seed sequence), so a request's sample does not depend on which other
+``seed`` parameter, or by the rollout server's per-request seed), so a request's sample does not depend on which other
 requests share its batch.
 
 Log-probs (``logprobs``) are those of the distribution the token was drawn from, after temperature, penalty

@@ -24,6 +24,7 @@ Configuration: verl's rollout config (``prompt_length``, ``response_length``, ``
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from verl.workers.rollout.utils import ensure_async_iterator
 from verl_personadual.cpu.generation import BatchGenerator, GenerationRequest, SamplingParams
 from verl_personadual.names import CPU_ROLLOUT
 
-__all__ = ["ServerOptions", "weight_checksum", "HFRolloutServer", "HFRolloutReplica", "HFRolloutAdapter", "server_name"]
+__all__ = ["ServerOptions", "request_seed", "weight_checksum", "HFRolloutServer", "HFRolloutReplica", "HFRolloutAdapter", "server_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,13 @@ logger = logging.getLogger(__name__)
 def server_name(replica_rank: int, suffix: str = "") -> str:
     """Ray actor name of a replica's server (the adapter finds its server by it)."""
     return f"{CPU_ROLLOUT}_server_{replica_rank}{suffix}"
+
+
+def request_seed(base_seed: int, replica_rank: int, global_steps: int | None, prompt_ids: list[int],
+                 occurrence: int) -> int:
+    """A request's sampling seed in [0, 2**62): SHA-256 of its key (see :class:`HFRolloutServer`)."""
+    key = f"{base_seed}|{replica_rank}|{global_steps}|{occurrence}|" + ",".join(map(str, prompt_ids))
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 2
 
 
 def _get(config: Any, key: str, default: Any = None) -> Any:
@@ -89,7 +97,12 @@ class HFRolloutServer:
     Args:
         config: verl's ``RolloutConfig`` (dataclass) of the rollout.
         model_config: verl's model config (``path`` / ``local_path``, optional ``tokenizer_path``).
-        replica_rank: this replica's rank; seeds the sampling sequence with ``config.seed + replica_rank``.
+        replica_rank: this replica's rank.
+
+    Sampling seeds. A request without its own ``seed`` draws from a generator seeded by :func:`request_seed`:
+    a hash of (``config.seed``, replica rank, global step, prompt ids, how many times this prompt was already
+    requested at this step). A seed therefore does not depend on arrival order, and a run resumed from a
+    checkpoint samples the same tokens at a given step as the uninterrupted run.
     """
 
     def __init__(self, config: Any, model_config: Any, replica_rank: int = 0) -> None:
@@ -117,7 +130,8 @@ class HFRolloutServer:
             max_batch_size=int(_get(config, "max_num_seqs", 256)),
             decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False),
         )
-        self._seeds = torch.Generator().manual_seed(int(_get(config, "seed", 0)) + replica_rank)
+        self.base_seed = int(_get(config, "seed", 0))
+        self._occurrences: dict[tuple[int, ...], int] = {}
         self.replica_rank = replica_rank
         self.global_steps: int | None = None
         self.weight_version = 0
@@ -158,7 +172,13 @@ class HFRolloutServer:
             raise ValueError(f"the {CPU_ROLLOUT} rollout backend serves text-only prompts")
         prompt = [int(t) for t in prompt_ids]
         params = self._params(len(prompt), sampling_params)
-        seed = params.seed if params.seed is not None else int(torch.randint(2**62, (1,), generator=self._seeds))
+        if params.seed is not None:
+            seed = params.seed
+        else:
+            key = tuple(prompt)
+            occurrence = self._occurrences.get(key, 0)
+            self._occurrences[key] = occurrence + 1
+            seed = request_seed(self.base_seed, self.replica_rank, self.global_steps, prompt, occurrence)
         request = GenerationRequest(prompt, params, torch.Generator().manual_seed(seed))
         self._ensure_batcher()
         future: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -227,6 +247,7 @@ class HFRolloutServer:
             self.weight_version += 1
             if global_steps is not None:
                 self.global_steps = global_steps
+            self._occurrences.clear()
             # one line per sync: which weights the following rollouts use (tests match the checksum)
             print(
                 f"[{CPU_ROLLOUT}] server {self.replica_rank}: weights version {self.weight_version} "
