@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 
-import verl_personadual.plugin  # noqa: F401  (registers dual_grpo even with VERL_USE_EXTERNAL_PLUGINS=none)
-from verl_personadual.advantage import row_modes
+from verl_personadual.core.advantage import row_modes
 
 
 def make_batch(rows: int, length: int, n: int, seed: int = 0):

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_cpu_rollout.py [--out DIR] [--steps 6] [--requests 64] [--skip-training]
 
-1. Generation: the ``hf_cpu`` engine (``verl_personadual.cpu.generation.BatchGenerator``) on the quickstart's tiny
+1. Generation: the ``hf_cpu`` engine (``verl_personadual.core.cpu.generation.BatchGenerator``) on the quickstart's tiny
    model, 64 toy prompts x 16 new tokens (sampling, temperature 1, EOS ignored so every request has the same
    length): one batch of 64 vs 64 one-at-a-time calls. Prints both times and the ratio (target >= 5x).
 2. Training: the same toy data and recipe (``--backbone cpu_toy``) run twice through verl's ``main_ppo``: DualGRPO
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from data_preprocess import toy
-from verl_personadual.quickstart import MODEL_SEED, TOY_BACKBONE
-from verl_personadual.tiny_model import TinyModelSpec, write_tiny_model
+from verl_personadual.apps.quickstart.stages import MODEL_SEED, TOY_BACKBONE
+from verl_personadual.apps.tiny_model import TinyModelSpec, write_tiny_model
+from verl_personadual.data import toy
 
 PHASES = ("gen", "old_log_prob", "ref", "adv", "update_actor", "update_weights")
 
@@ -40,8 +40,12 @@ def bench_generation(model_dir: Path, requests: int, new_tokens: int) -> tuple[f
     """Seconds for ``requests`` prompts in one batch, and one at a time (best of 2 each)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from verl_personadual.cpu.generation import BatchGenerator, GenerationRequest, SamplingParams
-    from verl_personadual.prompts import build_prompt
+    from verl_personadual.core.cpu.generation import (
+        BatchGenerator,
+        GenerationRequest,
+        SamplingParams,
+    )
+    from verl_personadual.core.prompts import build_prompt
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()

@@ -4,7 +4,7 @@
    10% AlignX, plus a PersonaHub pool and PubMedQA / TriviaQA overlap lists): rows/s of the whole build
    (load, filter, compose, write parquet) with offline-template aligned personas, against the baseline of
    only parsing the same JSONL files with ``json.loads``.
-2. Aligned-persona generation through ``verl_personadual.llm.LLMClient`` against the local OpenAI-protocol test
+2. Aligned-persona generation through ``verl_personadual.utils.llm.LLMClient`` against the local OpenAI-protocol test
    server (in its own process) with a fixed latency: requests/s at 1 vs 16 requests in flight (target
    speed-up >= 12x).
 
@@ -28,10 +28,10 @@ sys.path.insert(0, str(REPO / "tests"))  # the local OpenAI-protocol server live
 
 from openai_server import OpenAITestServer  # noqa: E402
 
-from data_preprocess.build_rl import BuildConfig, build  # noqa: E402
-from data_preprocess.personas import AlignedMode  # noqa: E402
-from verl_personadual.llm import LLMClient, LLMConfig  # noqa: E402
-from verl_personadual.prompts import build_aligned_persona_request  # noqa: E402
+from verl_personadual.core.prompts import build_aligned_persona_request
+from verl_personadual.data.personas import AlignedMode
+from verl_personadual.data.rl_rows import BuildConfig, build
+from verl_personadual.utils.llm import LLMClient, LLMConfig
 
 FLAN_TASKS = ("bool_q_10templates", "anli_r1_10templates", "math_dataset_10templates", "trivia_qa_10templates")
 

@@ -35,10 +35,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from verl_personadual.modes import PREFIX_TEXT
-from verl_personadual.prompts import ANSWER_KEY, format_answer
-from verl_personadual.rewards import compute_score, extract_answer
-from verl_personadual.rewards.mathcheck import DEFAULT_TIMEOUT_S, MathPool, fast_math_equal
+from verl_personadual.core.modes import PREFIX_TEXT
+from verl_personadual.core.prompts import ANSWER_KEY, format_answer
+from verl_personadual.core.rewards import compute_score, extract_answer
+from verl_personadual.core.rewards.mathcheck import (
+    DEFAULT_TIMEOUT_S,
+    MathPool,
+    fast_math_equal,
+)
 
 WORDS = (
     "the patient presents with fatigue and bleeding gums which suggests a deficiency of vitamin c because "
@@ -199,7 +203,7 @@ def main() -> None:
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns that its own timeouts are off
 
-    from verl_personadual.rewards.mathserver import verify_pair
+    from verl_personadual.core.rewards.mathserver import verify_pair
 
     math_rows = workload("math", args.math_n, args.seed)
     gold_text = FAMILIES["math"]["gold"]

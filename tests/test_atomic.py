@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from verl_personadual.atomic import atomic_write, atomic_write_text
+from verl_personadual.utils.atomic import atomic_write, atomic_write_text
 
 
 def test_success_replaces_and_creates_parents(tmp_path):
@@ -34,7 +34,7 @@ def test_written_files_get_the_umask_permissions_not_0600(tmp_path):
     """Not the owner-only 0o600 of the temp file: 0o666 minus the umask, exactly what open() gives."""
     import os
 
-    from verl_personadual import atomic
+    from verl_personadual.utils import atomic
 
     mask = os.umask(0o022)
     os.umask(mask)

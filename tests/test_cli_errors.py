@@ -1,9 +1,9 @@
-"""Every command-line tool reports a bad argument the same way (verl_personadual.errors): exactly one stderr line
+"""Every command-line tool reports a bad argument the same way (verl_personadual.utils.errors): exactly one stderr line
 ``error: <message naming the bad thing>``, no traceback, exit status 2.
 
 Each tool runs as a user starts it (``python -m ...``, and the console script), in parallel threads (a verl
-import costs seconds per process). Not listed: ``verl_personadual.cpu.sft`` (Hydra's own entry point, started by
-``recipes sft``) and ``verl_personadual.rewards.mathserver`` (the math reward's child process, standard library
+import costs seconds per process). Not listed: ``verl_personadual.core.cpu.sft`` (Hydra's own entry point, started by
+``recipes sft``) and ``verl_personadual.core.rewards.mathserver`` (the math reward's child process, standard library
 only; its only bad input is argparse's usage error).
 """
 
@@ -26,14 +26,14 @@ def cases(tmp: Path, model: Path) -> dict[str, tuple[list[str], str]]:
     m = [sys.executable, "-m"]
     check_script = Path(sys.executable).parent / "verl-personadual-check"
     out = {
-        "check": ([*m, "verl_personadual.check", "--tokenizer", f"{missing}/tok"], f"--tokenizer {missing}/tok"),
-        "add_mode_tokens": ([*m, "verl_personadual.add_mode_tokens", f"{missing}/base", str(tmp / "o1")],
+        "check": ([*m, "verl_personadual.apps.check", "--tokenizer", f"{missing}/tok"], f"--tokenizer {missing}/tok"),
+        "add_mode_tokens": ([*m, "verl_personadual.apps.add_mode_tokens", f"{missing}/base", str(tmp / "o1")],
                             f"BASE_DIR {missing}/base: no such directory"),
         "quickstart": ([*m, "verl_personadual.quickstart", "--out", f"{a_file}/qs", "--no-progress"],
                        f"--out {a_file}/qs: {a_file} is a file"),
-        "sample_replies": ([*m, "verl_personadual.sample_replies", "--root", str(a_file), "--check"],
+        "sample_replies": ([*m, "verl_personadual.apps.record_samples", "--root", str(a_file), "--check"],
                            f"--root {a_file}: not a directory"),
-        "cost": ([*m, "verl_personadual.cost", "--backbone", "qwen3_8b", "--mfu", "1.5"], "--mfu 1.5"),
+        "cost": ([*m, "verl_personadual.apps.cost", "--backbone", "qwen3_8b", "--mfu", "1.5"], "--mfu 1.5"),
         "recipes sft": ([*m, "verl_personadual.recipes", "sft", "--backbone", "cpu_toy", "--model", f"{missing}/m",
                          "--train-files", str(a_file)], f"--model {missing}/m: no such directory"),
         "recipes rl": ([*m, "verl_personadual.recipes", "rl", "--backbone", "cpu_toy", "--model", str(model),
@@ -54,15 +54,15 @@ def cases(tmp: Path, model: Path) -> dict[str, tuple[list[str], str]]:
                           str(tmp / "o6")], f"{missing}/run"),
         "eval mixed": ([*m, "verl_personadual.eval", "mixed", "--run", f"a={missing}/run", "--out", str(tmp / "o7")],
                        f"{missing}/run"),
-        "eval.cli": ([*m, "verl_personadual.eval.cli", "report", f"{missing}/run"], f"{missing}/run"),
-        "tiny_model": ([*m, "verl_personadual.tiny_model", "--out", str(exists)], f"--out {exists}: exists"),
-        "build_rl": ([*m, "data_preprocess.build_rl", "--samples", "--ultramedical", f"{missing}/um.jsonl", "--out",
+        "eval.cli": ([*m, "verl_personadual.apps.eval_cli", "report", f"{missing}/run"], f"{missing}/run"),
+        "tiny_model": ([*m, "verl_personadual.apps.tiny_model", "--out", str(exists)], f"--out {exists}: exists"),
+        "build_rl": ([*m, "verl_personadual.apps.build_rl", "--samples", "--ultramedical", f"{missing}/um.jsonl", "--out",
                       str(tmp / "o8"), "--no-progress"], f"{missing}/um.jsonl: no such file"),
-        "build_sft": ([*m, "data_preprocess.build_sft", "--samples", "--exclude-rl", f"{missing}/rl", "--out",
+        "build_sft": ([*m, "verl_personadual.apps.build_sft", "--samples", "--exclude-rl", f"{missing}/rl", "--out",
                        str(tmp / "o9"), "--no-progress"], f"--exclude-rl {missing}/rl"),
-        "multiturn": ([*m, "data_preprocess.multiturn", "--in", f"{missing}/rl.parquet", "--out",
+        "multiturn": ([*m, "verl_personadual.apps.build_multiturn", "--in", f"{missing}/rl.parquet", "--out",
                        str(tmp / "o10.parquet"), "--ratio", "0.5"], f"--in {missing}/rl.parquet: no such file"),
-        "toy": ([*m, "data_preprocess.toy", "--out", f"{a_file}/toy"], f"--out {a_file}/toy: {a_file} is a file"),
+        "toy": ([*m, "verl_personadual.apps.build_toy", "--out", f"{a_file}/toy"], f"--out {a_file}/toy: {a_file} is a file"),
     }
     if shutil.which(check_script.name, path=str(check_script.parent)):
         out["verl-personadual-check"] = ([str(check_script), "--tokenizer", f"{missing}/tok"],
@@ -97,7 +97,7 @@ def test_run_cli_disk_full_and_permission_are_user_errors_a_bug_is_not(tmp_path,
 
     import pytest
 
-    from verl_personadual.errors import UserError, run_cli, user_errors
+    from verl_personadual.utils.errors import UserError, run_cli, user_errors
 
     def full(argv):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "predictions.jsonl"))

@@ -1,4 +1,4 @@
-"""The run-cost estimate (verl_personadual.cost) against arithmetic done by hand from the paper and the recipes.
+"""The run-cost estimate (verl_personadual.apps.cost) against arithmetic done by hand from the paper and the recipes.
 
 Paper, Table 5/6: 9,998 RL rows, batch 64, 8 rollouts, prompt 2,048 + response 1,024, 5 epochs; 8,000 SFT rows,
 batch 16, max length 4,096, 1 epoch.
@@ -12,8 +12,8 @@ import math
 import pytest
 from omegaconf import DictConfig
 
-from verl_personadual import cost as C
-from verl_personadual import recipes as R
+from verl_personadual.apps import cost as C
+from verl_personadual.apps.recipes import compose as R
 
 QWEN3_8B_PARAMS = 36 * (4096 * 128 * (2 * 32 + 2 * 8) + 3 * 4096 * 12288) + 2 * 151_936 * 4096
 LLAMA31_8B_PARAMS = 32 * (4096 * 128 * (2 * 32 + 2 * 8) + 3 * 4096 * 14336) + 2 * 128_256 * 4096

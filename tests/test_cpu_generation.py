@@ -1,4 +1,4 @@
-"""The CPU rollout backend's generation engine (``verl_personadual.cpu.generation``) against independent references:
+"""The CPU rollout backend's generation engine (``verl_personadual.core.cpu.generation``) against independent references:
 ``transformers``' own ``generate``, a plain forward pass through the model, and verl's log-prob function."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from verl.utils.torch_functional import logprobs_from_logits
 
-from verl_personadual.cpu.generation import (
+from verl_personadual.core.cpu.generation import (
     BatchGenerator,
     GenerationRequest,
     SamplingParams,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from verl_personadual.cpu.rollout import HFRolloutServer, request_seed
+from verl_personadual.core.cpu.rollout import HFRolloutServer, request_seed
 
 CONFIG = {"seed": 7, "prompt_length": 8, "response_length": 6, "max_num_seqs": 8, "dtype": "float32",
           "engine_kwargs": {"hf_cpu": {"num_threads": 1}}}

@@ -23,8 +23,8 @@ import pytest
 import torch
 from commands import hf_checksum, hf_params, run_ok
 
-from data_preprocess import toy
-from verl_personadual.tiny_model import TinyModelSpec, write_tiny_model
+from verl_personadual.apps.tiny_model import TinyModelSpec, write_tiny_model
+from verl_personadual.data import toy
 
 BETA = 2.0  # recipes/config/persona_dual_rl.yaml: algorithm.dual_grpo.beta (paper Table 6)
 N = 4  # rollouts per prompt in this run: 2 per mode
@@ -150,7 +150,7 @@ def test_estimator_read_each_rows_mode_from_its_own_response_after_cross_rank_ba
     (token dump) is the one its own first response token names, and every prompt group kept n/2 per mode."""
     from transformers import AutoTokenizer
 
-    from verl_personadual.modes import resolve_prefixes
+    from verl_personadual.core.modes import resolve_prefixes
 
     prefixes = resolve_prefixes(AutoTokenizer.from_pretrained(runs["sft_hf"]))
     by_id = {ids[0]: int(mode) for mode, ids in prefixes.ids.items()}

@@ -8,9 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from verl_personadual import recipes as R
-from verl_personadual.cpu.platform import PlatformCPU
-from verl_personadual.cpu.vllm_settings import CPU_ATTENTION_HEAD_SIZES, WORKER_EXTENSION, check_cpu_vllm_rollout, vllm_cpu_env
+from verl_personadual.apps.recipes import compose as R
+from verl_personadual.core.cpu.platform import PlatformCPU
+from verl_personadual.core.cpu.vllm_settings import (
+    CPU_ATTENTION_HEAD_SIZES,
+    WORKER_EXTENSION,
+    check_cpu_vllm_rollout,
+    vllm_cpu_env,
+)
 
 
 def test_platform_hook_gives_the_vllm_server_a_fixed_kv_cache(monkeypatch):

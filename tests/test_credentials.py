@@ -13,7 +13,7 @@ from pathlib import Path
 
 from openai_server import OpenAITestServer
 
-from verl_personadual.llm import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
+from verl_personadual.utils.llm import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 URL_KEY = "sk-planted-in-url-7f3a91"
@@ -45,9 +45,9 @@ def test_planted_keys_appear_in_no_output(tiny_model_dir, tmp_path, closed_port)
                      "triviaqa", "--settings", "aligned", "--decoding", "general", "--max-new-tokens", "2",
                      "--backend", "hf", "--device", "cpu", "--no-progress"]
         commands = {
-            "build_rl": ["data_preprocess.build_rl", "--samples", "--aligned-personas", "llm", "--out",
+            "build_rl": ["verl_personadual.apps.build_rl", "--samples", "--aligned-personas", "llm", "--out",
                          str(work / "rl"), "--no-progress", *llm(url, "cache_rl")],
-            "build_sft": ["data_preprocess.build_sft", "--samples", "--out", str(work / "sft"), "--no-progress",
+            "build_sft": ["verl_personadual.apps.build_sft", "--samples", "--out", str(work / "sft"), "--no-progress",
                           *llm(url, "cache_sft")],
             "eval": [*eval_args, "--out", str(work / "eval"), *llm(url, "cache_eval")],
             "eval_dead": [*eval_args, "--out", str(work / "eval_dead"), *llm(dead, "cache_dead")],

@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_preprocess import alignx, flan, personahub, ultramedical
-from data_preprocess.build_rl import BuildConfig, BuildError, build, main, sample_paths, stratified_sample
-from data_preprocess.common import (
+from verl_personadual.apps.build_rl import main
+from verl_personadual.core.prompts import DataSource, TaskFamily
+from verl_personadual.data import alignx, flan, personahub, ultramedical
+from verl_personadual.data.common import (
     Item,
     SchemaError,
     SourceSpec,
@@ -21,8 +22,18 @@ from data_preprocess.common import (
     iter_records,
     question_segments,
 )
-from data_preprocess.personas import AlignedMode, parse_persona_reply, unaligned_personas
-from verl_personadual.prompts import DataSource, TaskFamily
+from verl_personadual.data.personas import (
+    AlignedMode,
+    parse_persona_reply,
+    unaligned_personas,
+)
+from verl_personadual.data.rl_rows import (
+    BuildConfig,
+    BuildError,
+    build,
+    stratified_sample,
+)
+from verl_personadual.data.samples import rl_sample_paths
 
 MC_ROW = {
     "id": "MedQA,1",
@@ -44,7 +55,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def small_config(tmp_path: Path, **paths: Path) -> BuildConfig:
     return BuildConfig(
         out_dir=tmp_path / "out",
-        paths=sample_paths() | paths,
+        paths=rl_sample_paths() | paths,
         train_counts={"ultramedical": 2, "flan": 2, "alignx": 1},
         val_counts={"ultramedical": 1, "flan": 1, "alignx": 1},
         aligned=AlignedMode.OFFLINE_TEMPLATE,
@@ -56,7 +67,7 @@ def small_config(tmp_path: Path, **paths: Path) -> BuildConfig:
 
 
 def test_ultramedical_items_exact():
-    items = ultramedical.load(ultramedical.spec(sample_paths()["ultramedical"])).items
+    items = ultramedical.load(ultramedical.spec(rl_sample_paths()["ultramedical"])).items
     first = items[0]
     assert first == Item(
         source=DataSource.ULTRAMEDICAL,
@@ -108,7 +119,7 @@ def test_flan_long_free_text_targets_are_skipped(tmp_path):
 
 
 def test_flan_families():
-    items = flan.load(flan.spec(sample_paths()["flan"])).items
+    items = flan.load(flan.spec(rl_sample_paths()["flan"])).items
     fams = {it.task: it.family for it in items}
     assert fams == {
         "bool_q_10templates": TaskFamily.OPTION_TEXT,
@@ -124,7 +135,7 @@ def test_flan_families():
 
 
 def test_alignx_persona_rendering_and_ab_order():
-    items = alignx.load(alignx.spec(sample_paths()["alignx"]), seed=0).items
+    items = alignx.load(alignx.spec(rl_sample_paths()["alignx"]), seed=0).items
     job = next(it for it in items if it.question.startswith("How should I prepare"))
     assert job.persona == (
         'A 22-year-old computer science graduate who likes structured plans. Responses I preferred: to "How do I '
@@ -132,7 +143,7 @@ def test_alignx_persona_rendering_and_ab_order():
         'sticks."'
     )
     assert job.gold == "B" and job.choices[1].startswith("Research the company")
-    golds = {s: [it.gold for it in alignx.load(alignx.spec(sample_paths()["alignx"]), seed=s).items] for s in (0, 1, 2)}
+    golds = {s: [it.gold for it in alignx.load(alignx.spec(rl_sample_paths()["alignx"]), seed=s).items] for s in (0, 1, 2)}
     assert golds[0] == ["A", "B", "B", "A", "B", "B"]
     assert len({tuple(g) for g in golds.values()}) > 1  # the order depends on the seed
     long_text = alignx.render_user("x", [{"prompt": "p" * 500, "comment": "c"}], [])
@@ -150,7 +161,7 @@ def test_stratified_sample_allocation():
 
 
 def test_unaligned_personas_use_whole_pool_before_repeating():
-    pool, _ = personahub.load(personahub.spec(sample_paths()["personahub"]))
+    pool, _ = personahub.load(personahub.spec(rl_sample_paths()["personahub"]))
     drawn = unaligned_personas(pool, 30, seed=0)
     assert len(set(drawn[:12])) == 12 and len(drawn) == 30
     assert drawn == unaligned_personas(pool, 30, seed=0) != unaligned_personas(pool, 30, seed=1)
@@ -191,7 +202,7 @@ def test_question_segments_find_wrapped_questions():
 
 
 def test_parquet_input_equals_jsonl(tmp_path):
-    src = sample_paths()["ultramedical"]
+    src = rl_sample_paths()["ultramedical"]
     rows = [json.loads(line) for line in src.read_text().splitlines()]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "u.parquet")
     from_parquet = ultramedical.load(ultramedical.spec(tmp_path / "u.parquet"))
@@ -205,11 +216,11 @@ def test_hub_loading_path_through_datasets(tmp_path):
     in for the hub id (the hub itself is unreachable here)."""
     repo = tmp_path / "fake_hub_repo"
     repo.mkdir()
-    (repo / "train.jsonl").write_text((sample_paths()["flan"]).read_text())
+    (repo / "train.jsonl").write_text((rl_sample_paths()["flan"]).read_text())
     records = list(iter_records(SourceSpec(str(repo), None, "train")))
     assert len(records) == 21 and records[0].origin == f"{repo}[default/train]" and records[0].row == 0
     loaded = flan.load(SourceSpec(str(repo), None, "train"))
-    assert loaded.items == flan.load(flan.spec(sample_paths()["flan"])).items
+    assert loaded.items == flan.load(flan.spec(rl_sample_paths()["flan"])).items
 
 
 def test_unreachable_hub_is_a_clear_error(tmp_path, capsys):
@@ -238,7 +249,7 @@ def test_nested_and_typed_fields(tmp_path):
     path = write_jsonl(tmp_path / "f.jsonl", [{"inputs": "q", "targets": 5, "task": "t"}])
     with pytest.raises(SchemaError, match=r"line 1, field 'targets': expected str, got int"):
         flan.load(flan.spec(path))
-    ax = json.loads(sample_paths()["alignx"].read_text().splitlines()[0])
+    ax = json.loads(rl_sample_paths()["alignx"].read_text().splitlines()[0])
     ax["User-Generated Content"] = [{"prompt": "p"}]
     path = write_jsonl(tmp_path / "a.jsonl", [ax])
     with pytest.raises(SchemaError, match=r"field 'User-Generated Content\[0\]\.comment': missing or not a str"):
@@ -273,10 +284,10 @@ def test_malformed_files(tmp_path):
 
 
 def test_empty_and_huge_personas_skipped_and_counted(tmp_path):
-    rows = [json.loads(line) for line in sample_paths()["personahub"].read_text().splitlines()]
+    rows = [json.loads(line) for line in rl_sample_paths()["personahub"].read_text().splitlines()]
     rows += [{"persona": ""}, {"persona": " ... "}, {"persona": "x" * 100_000}]
     path = write_jsonl(tmp_path / "p.jsonl", rows)
-    ax_rows = [json.loads(line) for line in sample_paths()["alignx"].read_text().splitlines()]
+    ax_rows = [json.loads(line) for line in rl_sample_paths()["alignx"].read_text().splitlines()]
     ax_rows[0]["Demographic Information"] = "y" * 100_000
     ax_path = write_jsonl(tmp_path / "a.jsonl", ax_rows)
     m = build(small_config(tmp_path, personahub=path, alignx=ax_path))

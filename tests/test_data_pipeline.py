@@ -15,12 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 from openai_server import OpenAITestServer
 
-from data_preprocess import build_rl
-from data_preprocess.build_rl import BuildConfig, BuildError, build, sample_paths
-from data_preprocess.personas import AlignedMode
-from verl_personadual import names
-from verl_personadual.llm import LLMConfig
-from verl_personadual.prompts import build_prompt
+from verl_personadual.apps import build_rl as build_rl_app
+from verl_personadual.core import names
+from verl_personadual.core.prompts import build_prompt
+from verl_personadual.data import rl_rows as build_rl
+from verl_personadual.data.personas import AlignedMode
+from verl_personadual.data.rl_rows import BuildConfig, BuildError, build
+from verl_personadual.data.samples import rl_sample_paths
+from verl_personadual.utils.llm import LLMConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +80,7 @@ def read(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def offline_out(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("rl_offline")
-    assert build_rl.main(["--samples", "--out", str(out), "--no-progress"]) == 0
+    assert build_rl_app.main(["--samples", "--out", str(out), "--no-progress"]) == 0
     return out
 
 
@@ -185,10 +187,10 @@ def test_manifest(offline_out):
 
 
 def test_reproducible_byte_for_byte(offline_out, tmp_path):
-    assert build_rl.main(["--samples", "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    assert build_rl_app.main(["--samples", "--out", str(tmp_path / "a"), "--no-progress"]) == 0
     for split in ("train", "validation"):
         assert (tmp_path / "a" / f"{split}.parquet").read_bytes() == (offline_out / f"{split}.parquet").read_bytes()
-    assert build_rl.main(["--samples", "--seed", "1", "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert build_rl_app.main(["--samples", "--seed", "1", "--out", str(tmp_path / "b"), "--no-progress"]) == 0
     assert summary(read(tmp_path / "b" / "train.parquet")) != EXPECTED_TRAIN
 
 
@@ -213,15 +215,17 @@ def test_verl_rlhf_dataset_loads_and_collates(offline_out, tokenizer, tmp_path):
 
 def test_cli_help_and_missing_endpoint(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as info:
-        build_rl.main(["--help"])
+        build_rl_app.main(["--help"])
     assert info.value.code == 0
     help_text = capsys.readouterr().out
     assert "--samples" in help_text and "offline-template" in help_text and "manifest" in help_text
     monkeypatch.delenv("PERSONADUAL_LLM_BASE_URL", raising=False)
-    code = build_rl.main(["--samples", "--aligned-personas", "llm", "--out", str(tmp_path), "--no-progress"])
+    code = build_rl_app.main(["--samples", "--aligned-personas", "llm", "--out", str(tmp_path), "--no-progress"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "aligned personas need an LLM endpoint" in err and "--aligned-personas offline-template" in err
+    assert err.splitlines()[-1] == (
+        "error: --aligned-personas llm needs an LLM endpoint: set PERSONADUAL_LLM_BASE_URL and PERSONADUAL_LLM_MODEL "
+        "(or --llm-base-url / --llm-model), or pass --aligned-personas offline-template")
     assert not (tmp_path / "train.parquet").exists()
 
 
@@ -237,7 +241,7 @@ def persona_reply(body: dict) -> str:
 def llm_config(srv: OpenAITestServer, cache: Path, **kw) -> BuildConfig:
     return BuildConfig(
         out_dir=kw.pop("out"),
-        paths=sample_paths(),
+        paths=rl_sample_paths(),
         train_counts=dict(build_rl.SAMPLE_TRAIN_COUNTS),
         val_counts=dict(build_rl.SAMPLE_VAL_COUNTS),
         aligned=AlignedMode.LLM,
@@ -298,7 +302,7 @@ def test_llm_garbage_reply_rejected_then_resumed(tmp_path):
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
     with OpenAITestServer(reply=persona_reply, latency_s=0.15) as srv:
         cmd = [
-            sys.executable, "-m", "data_preprocess.build_rl", "--samples", "--aligned-personas", "llm",
+            sys.executable, "-m", "verl_personadual.apps.build_rl", "--samples", "--aligned-personas", "llm",
             "--llm-base-url", srv.base_url, "--llm-model", "persona-model", "--llm-cache-dir",
             str(tmp_path / "cache"), "--llm-concurrency", "1", "--no-progress", "--out", str(tmp_path / "killed"),
         ]
@@ -331,9 +335,9 @@ def test_rows_score_with_the_project_reward(offline_out):
     answer acc 0."""
     import importlib
 
-    from verl_personadual.prompts import format_answer
+    from verl_personadual.core.prompts import format_answer
 
-    compute_score = getattr(importlib.import_module("verl_personadual.rewards"), names.REWARD_FN_NAME)
+    compute_score = getattr(importlib.import_module("verl_personadual.core.rewards"), names.REWARD_FN_NAME)
     rows = read(offline_out / "train.parquet") + read(offline_out / "validation.parquet")
     for r in rows:
         gold = r["reward_model"]["ground_truth"]

@@ -16,14 +16,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from verl_personadual.eval.cli import main
-from verl_personadual.eval.lexical import fit
-from verl_personadual.eval.mode_probs import ModeProb, calibration, compute, oracle_gap
-from verl_personadual.eval.personas import EvalRow, read_eval_set, write_eval_set
-from verl_personadual.eval.pools import Selector, family_of
+from verl_personadual.apps.eval_cli import main
+from verl_personadual.core.modes import PREFIX_TEXT, Mode, resolve_prefixes
+from verl_personadual.core.prompts import build_prompt
+from verl_personadual.data.eval_sets import EvalRow, read_eval_set, write_eval_set
+from verl_personadual.data.families import Selector, family_of
+from verl_personadual.eval.analyses.lexical import fit
+from verl_personadual.eval.analyses.mode_probs import (
+    ModeProb,
+    calibration,
+    compute,
+    oracle_gap,
+)
 from verl_personadual.eval.store import read_predictions
-from verl_personadual.modes import PREFIX_TEXT, Mode, resolve_prefixes
-from verl_personadual.prompts import build_prompt
 
 HF = ["--backend", "hf", "--device", "cpu", "--no-progress"]
 
@@ -148,7 +153,8 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 def test_constrained_decoding_and_the_mode_probs_command(samples_run: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     from conftest import TEST_SPEC
-    from verl_personadual.tiny_model import build_model
+
+    from verl_personadual.apps.tiny_model import build_model
 
     recs = read_predictions(samples_run / "predictions.jsonl")
     by = {(r["row_id"], r["decoding"]): r for r in recs}

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from verl_personadual import sample_replies
+from verl_personadual.apps.eval_cli import SAMPLES_MAX_NEW_TOKENS, main
+from verl_personadual.data import samples as sample_replies
+from verl_personadual.data.samples import eval_sample_paths
 from verl_personadual.eval import report
-from verl_personadual.eval.cli import SAMPLES_MAX_NEW_TOKENS, main, samples_paths
 from verl_personadual.eval.generate import DecodingParams, HFGenerator
 from verl_personadual.eval.store import read_predictions
-from verl_personadual.llm import ENV_BASE_URL, ENV_MODEL
+from verl_personadual.utils.llm import ENV_BASE_URL, ENV_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,12 +64,12 @@ def test_samples_judge_and_unrecorded_requests_fail_in_one_line(tiny_model_dir, 
     out = tmp_path / "run"
     assert main(["run", *common(tiny_model_dir), "--out", str(out), "--judge"]) == 2
     assert errors(capsys) == [
-        "--judge needs an LLM endpoint (set PERSONADUAL_LLM_BASE_URL and PERSONADUAL_LLM_MODEL, or --llm-base-url / "
+        "--judge needs an LLM endpoint: set PERSONADUAL_LLM_BASE_URL and PERSONADUAL_LLM_MODEL (or --llm-base-url / "
         "--llm-model); the recorded sample replies cover aligned personas only"]
     assert not out.exists()
     own = tmp_path / "mmlu_pro.jsonl"  # the sample rows with other questions: not recorded
     own.write_text("".join(json.dumps({**json.loads(line), "question": f"Other question {i}?"}) + "\n"
-                           for i, line in enumerate(samples_paths()["mmlu_pro"].read_text().splitlines())))
+                           for i, line in enumerate(eval_sample_paths()["mmlu_pro"].read_text().splitlines())))
     assert main(["run", *common(tiny_model_dir), "--out", str(out), "--benchmarks", "mmlu_pro",
                  "--data", f"mmlu_pro={own}"]) == 2
     assert errors(capsys) == [
@@ -170,7 +171,7 @@ def test_all_wrong_run_tables_have_units_and_plots_fixed_axes_and_only_what_ran(
 
 
 def test_toy_benchmark_needs_an_eval_set(tiny_model_dir, tmp_path, capsys):
-    from verl_personadual.eval.cli import main as eval_main
+    from verl_personadual.apps.eval_cli import main as eval_main
 
     assert eval_main(["run", "--model", str(tiny_model_dir), "--out", str(tmp_path / "run"), "--benchmarks", "toy"]) == 2
     assert "--benchmarks toy needs --eval-set" in capsys.readouterr().err
@@ -180,7 +181,7 @@ def test_every_subcommand_has_a_description_and_every_flag_help():
     """`--help` of each eval subcommand explains the command and every argument (read from argparse's actions)."""
     import argparse
 
-    from verl_personadual.eval.cli import parser
+    from verl_personadual.apps.eval_cli import parser
 
     sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert sorted(sub.choices) == ["compare", "lexical", "mixed", "mode-probs", "multiturn", "report", "run",
@@ -194,7 +195,7 @@ def test_every_subcommand_has_a_description_and_every_flag_help():
 def test_an_empty_persona_names_its_file_and_row_and_blocks_no_rerun(tiny_model_dir, tmp_path, capsys):
     """An eval set whose aligned row has an empty persona (blanks only) stops before anything is
     written, naming the file, line and row; the corrected file then runs in the same --out."""
-    from data_preprocess import toy
+    from verl_personadual.data import toy
 
     toy.build(tmp_path / "toy")
     aligned = [json.loads(line) for line in (tmp_path / "toy" / "eval_set.jsonl").read_text().splitlines()

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from openai_server import OpenAITestServer
 
-from verl_personadual.eval.benchmarks import BENCHMARKS, load_benchmark
-from verl_personadual.eval.cli import main, samples_paths
+from verl_personadual.apps.eval_cli import main
+from verl_personadual.core.prompts import build_prompt
+from verl_personadual.data.benchmarks import BENCHMARKS, load_benchmark
+from verl_personadual.data.samples import eval_sample_paths
 from verl_personadual.eval.generate import prompt_ids
 from verl_personadual.eval.store import read_predictions
-from verl_personadual.prompts import build_prompt
 
 N_ITEMS = 4  # every fixture file has 4 items
 OBJECTIVE = ["mmlu_pro", "supergpqa", "triviaqa", "pubmedqa", "math500"]
@@ -47,7 +48,7 @@ def taught_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFact
     g, p = tok.convert_tokens_to_ids("[General_mode]"), tok.convert_tokens_to_ids("[Personalized_mode]")
     answer = {g: tok.encode('{"answer": "B"}', add_special_tokens=False), p: tok.encode("C", add_special_tokens=False)}
     seqs = []
-    paths = samples_paths()
+    paths = eval_sample_paths()
     for bench in BENCHMARKS:
         for item in load_benchmark(bench, paths[bench.value])[0].items:
             for persona in [None, "A sailor."] if item.persona is None else [item.persona]:

@@ -13,18 +13,24 @@ import pytest
 import yaml
 from openai_server import OpenAITestServer
 
+from verl_personadual.apps.eval_cli import _run_parser, _style_and_decodings, main
+from verl_personadual.apps.recipes.compose import CONFIG_DIR
+from verl_personadual.core.prompts import DataSource, PersonaSetting, answer_instruction
+from verl_personadual.data.benchmarks import DEFAULT_SIZES
+from verl_personadual.data.eval_sets import EvalRow, write_eval_set
 from verl_personadual.eval import report
 from verl_personadual.eval.baselines import SYSTEMS, PromptStyle, System, build_messages
-from verl_personadual.eval.benchmarks import DEFAULT_SIZES
-from verl_personadual.eval.cli import _run_parser, _style_and_decodings, main
 from verl_personadual.eval.generate import Decoding, DecodingParams, HFGenerator
 from verl_personadual.eval.judge import ExtractVerifyJudge, JudgeVerdict, parse_verdict
-from verl_personadual.eval.personas import EvalRow, write_eval_set
-from verl_personadual.eval.run import SAMPLING_TEMPERATURE, RunConfig, RunError, grade_with_judge, run
+from verl_personadual.eval.run import (
+    SAMPLING_TEMPERATURE,
+    RunConfig,
+    RunError,
+    grade_with_judge,
+    run,
+)
 from verl_personadual.eval.store import PredictionStore, read_predictions
-from verl_personadual.llm import LLMClient, LLMConfig
-from verl_personadual.prompts import DataSource, PersonaSetting, answer_instruction
-from verl_personadual.recipes import CONFIG_DIR
+from verl_personadual.utils.llm import LLMClient, LLMConfig
 
 # --- Table 7 sizes, the sampling temperature -------------------------------------------------------------------
 
@@ -244,11 +250,11 @@ def test_compare_systems_in_the_papers_sections_and_order(tmp_path: Path, capsys
 
 
 def test_seeds_run_one_sampled_run_each_over_one_eval_set(tiny_model_dir: Path, tmp_path: Path):
-    from verl_personadual.eval.cli import samples_paths
+    from verl_personadual.data.samples import eval_sample_paths
 
     cfg = RunConfig(
         model=str(tiny_model_dir), out_dir=tmp_path / "r", benchmarks=[DataSource.MMLU_PRO],
-        settings=[PersonaSetting.NONE], decodings=[Decoding.FREE], paths=samples_paths(),
+        settings=[PersonaSetting.NONE], decodings=[Decoding.FREE], paths=eval_sample_paths(),
         sizes={DataSource.MMLU_PRO: 3}, decoding=DecodingParams(max_new_tokens=4, temperature=SAMPLING_TEMPERATURE),
         seeds=[0, 1], progress=False,
     )

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from openai_server import OpenAITestServer
 
-from verl_personadual.eval.cli import samples_paths
+from verl_personadual.core.prompts import DataSource, PersonaSetting
+from verl_personadual.core.rewards import compute_score
+from verl_personadual.data.samples import eval_sample_paths
 from verl_personadual.eval.generate import Decoding, DecodingParams, HFGenerator
 from verl_personadual.eval.run import RunConfig, run
 from verl_personadual.eval.store import read_predictions
-from verl_personadual.llm import LLMConfig
-from verl_personadual.prompts import DataSource, PersonaSetting
-from verl_personadual.rewards import compute_score
+from verl_personadual.utils.llm import LLMConfig
 
 BENCHES = [DataSource.MMLU_PRO, DataSource.PUBMEDQA, DataSource.MATH500]
 PERSONA_MARK = "Describe a person who would plausibly ask"
@@ -60,7 +60,7 @@ def test_resume_after_crash(tiny_model_dir: Path, tmp_path: Path) -> None:
             benchmarks=BENCHES,
             settings=list(PersonaSetting),
             decodings=[Decoding.FREE, Decoding.GENERAL, Decoding.PERSONALIZED],
-            paths=samples_paths(),
+            paths=eval_sample_paths(),
             batch_size=10,
             decoding=DecodingParams(max_new_tokens=6, temperature=1.0, seed=3),
             judge=True,

@@ -10,24 +10,36 @@ from pathlib import Path
 
 import pytest
 
-from data_preprocess.common import SchemaError
-from data_preprocess.personahub import Persona
-from verl_personadual.eval.baselines import PromptStyle, Router, build_messages, mode_from_text, router_labels
-from verl_personadual.eval.benchmarks import BENCHMARKS, load_benchmark, parse_sizes, sample_items
-from verl_personadual.eval.cli import main, samples_paths
-from verl_personadual.eval.personas import (
+from verl_personadual.apps.eval_cli import main
+from verl_personadual.core.modes import PREFIX_TEXT, Mode
+from verl_personadual.core.prompts import DataSource, PersonaSetting
+from verl_personadual.data.benchmarks import (
+    BENCHMARKS,
+    load_benchmark,
+    parse_sizes,
+    sample_items,
+)
+from verl_personadual.data.common import SchemaError
+from verl_personadual.data.eval_sets import (
     EvalRow,
     PersonaAssignmentError,
     build_eval_set,
     read_eval_set,
     write_eval_set,
 )
+from verl_personadual.data.personahub import Persona
+from verl_personadual.data.samples import eval_sample_paths
+from verl_personadual.eval.baselines import (
+    PromptStyle,
+    Router,
+    build_messages,
+    mode_from_text,
+    router_labels,
+)
 from verl_personadual.eval.run import score_response
 from verl_personadual.eval.store import PredictionStore, StoreError, read_predictions
-from verl_personadual.modes import PREFIX_TEXT, Mode
-from verl_personadual.prompts import DataSource, PersonaSetting
 
-PATHS = samples_paths()
+PATHS = eval_sample_paths()
 
 
 def _items(name: str, seed: int = 0):
@@ -314,7 +326,7 @@ def test_text_prefix_model(text_tokenizer_dir: Path, tmp_path: Path) -> None:
     from conftest import build_tiny_model
     from transformers import AutoTokenizer
 
-    from verl_personadual.modes import resolve_prefixes
+    from verl_personadual.core.modes import resolve_prefixes
 
     model = build_tiny_model(tmp_path / "m", text_tokenizer_dir)
     common = ["--model", str(model), "--samples", "--no-progress", "--backend", "hf", "--device", "cpu",

@@ -1,4 +1,4 @@
-"""Post-import hooks (verl_personadual.import_hooks) on throw-away modules written to a temporary directory."""
+"""Post-import hooks (verl_personadual.core.import_hooks) on throw-away modules written to a temporary directory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from verl_personadual.import_hooks import when_imported
+from verl_personadual.core.import_hooks import when_imported
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_hook_runs_after_the_module_body_with_the_real_loader(tmp_modules):
 
 def test_hook_on_an_imported_module_runs_at_once(tmp_modules):
     tmp_modules("ph_loaded", "X = 1\n")
-    import ph_loaded
+    import ph_loaded  # noqa: F401 (imported before the hook is registered)
 
     seen: list[int] = []
     when_imported("ph_loaded", lambda m: seen.append(m.X))

@@ -11,9 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import build_tiny_model
 
-from verl_personadual import recipes as R
-from verl_personadual.eval.cli import main as eval_main
-from verl_personadual.preflight import PreflightError, check_rl_parquet, check_sft_parquet
+from verl_personadual.apps.eval_cli import main as eval_main
+from verl_personadual.apps.recipes import cli as R
+from verl_personadual.data.preflight import (
+    PreflightError,
+    check_rl_parquet,
+    check_sft_parquet,
+)
 
 AGENTS = ["personadual_forced", "personadual_free", "single_turn_agent"]
 
@@ -21,7 +25,7 @@ AGENTS = ["personadual_forced", "personadual_free", "single_turn_agent"]
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> dict[str, list[dict]]:
     """The first rows of the toy task's RL and SFT training files."""
-    from data_preprocess import toy as toy_data
+    from verl_personadual.data import toy as toy_data
 
     d = tmp_path_factory.mktemp("toy_inputs")
     toy_data.build(d)
@@ -49,11 +53,11 @@ def test_rl_parquet_columns_and_rows(toy, tmp_path):
     f = _write(tmp_path / "np.parquet", rows, drop="prompt")
     assert _error(check_rl_parquet, f, "--train-files", "prompt", AGENTS) == (
         f"--train-files {f}: no column 'prompt' (columns: data_source, reward_model, extra_info, agent_name); an RL "
-        "parquet is written by data_preprocess.build_rl or data_preprocess.toy")
+        "parquet is written by verl_personadual.apps.build_rl or verl_personadual.apps.build_toy")
     f = _write(tmp_path / "nr.parquet", rows, drop="reward_model")
     assert _error(check_rl_parquet, f, "--val-files", "prompt", AGENTS) == (
         f"--val-files {f}: no column 'reward_model' (columns: data_source, prompt, extra_info, agent_name); an RL "
-        "parquet is written by data_preprocess.build_rl or data_preprocess.toy")
+        "parquet is written by verl_personadual.apps.build_rl or verl_personadual.apps.build_toy")
 
     aligned = next(i for i, r in enumerate(rows) if r["extra_info"]["persona_setting"] == "aligned")
     bad = [dict(r) for r in rows]
@@ -87,7 +91,7 @@ def test_sft_parquet_columns_and_rows(toy, tmp_path):
     f = _write(tmp_path / "nm.parquet", rows, drop="messages")
     assert _error(check_sft_parquet, f, "--train-files") == (
         f"--train-files {f}: no column 'messages' (columns: data_source, extra_info); an SFT parquet is written by "
-        "data_preprocess.build_sft or data_preprocess.toy")
+        "verl_personadual.apps.build_sft or verl_personadual.apps.build_toy")
     bad = [dict(r) for r in rows]
     bad[3] = {**bad[3], "messages": bad[3]["messages"][:1]}
     f = _write(tmp_path / "na.parquet", bad)
@@ -112,24 +116,24 @@ def test_recipes_dry_run_checks_data_and_mode_tokens(toy, tmp_path, tiny_model_d
     assert R.main(_dry("rl", tiny_model_dir, no_prompt, rl)) == 2
     assert _last_error(capsys).endswith(f"error: --train-files {no_prompt}: no column 'prompt' (columns: data_source, "
                                         "reward_model, extra_info, agent_name); an RL parquet is written by "
-                                        "data_preprocess.build_rl or data_preprocess.toy")
+                                        "verl_personadual.apps.build_rl or verl_personadual.apps.build_toy")
     assert R.main(_dry("sft", tiny_model_dir, no_messages, None)) == 2
     assert _last_error(capsys).endswith(f"error: --train-files {no_messages}: no column 'messages' (columns: "
                                         "data_source, extra_info); an SFT parquet is written by "
-                                        "data_preprocess.build_sft or data_preprocess.toy")
+                                        "verl_personadual.apps.build_sft or verl_personadual.apps.build_toy")
 
     text_model = build_tiny_model(tmp_path / "text_model", text_tokenizer_dir)
     assert R.main(_dry("rl", text_model, rl, rl)) == 2
     line = _last_error(capsys)
     assert f"error: --model {text_model}: the mode prefixes are not dedicated tokens ([General_mode] encodes as 5 tokens, " \
            "[Personalized_mode] encodes as 5 tokens); " in line
-    assert line.endswith("add them with `python -m verl_personadual.add_mode_tokens`, or use plain-text prefixes "
+    assert line.endswith("add them with `python -m verl_personadual.apps.add_mode_tokens`, or use plain-text prefixes "
                          "(algorithm.dual_grpo.require_mode_tokens=false)")
     assert R.main(_dry("rl", text_model, rl, rl, "--", "algorithm.dual_grpo.require_mode_tokens=false")) == 0
     capsys.readouterr()
     assert R.main(_dry("sft", text_model, sft, None)) == 2
     assert _last_error(capsys).endswith(
-        "add them with `python -m verl_personadual.add_mode_tokens`, or train on plain-text prefixes with --text-prefixes "
+        "add them with `python -m verl_personadual.apps.add_mode_tokens`, or train on plain-text prefixes with --text-prefixes "
         "(the RL stage then needs algorithm.dual_grpo.require_mode_tokens=false)")
     assert R.main(_dry("sft", text_model, sft, None, "--text-prefixes")) == 0
     capsys.readouterr()
@@ -145,7 +149,7 @@ def test_eval_run_refuses_a_model_without_mode_tokens_unless_a_baseline(tmp_path
     assert eval_main([*base, "--out", str(out)]) == 2
     line = (capsys.readouterr().err + caplog.text).strip().splitlines()[-1]  # stderr, or the log line
     assert f"--model {text_model}: the mode prefixes are not dedicated tokens (" in line
-    assert "algorithm.dual_grpo.require_mode_tokens=false" in line and "verl_personadual.add_mode_tokens" in line
+    assert "algorithm.dual_grpo.require_mode_tokens=false" in line and "verl_personadual.apps.add_mode_tokens" in line
     assert not (out / "predictions.jsonl").exists()
     assert eval_main([*base, "--out", str(tmp_path / "base"), "--system", "base"]) == 0
     assert eval_main([*base, "--out", str(tmp_path / "text"), "--text-prefixes"]) == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from openai_server import OpenAITestServer
 
-from verl_personadual.llm import (
+from verl_personadual.utils.llm import (
     ENV_API_KEY,
     ENV_BASE_URL,
     ENV_CACHE_DIR,
@@ -214,7 +214,7 @@ def test_config_errors_name_the_variable_and_the_flag(monkeypatch):
 
 def test_offline_config_replays_the_cache_and_sends_nothing(tmp_path):
     """No server anywhere: hits are answered from the cache; one miss fails the whole batch before any request."""
-    from verl_personadual.llm import LLMOfflineMissError, Reply, ReplyCache
+    from verl_personadual.utils.llm import LLMOfflineMissError, Reply, ReplyCache
 
     ReplyCache(tmp_path).put(cache_key("rec", msgs(1), {"temperature": 0.0}), Reply("one"))
     ReplyCache(tmp_path).put(cache_key("rec", msgs(2), {"temperature": 0.0}), Reply("two"))
@@ -234,7 +234,7 @@ def test_offline_config_replays_the_cache_and_sends_nothing(tmp_path):
 def test_reasoning_field_is_kept_and_cached(field: str, tmp_path):
     """A reasoning parser's field comes back with the content, is cached with it, and complete_many (content
     only) is unchanged; a reply without the field has reasoning None."""
-    from verl_personadual.llm import Reply
+    from verl_personadual.utils.llm import Reply
 
     def reply(body):
         q = body["messages"][-1]["content"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from verl_personadual.metrics import mode_codes, mode_metrics
+from verl_personadual.core.metrics import mode_codes, mode_metrics
 
 # (data_source, persona_setting, mode, reward); the last row is a balance-padding row (valid=False)
 ROWS = [

@@ -12,19 +12,19 @@ from pathlib import Path
 import pytest
 from conftest import TEST_SPEC
 
-from verl_personadual import fingerprint
-from verl_personadual.eval.cli import samples_paths
+from verl_personadual.apps.tiny_model import build_model
+from verl_personadual.core.prompts import DataSource, PersonaSetting
+from verl_personadual.data.samples import eval_sample_paths
 from verl_personadual.eval.generate import Decoding, DecodingParams
 from verl_personadual.eval.run import RunConfig, RunError, run
 from verl_personadual.eval.store import read_predictions
-from verl_personadual.prompts import DataSource, PersonaSetting
-from verl_personadual.tiny_model import build_model
+from verl_personadual.utils import fingerprint
 
 
 def _cfg(model: str, out: Path, decodings: list[Decoding]) -> RunConfig:
     return RunConfig(
         model=model, out_dir=out, benchmarks=[DataSource.MMLU_PRO], settings=[PersonaSetting.NONE], decodings=decodings,
-        paths=samples_paths(), sizes={DataSource.MMLU_PRO: 2}, backend="hf", device="cpu", dtype="float32",
+        paths=eval_sample_paths(), sizes={DataSource.MMLU_PRO: 2}, backend="hf", device="cpu", dtype="float32",
         decoding=DecodingParams(max_new_tokens=3), progress=False,
     )
 

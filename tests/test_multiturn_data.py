@@ -14,11 +14,12 @@ import pytest
 from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
 from verl.workers.rollout.replica import TokenOutput
 
-from data_preprocess import build_rl, multiturn, toy
-from verl_personadual import names
-from verl_personadual.eval.pools import Selector, family_of
-from verl_personadual.modes import Mode, resolve_prefixes
-from verl_personadual.prompts import format_answer
+from verl_personadual.apps import build_multiturn, build_rl
+from verl_personadual.core import names
+from verl_personadual.core.modes import Mode, resolve_prefixes
+from verl_personadual.core.prompts import format_answer
+from verl_personadual.data import multiturn, toy
+from verl_personadual.data.families import Selector, family_of
 
 
 def read(path: Path) -> list[dict]:
@@ -122,7 +123,7 @@ def test_toy_rows_get_first_turns_from_the_other_family(tmp_path: Path) -> None:
     toy.build(tmp_path / "toy", toy.ToySizes(sft=4, rl=40, rl_val=8, eval=4), seed=0)
     src = tmp_path / "toy" / "rl" / "train.parquet"
     out = tmp_path / "mt" / "train.parquet"
-    assert multiturn.main(["--in", str(src), "--out", str(out), "--ratio", "0.5", "--personalized", "task=helpful"]) == 0
+    assert build_multiturn.main(["--in", str(src), "--out", str(out), "--ratio", "0.5", "--personalized", "task=helpful"]) == 0
     single, multi = read(src), read(out)
     by_id = {r["extra_info"]["source_id"]: r for r in single}
     two = [r for r in multi if r["extra_info"]["turns"] == 2]
@@ -134,7 +135,7 @@ def test_toy_rows_get_first_turns_from_the_other_family(tmp_path: Path) -> None:
         assert r["prompt"][1]["content"] == prefix + format_answer(first["reward_model"]["ground_truth"])
     # same seed, same rows; a selector that matches nothing leaves no other family
     again = tmp_path / "again.parquet"
-    assert multiturn.main(["--in", str(src), "--out", str(again), "--ratio", "0.5", "--personalized", "task=helpful"]) == 0
+    assert build_multiturn.main(["--in", str(src), "--out", str(again), "--ratio", "0.5", "--personalized", "task=helpful"]) == 0
     assert again.read_bytes() == out.read_bytes()
     with pytest.raises(ValueError, match="other family"):
         multiturn.add_first_turns(single, 0.5, 0, "train", Selector.parse("task=nothing"))

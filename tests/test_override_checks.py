@@ -1,5 +1,5 @@
 """Overrides are composed and validated before any work, and bad input to the small CLIs is one error line
-(issue 22, item 4): ``quickstart --set``, ``cost -- KEY=V``, ``data_preprocess.multiturn`` on a parquet without
+(issue 22, item 4): ``quickstart --set``, ``cost -- KEY=V``, ``verl_personadual.data.multiturn`` on a parquet without
 ``prompt``."""
 
 from __future__ import annotations
@@ -8,9 +8,8 @@ from dataclasses import fields
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
-from verl_personadual.config import DualGRPOConfig
+from verl_personadual.core.config import DualGRPOConfig
 
 DUAL_KEYS = sorted(f.name for f in fields(DualGRPOConfig))
 
@@ -23,7 +22,7 @@ def _stderr_line(capsys) -> str:
 
 
 def test_quickstart_set_typo_fails_before_the_first_stage(tmp_path, capsys):
-    from verl_personadual.quickstart import main
+    from verl_personadual.apps.quickstart.cli import main
 
     out = tmp_path / "qs"
     assert main(["--out", str(out), "--no-progress", "--set", "algorithm.dual_grpo.betta=1"]) == 2
@@ -42,7 +41,7 @@ def test_quickstart_set_typo_fails_before_the_first_stage(tmp_path, capsys):
 
 
 def test_cost_override_typo_is_one_error_line(capsys):
-    from verl_personadual.cost import main
+    from verl_personadual.apps.cost import main
 
     assert main(["--backbone", "qwen3_8b", "--", "algorithm.dual_grpo.betta=1"]) == 2
     assert _stderr_line(capsys) == (
@@ -51,7 +50,7 @@ def test_cost_override_typo_is_one_error_line(capsys):
 
 
 def test_multiturn_on_a_parquet_without_prompt_is_one_error_line(tmp_path, capsys):
-    from data_preprocess.multiturn import main
+    from verl_personadual.apps.build_multiturn import main
 
     src = tmp_path / "rl.parquet"
     pq.write_table(pa.table({"data_source": ["toy"], "reward_model": [{"style": "rule", "ground_truth": "true"}],
@@ -59,5 +58,5 @@ def test_multiturn_on_a_parquet_without_prompt_is_one_error_line(tmp_path, capsy
     assert main(["--in", str(src), "--out", str(tmp_path / "mt.parquet"), "--ratio", "0.5"]) == 2
     assert _stderr_line(capsys) == (
         f"error: --in {src}: no column 'prompt' (columns: data_source, reward_model, extra_info); an RL parquet is "
-        "written by data_preprocess.build_rl or data_preprocess.toy")
+        "written by verl_personadual.apps.build_rl or verl_personadual.apps.build_toy")
     assert not (tmp_path / "mt.parquet").exists()

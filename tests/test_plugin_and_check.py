@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from verl_personadual.check import main as check_main
-from verl_personadual.check import tokenizer_checks
-from verl_personadual.modes import Mode, PrefixResolutionError, resolve_prefixes
+from verl_personadual.apps.check import main as check_main
+from verl_personadual.apps.check import tokenizer_checks
+from verl_personadual.core.modes import Mode, PrefixResolutionError, resolve_prefixes
 
 PROBE = (
     "import sys, verl\n"
@@ -29,7 +29,7 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
 def test_plain_import_verl_resolves_dual_grpo_through_the_entry_point():
     proc = run_python(PROBE)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["verl_personadual.advantage", "compute_dual_grpo_advantage", "PersonaDualSyncTrainer"]
+    assert proc.stdout.split() == ["verl_personadual.core.advantage", "compute_dual_grpo_advantage", "PersonaDualSyncTrainer"]
 
 
 def test_plugins_disabled_means_unknown_estimator():
@@ -38,7 +38,7 @@ def test_plugins_disabled_means_unknown_estimator():
     assert "Unknown advantage estimator simply: dual_grpo" in proc.stderr
 
 
-BROKEN = "import sys; sys.modules['verl_personadual.trainer'] = None\n"
+BROKEN = "import sys; sys.modules['verl_personadual.core.trainer'] = None\n"
 
 
 def test_broken_plugin_is_logged_at_error_even_though_verl_swallows_it():
@@ -46,18 +46,18 @@ def test_broken_plugin_is_logged_at_error_even_though_verl_swallows_it():
     assert proc.returncode != 0  # verl swallowed the error; the estimator lookup then fails ...
     # ... but the plugin said so at ERROR level, naming the module.
     assert "ERROR" in proc.stderr
-    assert "failed to import verl_personadual.trainer" in proc.stderr
+    assert "failed to import verl_personadual.core.trainer" in proc.stderr
     assert "Unknown trainer 'persona_dual_sync'" in proc.stderr  # verl's own trainer module still imported
 
 
 def test_fail_loud_option_makes_the_registration_raise():
     # The trainer registers when verl imports its trainer registry, not at `import verl`.
-    proc = run_python(BROKEN + "import verl\n", VERL_USE_EXTERNAL_MODULES="verl_personadual.plugin")
+    proc = run_python(BROKEN + "import verl\n", VERL_USE_EXTERNAL_MODULES="verl_personadual.core.plugin")
     assert proc.returncode == 0, proc.stderr
-    proc = run_python(BROKEN + "import verl.trainer.ppo.v1\n", VERL_USE_EXTERNAL_MODULES="verl_personadual.plugin")
+    proc = run_python(BROKEN + "import verl.trainer.ppo.v1\n", VERL_USE_EXTERNAL_MODULES="verl_personadual.core.plugin")
     assert proc.returncode != 0
     assert "ModuleNotFoundError" in proc.stderr or "ImportError" in proc.stderr
-    assert "failed to import verl_personadual.trainer" in proc.stderr
+    assert "failed to import verl_personadual.core.trainer" in proc.stderr
 
 
 def test_self_check_passes_on_this_install(tokenizer_dir, capsys):

@@ -154,24 +154,24 @@ print(json.dumps({{label: dict(flatten(mapping)) for label, mapping in registrie
 #: What the plugin adds: (registry, key) -> the start of the value's description.
 OURS = {
     ("verl.plugin.platform.platform_manager.PlatformRegistry._platforms", "'cpu'"):
-        "verl_personadual.cpu.platform:PlatformCPU",
+        "verl_personadual.core.cpu.platform:PlatformCPU",
     ("verl.trainer.ppo.core_algos.ADV_ESTIMATOR_REGISTRY", "'dual_grpo'"):
-        "verl_personadual.advantage:compute_dual_grpo_advantage",
+        "verl_personadual.core.advantage:compute_dual_grpo_advantage",
     ("verl.trainer.ppo.v1.trainer_base.TRAINER_REGISTRY", "'persona_dual_sync'"):
-        "verl_personadual.trainer:PersonaDualSyncTrainer",
-    ("verl.trainer.ppo.v1.trainer_base.TRAINER_REGISTRY", "'cpu_sync'"): "verl_personadual.trainer:CPUSyncTrainer",
+        "verl_personadual.core.trainer:PersonaDualSyncTrainer",
+    ("verl.trainer.ppo.v1.trainer_base.TRAINER_REGISTRY", "'cpu_sync'"): "verl_personadual.core.trainer:CPUSyncTrainer",
     ("verl.experimental.agent_loop.agent_loop._agent_loop_registry", "'personadual_forced'|'_target_'"):
-        "'verl_personadual.rollout.ForcedModeAgentLoop'",
+        "'verl_personadual.core.rollout.ForcedModeAgentLoop'",
     ("verl.experimental.agent_loop.agent_loop._agent_loop_registry", "'personadual_free'|'_target_'"):
-        "'verl_personadual.rollout.FreeModeAgentLoop'",
+        "'verl_personadual.core.rollout.FreeModeAgentLoop'",
     ("verl.workers.engine.base.EngineRegistry._engines", "'language_model'|'fsdp'|'cpu'"):
-        "verl_personadual.cpu.engine:CPUFSDPEngineWithLMHead",
+        "verl_personadual.core.cpu.engine:CPUFSDPEngineWithLMHead",
     ("verl.workers.engine.base.EngineRegistry._engines", "'language_model'|'fsdp2'|'cpu'"):
-        "verl_personadual.cpu.engine:CPUFSDPEngineWithLMHead",
+        "verl_personadual.core.cpu.engine:CPUFSDPEngineWithLMHead",
     ("verl.workers.rollout.base._ROLLOUT_REGISTRY", "('hf_cpu', 'async')"):
-        "'verl_personadual.cpu.rollout.HFRolloutAdapter'",
+        "'verl_personadual.core.cpu.rollout.HFRolloutAdapter'",
     ("verl.workers.rollout.replica.RolloutReplicaRegistry._registry", "'hf_cpu'"):
-        "verl_personadual.cpu.backend:<lambda>:",
+        "verl_personadual.core.cpu.backend:<lambda>:",
 }
 
 
@@ -205,7 +205,7 @@ def test_verls_import_warnings_are_not_silenced(registry_runs):
 
 def test_registries_are_complete_whatever_is_imported_first():
     # A Ray worker unpickling one of our classes imports our module first; the registrations still all land.
-    for first in ("verl_personadual.cpu.rollout", "verl_personadual.cpu.workers"):
+    for first in ("verl_personadual.core.cpu.rollout", "verl_personadual.core.cpu.workers"):
         code = f"import {first}\n" + REGISTRY_PROBE
         on = run_probe(code)[0]
         for label, key in OURS:

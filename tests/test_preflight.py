@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from data_preprocess import build_rl
-from verl_personadual import tiny_model
-from verl_personadual.preflight import PreflightError, check_files, check_model, check_output_dir, closest
+from verl_personadual.apps import build_rl, tiny_model
+from verl_personadual.data.preflight import (
+    PreflightError,
+    check_files,
+    check_model,
+    check_output_dir,
+)
+from verl_personadual.utils.text import closest
 
 
 def message(call, *args) -> str:
@@ -26,7 +31,7 @@ def test_check_model(tiny_model_dir, tmp_path, monkeypatch):
     (tmp_path / "f").write_text("x")
     assert message(check_model, str(tmp_path / "empty")) == (
         f"--model {tmp_path / 'empty'}: no config.json in this directory (expected a Hugging Face checkpoint, e.g. "
-        "one written by `python -m verl_personadual.tiny_model --out DIR`)")
+        "one written by `python -m verl_personadual.apps.tiny_model --out DIR`)")
     assert message(check_model, str(tmp_path / "f")) == f"--model {tmp_path / 'f'}: a file, not a checkpoint directory"
     assert message(check_model, str(tmp_path / "modles" / "tiny")) == f"--model {tmp_path / 'modles' / 'tiny'}: no such directory"
     monkeypatch.chdir(tmp_path)  # "empty/tiny": its first component is a local directory, so a path

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from verl_personadual.quickstart import Quickstart, StageError, main
+from verl_personadual.apps.quickstart.cli import main
+from verl_personadual.apps.quickstart.stages import Quickstart, StageError
 
 
 def test_finished_stages_are_reused_and_failures_name_the_stage(tmp_path, capsys):
@@ -55,7 +56,7 @@ def test_a_failed_stage_repeats_the_childs_own_error_line(tmp_path, capsys):
         qs._launch("rl-none", [sys.executable, "-c", script], total_steps=None)
     log = tmp_path / "qs" / "logs" / "rl-none.log"
     assert str(err.value) == f"stage rl-none failed (exit 2): --train-files /x.parquet: no such file (log: {log})"
-    from verl_personadual.errors import run_cli
+    from verl_personadual.utils.errors import run_cli
 
     def failing(argv):
         raise err.value
@@ -83,7 +84,7 @@ def test_help_lists_the_stages_and_ablations(capsys):
 
 
 def test_run_labels_carry_the_overrides():
-    from verl_personadual.quickstart import run_label
+    from verl_personadual.apps.quickstart.stages import run_label
 
     assert run_label("none", []) == "none"
     assert run_label("no_dual_adv", ["algorithm.dual_grpo.prefix_kl=mass", "+trainer.x/y=2"]) == "no_dual_adv+prefix_kl=mass+x_y=2"

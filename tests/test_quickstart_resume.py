@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from verl_personadual.toy_report import TARGETS, targets_met
+from verl_personadual.apps.quickstart.report import TARGETS, targets_met
 
 REPO = Path(__file__).resolve().parents[1]
 

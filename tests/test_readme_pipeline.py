@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from verl_personadual.sample_replies import REPLAY_MODEL
+from verl_personadual.data.samples import REPLAY_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "<!-- offline-pipeline:"
@@ -40,7 +40,7 @@ def readme_commands() -> list[str]:
 def test_the_readme_block_is_the_offline_walkthrough():
     names = [c.split()[2] for c in readme_commands()]
     assert names == [
-        "verl_personadual.tiny_model", "data_preprocess.build_rl", "data_preprocess.build_sft",
+        "verl_personadual.apps.tiny_model", "verl_personadual.apps.build_rl", "verl_personadual.apps.build_sft",
         "verl_personadual.recipes", "verl_personadual.recipes",
         "verl_personadual.eval", "verl_personadual.eval", "verl_personadual.eval",
     ]

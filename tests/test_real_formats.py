@@ -13,11 +13,19 @@ import pyarrow.parquet as pq
 import pytest
 from test_data_inputs import small_config
 
-from data_preprocess import alignx, flan, overlap, ultramedical
-from data_preprocess.build_rl import build, main, sample_paths
-from data_preprocess.common import Item, SchemaError, SourceSpec, SourceUnavailableError, iter_records
-from verl_personadual.errors import UserError
-from verl_personadual.prompts import DataSource, TaskFamily
+from verl_personadual.apps.build_rl import main
+from verl_personadual.core.prompts import DataSource, TaskFamily
+from verl_personadual.data import alignx, flan, overlap, ultramedical
+from verl_personadual.data.common import (
+    Item,
+    SchemaError,
+    SourceSpec,
+    SourceUnavailableError,
+    iter_records,
+)
+from verl_personadual.data.rl_rows import build
+from verl_personadual.data.samples import rl_sample_paths
+from verl_personadual.utils.errors import UserError
 
 DIRECTION = [0.5] * 90  # AlignX's 90-dimensional preference direction (unused by the loader)
 
@@ -268,7 +276,7 @@ def test_alignx_rows_with_only_pairwise_feedback(tmp_path):
 
 
 def alignx_with_bad_rows(tmp_path: Path) -> Path:
-    rows = [json.loads(line) for line in sample_paths()["alignx"].read_text().splitlines()]
+    rows = [json.loads(line) for line in rl_sample_paths()["alignx"].read_text().splitlines()]
     null_comment = alignx_row("A night-shift nurse.", [], [])
     null_comment["User-Generated Content"] = [{"prompt": "Sleep tips?", "comment": None,
                                                "Preference Direction": DIRECTION}]
@@ -279,7 +287,7 @@ def alignx_with_bad_rows(tmp_path: Path) -> Path:
 
 def test_alignx_bad_rows_are_skipped_counted_and_logged(tmp_path, caplog):
     path = alignx_with_bad_rows(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="data_preprocess.common"):
+    with caplog.at_level(logging.WARNING, logger="verl_personadual.data.common"):
         loaded = alignx.load(alignx.spec(path), seed=0)
     assert loaded.rows_read == 9 and len(loaded.items) == 6
     assert loaded.skipped.as_dict() == {
@@ -366,7 +374,7 @@ def test_script_revision_is_one_user_error(script_repo):
 
 def test_script_revision_cli(script_repo, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(flan, "HUB_ID", str(script_repo))
-    local = {name: str(path) for name, path in sample_paths().items() if name != "flan"}
+    local = {name: str(path) for name, path in rl_sample_paths().items() if name != "flan"}
     args = [arg for name, path in local.items() for arg in (f"--{name}", path)]
     status = main(args + ["--revision", "flan=0123abcd", "--aligned-personas", "offline-template", "--no-progress",
                           "--out", str(tmp_path / "out")])

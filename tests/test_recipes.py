@@ -20,10 +20,12 @@ from hydra.errors import ConfigCompositionException, InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError
 
-from verl_personadual import names, plugin
-from verl_personadual import recipes as R
-from verl_personadual.config import DualGRPOConfig
-from verl_personadual.modes import Mode
+from verl_personadual.apps.recipes import compose as R
+from verl_personadual.apps.recipes import launch as recipes_launch
+from verl_personadual.apps.recipes import validate as recipes_validate
+from verl_personadual.core import names, plugin
+from verl_personadual.core.config import DualGRPOConfig
+from verl_personadual.core.modes import Mode
 
 # Paper, Table 6 (RL), as verl 0.9.1 keys. The "linear" schedule is checked separately (verl has none).
 # Sizes (batch, lengths) hold for the GPU backbones; the CPU backbone shrinks them and keeps the rest.
@@ -229,7 +231,7 @@ def test_dual_grpo_recipes_select_plugin_names_and_switches(ablation, run_files)
     assert cfg.trainer.v1.trainer_mode == names.TRAINER_MODE
     expected = DualGRPOConfig(**ABLATION_SWITCHES[ablation])
     assert DualGRPOConfig.from_algorithm(cfg.algorithm) == expected
-    R.validate("rl", cfg)
+    recipes_validate.validate("rl", cfg)
 
 
 def test_grpo_baseline_is_verl_grpo_without_forcing(run_files):
@@ -238,7 +240,7 @@ def test_grpo_baseline_is_verl_grpo_without_forcing(run_files):
     assert cfg.algorithm.norm_adv_by_std_in_grpo is False  # PersonaDual has no std normalisation either
     assert cfg.trainer.v1.trainer_mode == names.TRAINER_MODE
     assert DualGRPOConfig.from_algorithm(cfg.algorithm).prefix_forcing is False
-    R.validate("rl", cfg)
+    recipes_validate.validate("rl", cfg)
 
 
 @pytest.mark.parametrize("ablation", sorted(SINGLE_MODE))
@@ -249,7 +251,7 @@ def test_single_mode_baselines_select_one_forced_mode(ablation, run_files):
 
     cfg = composed("rl", "qwen3_8b", run_files, ablation)
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
-    R.validate("rl", cfg)
+    recipes_validate.validate("rl", cfg)
     dual = DualGRPOConfig.from_algorithm(cfg.algorithm)
     assert dual.single_mode is SINGLE_MODE[ablation] and dual.prefix_forcing is True
     assert cfg.algorithm.adv_estimator == names.ESTIMATOR
@@ -261,9 +263,9 @@ def test_plugin_registers_the_names_the_recipes_select(run_files):
     from verl.trainer.ppo.reward import get_custom_reward_fn
     from verl.trainer.ppo.v1 import get_trainer_cls
 
-    from verl_personadual.advantage import compute_dual_grpo_advantage
-    from verl_personadual.rewards import compute_score
-    from verl_personadual.trainer import PersonaDualSyncTrainer
+    from verl_personadual.core.advantage import compute_dual_grpo_advantage
+    from verl_personadual.core.rewards import compute_score
+    from verl_personadual.core.trainer import PersonaDualSyncTrainer
 
     assert plugin.REGISTERING_MODULES  # imported above: registration is an import side effect
     cfg = composed("rl", "qwen3_8b", run_files)
@@ -329,7 +331,7 @@ def test_linear_decay_is_not_available_in_verl_fsdp_optimizer():
 @pytest.mark.parametrize("backbone", R.backbones("sft"))
 def test_sft_recipe_converts_like_verl_sft_trainer_and_keeps_paper_values(backbone, run_files, tiny_model_dir):
     cfg = composed("sft", backbone, run_files, model=str(tiny_model_dir))
-    R.validate("sft", cfg)
+    recipes_validate.validate("sft", cfg)
     for key, value in PAPER_SFT.items():
         value = CPU_SFT.get(backbone, {}).get(key, value)
         assert OmegaConf.select(cfg, key) == value, key
@@ -382,7 +384,9 @@ def _sft_item(tmp_path: Path, tokenizer, data_cfg: dict) -> tuple[list[int], lis
 
 def _rl_prompt(tokenizer, rl_cfg: DictConfig) -> list[int]:
     """The RL prompt ids as verl's agent loop builds them (continuous-token builder, the recipe's kwargs)."""
-    from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
+    from verl.utils.tokenizer.continuous_token_wiring import (
+        create_continuous_token_builder,
+    )
 
     kwargs = OmegaConf.to_container(rl_cfg.data.apply_chat_template_kwargs)
     return create_continuous_token_builder(tokenizer, chat_template_kwargs=kwargs).build_initial_tokens(
@@ -478,7 +482,7 @@ def test_verl_entry_point_composes_the_same_config(stage, run_files):
     train = [f["train" if stage == "rl" else "sft"]]
     overrides = R.build_overrides(stage, "qwen3_8b", "/m", train, val, R.NO_ABLATION, f["out"])
     cfg = R.compose(stage, overrides)
-    command = R.launch_command(stage, cfg, overrides)
+    command = recipes_launch.launch_command(stage, cfg, overrides)
     command = [sys.executable, *command[command.index("-m") :], "--cfg", "job"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     out = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
@@ -507,7 +511,7 @@ def test_cli_rejects_what_it_cannot_run(run_files):
     cfg = composed("sft", "qwen3_8b", run_files)
     cfg.trainer.nnodes = 2
     with pytest.raises(ValueError, match="multi-node"):
-        R.launch_command("sft", cfg, [])
+        recipes_launch.launch_command("sft", cfg, [])
 
 
 def test_output_paths_name_no_folder_when_rl_saves_nothing(run_files):
@@ -515,17 +519,17 @@ def test_output_paths_name_no_folder_when_rl_saves_nothing(run_files):
     its last step, and a positive save_freq names the folder."""
     cfg = composed("rl", "cpu_tiny", run_files)
     assert cfg.trainer.save_freq == -1
-    assert R.output_paths("rl", cfg) == {
+    assert recipes_launch.output_paths("rl", cfg) == {
         "checkpoints": "none: trainer.save_freq=-1, so verl saves no checkpoint (set it > 0 to keep the trained model)"}
     toy = composed("rl", "cpu_toy", run_files)
     assert toy.trainer.save_freq > 0
-    assert R.output_paths("rl", toy) == {
+    assert recipes_launch.output_paths("rl", toy) == {
         "checkpoints": run_files["out"],
         "actor shards (convert with verl.model_merger, see recipes/README.md)": f"{run_files['out']}/global_step_<N>/actor",
     }
     sft = composed("sft", "cpu_tiny", run_files)
     assert sft.trainer.save_freq == -1
-    assert R.output_paths("sft", sft)["hf_model (input of the RL stage)"] == f"{run_files['out']}/global_step_<last>/huggingface"
+    assert recipes_launch.output_paths("sft", sft)["hf_model (input of the RL stage)"] == f"{run_files['out']}/global_step_<last>/huggingface"
 
 
 def test_launched_commands_keep_hydra_out_of_the_working_directory(run_files):
@@ -533,9 +537,9 @@ def test_launched_commands_keep_hydra_out_of_the_working_directory(run_files):
     launched command points it under the run's output directory, unless the user sets it."""
     for stage in ("rl", "sft"):
         cfg = composed(stage, "cpu_toy", run_files)
-        command = R.launch_command(stage, cfg, ["x=1"])
+        command = recipes_launch.launch_command(stage, cfg, ["x=1"])
         assert command[command.index("--config-name") + 2:] == [f"hydra.run.dir={run_files['out']}/hydra", "x=1"]
-        own = R.launch_command(stage, cfg, ["hydra.run.dir=/elsewhere"])
+        own = recipes_launch.launch_command(stage, cfg, ["hydra.run.dir=/elsewhere"])
         assert [a for a in own if a.startswith("hydra.run.dir")] == ["hydra.run.dir=/elsewhere"]
 
 
@@ -547,9 +551,9 @@ def test_transfer_queue_threads_follow_the_physical_cores(run_files, monkeypatch
     cfg = composed("rl", "cpu_toy", run_files)
     monkeypatch.delenv("TQ_NUM_THREADS", raising=False)
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 2)
-    assert R.run_env(cfg)["TQ_NUM_THREADS"] == "2"
+    assert recipes_launch.run_env(cfg)["TQ_NUM_THREADS"] == "2"
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 32)
-    assert "TQ_NUM_THREADS" not in R.run_env(cfg)
+    assert "TQ_NUM_THREADS" not in recipes_launch.run_env(cfg)
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 2)
     monkeypatch.setenv("TQ_NUM_THREADS", "4")
-    assert "TQ_NUM_THREADS" not in R.run_env(cfg)
+    assert "TQ_NUM_THREADS" not in recipes_launch.run_env(cfg)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from verl_personadual import recipes as R
-from verl_personadual.config import DualGRPOConfig
+from verl_personadual.apps.recipes import cli as recipes_cli
+from verl_personadual.apps.recipes import compose as R
+from verl_personadual.core.config import DualGRPOConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DUAL_KEYS = sorted(f.name for f in fields(DualGRPOConfig))
@@ -23,7 +24,7 @@ DUAL_KEYS = sorted(f.name for f in fields(DualGRPOConfig))
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, str]:
     """Toy RL rows that also carry an SFT ``messages`` column, so that one file passes both stages' data checks."""
-    from data_preprocess import toy
+    from verl_personadual.data import toy
 
     d = tmp_path_factory.mktemp("recipes_cli")
     toy.build(d / "toy")
@@ -44,7 +45,7 @@ def rl_args(model: Path, data: dict[str, str], *extra: str, train: str = "train"
 
 
 def error_of(argv: list[str], capsys) -> str:
-    assert R.main(argv) == 2
+    assert recipes_cli.main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     return captured.err
@@ -78,7 +79,7 @@ def test_dry_run_checks_the_model_and_the_files(tiny_model_dir, data, tmp_path, 
     assert error_of(rl_args(tiny_model_dir, data, train="bad"), capsys) == (
         f"error: --train-files {data['bad']}: not a readable parquet file (ArrowInvalid)\n")
     assert error_of(rl_args(tiny_model_dir, data, train="small"), capsys) == (
-        f"error: --train-files: 3 rows, fewer than data.train_batch_size=4; verl drops partial batches, so no training "
+        "error: --train-files: 3 rows, fewer than data.train_batch_size=4; verl drops partial batches, so no training "
         "step would run: give more rows or a smaller batch (`-- data.train_batch_size=N`, N <= 3)\n")
     argv = ["sft", "--backbone", "cpu_tiny", "--model", str(tiny_model_dir), "--train-files", data["train"],
             "--val-files", data["small"], "--dry-run"]

@@ -15,7 +15,10 @@ import pandas as pd
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from verl_personadual import recipes as R
+from verl_personadual.apps.recipes import cli as recipes_cli
+from verl_personadual.apps.recipes import compose as R
+from verl_personadual.apps.recipes import launch as recipes_launch
+from verl_personadual.apps.recipes import validate as recipes_validate
 
 EIGHT_B = ["qwen3_8b", "llama31_8b"]
 SMALL = "qwen3_0p6b"
@@ -79,9 +82,9 @@ def test_max_model_len_is_prompt_plus_response(backbone):
 
 def test_longer_responses_need_a_longer_max_model_len():
     with pytest.raises(ValueError, match=r"max_model_len=3072 must be >= .* = 4096"):
-        R.validate("rl", composed("rl", "qwen3_8b", "data.max_response_length=2048"))
+        recipes_validate.validate("rl", composed("rl", "qwen3_8b", "data.max_response_length=2048"))
     longer = ("data.max_response_length=2048", "actor_rollout_ref.rollout.max_model_len=4096")
-    R.validate("rl", composed("rl", "qwen3_8b", *longer))
+    recipes_validate.validate("rl", composed("rl", "qwen3_8b", *longer))
 
 
 # --- 3. dynamic batching -----------------------------------------------------------------------------------------
@@ -97,7 +100,7 @@ def test_dynamic_batching_is_on_for_actor_rollout_and_ref_together(backbone):
     assert arr.actor.ppo_max_token_len_per_gpu == actor_budget
     assert arr.rollout.log_prob_max_token_len_per_gpu == arr.ref.log_prob_max_token_len_per_gpu == log_prob_budget
     assert min(actor_budget, log_prob_budget) >= LONGEST
-    R.validate("rl", cfg)
+    recipes_validate.validate("rl", cfg)
 
 
 @pytest.mark.parametrize("backbone", GPU_BACKBONES)
@@ -113,14 +116,14 @@ def test_fixed_micro_batch_fallback_switches_all_three_off(backbone):
     assert (arr.actor.ppo_micro_batch_size_per_gpu, arr.rollout.log_prob_micro_batch_size_per_gpu) == micro
     assert arr.ref.log_prob_micro_batch_size_per_gpu == micro[1]
     verl_validate_rl(cfg)  # verl's fixed-batch checks: micro batches set, 64 x 8 divisible by the GPU count
-    R.validate("rl", cfg)
+    recipes_validate.validate("rl", cfg)
 
 
 def test_dynamic_batching_mismatch_and_small_budgets_are_refused():
     with pytest.raises(ValueError, match="together"):
-        R.validate("rl", composed("rl", "qwen3_8b", "actor_rollout_ref.ref.log_prob_use_dynamic_bsz=false"))
+        recipes_validate.validate("rl", composed("rl", "qwen3_8b", "actor_rollout_ref.ref.log_prob_use_dynamic_bsz=false"))
     with pytest.raises(ValueError, match=r"below one full sequence .* 3072.*ppo_max_token_len_per_gpu': 2048"):
-        R.validate("rl", composed("rl", "qwen3_8b", "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=2048"))
+        recipes_validate.validate("rl", composed("rl", "qwen3_8b", "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=2048"))
 
 
 # --- 5. reference model dtype ------------------------------------------------------------------------------------
@@ -154,7 +157,7 @@ def test_rl_on_1_2_4_nodes_divides_evenly(backbone, nnodes):
     assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size * cfg.actor_rollout_ref.rollout.n == 512
     assert 512 % gpus == 0 and 512 // gpus == {1: 64, 2: 32, 4: 16}[nnodes]  # sequences per GPU per step
     assert gpus // cfg.actor_rollout_ref.rollout.tensor_model_parallel_size == {1: 4, 2: 8, 4: 16}[nnodes]
-    R.validate("rl", cfg)
+    recipes_validate.validate("rl", cfg)
     verl_validate_rl(composed("rl", backbone, "actor_rollout_ref.actor.use_dynamic_bsz=false", nnodes=nnodes))
     if nnodes > 1:
         assert cfg.ray_kwargs.ray_init.address == "auto"
@@ -164,7 +167,7 @@ def test_rl_on_1_2_4_nodes_divides_evenly(backbone, nnodes):
 
 def test_rl_on_3_nodes_is_refused_with_the_reason():
     with pytest.raises(ValueError, match=r"512 sequences do not split evenly over 24 data-parallel ranks"):
-        R.validate("rl", composed("rl", "qwen3_8b", nnodes=3))
+        recipes_validate.validate("rl", composed("rl", "qwen3_8b", nnodes=3))
 
 
 def test_plugin_env_var_reaches_ray_workers_on_every_node():
@@ -174,7 +177,7 @@ def test_plugin_env_var_reaches_ray_workers_on_every_node():
     cfg = composed("rl", "qwen3_8b", nnodes=2)
     defaults = get_ppo_ray_runtime_env(cfg)
     merged = OmegaConf.merge(defaults, cfg.ray_kwargs.ray_init.get("runtime_env", {}))
-    assert merged.env_vars.VERL_USE_EXTERNAL_MODULES == R.RUN_ENV["VERL_USE_EXTERNAL_MODULES"]
+    assert merged.env_vars.VERL_USE_EXTERNAL_MODULES == recipes_launch.RUN_ENV["VERL_USE_EXTERNAL_MODULES"]
     assert set(defaults["env_vars"]) < set(merged.env_vars)  # verl's own worker variables are kept
 
 
@@ -183,16 +186,16 @@ def test_sft_batch_of_16_splits_over_at_most_2_nodes(nnodes, ok):
     cfg = composed("sft", "qwen3_8b", nnodes=nnodes)
     assert cfg.trainer.nnodes == nnodes and cfg.data.train_batch_size == 16
     if ok:
-        R.validate("sft", cfg)
+        recipes_validate.validate("sft", cfg)
         assert 16 // (8 * nnodes) == {1: 2, 2: 1}[nnodes]  # rows per GPU per step
     else:
         with pytest.raises(ValueError, match=r"train_batch_size=16 does not split evenly over 32 data-parallel"):
-            R.validate("sft", cfg)
+            recipes_validate.validate("sft", cfg)
 
 
 def test_sft_multi_node_launch_uses_torchrun_rendezvous():
     cfg = composed("sft", "llama31_8b", nnodes=2)
-    command = R.launch_command("sft", cfg, ["x=1"], rdzv_endpoint="node0:29400")
+    command = recipes_launch.launch_command("sft", cfg, ["x=1"], rdzv_endpoint="node0:29400")
     assert command[: command.index("-m")] == [
         "torchrun",
         "--nnodes=2",
@@ -203,8 +206,8 @@ def test_sft_multi_node_launch_uses_torchrun_rendezvous():
     ]
     assert command[command.index("-m") + 1] == "verl.trainer.sft_trainer" and command[-1] == "x=1"
     with pytest.raises(ValueError, match="--rdzv-endpoint"):
-        R.launch_command("sft", cfg, [])
-    single = R.launch_command("sft", composed("sft", "llama31_8b"), [])
+        recipes_launch.launch_command("sft", cfg, [])
+    single = recipes_launch.launch_command("sft", composed("sft", "llama31_8b"), [])
     assert single[:4] == ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=8"]
 
 
@@ -250,17 +253,17 @@ def test_sft_length_check_finds_the_long_row(sft_file, tiny_model_dir, tokenizer
     assert expected[0] <= limit < expected[1] and expected[2] <= limit
     cfg = composed("sft", "llama31_8b", f"data.max_length={limit}", model=str(tiny_model_dir))
     cfg.data.train_files = str(sft_file)
-    assert R.sft_token_lengths(cfg, str(sft_file)) == expected
-    found = R.find_overlong_rows(cfg)
+    assert recipes_validate.sft_token_lengths(cfg, str(sft_file)) == expected
+    found = recipes_validate.find_overlong_rows(cfg)
     assert found["val"] == []
-    assert found["train"] == [R.OverlongRows(str(sft_file), 3, limit, ((1, expected[1]),))]
+    assert found["train"] == [recipes_validate.OverlongRows(str(sft_file), 3, limit, ((1, expected[1]),))]
     assert found["train"][0].describe() == f"{sft_file}: 1 of 3 rows (row 1: {expected[1]} tokens)"
 
 
 def test_sft_launch_is_refused_with_file_and_row(sft_file, tiny_model_dir, tokenizer_dir, tmp_path, capsys):
     limit = sum(_lengths_by_hand(tokenizer_dir)[:2]) // 2
     args = ["sft", "--backbone", "llama31_8b", "--model", str(tiny_model_dir), "--train-files", str(sft_file)]
-    rc = R.main([*args, "--output-dir", str(tmp_path / "out"), "--", f"data.max_length={limit}"])
+    rc = recipes_cli.main([*args, "--output-dir", str(tmp_path / "out"), "--", f"data.max_length={limit}"])
     err = capsys.readouterr().err
     assert rc == 2
     assert f"SFT rows longer than data.max_length={limit}" in err and f"{sft_file}: 1 of 3 rows (row 1:" in err
@@ -273,8 +276,8 @@ def test_sft_drop_overlong_writes_a_copy_without_the_row(sft_file, tiny_model_di
     limit = (expected[0] + expected[1]) // 2
     cfg = composed("sft", "llama31_8b", f"data.max_length={limit}", model=str(tiny_model_dir))
     cfg.data.train_files = str(sft_file)
-    (found,) = R.find_overlong_rows(cfg)["train"]
-    out = R.drop_overlong_rows(found, tmp_path / "kept.parquet")
+    (found,) = recipes_validate.find_overlong_rows(cfg)["train"]
+    out = recipes_validate.drop_overlong_rows(found, tmp_path / "kept.parquet")
     kept, source = pd.read_parquet(out), pd.read_parquet(sft_file)
     assert len(kept) == 2
     rows = [[dict(message) for message in conversation] for conversation in kept["messages"]]
@@ -289,4 +292,4 @@ def test_sft_drop_overlong_writes_a_copy_without_the_row(sft_file, tiny_model_di
         "dropped": [{"row": 1, "tokens": expected[1]}],
     }
     cfg.data.train_files = str(out)
-    assert R.find_overlong_rows(cfg)["train"][0].over == ()
+    assert recipes_validate.find_overlong_rows(cfg)["train"][0].over == ()

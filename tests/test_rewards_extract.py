@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from verl_personadual.prompts import format_answer
-from verl_personadual.rewards.extract import (
+from verl_personadual.core.prompts import format_answer
+from verl_personadual.core.rewards.extract import (
     BARE_MAX_CHARS,
     FALLBACK_WINDOW,
     MAX_ANSWER_CHARS,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from verl_personadual.prompts import build_judge_prompt, format_answer
-from verl_personadual.rewards import LLMJudge, compute_score
+from verl_personadual.core.prompts import build_judge_prompt, format_answer
+from verl_personadual.core.rewards import LLMJudge, compute_score
 
 
 class ScriptedClient:
@@ -86,8 +86,8 @@ def judge_server(monkeypatch, tmp_path):
     """The project's local OpenAI-protocol test server, judging "yes" when the candidate mentions Obama."""
     from openai_server import OpenAITestServer
 
-    from verl_personadual import llm
-    from verl_personadual.rewards.judge import default_judge
+    from verl_personadual.core.rewards.judge import default_judge
+    from verl_personadual.utils import llm
 
     def reply(body):
         prompt = body["messages"][-1]["content"]

@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from verl_personadual.prompts import format_answer
-from verl_personadual.rewards import compute_score
-from verl_personadual.rewards.mathcheck import (
+from verl_personadual.core.prompts import format_answer
+from verl_personadual.core.rewards import compute_score
+from verl_personadual.core.rewards.mathcheck import (
     _SERVER_FILE,
     WORKERS_ENV,
     MathPool,
@@ -24,7 +24,7 @@ from verl_personadual.rewards.mathcheck import (
     fast_math_equal,
     math_equal,
 )
-from verl_personadual.rewards.mathserver import verify_pair
+from verl_personadual.core.rewards.mathserver import verify_pair
 
 #: Never finishes (a power tower), but stays interruptible by the child's CPU timer and small in memory.
 ENDLESS = "9^{9^{9^{9}}}"

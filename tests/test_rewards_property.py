@@ -13,10 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from verl_personadual.names import MODE_FIELD
-from verl_personadual.prompts import DataSource
-from verl_personadual.rewards import RESULT_KEYS, compute_score, dispatch, extract_answer
-from verl_personadual.rewards.mathcheck import MathServerError
+from verl_personadual.core.names import MODE_FIELD
+from verl_personadual.core.prompts import DataSource
+from verl_personadual.core.rewards import (
+    RESULT_KEYS,
+    compute_score,
+    dispatch,
+    extract_answer,
+)
+from verl_personadual.core.rewards.mathcheck import MathServerError
 
 GOLD = {
     DataSource.ULTRAMEDICAL: ("B", {}),

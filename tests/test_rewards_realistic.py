@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from verl_personadual.rewards import RESULT_KEYS, compute_score
+from verl_personadual.core.rewards import RESULT_KEYS, compute_score
 
 MATH = "math500"
 MED = "ultramedical"

@@ -8,10 +8,15 @@ import random
 import numpy as np
 import pytest
 
-from verl_personadual.names import MODE_FIELD
-from verl_personadual.prompts import DataSource, PersonaSetting, TaskFamily, format_answer
-from verl_personadual.rewards import RESULT_KEYS, RewardInputError, compute_score
-from verl_personadual.rewards.dispatch import DEFAULT_FAMILY, resolve_family
+from verl_personadual.core.names import MODE_FIELD
+from verl_personadual.core.prompts import (
+    DataSource,
+    PersonaSetting,
+    TaskFamily,
+    format_answer,
+)
+from verl_personadual.core.rewards import RESULT_KEYS, RewardInputError, compute_score
+from verl_personadual.core.rewards.dispatch import DEFAULT_FAMILY, resolve_family
 
 MMLU_CHOICES = ["4", "5", "6", "N/A", "N/A"]
 GPQA_CHOICES = ["joule", "newton", "watt", "pascal"]
@@ -123,7 +128,7 @@ ROWS = [
      0.9, 1, 0, "B"),
     ("fspo_roleplay", "B", {}, UNICODE + format_answer("B"), 1.0, 1, 1, "B"),
     ("fspo_roleplay", "B", {}, NOISE, 0.0, 0, 0, ""),
-    # Toy task (data_preprocess.toy): true/false free text, the mode token stripped by verl's decoding
+    # Toy task (verl_personadual.data.toy): true/false free text, the mode token stripped by verl's decoding
     ("toy", "false", {}, ans("false"), 1.0, 1, 1, "false"),
     ("toy", "false", {}, ans("true"), 0.1, 0, 1, "true"),
     ("toy", "true", {}, '{"answer": "true"', 0.0, 0, 0, ""),

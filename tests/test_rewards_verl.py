@@ -1,5 +1,5 @@
 """The reward called the way verl 0.9.1 calls it (CPU, no Ray): ``RewardLoopWorker`` (the class verl wraps in
-``ray.remote``) loads ``pkg://verl_personadual.rewards`` through ``load_reward_manager`` and runs the naive
+``ray.remote``) loads ``pkg://verl_personadual.core.rewards`` through ``load_reward_manager`` and runs the naive
 reward manager on a DataProto built like the agent loop's ``_compute_score`` builds it; the scores are
 assembled into ``rm_scores`` by verl and the validation metrics computed by verl's trainer code."""
 
@@ -15,10 +15,10 @@ from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 from verl.trainer.ppo.reward import resolve_reward_manager_cls
 from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-from verl_personadual.modes import Mode, resolve_prefixes
-from verl_personadual.names import MODE_FIELD, REWARD_FN_NAME, REWARD_FN_PATH
-from verl_personadual.prompts import build_prompt, format_answer
-from verl_personadual.rewards import RESULT_KEYS
+from verl_personadual.core.modes import Mode, resolve_prefixes
+from verl_personadual.core.names import MODE_FIELD, REWARD_FN_NAME, REWARD_FN_PATH
+from verl_personadual.core.prompts import build_prompt, format_answer
+from verl_personadual.core.rewards import RESULT_KEYS
 
 # (data_source, gold, extra_info, mode of the forced prefix, response text after the prefix, expected score)
 SAMPLES = [

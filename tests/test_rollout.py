@@ -17,15 +17,19 @@ import hydra.errors
 import numpy as np
 import pytest
 import torch
+from conftest import build_tiny_model
 from omegaconf import DictConfig
-from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, DictConfigWrap, _agent_loop_registry
+from verl.experimental.agent_loop.agent_loop import (
+    AgentLoopWorker,
+    DictConfigWrap,
+    _agent_loop_registry,
+)
 from verl.workers.rollout.replica import TokenOutput
 
-from conftest import build_tiny_model
-from verl_personadual import plugin
-from verl_personadual.modes import Mode, PrefixResolutionError, resolve_prefixes
-from verl_personadual.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, MODE_FIELD
-from verl_personadual.rollout import FORCED_FIELD, ForcedModeAgentLoop, forced_mode
+from verl_personadual.core import plugin
+from verl_personadual.core.modes import Mode, PrefixResolutionError, resolve_prefixes
+from verl_personadual.core.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, MODE_FIELD
+from verl_personadual.core.rollout import FORCED_FIELD, ForcedModeAgentLoop, forced_mode
 
 MESSAGES = [{"role": "user", "content": "I am a nurse. My question is: which vitamin deficiency causes scurvy?"}]
 SAMPLING = dict(temperature=1.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, logprobs=True)
@@ -133,9 +137,9 @@ def templated_prompt(tokenizer) -> list[int]:
 
 
 def test_registered_and_loaded_by_plugin() -> None:
-    assert "verl_personadual.rollout" in plugin.REGISTERING_MODULES
-    assert _agent_loop_registry[AGENT_LOOP_FORCED] == {"_target_": "verl_personadual.rollout.ForcedModeAgentLoop"}
-    assert _agent_loop_registry[AGENT_LOOP_FREE] == {"_target_": "verl_personadual.rollout.FreeModeAgentLoop"}
+    assert "verl_personadual.core.rollout" in plugin.REGISTERING_MODULES
+    assert _agent_loop_registry[AGENT_LOOP_FORCED] == {"_target_": "verl_personadual.core.rollout.ForcedModeAgentLoop"}
+    assert _agent_loop_registry[AGENT_LOOP_FREE] == {"_target_": "verl_personadual.core.rollout.FreeModeAgentLoop"}
 
 
 def test_forced_mode_split() -> None:

@@ -9,13 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_rollout import (
+    FILLER,
+    MESSAGES,
+    SAMPLING,
+    ScriptedServer,
+    TinyModelServer,
+    make_config,
+)
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopWorkerTQ
 
-from test_rollout import FILLER, MESSAGES, SAMPLING, ScriptedServer, TinyModelServer, make_config
-from verl_personadual.metrics import mode_codes, mode_metrics
-from verl_personadual.modes import Mode, resolve_prefixes
-from verl_personadual.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, MODE_FIELD
-from verl_personadual.rollout import FORCED_FIELD
+from verl_personadual.core.metrics import mode_codes, mode_metrics
+from verl_personadual.core.modes import Mode, resolve_prefixes
+from verl_personadual.core.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, MODE_FIELD
+from verl_personadual.core.rollout import FORCED_FIELD
 
 pytestmark = pytest.mark.ray
 

@@ -2,7 +2,7 @@
 
 The server plays the expert with a fixed script per item (right / wrong / malformed / unclosed <think> reply per
 mode), so
-the selection of every item is asserted against the table of data_preprocess.sft_selection, written out here.
+the selection of every item is asserted against the table of verl_personadual.data.sft_selection, written out here.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from openai_server import OpenAITestServer
 
-from data_preprocess import build_rl, build_sft
-from verl_personadual import sample_replies
-from data_preprocess.personas import AlignedMode
-from verl_personadual.prompts import build_expert_request, format_answer
+from verl_personadual.apps import build_rl as build_rl_app
+from verl_personadual.apps import build_sft as build_sft_app
+from verl_personadual.core.prompts import build_expert_request, format_answer
+from verl_personadual.data import rl_rows as build_rl
+from verl_personadual.data import samples
+from verl_personadual.data import sft_rows as build_sft
+from verl_personadual.data.personas import AlignedMode
 
 # Per objective item: (general reply, personalized reply) -> (kept mode or None, decision). Cycled over items.
 OBJECTIVE_SCRIPT = [
@@ -99,7 +102,7 @@ def make_server(plan: dict[str, dict]) -> OpenAITestServer:
 
 
 def run(out: Path, srv: OpenAITestServer, cache: Path, *extra: str) -> int:
-    return build_sft.main(["--samples", "--out", str(out), "--llm-base-url", srv.base_url, "--llm-model", "expert",
+    return build_sft_app.main(["--samples", "--out", str(out), "--llm-base-url", srv.base_url, "--llm-model", "expert",
                            "--llm-cache-dir", str(cache), "--no-progress", *extra])
 
 
@@ -256,10 +259,10 @@ def test_only_mode_builds_single_mode_data(mode, plan, tmp_path):
 def test_exclude_rl_makes_items_disjoint(plan, tmp_path):
     """Both builds read the same (RL sample) files here, as both read the hub in a real run."""
     rl_dir = tmp_path / "rl"
-    assert build_rl.main(["--samples", "--out", str(rl_dir), "--no-progress"]) == 0
+    assert build_rl_app.main(["--samples", "--out", str(rl_dir), "--no-progress"]) == 0
     rl_ids = {r["extra_info"]["source_id"] for s in build_rl.SPLITS
               for r in pq.read_table(rl_dir / f"{s}.parquet").to_pylist()}
-    same = [f"--{name}={build_rl.sample_paths()[name]}" for name in build_sft.SFT_SAMPLE_INPUTS]
+    same = [f"--{name}={samples.rl_sample_paths()[name]}" for name in build_sft.SFT_SAMPLE_INPUTS]
     with OpenAITestServer(reply=lambda body: 'Because.\n{"answer": "A"}') as srv:
         code = run(tmp_path / "sft", srv, tmp_path / "cache", "--exclude-rl", str(rl_dir), *same,
                    "--train-counts", "ultramedical=1,flan=2,alignx=0", "--val-counts", "ultramedical=1,flan=0,alignx=0")
@@ -273,12 +276,12 @@ def test_exclude_rl_makes_items_disjoint(plan, tmp_path):
 
 def test_bad_inputs_fail_with_precise_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("PERSONADUAL_LLM_BASE_URL", raising=False)
-    local = [f"--{name}={path}" for name, path in build_rl.sample_paths().items()]
-    assert build_sft.main(["--out", str(tmp_path / "x"), *local, "--aligned-personas", "offline-template",
+    local = [f"--{name}={path}" for name, path in samples.rl_sample_paths().items()]
+    assert build_sft_app.main(["--out", str(tmp_path / "x"), *local, "--aligned-personas", "offline-template",
                            "--train-counts", "ultramedical=1,flan=1,alignx=1", "--val-counts",
                            "ultramedical=0,flan=0,alignx=0", "--no-progress"]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "error: expert trajectories need an LLM endpoint: set PERSONADUAL_LLM_BASE_URL and PERSONADUAL_LLM_MODEL "
+        "error: writing expert trajectories needs an LLM endpoint: set PERSONADUAL_LLM_BASE_URL and PERSONADUAL_LLM_MODEL "
         "(or --llm-base-url / --llm-model)")
     with OpenAITestServer() as srv:
         assert run(tmp_path / "x", srv, tmp_path / "c", "--exclude-rl", str(tmp_path / "nope")) == 2
@@ -295,7 +298,7 @@ def test_bad_inputs_fail_with_precise_errors(tmp_path, capsys, monkeypatch):
 
 def test_help_explains_itself(capsys):
     with pytest.raises(SystemExit) as exc:
-        build_sft.main(["--help"])
+        build_sft_app.main(["--help"])
     assert exc.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for phrase in ("selection graded by the project's reward", "--exclude-rl", "PERSONADUAL_LLM_BASE_URL", "persona_dual_sft.yaml",
@@ -380,7 +383,7 @@ def test_tie_personalized_keeps_the_personalized_trajectory_when_both_are_correc
 
 
 def offline(out: Path, *extra: str) -> int:
-    return build_sft.main(["--samples", "--out", str(out), "--no-progress", *extra])
+    return build_sft_app.main(["--samples", "--out", str(out), "--no-progress", *extra])
 
 
 def test_samples_run_offline_as_the_readme_shows(rl_rows, tmp_path, capsys, monkeypatch):
@@ -389,7 +392,7 @@ def test_samples_run_offline_as_the_readme_shows(rl_rows, tmp_path, capsys, monk
     except in general mode for aligned items, so aligned items keep personalized trajectories (persona gain),
     unaligned ones general ones (both correct) and AlignX items personalized ones."""
     monkeypatch.delenv("PERSONADUAL_LLM_BASE_URL", raising=False)
-    assert build_rl.main(["--samples", "--out", str(tmp_path / "rl"), "--no-progress"]) == 0
+    assert build_rl_app.main(["--samples", "--out", str(tmp_path / "rl"), "--no-progress"]) == 0
     capsys.readouterr()
     assert offline(tmp_path / "sft", "--exclude-rl", str(tmp_path / "rl")) == 0
     err = capsys.readouterr().err.splitlines()
@@ -411,7 +414,7 @@ def test_samples_run_offline_as_the_readme_shows(rl_rows, tmp_path, capsys, monk
            for s in build_rl.SPLITS for r in out[s]}
     assert got == expected
     manifest = json.loads((tmp_path / "sft" / "manifest.json").read_text())
-    assert manifest["expert"]["model"] == sample_replies.REPLAY_MODEL
+    assert manifest["expert"]["model"] == samples.REPLAY_MODEL
     assert (manifest["expert"]["requests_made"], manifest["expert"]["served_from_cache"]) == (0, 40)
     assert manifest["excluded_rl"]["removed"] == {"ultramedical": 0, "flan": 0, "alignx": 0}
 
@@ -420,8 +423,8 @@ def test_samples_offline_outside_the_recording_is_one_clear_error(tmp_path, caps
     monkeypatch.delenv("PERSONADUAL_LLM_BASE_URL", raising=False)
     assert offline(tmp_path / "sft", "--temperature", "0.7") == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"error: 40 of 40 requests have no recorded reply in {sample_replies.CACHE_DIR} (model "
-        f"'{sample_replies.REPLAY_MODEL}', offline replay: nothing was sent); {sample_replies.MISS_HINT}")
+        f"error: 40 of 40 requests have no recorded reply in {samples.CACHE_DIR} (model "
+        f"'{samples.REPLAY_MODEL}', offline replay: nothing was sent); {samples.MISS_HINT}")
     assert not (tmp_path / "sft" / "train.parquet").exists()
 
 
@@ -431,11 +434,11 @@ def test_single_mode_baseline_pipeline_composes_end_to_end(mode, ablation, tiny_
     it, the RL recipe with the one-mode ablation (both composed and validated against verl, --dry-run)."""
     import yaml
 
-    from verl_personadual import recipes
+    from verl_personadual.apps.recipes import cli as recipes
 
-    assert build_rl.main(["--samples", "--out", str(tmp_path / "rl"), "--no-progress"]) == 0
+    assert build_rl_app.main(["--samples", "--out", str(tmp_path / "rl"), "--no-progress"]) == 0
     sft = tmp_path / f"sft_{mode}"
-    assert build_sft.main(["--samples", "--only-mode", mode, "--out", str(sft), "--exclude-rl", str(tmp_path / "rl"),
+    assert build_sft_app.main(["--samples", "--only-mode", mode, "--out", str(sft), "--exclude-rl", str(tmp_path / "rl"),
                            "--no-progress"]) == 0
     assert {r["extra_info"]["mode"] for rows in read(sft).values() for r in rows} == {mode}
     capsys.readouterr()

@@ -15,10 +15,10 @@ from omegaconf import OmegaConf
 from openai_server import OpenAITestServer
 from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
 
-from data_preprocess import build_sft
-from verl_personadual.modes import Mode, resolve_prefixes
-from verl_personadual.prompts import format_answer
-from verl_personadual.rewards import compute_score
+from verl_personadual.apps import build_sft
+from verl_personadual.core.modes import Mode, resolve_prefixes
+from verl_personadual.core.prompts import format_answer
+from verl_personadual.core.rewards import compute_score
 
 GENERATION_PROMPT = "<|im_start|>assistant\n"
 END_OF_TURN = "<|im_end|>\n"

@@ -1,10 +1,12 @@
-"""SFT trajectory normalisation, grading and gain-based selection (data_preprocess.sft_selection), exact values."""
+"""SFT trajectory normalisation, grading and gain-based selection (verl_personadual.data.sft_selection), exact values."""
 
 from __future__ import annotations
 
 import pytest
 
-from data_preprocess.sft_selection import (
+from verl_personadual.core.modes import Mode
+from verl_personadual.core.rewards import compute_score
+from verl_personadual.data.sft_selection import (
     Decision,
     Problem,
     Selection,
@@ -14,8 +16,6 @@ from data_preprocess.sft_selection import (
     score_trajectory,
     select,
 )
-from verl_personadual.modes import Mode
-from verl_personadual.rewards import compute_score
 
 MC_INFO = {"task_family": "multiple_choice", "choices": ["Vitamin A", "Vitamin C", "Vitamin D"]}
 
@@ -149,7 +149,7 @@ def test_selection_table(general, personalized, mode, decision, strict_mode):
 
 @pytest.mark.parametrize("mode", list(Mode))
 def test_select_single_keeps_every_usable_trajectory_in_its_mode(mode):
-    from data_preprocess.sft_selection import select_single
+    from verl_personadual.data.sft_selection import select_single
 
     right, wrong = Trajectory("r", "B", True, None), Trajectory("r", "A", False, None)
     unusable = Trajectory(None, None, False, Problem.NO_ANSWER)

@@ -7,7 +7,14 @@ import math
 
 import pytest
 
-from verl_personadual.toy_report import metric_curves, read_jsonl, selection_line, summarize, targets_met, write_report
+from verl_personadual.apps.quickstart.report import (
+    metric_curves,
+    read_jsonl,
+    selection_line,
+    summarize,
+    targets_met,
+    write_report,
+)
 
 
 def _pred(row, setting, decoding, mode, correct):

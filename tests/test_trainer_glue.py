@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from test_advantage import SINGLE_TOKEN_EXPECTED, SINGLE_TOKEN_ROWS, U
 from transfer_queue import KVBatchMeta
 from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput
 from verl.protocol import DataProto
@@ -16,12 +17,15 @@ from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
 from verl.trainer.ppo.ray_trainer import compute_advantage
 from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
-from test_advantage import SINGLE_TOKEN_EXPECTED, SINGLE_TOKEN_ROWS, U
-from verl_personadual.advantage import row_modes
-from verl_personadual.config import DualGRPOConfig, TrainerSettings
-from verl_personadual.modes import Mode, resolve_prefixes
-from verl_personadual.names import ESTIMATOR
-from verl_personadual.trainer import PersonaDualSyncTrainer, read_step_rows, setting_name
+from verl_personadual.core.advantage import row_modes
+from verl_personadual.core.config import DualGRPOConfig, TrainerSettings
+from verl_personadual.core.modes import Mode, resolve_prefixes
+from verl_personadual.core.names import ESTIMATOR
+from verl_personadual.core.trainer import (
+    PersonaDualSyncTrainer,
+    read_step_rows,
+    setting_name,
+)
 
 ROWS = SINGLE_TOKEN_ROWS[:-1]  # verl appends its own padding rows
 EXPECTED = SINGLE_TOKEN_EXPECTED[:-1]
@@ -174,7 +178,7 @@ def test_setting_name():
 
 
 def _recipe_config(tmp_path, model_dir, **dual_grpo):
-    from verl_personadual import recipes
+    from verl_personadual.apps.recipes import compose as recipes
 
     overrides = recipes.build_overrides(
         stage="rl",
@@ -207,10 +211,10 @@ def test_constructed_from_the_recipe_it_runs_verls_sync_paths(tmp_path, tiny_mod
 
 
 def test_trainer_refuses_a_tokenizer_without_mode_tokens(tmp_path, text_tokenizer_dir):
+    from conftest import build_tiny_model
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
 
-    from conftest import build_tiny_model
-    from verl_personadual.modes import PrefixResolutionError
+    from verl_personadual.core.modes import PrefixResolutionError
 
     model_dir = build_tiny_model(tmp_path / "text_model", text_tokenizer_dir)
     trainer = TRAINER_REGISTRY["persona_dual_sync"](config=_recipe_config(tmp_path, model_dir))

@@ -8,13 +8,16 @@ import inspect
 
 import pytest
 
-import verl_personadual.plugin  # noqa: F401  (registrations)
-from verl_personadual.cpu.engine import CPUFSDPEngineWithLMHead
-from verl_personadual.cpu.rollout import HFRolloutAdapter
-from verl_personadual.names import CPU_ROLLOUT
-from verl_personadual.trainer import PersonaDualSyncTrainer, _SyncTrainer
-from verl_personadual.plugin import DEFERRED
-from verl_personadual.verl_private import OVERRIDDEN_METHODS, REGISTRY_HOLDERS, ROLLOUT_MODE
+from verl_personadual.core.cpu.engine import CPUFSDPEngineWithLMHead
+from verl_personadual.core.cpu.rollout import HFRolloutAdapter
+from verl_personadual.core.names import CPU_ROLLOUT
+from verl_personadual.core.plugin import DEFERRED
+from verl_personadual.core.trainer import PersonaDualSyncTrainer, _SyncTrainer
+from verl_personadual.core.verl_private import (
+    OVERRIDDEN_METHODS,
+    REGISTRY_HOLDERS,
+    ROLLOUT_MODE,
+)
 
 #: The plugin class that overrides each listed method (its own class dict holds the override).
 OWNERS = {

@@ -19,9 +19,9 @@ import pytest
 import torch
 from commands import hf_checksum, hf_params, run_ok
 
-from data_preprocess import toy
-from verl_personadual.modes import resolve_prefixes
-from verl_personadual.tiny_model import TinyModelSpec, write_tiny_model
+from verl_personadual.apps.tiny_model import TinyModelSpec, write_tiny_model
+from verl_personadual.core.modes import resolve_prefixes
+from verl_personadual.data import toy
 
 BETA = 2.0  # recipes/config/persona_dual_rl.yaml: algorithm.dual_grpo.beta
 TEMPERATURE = 0.6  # recipes/config/persona_dual_rl.yaml: actor_rollout_ref.rollout.temperature
@@ -232,7 +232,7 @@ def test_vllm_mode_probs_equal_transformers(sft, evals):
 # --- private vLLM / verl names of the worker extension ---------------------------------------------------------------
 
 def _private_names():
-    from verl_personadual.verl_private import VLLM_PRIVATE_NAMES
+    from verl_personadual.core.verl_private import VLLM_PRIVATE_NAMES
 
     return VLLM_PRIVATE_NAMES
 
@@ -256,9 +256,9 @@ def test_worker_extension_overrides_verls_methods_with_their_signatures():
     import importlib
     import inspect
 
-    from verl_personadual.cpu.vllm_settings import WORKER_EXTENSION
-    from verl_personadual.cpu.vllm_worker import CPUVLLMWorkerExtension
-    from verl_personadual.verl_private import VLLM_EXTENSION_OVERRIDES
+    from verl_personadual.core.cpu.vllm_settings import WORKER_EXTENSION
+    from verl_personadual.core.cpu.vllm_worker import CPUVLLMWorkerExtension
+    from verl_personadual.core.verl_private import VLLM_EXTENSION_OVERRIDES
 
     assert f"{CPUVLLMWorkerExtension.__module__}.{CPUVLLMWorkerExtension.__name__}" == WORKER_EXTENSION
     for module, cls, method in VLLM_EXTENSION_OVERRIDES:
@@ -272,8 +272,8 @@ def test_worker_extension_overrides_verls_methods_with_their_signatures():
 def test_the_recipe_selects_the_extension_by_its_dotted_path():
     import yaml
 
-    from verl_personadual.cpu.vllm_settings import WORKER_EXTENSION
-    from verl_personadual.recipes import CONFIG_DIR
+    from verl_personadual.apps.recipes.compose import CONFIG_DIR
+    from verl_personadual.core.cpu.vllm_settings import WORKER_EXTENSION
 
     group = yaml.safe_load((CONFIG_DIR / "cpu_rollout" / "vllm.yaml").read_text())
     assert group["actor_rollout_ref"]["rollout"]["engine_kwargs"]["vllm"]["worker_extension_cls"] == WORKER_EXTENSION
@@ -282,7 +282,7 @@ def test_the_recipe_selects_the_extension_by_its_dotted_path():
 def test_supported_cpu_head_sizes_are_vllms():
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
-    from verl_personadual.cpu.vllm_settings import CPU_ATTENTION_HEAD_SIZES
+    from verl_personadual.core.cpu.vllm_settings import CPU_ATTENTION_HEAD_SIZES
 
     assert list(CPU_ATTENTION_HEAD_SIZES) == list(CPUAttentionBackend.get_supported_head_sizes())
 
@@ -290,8 +290,8 @@ def test_supported_cpu_head_sizes_are_vllms():
 def test_sampled_eval_on_vllms_cpu_build_is_refused_before_the_engine_starts(tmp_path):
     """vLLM's CPU build fails a request that carries its own seed ("CPU Generator does not use offset"); sampled
     eval runs seed every request, so --backend vllm on CPU refuses them up front."""
-    from verl_personadual.errors import UserError
     from verl_personadual.eval.generate import DecodingParams, VLLMGenerator
+    from verl_personadual.utils.errors import UserError
 
     with pytest.raises(UserError, match=r"^--backend vllm on CPU samples greedily only \(--temperature 0.6 given\)"):
         VLLMGenerator(str(tmp_path / "never_loaded"), DecodingParams(temperature=0.6))

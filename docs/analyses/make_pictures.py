@@ -2,13 +2,13 @@
 
     python docs/analyses/make_pictures.py --out runs/pictures --copy-to docs/analyses
 
-1. toy data (``data_preprocess.toy``, seed 0: 1,600 SFT items, 200 eval items) and a tiny Qwen3 of the default
-   :class:`~verl_personadual.tiny_model.TinyModelSpec` with the toy's tokenizer;
+1. toy data (``verl_personadual.data.toy``, seed 0: 1,600 SFT items, 200 eval items) and a tiny Qwen3 of the default
+   :class:`~verl_personadual.apps.tiny_model.TinyModelSpec` with the toy's tokenizer;
 2. three stand-in checkpoints taught with a plain supervised loop (AdamW, batch 32, loss on the assistant turn):
    ``sft`` on both modes of every SFT item (no preference between the modes, as the toy's SFT data intends) and
    ``taught``, continued from ``sft`` on the better mode only (personalized for ``helpful`` items, general for
    ``misleading`` ones, both for the others): what DualGRPO should teach, without running it; and ``taught_mt``,
-   the same rows and steps from ``sft`` but half of them as two-turn rows (``data_preprocess.multiturn``: a
+   the same rows and steps from ``sft`` but half of them as two-turn rows (``verl_personadual.data.multiturn``: a
    finished first turn from the other family) -- the paper's future work, item 5 of issue 16, in stand-in form;
 3. an eval run per checkpoint on the toy eval set (decodings free, free_constrained, general, personalized;
    greedy, 12 new tokens) through ``verl_personadual.eval.run``;
@@ -44,7 +44,7 @@ PICTURES = {
     "mixed.png": ("mixed", "mixed.png"),
     "multiturn_training.png": ("multiturn_training", "alignment.png"),
 }
-#: The toy's better mode per task (data_preprocess.toy's table); other tasks keep both modes.
+#: The toy's better mode per task (verl_personadual.data.toy's table); other tasks keep both modes.
 BETTER = {"helpful": "personalized", "misleading": "general"}
 BATCH = 32
 #: Share of taught_mt's rows given a first turn.
@@ -96,11 +96,11 @@ def teach(base: Path, rows: list[dict], out: Path, steps: int, lr: float, seed: 
 
 
 def two_turn_sft_rows(rows: list[dict], ratio: float, seed: int = 0) -> list[dict]:
-    """SFT rows with a share ``ratio`` turned two-turn by ``data_preprocess.multiturn.add_first_turns`` (the first
+    """SFT rows with a share ``ratio`` turned two-turn by ``verl_personadual.data.multiturn.add_first_turns`` (the first
     turn a finished exchange of the other family: its prompt, its family's mode prefix and gold answer); the
     answer to learn stays the row's own last message."""
-    from data_preprocess.multiturn import add_first_turns
-    from verl_personadual.eval.pools import Selector
+    from verl_personadual.data.families import Selector
+    from verl_personadual.data.multiturn import add_first_turns
 
     as_rl = [{"prompt": r["messages"][:-1], "reward_model": {"ground_truth": r["extra_info"]["ground_truth"]},
               "extra_info": r["extra_info"], "answer": r["messages"][-1]} for r in rows]
@@ -113,7 +113,7 @@ def compare_alignment(runs: dict[str, Path], out: Path) -> list[Path]:
     and a grouped bar plot ``plots/alignment.png`` (bars: aligned %, label: aligned/compared)."""
     import csv
 
-    from verl_personadual.eval.report import _pyplot, _save, _write_table
+    from verl_personadual.eval.plots import pyplot, save_figure, write_table
 
     lines, header = [], ["model", "order", "compared", "aligned_%", "second_turn_accuracy_%", "single_turn_accuracy_%"]
     for label, path in runs.items():
@@ -123,8 +123,8 @@ def compare_alignment(runs: dict[str, Path], out: Path) -> list[Path]:
                               float(r["second_turn_accuracy_%"]), float(r["single_turn_accuracy_%"])])
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    written = _write_table(out / "tables", "alignment", (header, lines))
-    plt = _pyplot()
+    written = write_table(out / "tables", "alignment", (header, lines))
+    plt = pyplot()
     orders = sorted({l[1] for l in lines})
     fig, ax = plt.subplots(figsize=(7, 3.5))
     width = 0.8 / max(len(runs), 1)
@@ -138,16 +138,16 @@ def compare_alignment(runs: dict[str, Path], out: Path) -> list[Path]:
     ax.set_ylabel("mode-alignment rate (%)")
     ax.set_title("RQ6 after training without / with two-turn rows", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    written.append(_save(fig, out / "plots" / "alignment.png"))
+    written.append(save_figure(fig, out / "plots" / "alignment.png"))
     return written
 
 
 def eval_toy(model: Path, eval_set: Path, out: Path) -> Path:
     """``eval run`` of ``model`` on the toy eval set (module docstring: why in Python)."""
-    from verl_personadual.eval import benchmarks
+    from verl_personadual.core.prompts import DataSource, PersonaSetting
+    from verl_personadual.data import benchmarks
     from verl_personadual.eval import run as run_module
     from verl_personadual.eval.generate import Decoding, DecodingParams
-    from verl_personadual.prompts import DataSource, PersonaSetting
 
     benchmarks.DEFAULT_SIZES.setdefault(DataSource.TOY, 10**6)  # the whole saved set
     run_module.write_report = lambda out_dir: []  # Table 1 does not know the toy benchmark
@@ -163,7 +163,7 @@ def eval_toy(model: Path, eval_set: Path, out: Path) -> Path:
 
 def analyse(argv: list[str]) -> None:
     """One analysis command, printed as the shell line that reruns it."""
-    from verl_personadual.eval.cli import main as eval_main
+    from verl_personadual.apps.eval_cli import main as eval_main
 
     _say("python -m verl_personadual.eval " + shlex.join(argv))
     if eval_main(argv) != 0:
@@ -182,8 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import pyarrow.parquet as pq
 
-    from data_preprocess import toy
-    from verl_personadual.tiny_model import TinyModelSpec, write_tiny_model
+    from verl_personadual.apps.tiny_model import TinyModelSpec, write_tiny_model
+    from verl_personadual.data import toy
 
     out: Path = a.out
     if not (out / "toy").exists():

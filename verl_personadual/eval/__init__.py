@@ -1,7 +1,9 @@
-"""Evaluation harness: seven benchmarks x three persona settings x decoding modes, tables and plots.
+"""Layer 3, eval: the evaluation harness and its analyses.
 
-Modules: ``benchmarks`` (loaders by hub id or local file, seeded sampling), ``personas`` (the saved eval set with
-a persona per setting), ``generate`` (vLLM / transformers backends, prompt ids, forced prefixes), ``run`` (one
-resumable run), ``store`` (append-only predictions JSONL, atomic writes), ``report`` (tables and plots),
-``baselines`` (prompt styles, the router), ``cli`` (``python -m verl_personadual.eval``).
+Harness: ``generate`` (vLLM / transformers backends, prompt ids, forced prefixes), ``mode_choice`` (decoding
+``free_constrained``), ``run`` (one resumable run), ``store`` (append-only predictions JSONL), ``judge``,
+``baselines`` (prompt styles, the router), ``pools`` (finished runs), ``report`` (Table 1 and the run report),
+``plots`` (public table / figure helpers). ``analyses/`` reads finished runs. The benchmarks and eval sets are data
+(``verl_personadual.data.benchmarks``, ``verl_personadual.data.eval_sets``); the CLI is
+``verl_personadual.apps.eval_cli`` (``python -m verl_personadual.eval``). Imports data, core and utils only.
 """

@@ -2,6 +2,6 @@
 
 import sys
 
-from verl_personadual.eval.cli import main
+from verl_personadual.apps.eval_cli import main
 
 sys.exit(main())

@@ -1,7 +1,7 @@
 """Baselines run through the same harness: prompt styles, the paper's Table 1 systems, and the PersonaDual-Router
 classifier.
 
-Prompt styles (``--prompt-style``; every text lives in ``verl_personadual.prompts``):
+Prompt styles (``--prompt-style``; every text lives in ``verl_personadual.core.prompts``):
 
 - ``persona`` (default): ``prompts.build_prompt`` with the row's persona (none for setting ``none``): PersonaDual
   itself, and a plain model *with* persona in the prompt.
@@ -32,7 +32,6 @@ was; ties carry no signal and are left out. Train it on a run over items disjoin
 
 from __future__ import annotations
 
-import enum
 import json
 import re
 import zlib
@@ -42,18 +41,19 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from verl_personadual.errors import UserError
-from verl_personadual.atomic import atomic_write_text
-from verl_personadual.eval.generate import Decoding
-from verl_personadual.eval.personas import EvalRow
-from verl_personadual.modes import PREFIX_TEXT, UNKNOWN_MODE, Mode
-from verl_personadual.prompts import (
+from verl_personadual.core.modes import PREFIX_TEXT, UNKNOWN_MODE, Mode
+from verl_personadual.core.prompts import (
     build_alignxpert_prompt,
     build_cot_prompt,
     build_mode_choice_prompt,
     build_personal_prompt,
     build_prompt,
 )
+from verl_personadual.data.eval_sets import EvalRow
+from verl_personadual.eval.generate import Decoding
+from verl_personadual.utils.atomic import atomic_write_text
+from verl_personadual.utils.errors import UserError
+from verl_personadual.utils.strenum import StrEnum
 
 __all__ = [
     "PromptStyle",
@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 
-class PromptStyle(str, enum.Enum):
+class PromptStyle(StrEnum):
     PERSONA = "persona"
     NO_PERSONA = "no_persona"
     MODE_CHOICE = "mode_choice"
@@ -78,8 +78,6 @@ class PromptStyle(str, enum.Enum):
     ALIGNXPERT_ICA = "alignxpert_ica"
     ALIGNXPERT_PBA = "alignxpert_pba"
 
-    def __str__(self) -> str:
-        return self.value
 
 
 def build_messages(row: EvalRow, style: PromptStyle) -> list[dict[str, str]]:
@@ -97,7 +95,7 @@ def build_messages(row: EvalRow, style: PromptStyle) -> list[dict[str, str]]:
     return build_prompt(row.question, row.family, row.persona)
 
 
-class System(str, enum.Enum):
+class System(StrEnum):
     """A row of the paper's Table 1."""
 
     BASE = "base"
@@ -111,8 +109,6 @@ class System(str, enum.Enum):
     PERSONA_DUAL_ROUTER = "persona_dual_router"
     PERSONA_DUAL = "persona_dual"
 
-    def __str__(self) -> str:
-        return self.value
 
 
 #: Table 1's row groups, in the paper's order.

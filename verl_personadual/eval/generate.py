@@ -20,14 +20,14 @@ a progress bar moves (and has an ETA) within a long CPU batch; vLLM generates a 
 
 from __future__ import annotations
 
-import enum
 import logging
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from verl_personadual.errors import UserError
-from verl_personadual.modes import Mode
+from verl_personadual.core.modes import Mode
+from verl_personadual.utils.errors import UserError
+from verl_personadual.utils.strenum import StrEnum
 
 __all__ = ["Decoding", "DecodingParams", "Generator", "HFGenerator", "VLLMGenerator", "make_generator", "prompt_ids", "request_seed", "BACKENDS"]
 
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "vllm", "hf")
 
 
-class Decoding(str, enum.Enum):
+class Decoding(StrEnum):
     """How the mode of a response is decided: by the model (``free``), forced (``general`` / ``personalized``:
     the prefix is appended to the prompt and the model generates after it), by the router baseline, or by the
     model with its first token restricted to the mode prefixes (``free_constrained``: never an unknown mode;
@@ -48,8 +48,6 @@ class Decoding(str, enum.Enum):
     ROUTER = "router"
     FREE_CONSTRAINED = "free_constrained"
 
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def forced_mode(self) -> Mode | None:
@@ -200,7 +198,10 @@ class VLLMGenerator:
         from vllm import LLM
         from vllm.platforms import current_platform
 
-        from verl_personadual.cpu.vllm_settings import EVAL_ENGINE_DEFAULTS, vllm_cpu_env
+        from verl_personadual.core.cpu.vllm_settings import (
+            EVAL_ENGINE_DEFAULTS,
+            vllm_cpu_env,
+        )
 
         kwargs = dict(engine_kwargs or {})
         if current_platform.is_cpu():

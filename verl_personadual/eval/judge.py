@@ -20,9 +20,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from verl_personadual.llm import LLMBatchError, LLMClient
-from verl_personadual.prompts import EXTRACTED_KEY, DataSource, build_extract_verify_prompt
-from verl_personadual.rewards import extract_answer
+from verl_personadual.core.prompts import (
+    EXTRACTED_KEY,
+    DataSource,
+    build_extract_verify_prompt,
+)
+from verl_personadual.core.rewards import extract_answer
+from verl_personadual.utils.llm import LLMBatchError, LLMClient
 
 __all__ = [
     "JUDGED_BENCHMARKS",

@@ -50,8 +50,6 @@ decoding (and refused when the run's prompt style is not the system's).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import re
@@ -61,18 +59,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from verl_personadual.errors import UserError
-from verl_personadual.atomic import atomic_write_bytes, atomic_write_text
-from verl_personadual.eval.benchmarks import (
+from verl_personadual.core.modes import MODE_NAMES
+from verl_personadual.core.prompts import PersonaSetting
+from verl_personadual.data.benchmarks import (
     BENCHMARKS,
     OBJECTIVE_BENCHMARKS,
     PERSONALIZED_BENCHMARKS,
 )
+from verl_personadual.data.eval_sets import read_eval_set
 from verl_personadual.eval.baselines import SYSTEMS, System
 from verl_personadual.eval.generate import Decoding
-from verl_personadual.eval.personas import read_eval_set
+from verl_personadual.eval.plots import (
+    COLORS,
+    OWN_PERSONA,
+    PCT,
+    BarSeries,
+    csv_table,
+    hbar_figure,
+    no_data,
+    pyplot,
+    save_figure,
+    write_table,
+)
 from verl_personadual.eval.store import read_predictions
-from verl_personadual.prompts import PersonaSetting
+from verl_personadual.utils.atomic import atomic_write_text
+from verl_personadual.utils.errors import UserError
 
 __all__ = [
     "IncompleteRunError",
@@ -117,15 +128,11 @@ TABLE1_SETTINGS = (PersonaSetting.UNALIGNED.value, PersonaSetting.ALIGNED.value)
 SEED_DIR = re.compile(r"seed_(-?\d+)")
 STD = "_std"  # suffix of a standard-deviation column
 SETTING_ORDER = [s.value for s in PersonaSetting]
-MODE_NAMES = ("general", "personalized", "unknown")
 RATIOS = [round(i / 10, 1) for i in range(11)]
 _OBJ = {b.value for b in OBJECTIVE_BENCHMARKS}
 _PERS = {b.value for b in PERSONALIZED_BENCHMARKS}
 
 Cell = tuple[str, str, str]  # (benchmark, setting, decoding)
-PCT = "_%"  # suffix of every percentage column
-#: Legend label of the personalized benchmarks' own user personas (their rows carry setting "aligned").
-OWN_PERSONA = "own persona"
 
 
 class IncompleteRunError(UserError, ValueError):
@@ -428,56 +435,7 @@ def mixed_ratio(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[l
     return header, lines
 
 
-def _fmt(value: Any, digits: int) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _markdown(header: Sequence[str], lines: Sequence[Sequence[Any]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(_fmt(v, 2) for v in line) + " |" for line in lines]
-    return "\n".join(out) + "\n"
-
-
-def _csv(header: Sequence[str], lines: Sequence[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([[_fmt(v, 4) for v in line] for line in lines])
-    return buf.getvalue()
-
-
-def _write_table(folder: Path, name: str, table: tuple[list[str], list[list[Any]]], md: bool = True) -> list[Path]:
-    header, lines = table
-    paths = [folder / f"{name}.csv"]
-    atomic_write_text(paths[0], _csv(header, lines))
-    if md:
-        paths.append(folder / f"{name}.md")
-        atomic_write_text(paths[1], _markdown(header, lines))
-    return paths
-
-
-def _save(fig: Any, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-#: Fixed colours, so that a mode or setting looks the same in every plot and run.
-_COLORS = {
-    "general": "tab:blue", "personalized": "tab:orange", "unknown": "tab:gray",
-    PersonaSetting.NONE.value: "tab:green", PersonaSetting.UNALIGNED.value: "tab:purple",
-    PersonaSetting.ALIGNED.value: "tab:red", OWN_PERSONA: "tab:brown",
-}
 _ACC_LABEL = "accuracy (% of items)"
-
-
-def _no_data(ax: Any, what: str) -> None:
-    ax.text(0.5, 0.5, f"nothing to plot: {what}", ha="center", va="center", transform=ax.transAxes, fontsize=9)
 
 
 def _bar_series(cells: Mapping[Cell, tuple[int, float]], benches: Sequence[str], dec: str) -> dict[str, tuple[list[int], list[float]]]:
@@ -495,41 +453,18 @@ def _bar_series(cells: Mapping[Cell, tuple[int, float]], benches: Sequence[str],
     return {k: series[k] for k in sorted(series, key=order.index)}
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def mode_rates_figure(rates: tuple[list[str], list[list[Any]]]) -> Any:
     """Figure 3b as a matplotlib figure: stacked bars (0-100 % of responses), legend = the modes that occur."""
-    plt = _pyplot()
     _, lines = rates
-    fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(lines), 2) + 1.2))
     labels = [f"{l[0]}: {l[1]}/{OWN_PERSONA if l[1] in _PERS else l[2]}" for l in lines]
-    left = [0.0] * len(lines)
-    for k, mode in enumerate(MODE_NAMES):
-        vals = [l[4 + k] for l in lines]
-        if any(vals):
-            ax.barh(labels, vals, left=left, label=mode, color=_COLORS[mode])
-        left = [a + b for a, b in zip(left, vals)]
-    ax.set_xlabel("% of responses")
-    ax.set_xlim(0, 100)
-    ax.set_title("Mode rates (model-chosen mode)")
-    if lines:
-        ax.invert_yaxis()
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    else:
-        _no_data(ax, "no free or router decoding in this run")
-    return fig
+    series = [BarSeries(mode, [l[4 + k] for l in lines], COLORS[mode]) for k, mode in enumerate(MODE_NAMES)]
+    return hbar_figure(labels, series, stacked=True, xlabel="% of responses", title="Mode rates (model-chosen mode)",
+                       empty="no free or router decoding in this run")
 
 
 def accuracy_figure(cells: Mapping[Cell, tuple[int, float]]) -> Any:
     """Accuracy per benchmark and setting, one panel per decoding (0-100 %), legend = the settings that ran."""
-    plt = _pyplot()
+    plt = pyplot()
     pairs, decodings = _ordered_cells(cells)
     fig, axes = plt.subplots(max(len(decodings), 1), 1, figsize=(9, 2.6 * max(len(decodings), 1)), squeeze=False)
     benches = list(dict.fromkeys(b for b, _ in pairs))
@@ -538,7 +473,7 @@ def accuracy_figure(cells: Mapping[Cell, tuple[int, float]]) -> Any:
         series = _bar_series(cells, benches, dec)
         for k, (label, (xs, ys)) in enumerate(series.items()):
             offset = (k - (len(series) - 1) / 2) * width
-            bars = ax.bar([x + offset for x in xs], ys, width=width, label=label, color=_COLORS[label])
+            bars = ax.bar([x + offset for x in xs], ys, width=width, label=label, color=COLORS[label])
             ax.bar_label(bars, fmt="%.0f", fontsize=6)
         ax.set_xticks(range(len(benches)), benches, fontsize=8)
         ax.set_ylabel(_ACC_LABEL, fontsize=8)
@@ -546,14 +481,14 @@ def accuracy_figure(cells: Mapping[Cell, tuple[int, float]]) -> Any:
         ax.set_title(dec, fontsize=9)
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
     if not decodings:
-        _no_data(axes[0, 0], "no predictions")
+        no_data(axes[0, 0], "no predictions")
     fig.tight_layout()
     return fig
 
 
 def mixed_ratio_figure(mixed: tuple[list[str], list[list[Any]]]) -> Any:
     """Figure 3a: accuracy (0-100 %) vs fraction of personalized items (0-1), one line per decoding."""
-    plt = _pyplot()
+    plt = pyplot()
     header, lines = mixed
     fig, ax = plt.subplots(figsize=(6, 4))
     for j, name in enumerate(header[1:], start=1):
@@ -566,19 +501,19 @@ def mixed_ratio_figure(mixed: tuple[list[str], list[list[Any]]]) -> Any:
     if len(header) > 1:
         ax.legend(fontsize=8)
     else:
-        _no_data(ax, "needs objective rows with a persona and a personalized benchmark")
+        no_data(ax, "needs objective rows with a persona and a personalized benchmark")
     return fig
 
 
 def _plots(folder: Path, cells: Mapping[Cell, tuple[int, float]], rates: Any, mixed: Any) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     written = []
     for name, fig in (
         ("mode_rates", mode_rates_figure(rates)),
         ("accuracy_by_setting", accuracy_figure(cells)),
         ("mixed_ratio", mixed_ratio_figure(mixed)),
     ):
-        written.append(_save(fig, folder / f"{name}.png"))
+        written.append(save_figure(fig, folder / f"{name}.png"))
         plt.close(fig)
     return written
 
@@ -612,7 +547,7 @@ def judge_agreement(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], li
 def _write_table1(folder: Path, lines: Sequence[Table1Line]) -> list[Path]:
     header, rows = table1(lines)
     csv_path, md_path = folder / "table1.csv", folder / "table1.md"
-    atomic_write_text(csv_path, _csv(header, rows))
+    atomic_write_text(csv_path, csv_table(header, rows))
     atomic_write_text(md_path, table1_markdown(lines))
     return [csv_path, md_path]
 
@@ -628,12 +563,12 @@ def write_report(run_dir: Path) -> list[Path]:
     tables, plots = run_dir / "tables", run_dir / "plots"
     rates, mixed = mode_rates(records), mixed_ratio(records)
     written = _write_table1(tables, _table1_lines({"": per_seed}))
-    written += _write_table(tables, "mode_analysis", mode_analysis(cells))
-    written += _write_table(tables, "mode_rates", rates)
-    written += _write_table(tables, "mixed_ratio", mixed, md=False)
+    written += write_table(tables, "mode_analysis", mode_analysis(cells))
+    written += write_table(tables, "mode_rates", rates)
+    written += write_table(tables, "mixed_ratio", mixed, md=False)
     agreement = judge_agreement(records)
     if agreement[1]:
-        written += _write_table(tables, "judge_agreement", agreement)
+        written += write_table(tables, "judge_agreement", agreement)
     written += _plots(plots, cells, rates, mixed)
     return written
 

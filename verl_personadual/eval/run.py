@@ -28,7 +28,7 @@ Mode of a response: read from its token ids (``ModePrefixes.mode_of_ids``); forc
 prefix by construction. When the prefixes are plain text (no dedicated tokens) or the prompt style is
 ``mode_choice`` (a plain model writing the tags as text), an unknown id head falls back to the decoded text head.
 
-Scoring: ``verl_personadual.rewards.compute_score`` (the training reward) with ``extra_info`` carrying the task
+Scoring: ``verl_personadual.core.rewards.compute_score`` (the training reward) with ``extra_info`` carrying the task
 family, options, question, persona setting and mode. With ``--judge``, PubMedQA and MATH-500 responses are graded
 as the paper grades them: ``eval.judge.ExtractVerifyJudge`` (any OpenAI-compatible endpoint through the shared,
 cached ``LLMClient``) extracts the concise answer from the whole response and verifies it; ``correct`` is its
@@ -47,10 +47,30 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from verl_personadual.errors import UserError
-from data_preprocess import personahub
-from data_preprocess.common import Item
-from verl_personadual.atomic import atomic_write_text, output_dir
+from verl_personadual.core.modes import (
+    UNKNOWN_MODE,
+    Mode,
+    ModePrefixes,
+    mode_name,
+    resolve_prefixes,
+)
+from verl_personadual.core.names import MODE_FIELD
+from verl_personadual.core.prompts import (
+    PERSONALIZED_SOURCES,
+    DataSource,
+    PersonaSetting,
+)
+from verl_personadual.core.rewards import compute_score
+from verl_personadual.data import personahub
+from verl_personadual.data.benchmarks import DEFAULT_SIZES, load_benchmark, sample_items
+from verl_personadual.data.common import Item
+from verl_personadual.data.eval_sets import (
+    EvalRow,
+    build_eval_set,
+    read_eval_set,
+    write_eval_set,
+)
+from verl_personadual.data.preflight import check_mode_tokens
 from verl_personadual.eval.baselines import (
     PromptStyle,
     Router,
@@ -58,7 +78,6 @@ from verl_personadual.eval.baselines import (
     build_messages,
     mode_from_text,
 )
-from verl_personadual.eval.benchmarks import DEFAULT_SIZES, load_benchmark, sample_items
 from verl_personadual.eval.generate import (
     Decoding,
     DecodingParams,
@@ -67,27 +86,18 @@ from verl_personadual.eval.generate import (
     prompt_ids,
     request_seed,
 )
-from verl_personadual.eval.mode_probs import choose_modes
-from verl_personadual.eval.personas import (
-    EvalRow,
-    build_eval_set,
-    read_eval_set,
-    write_eval_set,
+from verl_personadual.eval.judge import (
+    JUDGED_BENCHMARKS,
+    ExtractVerifyJudge,
+    JudgeVerdict,
 )
-from verl_personadual.eval.judge import JUDGED_BENCHMARKS, ExtractVerifyJudge, JudgeVerdict
+from verl_personadual.eval.mode_choice import choose_modes
 from verl_personadual.eval.report import write_report
 from verl_personadual.eval.store import PredictionStore
-from verl_personadual.fingerprint import model_identity
-from verl_personadual.llm import LLMClient, LLMConfig
-from verl_personadual.modes import UNKNOWN_MODE, Mode, ModePrefixes, resolve_prefixes
-from verl_personadual.names import MODE_FIELD
-from verl_personadual.preflight import check_mode_tokens
-from verl_personadual.prompts import (
-    PERSONALIZED_SOURCES,
-    DataSource,
-    PersonaSetting,
-)
-from verl_personadual.rewards import compute_score
+from verl_personadual.utils.atomic import output_dir, write_json
+from verl_personadual.utils.errors import UserError
+from verl_personadual.utils.fingerprint import model_identity
+from verl_personadual.utils.llm import LLMClient, LLMConfig, needs_endpoint
 
 __all__ = [
     "RunConfig",
@@ -114,7 +124,6 @@ PREDICTIONS = "predictions.jsonl"
 SEED_DIR = "seed_{}"
 #: Sampling temperature of multi-seed runs unless told otherwise: the recipes' rollout temperature (paper Table 6).
 SAMPLING_TEMPERATURE = 0.6
-_MODE_NAME = {int(Mode.GENERAL): "general", int(Mode.PERSONALIZED): "personalized", UNKNOWN_MODE: "unknown"}
 #: The progress bar: responses done (fractions while a batch decodes), elapsed < remaining (the ETA assumes every
 #: response runs to --max-new-tokens, so it shrinks when responses end early).
 _BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} resp [{elapsed}<{remaining}]"
@@ -164,10 +173,7 @@ def _selection(cfg: RunConfig) -> dict[str, Any]:
 
 def _client(cfg: RunConfig, purpose: str) -> LLMClient:
     if cfg.llm is None:
-        raise RunError(
-            f"{purpose} needs an OpenAI-compatible endpoint: set PERSONADUAL_LLM_BASE_URL and PERSONADUAL_LLM_MODEL "
-            "(or --llm-base-url / --llm-model)"
-        )
+        raise RunError(needs_endpoint(purpose))
     return LLMClient(cfg.llm, progress=cfg.progress)
 
 
@@ -191,7 +197,7 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
                 raise RunError(f"{own} holds other rows than the selection from {cfg.eval_set}; use another --out")
         elif not own.exists():  # the manifest first: a saved eval set always has its manifest
             selection = {"eval_set": str(cfg.eval_set), **_selection(cfg)}
-            atomic_write_text(manifest_path, json.dumps({"selection": selection, "rows": len(rows)}, indent=2) + "\n")
+            write_json(manifest_path, {"selection": selection, "rows": len(rows)})
             write_eval_set(own, rows)
         logger.info("eval set: %d rows from %s (copy in %s)", len(rows), cfg.eval_set, own)
         return rows
@@ -227,7 +233,7 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
     manifest = {"selection": _selection(cfg), "inputs": inputs, "skipped": skipped, "rows": len(rows)}
     if client is not None:
         manifest["persona_llm"] = {"model": client.config.model, **client.stats.as_dict()}
-    atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_json(manifest_path, manifest, sort_keys=True)
     write_eval_set(own, rows)
     logger.info("eval set: %d rows written to %s", len(rows), own)
     return rows
@@ -237,7 +243,7 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
 DUAL_MODE_SYSTEMS = frozenset({System.PERSONA_DUAL, System.PERSONA_DUAL_ROUTER, System.G_SFT_RL, System.P_SFT_RL})
 #: How an ``eval run`` on a model without dedicated mode tokens can go on.
 EVAL_MODE_TOKENS_HINT = (
-    "a PersonaDual checkpoint has them (`python -m verl_personadual.add_mode_tokens` before SFT); for one trained "
+    "a PersonaDual checkpoint has them (`python -m verl_personadual.apps.add_mode_tokens` before SFT); for one trained "
     "with plain-text prefixes (algorithm.dual_grpo.require_mode_tokens=false) pass --text-prefixes; for a plain "
     "model without modes pass --system base (or another baseline's --system / --prompt-style)"
 )
@@ -283,7 +289,7 @@ def _check_run_config(cfg: RunConfig) -> None:
             raise RunError(f"{path} differs from this run in {diff}{' (' + shown + ')' if shown else ''}; resume with "
                            "the same model and settings or use another --out")
     else:
-        atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+        write_json(path, current, sort_keys=True)
 
 
 def score_response(row: EvalRow, text: str, mode: int) -> dict[str, Any]:
@@ -294,7 +300,7 @@ def score_response(row: EvalRow, text: str, mode: int) -> dict[str, Any]:
         "choices": row.choices or None,
         "question": row.question,
         "persona_setting": row.setting,
-        MODE_FIELD: _MODE_NAME[mode],
+        MODE_FIELD: mode_name(mode),
     }
     return compute_score(row.benchmark, text, row.gold, extra)
 
@@ -310,7 +316,7 @@ def grade_with_judge(result: dict[str, Any], verdict: JudgeVerdict | None) -> di
     return out
 
 
-def _read_mode(ids: Sequence[int], gen: Generator, prefixes: ModePrefixes, style: PromptStyle) -> int:
+def read_mode(ids: Sequence[int], gen: Generator, prefixes: ModePrefixes, style: PromptStyle) -> int:
     mode = prefixes.mode_of_ids(ids)
     if mode == UNKNOWN_MODE and (not prefixes.single_token or style is PromptStyle.MODE_CHOICE):
         mode = mode_from_text(gen.tokenizer.decode(list(ids), skip_special_tokens=False))
@@ -408,8 +414,7 @@ def _run_one(cfg: RunConfig, get_generator: _Lazy) -> Path:
         judge = None
         if cfg.judge:
             if cfg.llm is None:
-                raise RunError("--judge needs an OpenAI-compatible endpoint: set PERSONADUAL_LLM_BASE_URL and "
-                               "PERSONADUAL_LLM_MODEL (or --llm-base-url / --llm-model)")
+                raise RunError(needs_endpoint("--judge"))
             judge = ExtractVerifyJudge(LLMClient(cfg.llm, progress=False))
         with tqdm(
             total=len(units), desc="generate+score", unit="resp", disable=not cfg.progress, bar_format=_BAR
@@ -424,7 +429,7 @@ def _run_one(cfg: RunConfig, get_generator: _Lazy) -> Path:
                 outs = _generate_batch(batch, gen, prefixes, cfg)
                 texts = [gen.tokenizer.decode(ids, skip_special_tokens=True) for ids, _ in outs]
                 modes = [
-                    int(forced) if forced is not None else _read_mode(ids, gen, prefixes, cfg.prompt_style)
+                    int(forced) if forced is not None else read_mode(ids, gen, prefixes, cfg.prompt_style)
                     for (_, _, forced), (ids, _) in zip(batch, outs)
                 ]
                 results = [score_response(u[0], text, mode) for u, text, mode in zip(batch, texts, modes)]
@@ -488,7 +493,7 @@ def _record(
         "setting": row.setting,
         "decoding": dec.value,
         "prompt_style": style.value,
-        "mode": _MODE_NAME[mode],
+        "mode": mode_name(mode),
         "persona_id": row.persona_id,
         "pred": res["pred"],
         "correct": res["correct"],

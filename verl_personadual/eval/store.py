@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from verl_personadual.errors import UserError
+from verl_personadual.utils.errors import UserError
 
 __all__ = ["PredictionStore", "StoreError", "read_predictions"]
 

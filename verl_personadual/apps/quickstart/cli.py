@@ -1,0 +1,69 @@
+"""CLI of the quickstart (``python -m verl_personadual.quickstart --help``); the stages are
+``verl_personadual.apps.quickstart.stages``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from verl_personadual.apps.quickstart.stages import Quickstart, say
+from verl_personadual.utils.errors import run_cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: 0, 3 with --check-targets when a target is missed; a user error or a failed stage is one
+    ``error:`` line on stderr and exit status 2 (``run_cli``)."""
+    return run_cli(_main, argv)
+
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from verl_personadual.apps.recipes.compose import ablations
+
+    parser = argparse.ArgumentParser(prog="python -m verl_personadual.quickstart", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("outputs/quickstart"), help="output directory (default: %(default)s)")
+    parser.add_argument("--ablation", nargs="+", default=["none"], choices=ablations(),
+                        help="RL recipe ablation(s) to run after the shared SFT stage (default: none = PersonaDual)")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="Hydra overrides for every RL run (e.g. algorithm.dual_grpo.prefix_kl=mass); the run's "
+                             "label gets them, so runs with other settings sit side by side in one --out")
+    parser.add_argument("--check-targets", action="store_true",
+                        help="exit 3 unless every RL run reaches the targets of verl_personadual.apps.quickstart.report.TARGETS")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    from verl_personadual.apps.quickstart.report import (
+        TARGETS,
+        fmt,
+        selection_line,
+        targets_met,
+    )
+    from verl_personadual.data.preflight import check_output_dir
+
+    check_output_dir(args.out)
+    qs = Quickstart(args.out, args.ablation, progress=not args.no_progress, overrides=args.overrides)
+    runs = qs.run_all()
+    say(f"report: {qs.out / 'report.md'}")
+    status = 0
+    before = runs["sft"]
+    for a in qs.runs:
+        after = runs[f"rl-{a}"]
+        met = targets_met(after)
+        missed = [f"{k} {fmt(after.get(k))} (target {TARGETS[k][0]} {TARGETS[k][1]})" for k, ok in met.items() if not ok]
+        say(f"rl-{a}: p(better mode) {fmt(before['p_better'])} -> {fmt(after['p_better'])}; free accuracy "
+             f"{fmt(after['free_acc'])} of upper bound {fmt(after['upper_bound'])}; unknown-mode rate "
+             f"{fmt(after['unknown_rate'])}" + (f"; below target: {', '.join(missed)}" if missed else "; targets met"))
+        if missed and args.check_targets:
+            status = 3
+    for a in qs.runs:
+        print(selection_line(a, before, runs[f"rl-{a}"]), flush=True)
+    return status
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Names under which the plugin registers itself in verl, and the config keys it reads.
+
+Recipes, data rows, the self-check and the tests import these; no other module spells them.
+"""
+
+from __future__ import annotations
+
+#: ``algorithm.adv_estimator`` value of the DualGRPO estimator.
+ESTIMATOR = "dual_grpo"
+
+#: ``trainer.v1.trainer_mode`` value of the trainer glue that hands per-row modes to the estimator.
+TRAINER_MODE = "persona_dual_sync"
+
+#: Agent-loop names (verl's agent-loop registry; written into each data row's ``agent_name``).
+AGENT_LOOP_FORCED = "personadual_forced"  # training rows: n/2 rollouts per mode, prefix forced
+AGENT_LOOP_FREE = "personadual_free"  # validation rows: the model picks its own prefix
+
+#: Config namespace of every DualGRPO switch: ``algorithm.dual_grpo.<key>``.
+CONFIG_NAMESPACE = "dual_grpo"
+
+#: ``reward.custom_reward_function.path`` / ``.name`` of the persona-aware reward.
+REWARD_FN_PATH = "pkg://verl_personadual.core.rewards"
+REWARD_FN_NAME = "compute_score"
+
+#: Key of the agent loop's extra fields (and so of the reward's ``extra_info``) that holds the mode name.
+MODE_FIELD = "persona_mode"
+
+#: ``actor_rollout_ref.rollout.name`` of the CPU rollout backend (``verl_personadual.core.cpu.rollout``).
+CPU_ROLLOUT = "hf_cpu"
+
+#: ``trainer.v1.trainer_mode`` of verl's sync trainer with nothing of PersonaDual but the CPU worker classes
+#: (``verl_personadual.core.trainer.CPUSyncTrainer``): plain verl recipes (e.g. ``grpo``) on CPU.
+CPU_SYNC_TRAINER_MODE = "cpu_sync"
+
+#: Config section of the settings of both trainers above: ``trainer.v1.<TRAINER_SETTINGS>.<key>``.
+TRAINER_SETTINGS = "persona_dual"
+
+#: verl platform name (``VERL_PLATFORM``), ``trainer.device`` and torch device type of the CPU path.
+CPU_DEVICE = "cpu"
