@@ -49,10 +49,21 @@ def bench_generation(model_dir: Path, requests: int, new_tokens: int) -> tuple[f
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
-    engine = BatchGenerator(model, eos_token_ids=[tok.eos_token_id], pad_token_id=tok.pad_token_id, max_batch_size=requests)
+    engine = BatchGenerator(
+        model, eos_token_ids=[tok.eos_token_id], pad_token_id=tok.pad_token_id, max_batch_size=requests
+    )
     items = toy.generate(toy.ToySizes(sft=0, rl=requests, rl_val=0, eval=0))["rl"]
-    prompts = [list(tok.apply_chat_template(build_prompt(it.question, toy.FAMILY, it.persona), add_generation_prompt=True,
-                                            tokenize=True, return_dict=True)["input_ids"]) for it in items]
+    prompts = [
+        list(
+            tok.apply_chat_template(
+                build_prompt(it.question, toy.FAMILY, it.persona),
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+            )["input_ids"]
+        )
+        for it in items
+    ]
 
     def make(i: int, p: list[int]) -> GenerationRequest:
         params = SamplingParams(max_tokens=new_tokens, temperature=1.0, ignore_eos=True)
@@ -74,10 +85,29 @@ def bench_generation(model_dir: Path, requests: int, new_tokens: int) -> tuple[f
 def train(name: str, model: Path, data: Path, out: Path, steps: int, extra: list[str]) -> list[dict]:
     """One ``recipes rl --backbone cpu_toy`` run; returns verl's per-step metrics."""
     metrics = out / f"{name}.jsonl"
-    argv = [sys.executable, "-m", "verl_personadual.recipes", "rl", "--backbone", TOY_BACKBONE, "--model", str(model),
-            "--train-files", str(data / "rl" / "train.parquet"), "--val-files", str(data / "rl" / "validation.parquet"),
-            "--output-dir", str(out / name), "--", f"trainer.total_training_steps={steps}", "trainer.test_freq=-1",
-            "trainer.val_before_train=false", "trainer.save_freq=-1", "trainer.logger=[console,file]", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "verl_personadual.recipes",
+        "rl",
+        "--backbone",
+        TOY_BACKBONE,
+        "--model",
+        str(model),
+        "--train-files",
+        str(data / "rl" / "train.parquet"),
+        "--val-files",
+        str(data / "rl" / "validation.parquet"),
+        "--output-dir",
+        str(out / name),
+        "--",
+        f"trainer.total_training_steps={steps}",
+        "trainer.test_freq=-1",
+        "trainer.val_before_train=false",
+        "trainer.save_freq=-1",
+        "trainer.logger=[console,file]",
+        *extra,
+    ]
     env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics), "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     log = out / f"{name}.log"
     with open(log, "w") as fh:
@@ -94,7 +124,9 @@ def toy_workdir(out: Path | None, prefix: str) -> tuple[Path, Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     model, data = out / "model", out / "data"
     if not model.exists():
-        write_tiny_model(model, TinyModelSpec(seed=MODEL_SEED), extra_corpus=toy.corpus(), whole_words=toy.whole_words())
+        write_tiny_model(
+            model, TinyModelSpec(seed=MODEL_SEED), extra_corpus=toy.corpus(), whole_words=toy.whole_words()
+        )
     if not data.exists():
         toy.build(data)
     return out, model, data
@@ -116,19 +148,26 @@ def main() -> None:
     out, model, data = toy_workdir(args.out, "bench_cpu_")
 
     batched, single = bench_generation(model, args.requests, args.new_tokens)
-    print(f"generation, {args.requests} requests x {args.new_tokens} tokens: batched {batched:.2f} s, one at a time "
-          f"{single:.2f} s, ratio {single / batched:.1f}x (target >= 5x)")
+    print(
+        f"generation, {args.requests} requests x {args.new_tokens} tokens: batched {batched:.2f} s, one at a time "
+        f"{single:.2f} s, ratio {single / batched:.1f}x (target >= 5x)"
+    )
     if args.skip_training:
         return
     dual = train("dual_grpo", model, data, out, args.steps, [])
-    grpo = train("grpo", model, data, out, args.steps,
-                 ["algorithm.adv_estimator=grpo", "trainer.v1.trainer_mode=cpu_sync"])
+    grpo = train(
+        "grpo", model, data, out, args.steps, ["algorithm.adv_estimator=grpo", "trainer.v1.trainer_mode=cpu_sync"]
+    )
     t_dual, t_grpo = median_after_first(dual, "timing_s/step"), median_after_first(grpo, "timing_s/step")
-    print(f"step time (median of steps 2..{args.steps}): dual_grpo + persona_dual_sync {t_dual:.2f} s, "
-          f"grpo + cpu_sync {t_grpo:.2f} s, overhead {100 * (t_dual / t_grpo - 1):+.1f} % (target <= 2 %)")
+    print(
+        f"step time (median of steps 2..{args.steps}): dual_grpo + persona_dual_sync {t_dual:.2f} s, "
+        f"grpo + cpu_sync {t_grpo:.2f} s, overhead {100 * (t_dual / t_grpo - 1):+.1f} % (target <= 2 %)"
+    )
     parts = {p: median_after_first(dual, f"timing_s/{p}") for p in PHASES}
-    print("dual_grpo step breakdown (median s, share of step): " + ", ".join(
-        f"{p} {s:.2f} ({100 * s / t_dual:.0f} %)" for p, s in parts.items()))
+    print(
+        "dual_grpo step breakdown (median s, share of step): "
+        + ", ".join(f"{p} {s:.2f} ({100 * s / t_dual:.0f} %)" for p, s in parts.items())
+    )
     print(f"outputs in {out}")
 
 

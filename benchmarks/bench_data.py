@@ -28,10 +28,10 @@ sys.path.insert(0, str(REPO / "tests"))  # the local OpenAI-protocol server live
 
 from openai_server import OpenAITestServer  # noqa: E402
 
-from verl_personadual.core.prompts import build_aligned_persona_request
-from verl_personadual.data.personas import AlignedMode
-from verl_personadual.data.rl_rows import BuildConfig, build
-from verl_personadual.utils.llm import LLMClient, LLMConfig
+from verl_personadual.core.prompts import build_aligned_persona_request  # noqa: E402
+from verl_personadual.data.personas import AlignedMode  # noqa: E402
+from verl_personadual.data.rl_rows import BuildConfig, build  # noqa: E402
+from verl_personadual.utils.llm import LLMClient, LLMConfig  # noqa: E402
 
 FLAN_TASKS = ("bool_q_10templates", "anli_r1_10templates", "math_dataset_10templates", "trivia_qa_10templates")
 
@@ -53,8 +53,13 @@ def synthetic_inputs(root: Path, n_items: int, seed: int = 0) -> dict[str, Path]
         q = f"Case {i}: which finding is most likely in patient {rng.randrange(10**6)}?\n\n" + "\n".join(
             f"{L}. option {L.lower()} {i}" for L in "ABCD"
         )
-        return {"id": f"{src},{i}", "type": "Exam", "conversations": [{"from": "human", "value": q},
-                {"from": "gpt", "value": "So, the answer is B."}], "answer": "ABCD"[i % 4], "score": "rated 5"}
+        return {
+            "id": f"{src},{i}",
+            "type": "Exam",
+            "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": "So, the answer is B."}],
+            "answer": "ABCD"[i % 4],
+            "score": "rated 5",
+        }
 
     def fl(i: int) -> dict:
         task = FLAN_TASKS[i % len(FLAN_TASKS)]
@@ -63,19 +68,28 @@ def synthetic_inputs(root: Path, n_items: int, seed: int = 0) -> dict[str, Path]
         return {"inputs": f"Question number {i}: what is {i} plus {i}?", "targets": str(2 * i), "task": task}
 
     def ax(i: int) -> dict:
-        return {"prompt": f"Post {i}: any advice?", "chosen": f"Detailed advice {i}.", "rejected": f"Short {i}.",
-                "Preference Direction": [0.5] * 90, "Demographic Information": f"A {20 + i % 50}-year-old user {i}.",
-                "User-Generated Content": [{"prompt": f"Earlier post {i}", "comment": "Nice.",
-                                            "Preference Direction": [0.5] * 90}],
-                "Pair-wise Comparative Feedback": []}
+        return {
+            "prompt": f"Post {i}: any advice?",
+            "chosen": f"Detailed advice {i}.",
+            "rejected": f"Short {i}.",
+            "Preference Direction": [0.5] * 90,
+            "Demographic Information": f"A {20 + i % 50}-year-old user {i}.",
+            "User-Generated Content": [
+                {"prompt": f"Earlier post {i}", "comment": "Nice.", "Preference Direction": [0.5] * 90}
+            ],
+            "Pair-wise Comparative Feedback": [],
+        }
 
     return {
         "ultramedical": _write(root / "ultramedical.jsonl", (um(i) for i in range(n_um))),
         "flan": _write(root / "flan.jsonl", (fl(i) for i in range(n_flan))),
         "alignx": _write(root / "alignx.jsonl", (ax(i) for i in range(n_ax))),
-        "personahub": _write(root / "personahub.jsonl", ({"persona": f"A hobbyist number {i}."} for i in range(20_000))),
-        "pubmedqa": _write(root / "pubmedqa.jsonl",
-                           ({"pubid": i, "question": f"Does drug {i} work?"} for i in range(1000))),
+        "personahub": _write(
+            root / "personahub.jsonl", ({"persona": f"A hobbyist number {i}."} for i in range(20_000))
+        ),
+        "pubmedqa": _write(
+            root / "pubmedqa.jsonl", ({"pubid": i, "question": f"Does drug {i} work?"} for i in range(1000))
+        ),
         "triviaqa": _write(root / "triviaqa.jsonl", ({"question": f"Who invented gadget {i}?"} for i in range(18_000))),
     }
 
@@ -84,21 +98,36 @@ def bench_offline(n_items: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = synthetic_inputs(Path(tmp), n_items)
         t0 = time.perf_counter()
-        parsed = sum(1 for name in ("ultramedical", "flan", "alignx")
-                     for line in paths[name].open(encoding="utf-8") if json.loads(line))
+        parsed = sum(
+            1
+            for name in ("ultramedical", "flan", "alignx")
+            for line in paths[name].open(encoding="utf-8")
+            if json.loads(line)
+        )
         t_parse = time.perf_counter() - t0
-        counts = {"ultramedical": int(n_items * 0.4 * 0.9), "flan": int(n_items * 0.5 * 0.9),
-                  "alignx": int(n_items * 0.1 * 0.9)}
+        counts = {
+            "ultramedical": int(n_items * 0.4 * 0.9),
+            "flan": int(n_items * 0.5 * 0.9),
+            "alignx": int(n_items * 0.1 * 0.9),
+        }
         vals = {k: v // 20 for k, v in counts.items()}
-        cfg = BuildConfig(out_dir=Path(tmp) / "out", paths=dict(paths), train_counts=counts, val_counts=vals,
-                          aligned=AlignedMode.OFFLINE_TEMPLATE, progress=False)
+        cfg = BuildConfig(
+            out_dir=Path(tmp) / "out",
+            paths=dict(paths),
+            train_counts=counts,
+            val_counts=vals,
+            aligned=AlignedMode.OFFLINE_TEMPLATE,
+            progress=False,
+        )
         t0 = time.perf_counter()
         manifest = build(cfg)
         t_build = time.perf_counter() - t0
     rows = sum(o["rows"] for o in manifest["outputs"].values())
     print(f"[offline] {parsed} synthetic items; json.loads only: {parsed / t_parse:,.0f} items/s ({t_parse:.2f} s)")
-    print(f"[offline] full build: {rows:,} rows written in {t_build:.2f} s -> {rows / t_build:,.0f} rows/s, "
-          f"{parsed / t_build:,.0f} input items/s; build / parse-only time = {t_build / t_parse:.1f}x")
+    print(
+        f"[offline] full build: {rows:,} rows written in {t_build:.2f} s -> {rows / t_build:,.0f} rows/s, "
+        f"{parsed / t_build:,.0f} input items/s; build / parse-only time = {t_build / t_parse:.1f}x"
+    )
 
 
 def _bench_reply(body: dict) -> str:
@@ -126,8 +155,10 @@ def bench_llm(n_requests: int, latency: float) -> None:
     try:
         for concurrency in (1, 16):
             with tempfile.TemporaryDirectory() as cache:
-                client = LLMClient(LLMConfig(base_url=base_url, model="bench", cache_dir=Path(cache),
-                                             max_concurrency=concurrency), progress=False)
+                client = LLMClient(
+                    LLMConfig(base_url=base_url, model="bench", cache_dir=Path(cache), max_concurrency=concurrency),
+                    progress=False,
+                )
                 t0 = time.perf_counter()
                 client.complete_many(requests, desc=None)
                 elapsed = time.perf_counter() - t0
@@ -135,8 +166,10 @@ def bench_llm(n_requests: int, latency: float) -> None:
             ours.send("reset")
             seen = ours.recv()
             rates[concurrency] = n_requests / elapsed
-            print(f"[llm] {n_requests} requests, {latency * 1000:.0f} ms latency, {concurrency:2d} in flight: "
-                  f"{elapsed:.2f} s -> {rates[concurrency]:.1f} req/s (max in flight seen by the server {seen})")
+            print(
+                f"[llm] {n_requests} requests, {latency * 1000:.0f} ms latency, {concurrency:2d} in flight: "
+                f"{elapsed:.2f} s -> {rates[concurrency]:.1f} req/s (max in flight seen by the server {seen})"
+            )
     finally:
         ours.send("stop")
         proc.join(timeout=10)

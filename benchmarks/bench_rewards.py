@@ -51,19 +51,43 @@ WORDS = (
 ).split() + ["$\\frac{a}{b}$", "{x^2}", "\\{1,2\\}", "$x_{i}$", '{"step": 1}']
 
 FAMILIES: dict[str, dict[str, Any]] = {
-    "multiple_choice": dict(source="mmlu_pro", gold="C", good=["C", "(C)", "C. 6"], bad=["A", "B", "D"],
-                            extra={"choices": ["4", "5", "6", "7", "N/A"]}),
-    "option_text": dict(source="flan", gold="no", good=["no", "No."], bad=["yes", "it is not possible to tell"],
-                        extra={"choices": ["yes", "it is not possible to tell", "no"]}),
-    "free_text": dict(source="flan", gold="Barack Obama", good=["Barack Obama", "It was Barack Obama"],
-                      bad=["George Bush", "Bill Clinton"], extra={"task_family": "free_text"}),
-    "yes_no_maybe": dict(source="pubmedqa", gold="yes", good=["yes", "Yes, it does."], bad=["no", "maybe"],
-                         extra={}),
-    "open_qa": dict(source="triviaqa", gold=["Jupiter", "Planet Jupiter"], good=["Jupiter", "planet jupiter"],
-                    bad=["Saturn", "Mars"], extra={}),
+    "multiple_choice": dict(
+        source="mmlu_pro",
+        gold="C",
+        good=["C", "(C)", "C. 6"],
+        bad=["A", "B", "D"],
+        extra={"choices": ["4", "5", "6", "7", "N/A"]},
+    ),
+    "option_text": dict(
+        source="flan",
+        gold="no",
+        good=["no", "No."],
+        bad=["yes", "it is not possible to tell"],
+        extra={"choices": ["yes", "it is not possible to tell", "no"]},
+    ),
+    "free_text": dict(
+        source="flan",
+        gold="Barack Obama",
+        good=["Barack Obama", "It was Barack Obama"],
+        bad=["George Bush", "Bill Clinton"],
+        extra={"task_family": "free_text"},
+    ),
+    "yes_no_maybe": dict(source="pubmedqa", gold="yes", good=["yes", "Yes, it does."], bad=["no", "maybe"], extra={}),
+    "open_qa": dict(
+        source="triviaqa",
+        gold=["Jupiter", "Planet Jupiter"],
+        good=["Jupiter", "planet jupiter"],
+        bad=["Saturn", "Mars"],
+        extra={},
+    ),
     "preference": dict(source="alignx", gold="A", good=["A", "Response A"], bad=["B"], extra={}),
-    "math": dict(source="math500", gold="\\frac{1}{2}", good=["\\frac{1}{2}", "0.5", "\\dfrac{1}{2}", "1/2"],
-                 bad=["\\frac{1}{3}", "2", "\\sqrt{2}", "x+1", "\\pi"], extra={}),
+    "math": dict(
+        source="math500",
+        gold="\\frac{1}{2}",
+        good=["\\frac{1}{2}", "0.5", "\\dfrac{1}{2}", "1/2"],
+        bad=["\\frac{1}{3}", "2", "\\sqrt{2}", "x+1", "\\pi"],
+        extra={},
+    ),
 }
 
 
@@ -130,8 +154,10 @@ def math_checker_figures(mix_n: int, cores: set[int]) -> None:
     """First-call and steady-state latency of the math pool, and throughput with one endless expression."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
-    print(f"\nmath checker (symbolic checks only, limit {DEFAULT_TIMEOUT_S:g} s of child CPU per check, "
-          f"{len(cores)} core(s))")
+    print(
+        f"\nmath checker (symbolic checks only, limit {DEFAULT_TIMEOUT_S:g} s of child CPU per check, "
+        f"{len(cores)} core(s))"
+    )
     start = time.perf_counter()
     fresh = MathPool(size=1)
     verdict = fresh.equal("2", "\\sqrt{4}")
@@ -140,8 +166,10 @@ def math_checker_figures(mix_n: int, cores: set[int]) -> None:
     fresh.equal("3", "\\sqrt{9}")
     second = time.perf_counter() - start
     fresh.close()
-    print(f"  first call, fresh pool:  {first * 1000:8.1f} ms (child start-up included, not charged to the "
-          f"limit; verdict {'right' if verdict else 'WRONG'}); next call {second * 1000:.1f} ms")
+    print(
+        f"  first call, fresh pool:  {first * 1000:8.1f} ms (child start-up included, not charged to the "
+        f"limit; verdict {'right' if verdict else 'WRONG'}); next call {second * 1000:.1f} ms"
+    )
 
     pool = MathPool(size=2)
     pool.equal("2", "\\sqrt{4}")  # warm
@@ -152,8 +180,10 @@ def math_checker_figures(mix_n: int, cores: set[int]) -> None:
         latencies.append(time.perf_counter() - start)
     latencies.sort()
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
-    print(f"  steady state, warm pool: median {statistics.median(latencies) * 1000:.1f} ms, "
-          f"p99 {p99 * 1000:.1f} ms (n={len(latencies)})")
+    print(
+        f"  steady state, warm pool: median {statistics.median(latencies) * 1000:.1f} ms, "
+        f"p99 {p99 * 1000:.1f} ms (n={len(latencies)})"
+    )
     pool.close()
 
     pairs = symbolic_pairs(mix_n - 1)
@@ -167,8 +197,10 @@ def math_checker_figures(mix_n: int, cores: set[int]) -> None:
             verdicts = list(ex.map(lambda p: pool.equal(p[0], p[1]), pairs))
         took = time.perf_counter() - start
         right = verdicts == [e for _, _, e in pairs]
-        print(f"  {mix_n} checks, 1 endless, pool of {size}: {mix_n / took:8.1f} checks/s ({took:.1f} s; "
-              f"verdicts {'all right' if right else 'WRONG'}; children killed {pool.kills})")
+        print(
+            f"  {mix_n} checks, 1 endless, pool of {size}: {mix_n / took:8.1f} checks/s ({took:.1f} s; "
+            f"verdicts {'all right' if right else 'WRONG'}; children killed {pool.kills})"
+        )
         pool.close()
 
 

@@ -1,4 +1,5 @@
-"""``python -m data_preprocess.build_rl`` from a source checkout: the same as ``python -m verl_personadual.apps.build_rl``."""
+"""``python -m data_preprocess.build_rl`` from a source checkout: the same as
+``python -m verl_personadual.apps.build_rl``."""
 
 import sys
 

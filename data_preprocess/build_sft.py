@@ -1,4 +1,5 @@
-"""``python -m data_preprocess.build_sft`` from a source checkout: the same as ``python -m verl_personadual.apps.build_sft``."""
+"""``python -m data_preprocess.build_sft`` from a source checkout: the same as
+``python -m verl_personadual.apps.build_sft``."""
 
 import sys
 

@@ -1,4 +1,5 @@
-"""``python -m data_preprocess.multiturn`` from a source checkout: the same as ``python -m verl_personadual.apps.build_multiturn``."""
+"""``python -m data_preprocess.multiturn`` from a source checkout: the same as
+``python -m verl_personadual.apps.build_multiturn``."""
 
 import sys
 

@@ -1,4 +1,5 @@
-"""``python -m data_preprocess.toy`` from a source checkout: the same as ``python -m verl_personadual.apps.build_toy``."""
+"""``python -m data_preprocess.toy`` from a source checkout: the same as
+``python -m verl_personadual.apps.build_toy``."""
 
 import sys
 

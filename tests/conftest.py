@@ -28,6 +28,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "vllm" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=NO_VLLM_REASON))
 
+
 #: The tests' model: hidden 64, 2 layers (~100k parameters).
 TEST_SPEC = TinyModelSpec(hidden_size=64, num_layers=2, head_dim=16, intermediate_size=128, tie_word_embeddings=True)
 

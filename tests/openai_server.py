@@ -135,9 +135,7 @@ class OpenAITestServer:
                     "object": "chat.completion",
                     "created": 0,
                     "model": body.get("model", ""),
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", **fields}, "finish_reason": "stop"}
-                    ],
+                    "choices": [{"index": 0, "message": {"role": "assistant", **fields}, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 }
                 self._send(200, json.dumps(payload).encode())

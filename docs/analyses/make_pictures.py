@@ -102,8 +102,15 @@ def two_turn_sft_rows(rows: list[dict], ratio: float, seed: int = 0) -> list[dic
     from verl_personadual.data.families import Selector
     from verl_personadual.data.multiturn import add_first_turns
 
-    as_rl = [{"prompt": r["messages"][:-1], "reward_model": {"ground_truth": r["extra_info"]["ground_truth"]},
-              "extra_info": r["extra_info"], "answer": r["messages"][-1]} for r in rows]
+    as_rl = [
+        {
+            "prompt": r["messages"][:-1],
+            "reward_model": {"ground_truth": r["extra_info"]["ground_truth"]},
+            "extra_info": r["extra_info"],
+            "answer": r["messages"][-1],
+        }
+        for r in rows
+    ]
     mixed = add_first_turns(as_rl, ratio, seed, "train", Selector.parse("task=helpful"))
     return [{"messages": [*m["prompt"], m["answer"]], "extra_info": m["extra_info"]} for m in mixed]
 
@@ -119,8 +126,16 @@ def compare_alignment(runs: dict[str, Path], out: Path) -> list[Path]:
     for label, path in runs.items():
         with open(path / "tables" / "alignment.csv", encoding="utf-8") as f:
             for r in csv.DictReader(f):
-                lines.append([label, r["order"], int(r["compared"]), float(r["aligned_%"]),
-                              float(r["second_turn_accuracy_%"]), float(r["single_turn_accuracy_%"])])
+                lines.append(
+                    [
+                        label,
+                        r["order"],
+                        int(r["compared"]),
+                        float(r["aligned_%"]),
+                        float(r["second_turn_accuracy_%"]),
+                        float(r["single_turn_accuracy_%"]),
+                    ]
+                )
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     written = write_table(out / "tables", "alignment", (header, lines))
@@ -153,8 +168,16 @@ def eval_toy(model: Path, eval_set: Path, out: Path) -> Path:
     run_module.write_report = lambda out_dir: []  # Table 1 does not know the toy benchmark
     decodings = [Decoding.FREE, Decoding.FREE_CONSTRAINED, Decoding.GENERAL, Decoding.PERSONALIZED]
     cfg = run_module.RunConfig(
-        model=str(model), out_dir=out, benchmarks=[DataSource.TOY], settings=list(PersonaSetting), decodings=decodings,
-        eval_set=eval_set, backend="hf", device="cpu", decoding=DecodingParams(max_new_tokens=12), batch_size=32,
+        model=str(model),
+        out_dir=out,
+        benchmarks=[DataSource.TOY],
+        settings=list(PersonaSetting),
+        decodings=decodings,
+        eval_set=eval_set,
+        backend="hf",
+        device="cpu",
+        decoding=DecodingParams(max_new_tokens=12),
+        batch_size=32,
         progress=False,
     )
     run_module.run(cfg)
@@ -172,11 +195,17 @@ def analyse(argv: list[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="work directory (created; steps already done are reused)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="work directory (created; steps already done are reused)"
+    )
     parser.add_argument("--sft-steps", type=int, default=300, help="steps of the sft stand-in (default %(default)s)")
-    parser.add_argument("--taught-steps", type=int, default=100, help="further steps of the taught stand-in (default %(default)s)")
+    parser.add_argument(
+        "--taught-steps", type=int, default=100, help="further steps of the taught stand-in (default %(default)s)"
+    )
     parser.add_argument("--eval-items", type=int, default=200, help="toy eval items (default %(default)s)")
-    parser.add_argument("--sft-items", type=int, default=1600, help="toy SFT items, two rows each (default %(default)s)")
+    parser.add_argument(
+        "--sft-items", type=int, default=1600, help="toy SFT items, two rows each (default %(default)s)"
+    )
     parser.add_argument("--copy-to", type=Path, help="copy the README's six PNGs into this directory")
     a = parser.parse_args(argv)
 
@@ -194,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = pq.read_table(out / "toy" / "sft" / "train.parquet").to_pylist()
     if not (out / "sft").exists():
         teach(out / "base", rows, out / "sft", a.sft_steps, 2e-3, seed=0)
-    better = [r for r in rows if BETTER.get(r["extra_info"]["task"], r["extra_info"]["mode"]) == r["extra_info"]["mode"]]
+    better = [
+        r for r in rows if BETTER.get(r["extra_info"]["task"], r["extra_info"]["mode"]) == r["extra_info"]["mode"]
+    ]
     if not (out / "taught").exists():
         teach(out / "sft", better, out / "taught", a.taught_steps, 1e-3, seed=1)
     if not (out / "taught_mt").exists():
@@ -210,7 +241,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = ["--run", f"sft={out / 'run_sft'}", "--run", f"taught={out / 'run_taught'}"]
     analyse(["mode-probs", *runs, "--out", str(out / "mode_probs"), *hf])
     analyse(["multiturn", "--run", str(out / "run_taught"), "--out", str(out / "multiturn"), "--by", "task", *sel, *hf])
-    analyse(["multiturn", "--run", str(out / "run_taught_mt"), "--out", str(out / "multiturn_mt"), "--by", "task", *sel, *hf])
+    analyse(
+        [
+            "multiturn",
+            "--run",
+            str(out / "run_taught_mt"),
+            "--out",
+            str(out / "multiturn_mt"),
+            "--by",
+            "task",
+            *sel,
+            *hf,
+        ]
+    )
     compare_alignment({"taught": out / "multiturn", "taught_mt": out / "multiturn_mt"}, out / "multiturn_training")
     analyse(["lexical", "--run", str(out / "run_taught"), "--out", str(out / "lexical")])
     analyse(["mixed", *runs, "--out", str(out / "mixed"), *sel])

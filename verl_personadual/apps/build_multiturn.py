@@ -11,6 +11,7 @@ from typing import Sequence
 
 import pyarrow.parquet as pq
 
+from verl_personadual.data import multiturn
 from verl_personadual.data.families import Selector
 from verl_personadual.data.multiturn import add_first_turns, write_rows
 from verl_personadual.data.preflight import check_files, check_rl_parquet
@@ -22,16 +23,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(_main, argv)
 
 
-
 def _main(argv: Sequence[str] | None) -> int:
-    p = argparse.ArgumentParser(prog="python -m verl_personadual.apps.build_multiturn", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m verl_personadual.apps.build_multiturn",
+        description=multiturn.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--in", dest="src", required=True, type=Path, help="RL parquet (build_rl or toy schema)")
     p.add_argument("--out", required=True, type=Path, help="output parquet")
     p.add_argument("--ratio", type=float, required=True, help="share of rows given a first turn, in [0, 1]")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--personalized", type=Selector.parse, metavar="FIELD=V[,V...]",
-                   help="rows that are personalized questions (default: personalized sources; toy: task=helpful)")
+    p.add_argument(
+        "--personalized",
+        type=Selector.parse,
+        metavar="FIELD=V[,V...]",
+        help="rows that are personalized questions (default: personalized sources; toy: task=helpful)",
+    )
     a = p.parse_args(argv)
     check_files([a.src], "--in")
     check_rl_parquet(str(a.src), "--in")
@@ -45,7 +52,6 @@ def _main(argv: Sequence[str] | None) -> int:
     two = sum(r["extra_info"]["turns"] == 2 for r in out)
     print(f"{two} of {len(out)} rows with a first turn -> {a.out}")
     return 0
-
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ def parse_counts(text: str) -> dict[str, int]:
     return out
 
 
-
 def parse_revision(text: str) -> tuple[str, str]:
     name, sep, rev = text.partition("=")
     if not sep or name not in FILE_INPUTS or not rev:
@@ -54,38 +53,61 @@ def parse_revision(text: str) -> tuple[str, str]:
     return name, rev
 
 
-
 def add_input_arguments(
     p: argparse.ArgumentParser, train_default: dict[str, int], val_default: dict[str, int], count_note: str = ""
 ) -> None:
     """The output, input-file, revision, count and seed options shared by build_rl and build_sft."""
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--samples", action="store_true",
-                   help="use the shipped sample files for every input not given explicitly, sample-sized counts, "
-                        "and offline-template aligned personas unless --aligned-personas is given")
+    p.add_argument(
+        "--samples",
+        action="store_true",
+        help="use the shipped sample files for every input not given explicitly, sample-sized counts, "
+        "and offline-template aligned personas unless --aligned-personas is given",
+    )
     for name in FILE_INPUTS:
-        p.add_argument(f"--{name}", type=Path, metavar="FILE",
-                       help=f"local {name} file (.jsonl or .parquet, hub schema); else the hub"
-                            + ("; its questions are removed from the training items" if name in overlap.FILTERS else ""))
-    p.add_argument("--no-overlap-filter", action="store_true",
-                   help="do not remove training items that are PubMedQA / TriviaQA test questions (the paper does, "
-                        "Table 5; by default the question lists come from --pubmedqa / --triviaqa or the hub, and "
-                        "the build stops when one cannot be loaded)")
-    p.add_argument("--revision", type=parse_revision, action="append", default=[], metavar="NAME=REV",
-                   help="hub revision (commit / tag) of an input loaded from the hub; repeatable")
-    p.add_argument("--strict", action="store_true",
-                   help="stop at the first malformed AlignX row (a missing or null field, e.g. a history entry "
-                        "without a comment) instead of skipping it and counting it in the manifest")
-    p.add_argument("--train-counts", type=parse_counts, default={}, metavar="SRC=N,...",
-                   help=f"training items per source{count_note} (default {train_default}, Table 5)")
-    p.add_argument("--val-counts", type=parse_counts, default={}, metavar="SRC=N,...",
-                   help=f"validation items per source{count_note} (default {val_default})")
+        p.add_argument(
+            f"--{name}",
+            type=Path,
+            metavar="FILE",
+            help=f"local {name} file (.jsonl or .parquet, hub schema); else the hub"
+            + ("; its questions are removed from the training items" if name in overlap.FILTERS else ""),
+        )
+    p.add_argument(
+        "--no-overlap-filter",
+        action="store_true",
+        help="do not remove training items that are PubMedQA / TriviaQA test questions (the paper does, "
+        "Table 5; by default the question lists come from --pubmedqa / --triviaqa or the hub, and "
+        "the build stops when one cannot be loaded)",
+    )
+    p.add_argument(
+        "--revision",
+        type=parse_revision,
+        action="append",
+        default=[],
+        metavar="NAME=REV",
+        help="hub revision (commit / tag) of an input loaded from the hub; repeatable",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first malformed AlignX row (a missing or null field, e.g. a history entry "
+        "without a comment) instead of skipping it and counting it in the manifest",
+    )
+    p.add_argument(
+        "--train-counts",
+        type=parse_counts,
+        default={},
+        metavar="SRC=N,...",
+        help=f"training items per source{count_note} (default {train_default}, Table 5)",
+    )
+    p.add_argument(
+        "--val-counts",
+        type=parse_counts,
+        default={},
+        metavar="SRC=N,...",
+        help=f"validation items per source{count_note} (default {val_default})",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-
-
-
-
-
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -110,15 +132,24 @@ def make_parser() -> argparse.ArgumentParser:
         ),
     )
     add_input_arguments(p, DEFAULT_TRAIN_COUNTS, DEFAULT_VAL_COUNTS)
-    p.add_argument("--aligned-personas", type=AlignedMode, choices=list(AlignedMode), default=None,
-                   help="llm (default; needs an endpoint) or offline-template (labelled placeholders, no endpoint)")
-    p.add_argument("--multi-turn-ratio", type=float, default=0.0, metavar="R",
-                   help="share of each split's rows turned into two-turn rows: a finished exchange from the other "
-                        "family (objective / personalized) first (verl_personadual.data.multiturn; default 0: none)")
+    p.add_argument(
+        "--aligned-personas",
+        type=AlignedMode,
+        choices=list(AlignedMode),
+        default=None,
+        help="llm (default; needs an endpoint) or offline-template (labelled placeholders, no endpoint)",
+    )
+    p.add_argument(
+        "--multi-turn-ratio",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="share of each split's rows turned into two-turn rows: a finished exchange from the other "
+        "family (objective / personalized) first (verl_personadual.data.multiturn; default 0: none)",
+    )
     add_llm_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
-
 
 
 def config_from_args(args: argparse.Namespace) -> BuildConfig:
@@ -146,11 +177,9 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
     )
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: :func:`_main` under ``run_cli`` (a user error: one ``error:`` line, exit status 2)."""
     return run_cli(_main, argv)
-
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -164,7 +193,6 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"{split}: {out['rows']} rows -> {out['path']}")
     print(f"manifest -> {cfg.out_dir / 'manifest.json'}")
     return 0
-
 
 
 if __name__ == "__main__":

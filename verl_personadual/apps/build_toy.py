@@ -20,7 +20,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(_main, argv)
 
 
-
 def _main(argv: Sequence[str] | None) -> int:
     d = ToySizes()
     p = argparse.ArgumentParser(
@@ -30,7 +29,9 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
-    p.add_argument("--sft-items", type=int, default=d.sft, help="SFT items, one row per mode each (default: %(default)s)")
+    p.add_argument(
+        "--sft-items", type=int, default=d.sft, help="SFT items, one row per mode each (default: %(default)s)"
+    )
     p.add_argument("--rl-items", type=int, default=d.rl, help="RL training items (default: %(default)s)")
     p.add_argument("--rl-val-items", type=int, default=d.rl_val, help="RL validation items (default: %(default)s)")
     p.add_argument("--eval-items", type=int, default=d.eval, help="held-out eval items (default: %(default)s)")
@@ -41,7 +42,6 @@ def _main(argv: Sequence[str] | None) -> int:
     print(json.dumps(manifest["kinds"], sort_keys=True))
     print(f"toy task written to {a.out} (manifest.json lists the files)")
     return 0
-
 
 
 if __name__ == "__main__":

@@ -83,9 +83,7 @@ def _plugin_policy_check() -> Check:
 #: Imports the plugin and then each of its registering modules (most are imported only when verl imports the
 #: registry they register with).
 _IMPORT_ALL = (
-    f"import importlib, {ENTRY_POINT_TARGET} as p\n"
-    "for m in p.REGISTERING_MODULES:\n"
-    "    importlib.import_module(m)\n"
+    f"import importlib, {ENTRY_POINT_TARGET} as p\nfor m in p.REGISTERING_MODULES:\n    importlib.import_module(m)\n"
 )
 
 
@@ -114,7 +112,9 @@ def registration_checks() -> list[Check]:
     error = _plugin_import_error() if missing else ""
     for kind, name, registry in wanted:
         ok = name in registry
-        detail = "registered" if ok else "missing after `import verl`" + (f"; plugin import fails: {error}" if error else "")
+        detail = (
+            "registered" if ok else "missing after `import verl`" + (f"; plugin import fails: {error}" if error else "")
+        )
         checks.append(Check(f"{kind} {name}", ok, detail))
     return checks
 

@@ -3,7 +3,8 @@
 ``python -m verl_personadual.apps.cost --backbone qwen3_8b [--stage rl|sft] [assumptions] [-- hydra overrides]``
 
 Everything that the recipe decides (batch sizes, rollouts, lengths, epochs, GPUs, vLLM tensor parallel and memory
-fraction, checkpoint policy) is read from the recipe composed exactly as ``verl_personadual.apps.recipes.compose`` composes it,
+fraction, checkpoint policy) is read from the recipe composed exactly as ``verl_personadual.apps.recipes.compose``
+composes it,
 so overrides after ``--`` change the estimate as they would change the run. What the recipe cannot know is an
 assumption with a flag: data rows, mean prompt / response lengths (default: the recipe's maxima, so the token
 counts are upper bounds), model-FLOP utilisation, memory-bandwidth efficiency. Nothing here was measured on a GPU.
@@ -388,7 +389,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m verl_personadual.apps.cost",
         description=(
             "Print the cost of a PersonaDual run (Markdown): steps, tokens, FLOPs, checkpoint disk, and a rough "
-            "time and GPU-hours per GPU type, from the recipe composed as `verl_personadual.apps.recipes.compose` composes it. "
+            "time and GPU-hours per GPU type, from the recipe composed as `verl_personadual.apps.recipes.compose` "
+            "composes it. "
             "Arguments after `--` are Hydra overrides of the recipe (e.g. "
             "`-- actor_rollout_ref.rollout.tensor_model_parallel_size=1`). Defaults give upper bounds on tokens: "
             "every prompt and response at the recipe's maximum length. Estimates, not measurements."
@@ -398,27 +400,45 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=["rl", "sft"], default="rl", help="training stage (default: rl)")
     p.add_argument("--ablation", default=R.NO_ABLATION, choices=R.ablations(), help="RL ablation (default: none)")
     p.add_argument("--nnodes", type=int, default=None, help="nodes (default: the backbone's)")
-    p.add_argument("--train-rows", type=int, default=None,
-                   help=f"training rows (default: the paper's, RL {PAPER_RL_ROWS:,}, SFT {PAPER_SFT_ROWS:,})")
+    p.add_argument(
+        "--train-rows",
+        type=int,
+        default=None,
+        help=f"training rows (default: the paper's, RL {PAPER_RL_ROWS:,}, SFT {PAPER_SFT_ROWS:,})",
+    )
     p.add_argument("--val-rows", type=int, default=d.val_rows, help=f"RL validation rows (default {d.val_rows})")
     p.add_argument("--mean-prompt-tokens", type=int, default=None, help="RL: mean prompt length (default: maximum)")
-    p.add_argument("--mean-response-tokens", type=int, default=None,
-                   help="RL: mean response length (default: maximum)")
+    p.add_argument("--mean-response-tokens", type=int, default=None, help="RL: mean response length (default: maximum)")
     p.add_argument("--mean-sft-tokens", type=int, default=None, help="SFT: mean row length (default: maximum)")
-    p.add_argument("--mfu", type=float, default=d.mfu,
-                   help=f"model-FLOP utilisation of prefill, log-prob and training passes (default {d.mfu})")
-    p.add_argument("--hbm-efficiency", type=float, default=d.hbm_efficiency,
-                   help=f"fraction of HBM bandwidth vLLM decoding reaches (default {d.hbm_efficiency})")
-    p.add_argument("--gen-tokens-per-s", type=float, default=None,
-                   help="measured generation tokens/s per GPU; replaces the prefill + decode model")
+    p.add_argument(
+        "--mfu",
+        type=float,
+        default=d.mfu,
+        help=f"model-FLOP utilisation of prefill, log-prob and training passes (default {d.mfu})",
+    )
+    p.add_argument(
+        "--hbm-efficiency",
+        type=float,
+        default=d.hbm_efficiency,
+        help=f"fraction of HBM bandwidth vLLM decoding reaches (default {d.hbm_efficiency})",
+    )
+    p.add_argument(
+        "--gen-tokens-per-s",
+        type=float,
+        default=None,
+        help="measured generation tokens/s per GPU; replaces the prefill + decode model",
+    )
     return p
 
 
 def check_assumptions(a: Assumptions) -> None:
     """The assumption flags are in range; else a UserError naming the flag and its value."""
     fractions = {"--mfu": a.mfu, "--hbm-efficiency": a.hbm_efficiency}
-    counts = {"--train-rows": a.train_rows, "--mean-prompt-tokens": a.mean_prompt_tokens,
-              "--mean-response-tokens": a.mean_response_tokens}
+    counts = {
+        "--train-rows": a.train_rows,
+        "--mean-prompt-tokens": a.mean_prompt_tokens,
+        "--mean-response-tokens": a.mean_response_tokens,
+    }
     for flag, value in fractions.items():
         if not 0 < value <= 1:
             raise UserError(f"{flag} {value}: must be a fraction in (0, 1]")

@@ -91,7 +91,7 @@ def _path_pairs(pairs: Sequence[str]) -> dict[str, Path]:
     return out
 
 
-def _run_parser(sub: argparse._SubParsersAction) -> None:
+def run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="evaluate one model (builds or reuses the eval set, generates, scores, writes tables and plots)",
@@ -100,71 +100,140 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="HF checkpoint directory or hub id (its tokenizer is used too)")
     p.add_argument("--out", required=True, type=Path, help="run directory (created; re-use it to resume)")
-    p.add_argument("--benchmarks", nargs="+", default=[b.value for b in BENCHMARKS],
-                   choices=[b.value for b in BENCHMARKS] + [DataSource.TOY.value],
-                   help="benchmarks to evaluate (default: the paper's seven; toy: the rows of a toy eval set, "
-                        "`python -m verl_personadual.apps.build_toy`, given with --eval-set)")
-    p.add_argument("--settings", nargs="+", default=[s.value for s in PersonaSetting],
-                   choices=[s.value for s in PersonaSetting],
-                   help="persona settings of objective benchmarks (personalized ones always use their own persona)")
-    p.add_argument("--decoding", nargs="+", default=None, choices=[d.value for d in Decoding],
-                   help="free: model picks its mode; general/personalized: prefix forced; router: needs --router; "
-                        "free_constrained: the model picks, its first token restricted to the two mode prefixes "
-                        "(default: free general personalized, or the --system's decoding)")
+    p.add_argument(
+        "--benchmarks",
+        nargs="+",
+        default=[b.value for b in BENCHMARKS],
+        choices=[b.value for b in BENCHMARKS] + [DataSource.TOY.value],
+        help="benchmarks to evaluate (default: the paper's seven; toy: the rows of a toy eval set, "
+        "`python -m verl_personadual.apps.build_toy`, given with --eval-set)",
+    )
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        default=[s.value for s in PersonaSetting],
+        choices=[s.value for s in PersonaSetting],
+        help="persona settings of objective benchmarks (personalized ones always use their own persona)",
+    )
+    p.add_argument(
+        "--decoding",
+        nargs="+",
+        default=None,
+        choices=[d.value for d in Decoding],
+        help="free: model picks its mode; general/personalized: prefix forced; router: needs --router; "
+        "free_constrained: the model picks, its first token restricted to the two mode prefixes "
+        "(default: free general personalized, or the --system's decoding)",
+    )
     data = p.add_argument_group("data (default: the Hugging Face hub)")
-    data.add_argument("--samples", action="store_true",
-                      help="use the shipped fixture files (a few rows each), offline: without an endpoint the aligned "
-                           "personas are recorded placeholders (verl_personadual.data.samples), and --max-new-tokens "
-                           f"defaults to {SAMPLES_MAX_NEW_TOKENS}")
-    data.add_argument("--data", nargs="+", action="extend", default=[], metavar="NAME=PATH",
-                      help="local file in the hub schema per benchmark (a directory for personafeedback), and "
-                           "personahub=PATH for the unaligned persona pool")
-    data.add_argument("--eval-set", type=Path, help="evaluate the rows of a saved eval_set.jsonl (same items and personas)")
-    data.add_argument("--sizes", nargs="+", action="extend", default=[], metavar="NAME=N",
-                      help="items per benchmark (default: the paper's Table 7, "
-                           + ", ".join(f"{b.value} {n:,}" for b, n in DEFAULT_SIZES.items()) + "; all if fewer)")
+    data.add_argument(
+        "--samples",
+        action="store_true",
+        help="use the shipped fixture files (a few rows each), offline: without an endpoint the aligned "
+        "personas are recorded placeholders (verl_personadual.data.samples), and --max-new-tokens "
+        f"defaults to {SAMPLES_MAX_NEW_TOKENS}",
+    )
+    data.add_argument(
+        "--data",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME=PATH",
+        help="local file in the hub schema per benchmark (a directory for personafeedback), and "
+        "personahub=PATH for the unaligned persona pool",
+    )
+    data.add_argument(
+        "--eval-set", type=Path, help="evaluate the rows of a saved eval_set.jsonl (same items and personas)"
+    )
+    data.add_argument(
+        "--sizes",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME=N",
+        help="items per benchmark (default: the paper's Table 7, "
+        + ", ".join(f"{b.value} {n:,}" for b, n in DEFAULT_SIZES.items())
+        + "; all if fewer)",
+    )
     data.add_argument("--limit", type=int, help="items per benchmark for every benchmark not in --sizes")
-    data.add_argument("--seed", type=int, default=0,
-                      help="eval-set seed: items, personas, A/B order (default 0); also the sampling seed of a "
-                           "run without --seeds")
+    data.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="eval-set seed: items, personas, A/B order (default 0); also the sampling seed of a run without --seeds",
+    )
     gen = p.add_argument_group("generation")
-    gen.add_argument("--backend", default="auto", choices=BACKENDS, help="auto: vLLM on GPU if installed, else transformers")
+    gen.add_argument(
+        "--backend", default="auto", choices=BACKENDS, help="auto: vLLM on GPU if installed, else transformers"
+    )
     gen.add_argument("--device", help="transformers device (default cuda if available, else cpu)")
     gen.add_argument("--dtype", default="auto", help="transformers dtype: auto, bfloat16, float32, ...")
     gen.add_argument("--batch-size", type=int, default=16, help="responses per generation batch (and per JSONL flush)")
-    gen.add_argument("--max-new-tokens", type=int, default=None,
-                     help=f"response length cap, mode prefix included (default {DEFAULT_MAX_NEW_TOKENS}; "
-                          f"{SAMPLES_MAX_NEW_TOKENS} with --samples, a CPU smoke-run setting that cuts real answers)")
-    gen.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S",
-                     help="one sampled run per seed over the same eval set, reported as mean ± std (the paper averages "
-                          "three runs: --seeds 0 1 2); each in OUT/seed_<S>, tables in OUT/tables")
-    gen.add_argument("--temperature", type=float, default=None,
-                     help=f"0 = greedy (default without --seeds); with --seeds default {SAMPLING_TEMPERATURE}, the "
-                          "recipes' rollout temperature (paper Table 6)")
+    gen.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help=f"response length cap, mode prefix included (default {DEFAULT_MAX_NEW_TOKENS}; "
+        f"{SAMPLES_MAX_NEW_TOKENS} with --samples, a CPU smoke-run setting that cuts real answers)",
+    )
+    gen.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="S",
+        help="one sampled run per seed over the same eval set, reported as mean ± std (the paper averages "
+        "three runs: --seeds 0 1 2); each in OUT/seed_<S>, tables in OUT/tables",
+    )
+    gen.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help=f"0 = greedy (default without --seeds); with --seeds default {SAMPLING_TEMPERATURE}, the "
+        "recipes' rollout temperature (paper Table 6)",
+    )
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling (default 1.0: off)")
-    gen.add_argument("--chat-template-kwargs", default="{}", help='JSON, e.g. \'{"enable_thinking": false}\'')
-    gen.add_argument("--engine-kwargs", default="{}", help='JSON for vllm.LLM, e.g. \'{"tensor_parallel_size": 2}\'')
+    gen.add_argument("--chat-template-kwargs", default="{}", help="JSON, e.g. '{\"enable_thinking\": false}'")
+    gen.add_argument("--engine-kwargs", default="{}", help="JSON for vllm.LLM, e.g. '{\"tensor_parallel_size\": 2}'")
     base = p.add_argument_group("baselines (the paper's Table 1 rows)")
-    base.add_argument("--system", choices=[x.value for x in System],
-                      help="the Table 1 row this run evaluates; presets --prompt-style and --decoding: "
-                           + "; ".join(f"{x.value} = {sp.label} ({sp.prompt_style.value}, {sp.decoding.value}): "
-                                       f"{sp.model}" for x, sp in SYSTEMS.items()))
-    base.add_argument("--prompt-style", default=None, choices=[s.value for s in PromptStyle],
-                      help="persona (default), no_persona (plain model without persona), mode_choice "
-                           "(PersonaDual-Prompt), cot (CoT), personal (Personal-Prompt), alignxpert_ica / "
-                           "alignxpert_pba (AlignXpert checkpoints' own prompt formats)")
-    base.add_argument("--text-prefixes", action="store_true",
-                      help="the model writes the mode prefixes as plain text (trained with "
-                           "algorithm.dual_grpo.require_mode_tokens=false); default: a run of a dual-mode model "
-                           "(--system persona_dual, router, g_sft_rl, p_sft_rl, or the persona prompt style without "
-                           "--system) refuses a tokenizer without the dedicated mode tokens")
-    base.add_argument("--router", type=Path, help="router file from `train-router` (PersonaDual-Router, --decoding router)")
-    llm = p.add_argument_group("LLM endpoint (aligned personas, judge); defaults from PERSONADUAL_LLM_* variables; "
-                               "with --samples and none, recorded placeholder personas are replayed offline")
-    llm.add_argument("--judge", action="store_true",
-                     help="grade PubMedQA and MATH-500 as the paper does: an LLM judge extracts the concise answer "
-                          "from the whole response and verifies it (the paper used GPT-4o-mini); the rules' verdict "
-                          "is kept next to it, and tables/judge_agreement compares the two")
+    base.add_argument(
+        "--system",
+        choices=[x.value for x in System],
+        help="the Table 1 row this run evaluates; presets --prompt-style and --decoding: "
+        + "; ".join(
+            f"{x.value} = {sp.label} ({sp.prompt_style.value}, {sp.decoding.value}): {sp.model}"
+            for x, sp in SYSTEMS.items()
+        ),
+    )
+    base.add_argument(
+        "--prompt-style",
+        default=None,
+        choices=[s.value for s in PromptStyle],
+        help="persona (default), no_persona (plain model without persona), mode_choice "
+        "(PersonaDual-Prompt), cot (CoT), personal (Personal-Prompt), alignxpert_ica / "
+        "alignxpert_pba (AlignXpert checkpoints' own prompt formats)",
+    )
+    base.add_argument(
+        "--text-prefixes",
+        action="store_true",
+        help="the model writes the mode prefixes as plain text (trained with "
+        "algorithm.dual_grpo.require_mode_tokens=false); default: a run of a dual-mode model "
+        "(--system persona_dual, router, g_sft_rl, p_sft_rl, or the persona prompt style without "
+        "--system) refuses a tokenizer without the dedicated mode tokens",
+    )
+    base.add_argument(
+        "--router", type=Path, help="router file from `train-router` (PersonaDual-Router, --decoding router)"
+    )
+    llm = p.add_argument_group(
+        "LLM endpoint (aligned personas, judge); defaults from PERSONADUAL_LLM_* variables; "
+        "with --samples and none, recorded placeholder personas are replayed offline"
+    )
+    llm.add_argument(
+        "--judge",
+        action="store_true",
+        help="grade PubMedQA and MATH-500 as the paper does: an LLM judge extracts the concise answer "
+        "from the whole response and verifies it (the paper used GPT-4o-mini); the rules' verdict "
+        "is kept next to it, and tables/judge_agreement compares the two",
+    )
     add_llm_arguments(llm, concurrency=False)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -179,12 +248,14 @@ def _llm_config(a: argparse.Namespace) -> LLMConfig | None:
         return None
     if a.judge:
         raise RunError(needs_endpoint("--judge") + "; the recorded sample replies cover aligned personas only")
-    logger.info("aligned personas: RECORDED PLACEHOLDER replies for the shipped samples (offline; one template "
-                "persona per benchmark, not question-specific)")
+    logger.info(
+        "aligned personas: RECORDED PLACEHOLDER replies for the shipped samples (offline; one template "
+        "persona per benchmark, not question-specific)"
+    )
     return samples.replay_config()
 
 
-def _style_and_decodings(a: argparse.Namespace) -> tuple[PromptStyle, list[Decoding], System | None]:
+def style_and_decodings(a: argparse.Namespace) -> tuple[PromptStyle, list[Decoding], System | None]:
     """--prompt-style and --decoding, or the --system's (given together, they must agree)."""
     style = PromptStyle(a.prompt_style) if a.prompt_style else None
     decodings = [Decoding(d) for d in a.decoding] if a.decoding else None
@@ -195,14 +266,18 @@ def _style_and_decodings(a: argparse.Namespace) -> tuple[PromptStyle, list[Decod
     if style is not None and style is not spec.prompt_style:
         raise RunError(f"--system {system.value} uses --prompt-style {spec.prompt_style.value}, not {style.value}")
     if decodings is not None and spec.decoding not in decodings:
-        raise RunError(f"--system {system.value} is read from decoding {spec.decoding.value}; --decoding must include it")
+        raise RunError(
+            f"--system {system.value} is read from decoding {spec.decoding.value}; --decoding must include it"
+        )
     return spec.prompt_style, decodings or [spec.decoding], system
 
 
 def _run_config(a: argparse.Namespace) -> RunConfig:
     if DataSource.TOY.value in a.benchmarks and a.eval_set is None:
-        raise RunError("--benchmarks toy needs --eval-set: the toy task has no hub dataset (python -m "
-                       "verl_personadual.apps.build_toy --out DIR writes DIR/eval_set.jsonl)")
+        raise RunError(
+            "--benchmarks toy needs --eval-set: the toy task has no hub dataset (python -m "
+            "verl_personadual.apps.build_toy --out DIR writes DIR/eval_set.jsonl)"
+        )
     paths = dict(eval_sample_paths()) if a.samples else {}
     paths.update(_path_pairs(a.data))
     sizes = {b: a.limit for b in BENCHMARKS} if a.limit is not None else {}
@@ -212,9 +287,10 @@ def _run_config(a: argparse.Namespace) -> RunConfig:
     if max_new_tokens is None:
         max_new_tokens = SAMPLES_MAX_NEW_TOKENS if a.samples else DEFAULT_MAX_NEW_TOKENS
         if a.samples:
-            logger.info("--samples: responses capped at %d new tokens (pass --max-new-tokens for longer ones)",
-                        max_new_tokens)
-    style, decodings, system = _style_and_decodings(a)
+            logger.info(
+                "--samples: responses capped at %d new tokens (pass --max-new-tokens for longer ones)", max_new_tokens
+            )
+    style, decodings, system = style_and_decodings(a)
     temperature = a.temperature if a.temperature is not None else (SAMPLING_TEMPERATURE if a.seeds else 0.0)
     return RunConfig(
         model=a.model,
@@ -276,37 +352,57 @@ def main(argv: Sequence[str] | None = None) -> int:
 def parser() -> argparse.ArgumentParser:
     """The command line of ``python -m verl_personadual.eval`` and its subcommands."""
     parser = argparse.ArgumentParser(
-        prog="python -m verl_personadual.eval", description=_DESCRIPTION,
+        prog="python -m verl_personadual.eval",
+        description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    _run_parser(sub)
+    run_parser(sub)
     rep = sub.add_parser(
-        "report", help="rewrite tables and plots of a run directory from its predictions.jsonl",
+        "report",
+        help="rewrite tables and plots of a run directory from its predictions.jsonl",
         description="Rewrite the tables (tables/*.md, *.csv) and plots (plots/*.png) of an `eval run` "
         "directory from its eval_set.jsonl and predictions.jsonl (of each seed_<S> sub-run for a multi-seed "
         "run), e.g. after a killed run or a change of the report code. Nothing is generated or scored again.",
     )
     rep.add_argument("run_dir", type=Path, help="an `eval run` output directory (its --out)")
     cmp_ = sub.add_parser(
-        "compare", help="Table 1 of several runs side by side (e.g. PersonaDual and baselines)",
+        "compare",
+        help="Table 1 of several runs side by side (e.g. PersonaDual and baselines)",
         description="Write Table 1 (table1.md, table1.csv) of several finished `eval run` directories side by side: "
         "--run LABEL=DIR adds one line per decoding of the run; --system NAME[:LABEL]=DIR adds the line of a "
         "paper system (read from its own decoding), placed in the paper's sections and order. A run directory "
         "that is missing or unfinished (a decoding without a prediction for every row) is refused.",
     )
-    cmp_.add_argument("--run", nargs="+", action="extend", default=[], metavar="LABEL=DIR",
-                      help="a run directory and its label in the table, one line per decoding; repeatable "
-                           "(--run a=DIR1 --run b=DIR2)")
-    cmp_.add_argument("--system", nargs="+", action="extend", default=[], metavar="NAME[:LABEL]=DIR",
-                      help="a run of a Table 1 system (" + ", ".join(x.value for x in System) + "; see `run --help`), "
-                           "one line from the system's own decoding, in the paper's sections and order; LABEL "
-                           "replaces the paper's name (e.g. base:Qwen3-8B=DIR); repeatable")
+    cmp_.add_argument(
+        "--run",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="LABEL=DIR",
+        help="a run directory and its label in the table, one line per decoding; repeatable "
+        "(--run a=DIR1 --run b=DIR2)",
+    )
+    cmp_.add_argument(
+        "--system",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME[:LABEL]=DIR",
+        help="a run of a Table 1 system (" + ", ".join(x.value for x in System) + "; see `run --help`), "
+        "one line from the system's own decoding, in the paper's sections and order; LABEL "
+        "replaces the paper's name (e.g. base:Qwen3-8B=DIR); repeatable",
+    )
     cmp_.add_argument("--out", required=True, type=Path, help="directory for table1.{md,csv}")
-    tr = sub.add_parser("train-router", help="train the PersonaDual-Router classifier from a forced-decoding run",
-                        description=baselines_module.__doc__,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    tr.add_argument("run_dir", type=Path, help="a run with --decoding general personalized (use items disjoint from test)")
+    tr = sub.add_parser(
+        "train-router",
+        help="train the PersonaDual-Router classifier from a forced-decoding run",
+        description=baselines_module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tr.add_argument(
+        "run_dir", type=Path, help="a run with --decoding general personalized (use items disjoint from test)"
+    )
     tr.add_argument("--out", required=True, type=Path, help="router file (JSON)")
     for analysis in (mode_probs, multiturn, lexical, mixed):
         analysis.add_parser(sub)

@@ -14,13 +14,20 @@ __all__ = ["add_llm_arguments", "llm_config_from_args"]
 
 def add_llm_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, concurrency: bool = True) -> None:
     """``--llm-base-url``, ``--llm-model``, ``--llm-cache-dir`` and (with ``concurrency``) ``--llm-concurrency``."""
-    p.add_argument("--llm-base-url", metavar="URL",
-                   help=f"OpenAI-compatible base URL (else {ENV_BASE_URL}); the key comes from {ENV_API_KEY} only, "
-                        "and the URL is written to no file unredacted")
+    p.add_argument(
+        "--llm-base-url",
+        metavar="URL",
+        help=f"OpenAI-compatible base URL (else {ENV_BASE_URL}); the key comes from {ENV_API_KEY} only, "
+        "and the URL is written to no file unredacted",
+    )
     p.add_argument("--llm-model", metavar="NAME", help=f"model name at that endpoint (else {ENV_MODEL})")
-    p.add_argument("--llm-cache-dir", type=Path, metavar="DIR",
-                   help=f"reply cache, so a rerun sends no request twice (else {ENV_CACHE_DIR}, else "
-                        "~/.cache/verl_personadual/llm)")
+    p.add_argument(
+        "--llm-cache-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"reply cache, so a rerun sends no request twice (else {ENV_CACHE_DIR}, else "
+        "~/.cache/verl_personadual/llm)",
+    )
     if concurrency:
         p.add_argument("--llm-concurrency", type=int, default=16, metavar="N", help="requests in flight (default 16)")
 

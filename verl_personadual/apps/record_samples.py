@@ -43,7 +43,6 @@ def _sft_recordings() -> dict[str, str]:
     }
 
 
-
 def _eval_recordings() -> dict[str, str]:
     from verl_personadual.core.prompts import build_aligned_persona_request
     from verl_personadual.data.benchmarks import OBJECTIVE_BENCHMARKS, load_benchmark
@@ -59,11 +58,9 @@ def _eval_recordings() -> dict[str, str]:
     return out
 
 
-
 def recordings() -> dict[str, str]:
     """Cache key -> reply of every recorded request, computed now from the sample files and prompt templates."""
     return _sft_recordings() | _eval_recordings()
-
 
 
 def stale_keys(root: Path = CACHE_DIR) -> list[str]:
@@ -72,7 +69,6 @@ def stale_keys(root: Path = CACHE_DIR) -> list[str]:
     cache = ReplyCache(root)
     bad = {k for k, reply in want.items() if cache.get(k) != Reply(reply)}
     return sorted(bad | (cache.keys() - set(want)))
-
 
 
 def record(root: Path = CACHE_DIR) -> int:
@@ -89,12 +85,10 @@ def record(root: Path = CACHE_DIR) -> int:
     return len(want)
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: 0, or 1 when ``--check`` finds the cache stale; a bad argument is one ``error:`` line and
     exit status 2 (``run_cli``)."""
     return run_cli(_main, argv)
-
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -111,14 +105,16 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.check:
         stale = stale_keys(args.root)
         if stale:
-            print(f"{args.root}: {len(stale)} recorded replies are stale; run `python -m verl_personadual.apps.record_samples`",
-                  file=sys.stderr)
+            print(
+                f"{args.root}: {len(stale)} recorded replies are stale; run `python -m "
+                f"verl_personadual.apps.record_samples`",
+                file=sys.stderr,
+            )
             return 1
         print(f"{args.root}: up to date")
         return 0
     print(f"{args.root}: {record(args.root)} replies recorded")
     return 0
-
 
 
 if __name__ == "__main__":

@@ -243,8 +243,10 @@ def _main(argv: Sequence[str] | None) -> int:
     with user_errors(ValueError):  # TinyModelSpec's checks of the sizes
         out = write_tiny_model(args.out, spec, with_mode_tokens=not args.text_prefixes, vocab_size=args.vocab)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    print(f"wrote a random Qwen3 ({spec.hidden_size} hidden x {spec.num_layers} layers) + tokenizer to {out} "
-          f"({size / 1e6:.1f} MB)")
+    print(
+        f"wrote a random Qwen3 ({spec.hidden_size} hidden x {spec.num_layers} layers) + tokenizer to {out} "
+        f"({size / 1e6:.1f} MB)"
+    )
     return 0
 
 

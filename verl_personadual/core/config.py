@@ -173,7 +173,8 @@ class TrainerSettings:
             raise ValueError(f"trainer.v1.{TRAINER_SETTINGS}.replay_poll_interval_s must be > 0, got {value!r}")
         if self.token_dump_dir is not None and not (isinstance(self.token_dump_dir, str) and self.token_dump_dir):
             raise ValueError(
-                f"trainer.v1.{TRAINER_SETTINGS}.token_dump_dir must be a directory path or null, got {self.token_dump_dir!r}"
+                f"trainer.v1.{TRAINER_SETTINGS}.token_dump_dir must be a directory path or null, got "
+                f"{self.token_dump_dir!r}"
             )
 
     @classmethod

@@ -78,6 +78,7 @@ def mode_code(name: str) -> int:
         raise ValueError(f"unknown mode name {name!r}; expected one of {sorted(MODE_NAMES)}")
     return MODE_NAMES.index(name) if name != UNKNOWN_MODE_NAME else UNKNOWN_MODE
 
+
 #: The control prefixes of the paper, exactly as the SFT data writes them.
 PREFIX_TEXT: dict[Mode, str] = {
     Mode.GENERAL: "[General_mode]",
@@ -255,6 +256,7 @@ def _resolve(tokenizer: Any, require_single_token: bool | None) -> ModePrefixes:
         )
     if require_single_token is False and prefixes.single_token:
         raise PrefixResolutionError(
-            f"tokenizer {name!r}: text prefixes were configured but the tokenizer has dedicated mode tokens ({_describe(ids)})"
+            f"tokenizer {name!r}: text prefixes were configured but the tokenizer has dedicated mode tokens "
+            f"({_describe(ids)})"
         )
     return prefixes

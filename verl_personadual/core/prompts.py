@@ -64,7 +64,6 @@ class DataSource(StrEnum):
     TOY = "toy"  # the toy persona task of verl_personadual.data.toy (quickstart, CPU tests)
 
 
-
 #: Sources whose items have an objective answer (persona optional).
 OBJECTIVE_SOURCES = frozenset(
     {
@@ -94,7 +93,6 @@ class TaskFamily(StrEnum):
     PREFERENCE = "preference"  # gold: "A" or "B", the response this user prefers
 
 
-
 class PersonaSetting(StrEnum):
     """Which persona a row's prompt carries.
 
@@ -104,7 +102,6 @@ class PersonaSetting(StrEnum):
     NONE = "none"
     UNALIGNED = "unaligned"
     ALIGNED = "aligned"
-
 
 
 _I_AM = re.compile(r"^\s*(?:i\s+am|i'm|i’m)\s+", re.IGNORECASE)
@@ -140,7 +137,7 @@ def answer_instruction(family: TaskFamily | str) -> str:
     fam = TaskFamily(family)
     return (
         "Reason step by step, then give your final answer on the last line as a JSON object "
-        f"with the key \"{ANSWER_KEY}\": {_INSTRUCTIONS[fam]}."
+        f'with the key "{ANSWER_KEY}": {_INSTRUCTIONS[fam]}.'
     )
 
 
@@ -196,8 +193,8 @@ _JUDGE_TEMPLATE = (
     "You grade answers. Decide whether the candidate answer means the same as the reference answer for the "
     "question (wording may differ; extra correct detail is fine; a contradicting or missing key fact is not).\n\n"
     "Question:\n{question}\n\nReference answer:\n{reference}\n\nCandidate answer:\n{candidate}\n\n"
-    "Reply with a JSON object on the last line with the key \"{key}\": \"yes\" if the candidate is correct, "
-    "else \"no\", e.g. {{\"{key}\": \"yes\"}}."
+    'Reply with a JSON object on the last line with the key "{key}": "yes" if the candidate is correct, '
+    'else "no", e.g. {{"{key}": "yes"}}.'
 )
 
 
@@ -224,9 +221,7 @@ _PREFERENCE_TEMPLATE = (
 def build_preference_question(post: str, response_a: str, response_b: str) -> str:
     """Question text of a pairwise-preference item (AlignX): the post, then responses A and B. The gold of such
     an item (family ``PREFERENCE``) is the letter of the response the user prefers."""
-    return _PREFERENCE_TEMPLATE.format(
-        post=post.strip(), response_a=response_a.strip(), response_b=response_b.strip()
-    )
+    return _PREFERENCE_TEMPLATE.format(post=post.strip(), response_a=response_a.strip(), response_b=response_b.strip())
 
 
 #: JSON key of the persona in an aligned-persona generation reply.
@@ -235,9 +230,9 @@ PERSONA_KEY = "persona"
 _ALIGNED_PERSONA_TEMPLATE = (
     "Describe a person who would plausibly ask the question below and whose background bears on it: their "
     "occupation, situation, experience or interests. Write one sentence of at most 40 words, in the third person, "
-    "starting with \"A\" or \"An\" (e.g. \"A rural nurse who often treats farm injuries.\"). Do not answer the "
+    'starting with "A" or "An" (e.g. "A rural nurse who often treats farm injuries."). Do not answer the '
     "question and do not hint at its answer.\n\nQuestion:\n{question}\n\n"
-    "Reply with only a JSON object with the key \"{key}\", e.g. {{\"{key}\": \"A ...\"}}."
+    'Reply with only a JSON object with the key "{key}", e.g. {{"{key}": "A ..."}}.'
 )
 
 
@@ -269,9 +264,7 @@ _EXPERT_PERSONALIZED_TEMPLATE = (
 )
 
 
-def build_expert_request(
-    question: str, family: TaskFamily | str, persona: str | None
-) -> list[dict[str, str]]:
+def build_expert_request(question: str, family: TaskFamily | str, persona: str | None) -> list[dict[str, str]]:
     """Chat messages asking the expert model for one SFT trajectory.
 
     ``persona is None`` -> *general* mode: the expert sees only the question (and the answer-format instruction
@@ -380,8 +373,8 @@ _EXTRACT_VERIFY_TEMPLATE = (
     "against the reference answer: it is correct if it means the same (for math: mathematically equivalent; "
     "wording and formatting may differ). A response that gives no final answer, or several different ones, is "
     "incorrect.\n\nQuestion:\n{question}\n\nReference answer:\n{reference}\n\nResponse:\n{response}\n\n"
-    "Reply with a JSON object on the last line with the keys \"{extracted}\" (the concise answer, \"\" if there is "
-    "none) and \"{key}\" (\"yes\" if it is correct, else \"no\"), e.g. {{\"{extracted}\": \"maybe\", \"{key}\": \"no\"}}."
+    'Reply with a JSON object on the last line with the keys "{extracted}" (the concise answer, "" if there is '
+    'none) and "{key}" ("yes" if it is correct, else "no"), e.g. {{"{extracted}": "maybe", "{key}": "no"}}.'
 )
 
 

@@ -84,7 +84,6 @@ FORCED_FIELD = "forced"
 _ROLLOUT_CORRECTION_KEYS = ("rollout_is", "rollout_rs")
 
 
-
 def forced_mode(session_id: int, n: int) -> Mode:
     """Mode forced on session ``session_id`` (0..n-1) of a group of ``n`` (even): first half general."""
     if not 0 <= session_id < n:
@@ -97,7 +96,9 @@ def forced_mode(session_id: int, n: int) -> Mode:
 
 
 #: The prefix ids forced on the session running in the current asyncio task (empty: free generation).
-_FORCED_PREFIX: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar("personadual_forced_prefix", default=())
+_FORCED_PREFIX: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar(
+    "personadual_forced_prefix", default=()
+)
 
 
 class PrefixingServer:

@@ -1,7 +1,7 @@
 """Trainer glue: hands each row's mode to the ``dual_grpo`` estimator on verl's default v1 sync path.
 
 Two trainers are registered, both verl's ``PPOTrainerSync`` with the same two system settings
-(:class:`_SyncTrainer`): with ``trainer.device=cpu`` they put the gloo worker classes of
+(:class:`SyncTrainerBase`): with ``trainer.device=cpu`` they put the gloo worker classes of
 :mod:`verl_personadual.core.cpu.workers` into verl's role -> worker mapping (verl hard-codes its own classes), and they
 set the replay buffer's poll interval from ``trainer.v1.persona_dual.replay_poll_interval_s``
 (:class:`~verl_personadual.core.config.TrainerSettings`). ``names.CPU_SYNC_TRAINER_MODE`` is that and nothing more;
@@ -161,7 +161,9 @@ def reanchor_prefix_kl(batch: KVBatchMeta, prefixes: ModePrefixes, how: str) -> 
         anchored.append(ref)
     nested = torch.nested.as_nested_tensor(anchored, layout=torch.jagged)
     tq.kv_batch_put(
-        keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict({"ref_log_prob": nested}, batch_size=len(anchored))
+        keys=batch.keys,
+        partition_id=batch.partition_id,
+        fields=TensorDict({"ref_log_prob": nested}, batch_size=len(anchored)),
     )
 
 
@@ -170,7 +172,9 @@ def prefix_metrics(batch: KVBatchMeta, rows: StepRows) -> dict[str, float]:
     data = _row_tensors(batch, ["advantages", "response_mask", "old_log_probs"])
     ratios, groups = [], {}
     uids = [key.rsplit("_", 2)[0] for key in batch.keys]
-    for i, (adv, mask, old) in enumerate(zip(data["advantages"], data["response_mask"], data["old_log_probs"], strict=True)):
+    for i, (adv, mask, old) in enumerate(
+        zip(data["advantages"], data["response_mask"], data["old_log_probs"], strict=True)
+    ):
         k = int(rows.prefix_len[i])
         if not rows.valid[i] or k == 0:
             continue
@@ -196,25 +200,45 @@ def prefix_metrics(batch: KVBatchMeta, rows: StepRows) -> dict[str, float]:
 #: Keys of one row of a token dump (:func:`dump_step_tokens`): TransferQueue key and prompt group, mode (0 general,
 #: 1 personalized, -1 none), balance padding or not, reward, then per-token lists over the response's valid
 #: positions (prompt ids unpadded). The forced prefix has rollout log-prob 0.0 (not sampled).
-TOKEN_DUMP_FIELDS = ("key", "uid", "mode", "padding", "reward", "prompt_ids", "response_ids", "rollout_log_probs",
-                     "old_log_probs", "advantages")
+TOKEN_DUMP_FIELDS = (
+    "key",
+    "uid",
+    "mode",
+    "padding",
+    "reward",
+    "prompt_ids",
+    "response_ids",
+    "rollout_log_probs",
+    "old_log_probs",
+    "advantages",
+)
 
 
 def dump_step_tokens(batch: KVBatchMeta, rows: StepRows, path: Path) -> int:
     """Write one JSON line per row of ``batch`` (keys :data:`TOKEN_DUMP_FIELDS`) to ``path`` atomically; returns
     the number of rows. Reads prompts, responses, masks, log-probs and advantages from TransferQueue."""
-    data = _row_tensors(batch, ["prompts", "responses", "response_mask", "rollout_log_probs", "old_log_probs",
-                                "advantages"])
+    data = _row_tensors(
+        batch, ["prompts", "responses", "response_mask", "rollout_log_probs", "old_log_probs", "advantages"]
+    )
     lines = []
     for i, key in enumerate(batch.keys):
         valid = data["response_mask"][i].bool()
         n = int(valid.sum())
         per_token = {name: data[name][i][:n].tolist() for name in ("rollout_log_probs", "old_log_probs", "advantages")}
-        lines.append(json.dumps({
-            "key": key, "uid": key.rsplit("_", 2)[0], "mode": int(rows.modes[i]), "padding": not bool(rows.valid[i]),
-            "reward": float(rows.rewards[i]), "prompt_ids": data["prompts"][i].tolist(),
-            "response_ids": data["responses"][i][:n].tolist(), **per_token,
-        }))
+        lines.append(
+            json.dumps(
+                {
+                    "key": key,
+                    "uid": key.rsplit("_", 2)[0],
+                    "mode": int(rows.modes[i]),
+                    "padding": not bool(rows.valid[i]),
+                    "reward": float(rows.rewards[i]),
+                    "prompt_ids": data["prompts"][i].tolist(),
+                    "response_ids": data["responses"][i][:n].tolist(),
+                    **per_token,
+                }
+            )
+        )
     atomic_write_text(path, "\n".join(lines) + "\n")
     return len(lines)
 
@@ -231,7 +255,7 @@ def setting_name(value: Any) -> str:
     return UNKNOWN_SETTING
 
 
-class _SyncTrainer(PPOTrainerSync):
+class SyncTrainerBase(PPOTrainerSync):
     """verl's sync trainer with the CPU worker classes when ``trainer.device=cpu`` and a configurable replay-buffer
     poll interval; verl's ``trainer_mode`` is reset to the literal ``"sync"`` that verl compares against."""
 
@@ -281,12 +305,12 @@ def _check_device(config: DictConfig) -> None:
 
 
 @register_trainer(CPU_SYNC_TRAINER_MODE)
-class CPUSyncTrainer(_SyncTrainer):
+class CPUSyncTrainer(SyncTrainerBase):
     """verl's sync PPO trainer, runnable on CPU (no PersonaDual glue): plain verl estimators such as ``grpo``."""
 
 
 @register_trainer(TRAINER_MODE)
-class PersonaDualSyncTrainer(_SyncTrainer):
+class PersonaDualSyncTrainer(SyncTrainerBase):
     """verl's sync PPO trainer that makes per-row modes visible to the ``dual_grpo`` estimator."""
 
     def __init__(self, config: DictConfig):
@@ -315,14 +339,18 @@ class PersonaDualSyncTrainer(_SyncTrainer):
         metrics.update(prefix_metrics(batch, rows))
         if self.settings.token_dump_dir:
             path = Path(self.settings.token_dump_dir) / f"{self.global_steps}.jsonl"
-            logger.info("step %s: %d rows' tokens written to %s", self.global_steps, dump_step_tokens(batch, rows, path), path)
+            logger.info(
+                "step %s: %d rows' tokens written to %s", self.global_steps, dump_step_tokens(batch, rows, path), path
+            )
         mass = metrics.get(MODE_MASS_METRIC)
         if mass is not None and mass < MODE_MASS_WARNING:
             logger.warning(
                 "step %s: the policy puts only %.2f of its probability on the two mode tokens at the first response "
                 "position (%s); free decoding will start responses without a mode. Check the KL loss "
                 "(actor.use_kl_loss, kl_loss_coef) and the learning rate.",
-                self.global_steps, mass, MODE_MASS_METRIC,
+                self.global_steps,
+                mass,
+                MODE_MASS_METRIC,
             )
         return batch
 

@@ -16,8 +16,14 @@ verl's vLLM extension: :data:`VLLM_PRIVATE_NAMES`, :data:`VLLM_EXTENSION_OVERRID
 
 from __future__ import annotations
 
-__all__ = ["ROLLOUT_MODE", "register_rollout_adapter", "OVERRIDDEN_METHODS", "REGISTRY_HOLDERS", "VLLM_PRIVATE_NAMES",
-           "VLLM_EXTENSION_OVERRIDES"]
+__all__ = [
+    "ROLLOUT_MODE",
+    "register_rollout_adapter",
+    "OVERRIDDEN_METHODS",
+    "REGISTRY_HOLDERS",
+    "VLLM_PRIVATE_NAMES",
+    "VLLM_EXTENSION_OVERRIDES",
+]
 
 #: verl's rollout mode key of server-based backends (``RolloutConfig.mode``).
 ROLLOUT_MODE = "async"

@@ -402,6 +402,7 @@ def parse_sizes(pairs: Iterable[str]) -> dict[DataSource, int]:
                 raise ValueError
             out[DataSource(name.strip())] = int(value)
         except ValueError:
-            raise ValueError(f"bad size {pair!r}: expected <benchmark>=<int> with a benchmark in "
-                             f"{[b.value for b in BENCHMARKS]}") from None
+            raise ValueError(
+                f"bad size {pair!r}: expected <benchmark>=<int> with a benchmark in {[b.value for b in BENCHMARKS]}"
+            ) from None
     return out

@@ -12,13 +12,10 @@ from verl_personadual.core.prompts import PERSONALIZED_SOURCES
 PERSONALIZED = "personalized"
 
 
-
 GENERAL = "general"
 
 
-
 _SOURCE_FIELDS = ("benchmark", "data_source")
-
 
 
 @dataclass(frozen=True)
@@ -45,12 +42,10 @@ class Selector:
         return value is not None and str(value) in self.values
 
 
-
 def _as_mapping(row: Any) -> Mapping[str, Any]:
     if is_dataclass(row) and not isinstance(row, type):
         return asdict(row)
     return row
-
 
 
 def _lookup(row: Any, name: str) -> Any:
@@ -61,7 +56,6 @@ def _lookup(row: Any, name: str) -> Any:
     return extra.get(name) if isinstance(extra, Mapping) else None
 
 
-
 def family_of(row: Any, selector: Selector | None = None) -> str:
     """:data:`PERSONALIZED` or :data:`GENERAL` (module docstring)."""
     if selector is not None:
@@ -69,7 +63,6 @@ def family_of(row: Any, selector: Selector | None = None) -> str:
     data = _as_mapping(row)
     source = next((data[f] for f in _SOURCE_FIELDS if f in data), None)
     return PERSONALIZED if source in {s.value for s in PERSONALIZED_SOURCES} else GENERAL
-
 
 
 def split_families(rows: Iterable[Any], selector: Selector | None = None) -> dict[str, list[Any]]:

@@ -37,8 +37,13 @@ from verl_personadual.data.families import PERSONALIZED, Selector, family_of
 from verl_personadual.data.schema import EXTRA_INFO_TYPE, ROW_SCHEMA
 from verl_personadual.utils.atomic import atomic_write
 
-__all__ = ["MULTI_TURN_EXTRA_INFO_TYPE", "MULTI_TURN_ROW_SCHEMA", "finished_turn", "add_first_turns",
-           "write_rows",]
+__all__ = [
+    "MULTI_TURN_EXTRA_INFO_TYPE",
+    "MULTI_TURN_ROW_SCHEMA",
+    "finished_turn",
+    "add_first_turns",
+    "write_rows",
+]
 
 MULTI_TURN_EXTRA_INFO_TYPE = pa.struct(
     list(EXTRA_INFO_TYPE) + [pa.field("turns", pa.int64()), pa.field("first_turn_source_id", pa.string())]
@@ -61,8 +66,9 @@ def finished_turn(row: dict[str, Any], selector: Selector | None = None) -> str:
     return mode.prefix + format_answer(_answer(row))
 
 
-def add_first_turns(rows: Sequence[dict[str, Any]], ratio: float, seed: int, split: str,
-                    selector: Selector | None = None) -> list[dict[str, Any]]:
+def add_first_turns(
+    rows: Sequence[dict[str, Any]], ratio: float, seed: int, split: str, selector: Selector | None = None
+) -> list[dict[str, Any]]:
     """The rows of one split, some as two-turn rows (module docstring), in their order.
 
     Raises ValueError for a ratio outside [0, 1] or when a row needs a first turn from an empty family."""
@@ -78,8 +84,10 @@ def add_first_turns(rows: Sequence[dict[str, Any]], ratio: float, seed: int, spl
         if i in chosen:
             others = [j for j, fam in enumerate(families) if fam != families[i]]
             if not others:
-                raise ValueError(f"{split}: row {row['extra_info']['source_id']} needs a first turn from the other "
-                                 f"family, but every row is {families[i]} (check --personalized)")
+                raise ValueError(
+                    f"{split}: row {row['extra_info']['source_id']} needs a first turn from the other "
+                    f"family, but every row is {families[i]} (check --personalized)"
+                )
             first = rows[rng.choice(others)]
             new["prompt"] = build_dialogue(first["prompt"], finished_turn(first, selector), row["prompt"])
             new["extra_info"].update(turns=2, first_turn_source_id=first["extra_info"]["source_id"])
@@ -91,5 +99,3 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
     """Write rows from :func:`add_first_turns` as parquet (:data:`MULTI_TURN_ROW_SCHEMA`), atomically."""
     table = pa.Table.from_pylist(rows, schema=MULTI_TURN_ROW_SCHEMA)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-
-

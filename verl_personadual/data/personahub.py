@@ -1,6 +1,7 @@
 """PersonaHub (``proj-persona/PersonaHub``, config ``persona``, split ``train``) -> the unaligned persona pool.
 
-Row schema: ``persona`` str. Empty personas (nothing left after ``prompts.render_persona``, e.g. "..." ) are skipped as ``empty_persona``, personas longer than
+Row schema: ``persona`` str. Empty personas (nothing left after ``prompts.render_persona``, e.g. "..." ) are skipped as
+``empty_persona``, personas longer than
 ``common.MAX_PERSONA_CHARS`` as ``overlong_persona``, repeated texts as ``duplicate_persona``.
 ``persona_id`` = ``personahub:<hash of the whitespace-normalised text>``.
 """

@@ -48,7 +48,6 @@ class AlignedMode(StrEnum):
     OFFLINE_TEMPLATE = "offline-template"
 
 
-
 def unaligned_personas(pool: Sequence[Persona], k: int, seed: int) -> list[Persona]:
     """``k`` personas drawn from ``pool`` (see module docstring); raises ValueError on an empty pool."""
     if k and not pool:

@@ -83,11 +83,15 @@ def check_model(spec: str, flag: str = "--model") -> None:
     try:
         validate_repo_id(spec)
     except HFValidationError:
-        raise PreflightError(f"{flag} {spec}: no such directory, and not a Hugging Face hub id (name or namespace/name)") from None
+        raise PreflightError(
+            f"{flag} {spec}: no such directory, and not a Hugging Face hub id (name or namespace/name)"
+        ) from None
     if isinstance(try_to_load_from_cache(spec, "config.json"), str):
         return
     if constants.HF_HUB_OFFLINE:
-        raise PreflightError(f"{flag} {spec}: no such directory, and not in the local Hugging Face cache (HF_HUB_OFFLINE is set)")
+        raise PreflightError(
+            f"{flag} {spec}: no such directory, and not in the local Hugging Face cache (HF_HUB_OFFLINE is set)"
+        )
     try:
         HfApi().model_info(spec, timeout=10)
     except GatedRepoError:
@@ -96,7 +100,8 @@ def check_model(spec: str, flag: str = "--model") -> None:
         raise PreflightError(f"{flag} {spec}: no such directory, and no such model on the Hugging Face hub") from None
     except Exception as err:  # network errors of any HTTP stack
         raise PreflightError(
-            f"{flag} {spec}: no such directory, and the Hugging Face hub cannot be reached to look it up ({_first_line(err)})"
+            f"{flag} {spec}: no such directory, and the Hugging Face hub cannot be reached to look it up "
+            f"({_first_line(err)})"
         ) from None
 
 
@@ -186,7 +191,9 @@ def _check_messages(where: str, column: str, messages: Any, last_role: str | Non
         if not isinstance(m.get("content"), str):
             raise PreflightError(f"{where}: {column}[{k}].content is {m.get('content')!r}, expected a string")
     if last_role is not None and messages[-1]["role"] != last_role:
-        raise PreflightError(f"{where}: the last message of {column} is {messages[-1]['role']!r}, expected {last_role!r}")
+        raise PreflightError(
+            f"{where}: the last message of {column} is {messages[-1]['role']!r}, expected {last_role!r}"
+        )
 
 
 def _check_persona(where: str, extra: Mapping[str, Any]) -> None:
@@ -202,7 +209,9 @@ def _check_persona(where: str, extra: Mapping[str, Any]) -> None:
         )
     persona = extra.get("persona")
     if setting in _SETTINGS_WITH_PERSONA and "persona" in extra and not (isinstance(persona, str) and persona.strip()):
-        raise PreflightError(f"{where}: extra_info.persona is {persona!r} but persona_setting {setting!r} needs a persona")
+        raise PreflightError(
+            f"{where}: extra_info.persona is {persona!r} but persona_setting {setting!r} needs a persona"
+        )
 
 
 def known_agent_loops() -> list[str]:
@@ -231,15 +240,27 @@ def check_rl_parquet(path: str, flag: str, prompt_key: str = "prompt", agent_loo
 
     needed = [prompt_key, "data_source", "reward_model", "extra_info"]
     schema, rows = _parquet_columns(path, flag, [*needed, "agent_name"])
-    _require_columns(path, flag, schema, needed, "an RL parquet is written by verl_personadual.apps.build_rl or verl_personadual.apps.build_toy")
+    _require_columns(
+        path,
+        flag,
+        schema,
+        needed,
+        "an RL parquet is written by verl_personadual.apps.build_rl or verl_personadual.apps.build_toy",
+    )
     _check_messages_type(path, flag, schema, prompt_key)
     if not _is_string(schema.field("data_source").type):
-        raise PreflightError(f"{flag} {path}: column 'data_source' is {schema.field('data_source').type}, expected string")
+        raise PreflightError(
+            f"{flag} {path}: column 'data_source' is {schema.field('data_source').type}, expected string"
+        )
     reward_type = schema.field("reward_model").type
     if not pa.types.is_struct(reward_type) or "ground_truth" not in {f.name for f in reward_type}:
-        raise PreflightError(f"{flag} {path}: column 'reward_model' is {reward_type}, expected a struct with ground_truth")
+        raise PreflightError(
+            f"{flag} {path}: column 'reward_model' is {reward_type}, expected a struct with ground_truth"
+        )
     if not pa.types.is_struct(schema.field("extra_info").type):
-        raise PreflightError(f"{flag} {path}: column 'extra_info' is {schema.field('extra_info').type}, expected a struct")
+        raise PreflightError(
+            f"{flag} {path}: column 'extra_info' is {schema.field('extra_info').type}, expected a struct"
+        )
     known = None
     if "agent_name" in schema.names:
         known = set(agent_loops if agent_loops is not None else known_agent_loops())
@@ -259,7 +280,10 @@ def check_rl_parquet(path: str, flag: str, prompt_key: str = "prompt", agent_loo
             raise PreflightError(f"{where}: {err}") from None
         _check_persona(where, extra)
         if known is not None and row.get("agent_name") not in known:
-            raise PreflightError(f"{where}: agent_name {row.get('agent_name')!r} is not an agent loop verl knows ({', '.join(sorted(known))})")
+            raise PreflightError(
+                f"{where}: agent_name {row.get('agent_name')!r} is not an agent loop verl knows "
+                f"({', '.join(sorted(known))})"
+            )
     return len(rows)
 
 
@@ -275,7 +299,13 @@ def check_sft_parquet(path: str, flag: str, messages_key: str = "messages") -> i
     import pyarrow as pa
 
     schema, rows = _parquet_columns(path, flag, [messages_key, "extra_info"])
-    _require_columns(path, flag, schema, [messages_key], "an SFT parquet is written by verl_personadual.apps.build_sft or verl_personadual.apps.build_toy")
+    _require_columns(
+        path,
+        flag,
+        schema,
+        [messages_key],
+        "an SFT parquet is written by verl_personadual.apps.build_sft or verl_personadual.apps.build_toy",
+    )
     _check_messages_type(path, flag, schema, messages_key)
     has_extra = "extra_info" in schema.names and pa.types.is_struct(schema.field("extra_info").type)
     for i, row in enumerate(rows):
@@ -297,7 +327,9 @@ MODE_TOKENS_HINT = (
 )
 
 
-def check_mode_tokens(model: str, require_single_token: bool | None, flag: str = "--model", hint: str = MODE_TOKENS_HINT) -> None:
+def check_mode_tokens(
+    model: str, require_single_token: bool | None, flag: str = "--model", hint: str = MODE_TOKENS_HINT
+) -> None:
     """The tokenizer of checkpoint ``model`` resolves the mode prefixes as ``modes.resolve_prefixes`` does with
     ``require_single_token``; PreflightError (one line: the model, what was found, ``hint``) otherwise.
 

@@ -80,7 +80,6 @@ SPLITS = ("train", "validation")
 AGENT_FOR_SPLIT = {"train": names.AGENT_LOOP_FORCED, "validation": names.AGENT_LOOP_FREE}
 
 
-
 class BuildError(UserError, ValueError):
     """The inputs cannot produce the requested data (the message says what to change)."""
 
@@ -344,8 +343,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         "rows_read": {name: src.rows_read for name, src in loaded.items()} | {"personahub": pool_report.rows_read},
         "skipped": {name: src.skipped.as_dict() for name, src in loaded.items()}
         | {"personahub": pool_report.skipped.as_dict()},
-        "available_after_filters": {name: len(src.items) for name, src in loaded.items()}
-        | {"personahub": len(pool)},
+        "available_after_filters": {name: len(src.items) for name, src in loaded.items()} | {"personahub": len(pool)},
         "per_source": per_source(loaded, filters),
         "filters": filters,
         "requested": {"train": cfg.train_counts, "validation": cfg.val_counts},
@@ -358,5 +356,3 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         manifest["multi_turn_ratio"] = cfg.multi_turn_ratio
     write_json(cfg.out_dir / "manifest.json", manifest)
     return manifest
-
-

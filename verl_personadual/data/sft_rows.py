@@ -21,16 +21,19 @@ Pipeline (all randomness from ``--seed``):
    personalized items (AlignX) a personalized one only. ``--only-mode general|personalized`` (the SFT data of
    the single-capability baselines G-SFT-RL / P-SFT-RL) asks for that mode's trajectory only: general = the
    objective items (AlignX items have no persona-free answer and are left out), personalized = every item.
-4. Replies are normalised, graded with the project's reward and selected by gain (``verl_personadual.data.sft_selection``
+4. Replies are normalised, graded with the project's reward and selected by gain
+(``verl_personadual.data.sft_selection``
    documents normalisation, tie rules and drops). A reasoning expert's thinking (its reasoning-parser field, or a
    think block at the head of its content) is kept as the head of the trajectory's reasoning
-   (``--expert-reasoning keep``, the default: the paper distils DeepSeek-R1 trajectories) or discarded (``drop``). Optionally, rows longer than ``--max-length`` tokens under
+   (``--expert-reasoning keep``, the default: the paper distils DeepSeek-R1 trajectories) or discarded (``drop``).
+   Optionally, rows longer than ``--max-length`` tokens under
    ``--tokenizer``'s chat template are dropped (verl's SFT trainer is configured to fail on them).
 5. ``train.parquet`` / ``validation.parquet`` (rows in the RL shuffle order, re-indexed) and ``manifest.json`` are
    written atomically.
 
 Row schema: ``messages`` = [user: the RL prompt, assistant: ``<mode prefix> + reasoning + "\\n" +
-format_answer(answer)``, reasoning = the expert's thinking (kept) + its written reasoning], ``data_source``, ``extra_info`` (:data:`SFT_EXTRA_INFO_TYPE`: the RL row's extra_info
+format_answer(answer)``, reasoning = the expert's thinking (kept) + its written reasoning], ``data_source``,
+``extra_info`` (:data:`SFT_EXTRA_INFO_TYPE`: the RL row's extra_info
 plus ``ground_truth``, the kept ``mode``, the selection ``decision`` and each mode's expert correctness).
 """
 
@@ -217,7 +220,9 @@ def _ask_expert(cfg: SFTConfig, rows: Sequence[dict[str, Any]]) -> tuple[list[di
     for (i, mode, _), reply in zip(requests, replies):
         by_row[i][mode] = reply
     report = {
-        "base_url": f"offline replay of {cfg.expert.cache_dir}" if cfg.expert.offline else redact_url(cfg.expert.base_url),
+        "base_url": f"offline replay of {cfg.expert.cache_dir}"
+        if cfg.expert.offline
+        else redact_url(cfg.expert.base_url),
         "model": cfg.expert.model,
         "prompt_version": EXPERT_PROMPT_VERSION,
         "sampling": cfg.sampling,
@@ -286,7 +291,9 @@ class _LengthCheck:
 
 def _summary(judged: Sequence[Judged], too_long: set[int]) -> dict[str, Any]:
     """Per source -> persona setting: kept general / personalized / dropped, decisions, expert accuracy."""
-    table: dict[str, dict[str, dict[str, Counter[str]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(Counter)))
+    table: dict[str, dict[str, dict[str, Counter[str]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(Counter))
+    )
     for k, j in enumerate(judged):
         cell = table[j.row["data_source"]][j.row["extra_info"]["persona_setting"]]
         kept = j.selection.mode is not None and k not in too_long
@@ -380,7 +387,11 @@ def build(cfg: SFTConfig) -> dict[str, Any]:
         path = base.out_dir / f"{split}.parquet"
         table = pa.Table.from_pylist(out_rows, schema=SFT_ROW_SCHEMA)
         atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp))
-        outputs[split] = {"path": str(path), "rows": len(out_rows), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        outputs[split] = {
+            "path": str(path),
+            "rows": len(out_rows),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
         selection[split] = _summary(judged, too_long)
 
     manifest = {
@@ -411,5 +422,3 @@ def build(cfg: SFTConfig) -> dict[str, Any]:
     }
     write_json(base.out_dir / "manifest.json", manifest)
     return manifest
-
-

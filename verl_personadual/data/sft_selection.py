@@ -86,7 +86,6 @@ class Problem(StrEnum):
     NO_REASONING = "no_reasoning"
 
 
-
 class Decision(StrEnum):
     """The row of the selection table (module docstring) an item fell in."""
 
@@ -101,7 +100,6 @@ class Decision(StrEnum):
     ONLY_MODE_CORRECT = "only_mode_correct"
     ONLY_MODE_WRONG = "only_mode_wrong"
     ONLY_MODE_UNUSABLE = "only_mode_unusable"
-
 
 
 @dataclass(frozen=True)

@@ -78,14 +78,78 @@ __all__ = [
 
 #: Domain -> the things a question of that domain asks about.
 DOMAINS: dict[str, tuple[str, ...]] = {
-    "fruit": ("apple", "mango", "pear", "plum", "peach", "grape", "lemon", "cherry", "melon", "kiwi", "lime", "fig",
-              "date", "guava", "papaya", "banana"),
-    "color": ("red", "blue", "green", "pink", "black", "white", "brown", "gray", "orange", "purple", "teal", "navy",
-              "gold", "silver", "beige", "violet"),
-    "animal": ("horse", "sheep", "goat", "duck", "tiger", "zebra", "camel", "mouse", "otter", "eagle", "wolf", "fox",
-               "bear", "lion", "seal", "owl"),
-    "tool": ("hammer", "saw", "drill", "wrench", "chisel", "pliers", "ruler", "ladder", "shovel", "rake", "axe", "clamp",
-             "level", "file", "vise", "trowel"),
+    "fruit": (
+        "apple",
+        "mango",
+        "pear",
+        "plum",
+        "peach",
+        "grape",
+        "lemon",
+        "cherry",
+        "melon",
+        "kiwi",
+        "lime",
+        "fig",
+        "date",
+        "guava",
+        "papaya",
+        "banana",
+    ),
+    "color": (
+        "red",
+        "blue",
+        "green",
+        "pink",
+        "black",
+        "white",
+        "brown",
+        "gray",
+        "orange",
+        "purple",
+        "teal",
+        "navy",
+        "gold",
+        "silver",
+        "beige",
+        "violet",
+    ),
+    "animal": (
+        "horse",
+        "sheep",
+        "goat",
+        "duck",
+        "tiger",
+        "zebra",
+        "camel",
+        "mouse",
+        "otter",
+        "eagle",
+        "wolf",
+        "fox",
+        "bear",
+        "lion",
+        "seal",
+        "owl",
+    ),
+    "tool": (
+        "hammer",
+        "saw",
+        "drill",
+        "wrench",
+        "chisel",
+        "pliers",
+        "ruler",
+        "ladder",
+        "shovel",
+        "rake",
+        "axe",
+        "clamp",
+        "level",
+        "file",
+        "vise",
+        "trowel",
+    ),
 }
 #: An aligned persona's occupation, after the question's domain ("a fruit seller").
 ROLES: tuple[str, ...] = ("seller", "teacher", "collector", "fan", "expert", "buyer", "critic", "lover")
@@ -236,8 +300,11 @@ def sft_row(item: ToyItem, mode: Mode, index: int, split: str) -> dict[str, Any]
     info = _extra_info(item, index, split)
     info.update(mode=mode.name.lower(), ground_truth=item.gold)
     answer = {"role": "assistant", "content": mode.prefix + format_answer(item.answer(mode))}
-    return {"messages": [*build_prompt(item.question, FAMILY, item.persona), answer], "data_source": SOURCE.value,
-            "extra_info": info}
+    return {
+        "messages": [*build_prompt(item.question, FAMILY, item.persona), answer],
+        "data_source": SOURCE.value,
+        "extra_info": info,
+    }
 
 
 def eval_row(item: ToyItem) -> dict[str, Any]:
@@ -260,16 +327,27 @@ def eval_row(item: ToyItem) -> dict[str, Any]:
 def whole_words() -> list[str]:
     """The toy's content words (domains, things, roles, answers): a tokenizer for the toy keeps each one a token of its
     own (``verl_personadual.apps.tiny_model.build_tokenizer``'s ``whole_words``)."""
-    return sorted({w for ws in DOMAINS.values() for w in ws} | set(DOMAINS) | set(ROLES) | set(OCCUPATIONS)
-                  | set(QUALITIES))
+    return sorted(
+        {w for ws in DOMAINS.values() for w in ws} | set(DOMAINS) | set(ROLES) | set(OCCUPATIONS) | set(QUALITIES)
+    )
 
 
 def corpus() -> list[str]:
     """Text that covers the toy's vocabulary, for training a tiny tokenizer that encodes it compactly."""
-    lines = [ToyItem("", "none", d, t, q, v, None, None, None).question for d, ts in DOMAINS.items() for t in ts
-             for q in QUALITIES for v in VERDICTS]
-    lines += [f"I am {a} {d} {r} who says {v}. My question is:" for d in DOMAINS for r in ROLES for v in VERDICTS
-              for a in ("a", "an")]
+    lines = [
+        ToyItem("", "none", d, t, q, v, None, None, None).question
+        for d, ts in DOMAINS.items()
+        for t in ts
+        for q in QUALITIES
+        for v in VERDICTS
+    ]
+    lines += [
+        f"I am {a} {d} {r} who says {v}. My question is:"
+        for d in DOMAINS
+        for r in ROLES
+        for v in VERDICTS
+        for a in ("a", "an")
+    ]
     lines += [f"I am {a} {o} who says {v}. My question is:" for o in OCCUPATIONS for v in VERDICTS for a in ("a", "an")]
     lines += [f"{m.prefix}{format_answer(v)}" for v in VERDICTS for m in Mode]
     return lines
@@ -291,7 +369,9 @@ def build(out: Path, sizes: ToySizes = ToySizes(), seed: int = 0) -> dict[str, A
     splits = generate(sizes, seed)
     out = Path(out)
     write_parquet([rl_row(it, i, "train") for i, it in enumerate(splits["rl"])], out / "rl" / "train.parquet")
-    write_parquet([rl_row(it, i, "validation") for i, it in enumerate(splits["rl_val"])], out / "rl" / "validation.parquet")
+    write_parquet(
+        [rl_row(it, i, "validation") for i, it in enumerate(splits["rl_val"])], out / "rl" / "validation.parquet"
+    )
     sft_rows = _write_sft(splits["sft"], out / "sft" / "train.parquet", "train")
     _write_sft(splits["rl_val"], out / "sft" / "validation.parquet", "validation")
     atomic_write_text(out / "eval_set.jsonl", "".join(json.dumps(eval_row(it)) + "\n" for it in splits["eval"]))
@@ -309,5 +389,3 @@ def build(out: Path, sizes: ToySizes = ToySizes(), seed: int = 0) -> dict[str, A
     }
     write_json(out / "manifest.json", manifest, sort_keys=True)
     return manifest
-
-

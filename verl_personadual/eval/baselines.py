@@ -79,7 +79,6 @@ class PromptStyle(StrEnum):
     ALIGNXPERT_PBA = "alignxpert_pba"
 
 
-
 def build_messages(row: EvalRow, style: PromptStyle) -> list[dict[str, str]]:
     """The chat prompt of ``row`` under ``style`` (module docstring)."""
     if style is PromptStyle.NO_PERSONA:
@@ -110,7 +109,6 @@ class System(StrEnum):
     PERSONA_DUAL = "persona_dual"
 
 
-
 #: Table 1's row groups, in the paper's order.
 SECTIONS = ("General purpose models", "Personalization oriented models", "Dual-mode models")
 
@@ -129,27 +127,68 @@ class SystemSpec:
 
 #: Every Table 1 system, in the paper's row order.
 SYSTEMS: dict[System, SystemSpec] = {
-    System.BASE: SystemSpec("Backbone", SECTIONS[0], PromptStyle.PERSONA, Decoding.FREE,
-                            "the backbone itself (Qwen3-8B non-thinking / Llama-3.1-8B-Instruct)"),
-    System.COT: SystemSpec("CoT", SECTIONS[0], PromptStyle.COT, Decoding.FREE,
-                           "the backbone, prompted for chain-of-thought (the paper's CoT is trained; see README)"),
-    System.G_SFT_RL: SystemSpec("G-SFT-RL", SECTIONS[0], PromptStyle.PERSONA, Decoding.GENERAL,
-                                "general-only SFT (build_sft --only-mode general) + RL --ablation general_only"),
-    System.PERSONAL_PROMPT: SystemSpec("Personal-Prompt", SECTIONS[1], PromptStyle.PERSONAL, Decoding.FREE,
-                                       "the backbone, prompted to use the persona"),
-    System.P_SFT_RL: SystemSpec("P-SFT-RL", SECTIONS[1], PromptStyle.PERSONA, Decoding.PERSONALIZED,
-                                "personalized-only SFT (build_sft --only-mode personalized) + RL --ablation "
-                                "personalized_only"),
-    System.ALIGNXPERT_ICA: SystemSpec("AlignXpert-ICA", SECTIONS[1], PromptStyle.ALIGNXPERT_ICA, Decoding.FREE,
-                                      "a checkpoint trained with AlignX's in-context alignment"),
-    System.ALIGNXPERT_PBA: SystemSpec("AlignXpert-PBA", SECTIONS[1], PromptStyle.ALIGNXPERT_PBA, Decoding.FREE,
-                                      "a checkpoint trained with AlignX's preference-bridged alignment"),
-    System.PERSONA_DUAL_PROMPT: SystemSpec("PersonaDual-Prompt", SECTIONS[2], PromptStyle.MODE_CHOICE, Decoding.FREE,
-                                           "the backbone, told to choose a mode prefix itself"),
-    System.PERSONA_DUAL_ROUTER: SystemSpec("PersonaDual-Router", SECTIONS[2], PromptStyle.PERSONA, Decoding.ROUTER,
-                                           "a dual-mode checkpoint (the paper does not say which) with the router (train-router)"),
-    System.PERSONA_DUAL: SystemSpec("PersonaDual", SECTIONS[2], PromptStyle.PERSONA, Decoding.FREE,
-                                    "the DualGRPO checkpoint"),
+    System.BASE: SystemSpec(
+        "Backbone",
+        SECTIONS[0],
+        PromptStyle.PERSONA,
+        Decoding.FREE,
+        "the backbone itself (Qwen3-8B non-thinking / Llama-3.1-8B-Instruct)",
+    ),
+    System.COT: SystemSpec(
+        "CoT",
+        SECTIONS[0],
+        PromptStyle.COT,
+        Decoding.FREE,
+        "the backbone, prompted for chain-of-thought (the paper's CoT is trained; see README)",
+    ),
+    System.G_SFT_RL: SystemSpec(
+        "G-SFT-RL",
+        SECTIONS[0],
+        PromptStyle.PERSONA,
+        Decoding.GENERAL,
+        "general-only SFT (build_sft --only-mode general) + RL --ablation general_only",
+    ),
+    System.PERSONAL_PROMPT: SystemSpec(
+        "Personal-Prompt", SECTIONS[1], PromptStyle.PERSONAL, Decoding.FREE, "the backbone, prompted to use the persona"
+    ),
+    System.P_SFT_RL: SystemSpec(
+        "P-SFT-RL",
+        SECTIONS[1],
+        PromptStyle.PERSONA,
+        Decoding.PERSONALIZED,
+        "personalized-only SFT (build_sft --only-mode personalized) + RL --ablation personalized_only",
+    ),
+    System.ALIGNXPERT_ICA: SystemSpec(
+        "AlignXpert-ICA",
+        SECTIONS[1],
+        PromptStyle.ALIGNXPERT_ICA,
+        Decoding.FREE,
+        "a checkpoint trained with AlignX's in-context alignment",
+    ),
+    System.ALIGNXPERT_PBA: SystemSpec(
+        "AlignXpert-PBA",
+        SECTIONS[1],
+        PromptStyle.ALIGNXPERT_PBA,
+        Decoding.FREE,
+        "a checkpoint trained with AlignX's preference-bridged alignment",
+    ),
+    System.PERSONA_DUAL_PROMPT: SystemSpec(
+        "PersonaDual-Prompt",
+        SECTIONS[2],
+        PromptStyle.MODE_CHOICE,
+        Decoding.FREE,
+        "the backbone, told to choose a mode prefix itself",
+    ),
+    System.PERSONA_DUAL_ROUTER: SystemSpec(
+        "PersonaDual-Router",
+        SECTIONS[2],
+        PromptStyle.PERSONA,
+        Decoding.ROUTER,
+        "a dual-mode checkpoint (the paper does not say which) with the router (train-router)",
+    ),
+    System.PERSONA_DUAL: SystemSpec(
+        "PersonaDual", SECTIONS[2], PromptStyle.PERSONA, Decoding.FREE, "the DualGRPO checkpoint"
+    ),
 }
 
 
@@ -195,8 +234,13 @@ class Router:
 
     @classmethod
     def train(
-        cls, rows: Sequence[EvalRow], labels: Sequence[Mode], buckets: int = 4096, l2: float = 1e-3,
-        lr: float = 0.5, steps: int = 500,
+        cls,
+        rows: Sequence[EvalRow],
+        labels: Sequence[Mode],
+        buckets: int = 4096,
+        l2: float = 1e-3,
+        lr: float = 0.5,
+        steps: int = 500,
     ) -> "Router":
         """Fit on ``rows`` with ``labels`` (both modes must occur)."""
         y = np.array([int(m) for m in labels], dtype=np.float64)

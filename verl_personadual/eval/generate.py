@@ -1,7 +1,8 @@
 """Generation backends: vLLM's offline engine (GPU) and a transformers fallback that runs tiny models on CPU.
 
 Contract of a backend (:class:`Generator`): ``generate(prompts, max_new_tokens, seeds)`` takes token-id prompts,
-a per-prompt token budget and a per-prompt sampling seed and returns, per prompt, the generated ids up to and excluding the first end-of-sequence
+a per-prompt token budget and a per-prompt sampling seed and returns, per prompt, the generated ids up to and excluding
+the first end-of-sequence
 id (at most its budget). Prompts are built once, here, for both backends (:func:`prompt_ids`): the chat template
 with the generation prompt, encoded without extra special tokens, then - for forced decoding - the mode prefix
 ids, after which the model generates (exactly what the training agent loop does). A forced response is the
@@ -29,7 +30,17 @@ from verl_personadual.core.modes import Mode
 from verl_personadual.utils.errors import UserError
 from verl_personadual.utils.strenum import StrEnum
 
-__all__ = ["Decoding", "DecodingParams", "Generator", "HFGenerator", "VLLMGenerator", "make_generator", "prompt_ids", "request_seed", "BACKENDS"]
+__all__ = [
+    "Decoding",
+    "DecodingParams",
+    "Generator",
+    "HFGenerator",
+    "VLLMGenerator",
+    "make_generator",
+    "prompt_ids",
+    "request_seed",
+    "BACKENDS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +58,6 @@ class Decoding(StrEnum):
     PERSONALIZED = "personalized"
     ROUTER = "router"
     FREE_CONSTRAINED = "free_constrained"
-
 
     @property
     def forced_mode(self) -> Mode | None:
@@ -209,7 +219,7 @@ class VLLMGenerator:
                 raise UserError(
                     f"--backend vllm on CPU samples greedily only (--temperature {params.temperature} given): sampled "
                     "runs seed every request, and vLLM's CPU build rejects per-request seeds (\"CPU Generator does not "
-                    "use offset\"); use --backend hf for sampled runs on CPU"
+                    'use offset"); use --backend hf for sampled runs on CPU'
                 )
             kwargs = {**EVAL_ENGINE_DEFAULTS, **kwargs}
             os.environ.update(vllm_cpu_env())

@@ -117,7 +117,11 @@ class ExtractVerifyJudge:
                 self.client.complete_many(requests, validate=_check, desc=None, **JUDGE_PARAMS)
             )
         except LLMBatchError as err:
-            logger.warning("judge: %d of %d requests failed; those items keep the rule verdict (%s)",
-                           len(err.failures), len(items), str(err)[:300])
+            logger.warning(
+                "judge: %d of %d requests failed; those items keep the rule verdict (%s)",
+                len(err.failures),
+                len(items),
+                str(err)[:300],
+            )
             replies = err.results
         return [None if r is None else parse_verdict(r) for r in replies]

@@ -17,7 +17,9 @@ from verl_personadual.eval.generate import (
 )
 
 
-def _hf_logprobs(gen: HFGenerator, prompts: Sequence[list[int]], prefixes: ModePrefixes, batch_size: int) -> list[tuple[float, float]]:
+def _hf_logprobs(
+    gen: HFGenerator, prompts: Sequence[list[int]], prefixes: ModePrefixes, batch_size: int
+) -> list[tuple[float, float]]:
     """Teacher-forced log P(prefix | prompt) per mode with the transformers model of ``gen``.
 
     Each (prompt, mode) needs the logits that predict the prefix tokens, i.e. a forward pass over ``prompt +
@@ -46,8 +48,10 @@ def _hf_logprobs(gen: HFGenerator, prompts: Sequence[list[int]], prefixes: ModeP
                 mask[j, width - len(s) :] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             logits = gen.model(
-                input_ids=ids.to(gen.device), attention_mask=mask.to(gen.device),
-                position_ids=positions.to(gen.device), logits_to_keep=keep,
+                input_ids=ids.to(gen.device),
+                attention_mask=mask.to(gen.device),
+                position_ids=positions.to(gen.device),
+                logits_to_keep=keep,
             ).logits
             logp = torch.log_softmax(logits.float(), dim=-1).cpu()
             for j in range(len(batch)):
@@ -60,8 +64,9 @@ def _hf_logprobs(gen: HFGenerator, prompts: Sequence[list[int]], prefixes: ModeP
     return [(out[i][Mode.GENERAL], out[i][Mode.PERSONALIZED]) for i in range(len(prompts))]
 
 
-
-def _vllm_logprobs(gen: VLLMGenerator, prompts: Sequence[list[int]], prefixes: ModePrefixes) -> list[tuple[float, float]]:
+def _vllm_logprobs(
+    gen: VLLMGenerator, prompts: Sequence[list[int]], prefixes: ModePrefixes
+) -> list[tuple[float, float]]:
     """log P(prefix | prompt) per mode from vLLM's prompt log-probs of ``prompt + prefix`` (raw logits, i.e. the
     softmax of the model's logits): the sum over the prefix positions."""
     from vllm import SamplingParams
@@ -76,8 +81,9 @@ def _vllm_logprobs(gen: VLLMGenerator, prompts: Sequence[list[int]], prefixes: M
     return [(sums[2 * i], sums[2 * i + 1]) for i in range(len(prompts))]
 
 
-
-def mode_logprobs(gen: Generator, prompts: Sequence[list[int]], prefixes: ModePrefixes, batch_size: int = 16) -> list[tuple[float, float]]:
+def mode_logprobs(
+    gen: Generator, prompts: Sequence[list[int]], prefixes: ModePrefixes, batch_size: int = 16
+) -> list[tuple[float, float]]:
     """``(log σ(general), log σ(personalized))`` per token-id prompt, with the model behind a generation backend
     (:class:`HFGenerator` or :class:`VLLMGenerator`; module docstring)."""
     if not prompts:
@@ -89,9 +95,12 @@ def mode_logprobs(gen: Generator, prompts: Sequence[list[int]], prefixes: ModePr
     raise TypeError(f"mode probabilities need the transformers or vLLM backend, got {type(gen).__name__}")
 
 
-
 def choose_modes(
-    gen: Generator, prompts: Sequence[list[int]], prefixes: ModePrefixes, temperature: float, seeds: Sequence[int],
+    gen: Generator,
+    prompts: Sequence[list[int]],
+    prefixes: ModePrefixes,
+    temperature: float,
+    seeds: Sequence[int],
     batch_size: int = 16,
 ) -> list[Mode]:
     """Decoding ``free_constrained``: the mode of each prompt drawn among the two prefixes only (module docstring);

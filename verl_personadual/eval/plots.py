@@ -19,7 +19,6 @@ OWN_PERSONA = "own persona"
 PCT = "_%"  # suffix of every percentage column
 
 
-
 def format_value(value: Any, digits: int) -> str:
     if value is None:
         return ""
@@ -28,12 +27,10 @@ def format_value(value: Any, digits: int) -> str:
     return str(value)
 
 
-
 def markdown_table(header: Sequence[str], lines: Sequence[Sequence[Any]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(format_value(v, 2) for v in line) + " |" for line in lines]
     return "\n".join(out) + "\n"
-
 
 
 def csv_table(header: Sequence[str], lines: Sequence[Sequence[Any]]) -> str:
@@ -42,7 +39,6 @@ def csv_table(header: Sequence[str], lines: Sequence[Sequence[Any]]) -> str:
     writer.writerow(header)
     writer.writerows([[format_value(v, 4) for v in line] for line in lines])
     return buf.getvalue()
-
 
 
 def write_table(folder: Path, name: str, table: tuple[list[str], list[list[Any]]], md: bool = True) -> list[Path]:
@@ -55,7 +51,6 @@ def write_table(folder: Path, name: str, table: tuple[list[str], list[list[Any]]
     return paths
 
 
-
 def save_figure(fig: Any, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
@@ -63,19 +58,20 @@ def save_figure(fig: Any, path: Path) -> Path:
     return path
 
 
-
 #: Fixed colours, so that a mode or setting looks the same in every plot and run.
 COLORS = {
-    "general": "tab:blue", "personalized": "tab:orange", "unknown": "tab:gray",
-    PersonaSetting.NONE.value: "tab:green", PersonaSetting.UNALIGNED.value: "tab:purple",
-    PersonaSetting.ALIGNED.value: "tab:red", OWN_PERSONA: "tab:brown",
+    "general": "tab:blue",
+    "personalized": "tab:orange",
+    "unknown": "tab:gray",
+    PersonaSetting.NONE.value: "tab:green",
+    PersonaSetting.UNALIGNED.value: "tab:purple",
+    PersonaSetting.ALIGNED.value: "tab:red",
+    OWN_PERSONA: "tab:brown",
 }
-
 
 
 def no_data(ax: Any, what: str) -> None:
     ax.text(0.5, 0.5, f"nothing to plot: {what}", ha="center", va="center", transform=ax.transAxes, fontsize=9)
-
 
 
 def pyplot() -> Any:
@@ -98,9 +94,19 @@ class BarSeries:
     annotations: Sequence[str] | None = None
 
 
-def hbar_figure(labels: Sequence[str], series: Sequence[BarSeries], *, xlabel: str, title: str, empty: str,
-                stacked: bool = False, xlim: tuple[float, float] | None = (0.0, 100.0), width: float = 8.0,
-                row_height: float = 0.35, legend_outside: bool = True) -> Any:
+def hbar_figure(
+    labels: Sequence[str],
+    series: Sequence[BarSeries],
+    *,
+    xlabel: str,
+    title: str,
+    empty: str,
+    stacked: bool = False,
+    xlim: tuple[float, float] | None = (0.0, 100.0),
+    width: float = 8.0,
+    row_height: float = 0.35,
+    legend_outside: bool = True,
+) -> Any:
     """Horizontal bars, one row per label (first label on top): side by side per series, or ``stacked`` (each
     series starts where the previous ended; a series that is zero everywhere is left out of the legend). With no
     labels the axes say ``nothing to plot: <empty>``."""
@@ -112,8 +118,13 @@ def hbar_figure(labels: Sequence[str], series: Sequence[BarSeries], *, xlabel: s
         vals = [0.0 if v is None else float(v) for v in s.values]
         shown = [i for i, v in enumerate(s.values) if v is not None and (not stacked or v)]
         if shown and (not stacked or any(vals)):
-            bars = ax.barh([rows[i] for i in shown], [vals[i] for i in shown], color=s.color, label=s.label,
-                           left=[left[i] for i in shown] if stacked else None)
+            bars = ax.barh(
+                [rows[i] for i in shown],
+                [vals[i] for i in shown],
+                color=s.color,
+                label=s.label,
+                left=[left[i] for i in shown] if stacked else None,
+            )
             if s.annotations is not None:
                 ax.bar_label(bars, labels=[s.annotations[i] for i in shown], fontsize=7, padding=2)
         if stacked:

@@ -107,7 +107,12 @@ _SETTING_RANK = {s.value: i for i, s in enumerate(PersonaSetting)}
 def cell_sort_key(benchmark: str, setting: str) -> tuple[int, str, int, str]:
     """Table order of a (benchmark, setting) cell: the seven benchmarks in Table 1 order, any other (the toy task)
     after them by name; settings none, unaligned, aligned."""
-    return (_BENCH_RANK.get(benchmark, len(_BENCH_RANK)), benchmark, _SETTING_RANK.get(setting, len(_SETTING_RANK)), setting)
+    return (
+        _BENCH_RANK.get(benchmark, len(_BENCH_RANK)),
+        benchmark,
+        _SETTING_RANK.get(setting, len(_SETTING_RANK)),
+        setting,
+    )
 
 
 def pin_config(path: Path, config: Mapping[str, Any]) -> None:
@@ -119,6 +124,8 @@ def pin_config(path: Path, config: Mapping[str, Any]) -> None:
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved != current:
             diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-            raise ValueError(f"{path} was made with other settings ({diff}); resume with the same ones or use another --out")
+            raise ValueError(
+                f"{path} was made with other settings ({diff}); resume with the same ones or use another --out"
+            )
     else:
         write_json(path, current, sort_keys=True)

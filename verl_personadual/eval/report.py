@@ -119,8 +119,13 @@ LINE_ORDER = [d.value for d in Decoding] + [UPPER_BOUND]
 TABLE1_OBJECTIVE = ("pubmedqa", "triviaqa", "mmlu_pro", "supergpqa", "math500")
 TABLE1_PERSONALIZED = ("personafeedback", "fspo_roleplay")
 TABLE1_NAMES = {
-    "pubmedqa": "PubMedQA", "triviaqa": "TriviaQA", "mmlu_pro": "MMLU-Pro", "supergpqa": "SuperGPQA",
-    "math500": "MATH500", "personafeedback": "P.FB.", "fspo_roleplay": "F.RP.",
+    "pubmedqa": "PubMedQA",
+    "triviaqa": "TriviaQA",
+    "mmlu_pro": "MMLU-Pro",
+    "supergpqa": "SuperGPQA",
+    "math500": "MATH500",
+    "personafeedback": "P.FB.",
+    "fspo_roleplay": "F.RP.",
 }
 #: Objective persona settings of Table 1's main cells, in its order ("Unalign./Align."); ``none`` comes apart.
 TABLE1_SETTINGS = (PersonaSetting.UNALIGNED.value, PersonaSetting.ALIGNED.value)
@@ -383,7 +388,7 @@ def table1_markdown(lines: Sequence[Table1Line]) -> str:
     caption = (
         f"Accuracy (%). Objective benchmarks: {' / '.join(settings)} persona"
         + (", averaged over seeds (mean ± sample std)" if any(line.seeds > 1 for line in lines) else "")
-        + "; personalized benchmarks: aligned (each user's own persona). \"(no persona)\" rows: the objective "
+        + '; personalized benchmarks: aligned (each user\'s own persona). "(no persona)" rows: the objective '
         "benchmarks without persona (the paper's No-Persona Upperbound row)."
     )
     return "\n".join(out) + "\n\n" + caption + "\n"
@@ -438,7 +443,9 @@ def mixed_ratio(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[l
 _ACC_LABEL = "accuracy (% of items)"
 
 
-def _bar_series(cells: Mapping[Cell, tuple[int, float]], benches: Sequence[str], dec: str) -> dict[str, tuple[list[int], list[float]]]:
+def _bar_series(
+    cells: Mapping[Cell, tuple[int, float]], benches: Sequence[str], dec: str
+) -> dict[str, tuple[list[int], list[float]]]:
     """Legend label -> (bench indices, accuracies) of one decoding; personalized benchmarks' rows are labelled
     :data:`OWN_PERSONA` (their setting is always "aligned"), objective ones by their setting."""
     series: dict[str, tuple[list[int], list[float]]] = {}
@@ -458,8 +465,14 @@ def mode_rates_figure(rates: tuple[list[str], list[list[Any]]]) -> Any:
     _, lines = rates
     labels = [f"{l[0]}: {l[1]}/{OWN_PERSONA if l[1] in _PERS else l[2]}" for l in lines]
     series = [BarSeries(mode, [l[4 + k] for l in lines], COLORS[mode]) for k, mode in enumerate(MODE_NAMES)]
-    return hbar_figure(labels, series, stacked=True, xlabel="% of responses", title="Mode rates (model-chosen mode)",
-                       empty="no free or router decoding in this run")
+    return hbar_figure(
+        labels,
+        series,
+        stacked=True,
+        xlabel="% of responses",
+        title="Mode rates (model-chosen mode)",
+        empty="no free or router decoding in this run",
+    )
 
 
 def accuracy_figure(cells: Mapping[Cell, tuple[int, float]]) -> Any:
@@ -526,8 +539,16 @@ def judge_agreement(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], li
         if "judge_correct" in r:
             by_bench[r["benchmark"]].append(r)
     rank = {b.value: i for i, b in enumerate(BENCHMARKS)}
-    header = ["benchmark", "responses", "graded", f"rule{PCT}", f"judge{PCT}", f"agreement{PCT}", "judge_only_correct",
-              "rule_only_correct"]
+    header = [
+        "benchmark",
+        "responses",
+        "graded",
+        f"rule{PCT}",
+        f"judge{PCT}",
+        f"agreement{PCT}",
+        "judge_only_correct",
+        "rule_only_correct",
+    ]
     lines = []
     for bench in sorted(by_bench, key=rank.__getitem__):
         recs = by_bench[bench]
@@ -535,12 +556,18 @@ def judge_agreement(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], li
         if not graded:
             lines.append([bench, len(recs), 0, None, None, None, 0, 0])
             continue
-        lines.append([
-            bench, len(recs), len(graded),
-            100.0 * _mean([r for r, _ in graded]), 100.0 * _mean([j for _, j in graded]),
-            100.0 * _mean([float(r == j) for r, j in graded]),
-            sum(j > r for r, j in graded), sum(r > j for r, j in graded),
-        ])
+        lines.append(
+            [
+                bench,
+                len(recs),
+                len(graded),
+                100.0 * _mean([r for r, _ in graded]),
+                100.0 * _mean([j for _, j in graded]),
+                100.0 * _mean([float(r == j) for r, j in graded]),
+                sum(j > r for r, j in graded),
+                sum(r > j for r, j in graded),
+            ]
+        )
     return header, lines
 
 
@@ -604,7 +631,9 @@ def comparison_lines(runs: Sequence[ComparedRun]) -> list[Table1Line]:
         spec = SYSTEMS[r.system]
         where = f"system {r.system.value!r} ({r.path})"
         if not any(c[2] == spec.decoding.value for cells in per_seed for c in cells):
-            raise ValueError(f"{where}: no {spec.decoding.value!r} decoding; evaluate it with `eval run --system {r.system.value}`")
+            raise ValueError(
+                f"{where}: no {spec.decoding.value!r} decoding; evaluate it with `eval run --system {r.system.value}`"
+            )
         style = _run_prompt_style(r.path)
         if style != spec.prompt_style.value:
             raise ValueError(

@@ -202,7 +202,9 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
         logger.info("eval set: %d rows from %s (copy in %s)", len(rows), cfg.eval_set, own)
         return rows
     if own.exists():
-        saved = json.loads(manifest_path.read_text(encoding="utf-8")).get("selection") if manifest_path.exists() else None
+        saved = (
+            json.loads(manifest_path.read_text(encoding="utf-8")).get("selection") if manifest_path.exists() else None
+        )
         if saved != _selection(cfg):
             raise RunError(
                 f"{own} was built for {saved} but this run asks for {_selection(cfg)}; use another --out, or "
@@ -218,7 +220,12 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
         loaded, provenance = load_benchmark(bench, cfg.paths.get(bench.value), seed=cfg.seed)
         picked = sample_items(loaded.items, cfg.sizes.get(bench, DEFAULT_SIZES[bench]), cfg.seed, bench)
         items.extend(picked)
-        inputs[bench.value] = {**provenance, "rows_read": loaded.rows_read, "usable": len(loaded.items), "sampled": len(picked)}
+        inputs[bench.value] = {
+            **provenance,
+            "rows_read": loaded.rows_read,
+            "usable": len(loaded.items),
+            "sampled": len(picked),
+        }
         skipped[bench.value] = loaded.skipped.as_dict()
     has_objective = any(b not in PERSONALIZED_SOURCES for b in cfg.benchmarks)
     pool: list[personahub.Persona] = []
@@ -285,9 +292,13 @@ def _check_run_config(cfg: RunConfig) -> None:
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved != current:
             diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-            shown = "; ".join(f"{k}: saved {saved.get(k)!r}, now {current.get(k)!r}" for k in diff if k.startswith("model"))
-            raise RunError(f"{path} differs from this run in {diff}{' (' + shown + ')' if shown else ''}; resume with "
-                           "the same model and settings or use another --out")
+            shown = "; ".join(
+                f"{k}: saved {saved.get(k)!r}, now {current.get(k)!r}" for k in diff if k.startswith("model")
+            )
+            raise RunError(
+                f"{path} differs from this run in {diff}{' (' + shown + ')' if shown else ''}; resume with "
+                "the same model and settings or use another --out"
+            )
     else:
         write_json(path, current, sort_keys=True)
 
@@ -355,8 +366,10 @@ def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
         if not seeds or len(set(seeds)) != len(seeds):
             raise RunError(f"--seeds must list distinct seeds, got {seeds}")
         if cfg.decoding.temperature == 0 and len(seeds) > 1:
-            raise RunError("greedy decoding (--temperature 0) gives the same responses for every seed; sample with "
-                           f"--temperature > 0 (default with --seeds: {SAMPLING_TEMPERATURE}) or run without --seeds")
+            raise RunError(
+                "greedy decoding (--temperature 0) gives the same responses for every seed; sample with "
+                f"--temperature > 0 (default with --seeds: {SAMPLING_TEMPERATURE}) or run without --seeds"
+            )
     with output_dir(cfg.out_dir):
         if cfg.seeds is not None:
             return _run_seeds(cfg, generator)
@@ -384,7 +397,10 @@ def _run_seeds(cfg: RunConfig, generator: Generator | None) -> Path:
     lazy = _Lazy(cfg, generator)
     for seed in seeds:
         sub = replace(
-            cfg, out_dir=cfg.out_dir / SEED_DIR.format(seed), eval_set=cfg.out_dir / EVAL_SET, seeds=None,
+            cfg,
+            out_dir=cfg.out_dir / SEED_DIR.format(seed),
+            eval_set=cfg.out_dir / EVAL_SET,
+            seeds=None,
             decoding=replace(cfg.decoding, seed=seed),
         )
         sub.out_dir.mkdir(parents=True, exist_ok=True)
@@ -401,7 +417,11 @@ def _run_one(cfg: RunConfig, get_generator: _Lazy) -> Path:
     store = PredictionStore(cfg.out_dir / PREDICTIONS)
     todo = [(r, d) for r in rows for d in cfg.decodings if (r.row_id, d.value) not in store]
     logger.info(
-        "%d rows x %d decodings: %d done, %d to generate", len(rows), len(cfg.decodings), len(rows) * len(cfg.decodings) - len(todo), len(todo)
+        "%d rows x %d decodings: %d done, %d to generate",
+        len(rows),
+        len(cfg.decodings),
+        len(rows) * len(cfg.decodings) - len(todo),
+        len(todo),
     )
     if todo:
         routed: dict[str, Mode] = {}
@@ -463,7 +483,9 @@ def _constrain(
 
 
 def _judged(
-    batch: Sequence[tuple[EvalRow, Decoding, Mode | None]], texts: Sequence[str], results: list[dict[str, Any]],
+    batch: Sequence[tuple[EvalRow, Decoding, Mode | None]],
+    texts: Sequence[str],
+    results: list[dict[str, Any]],
     judge: ExtractVerifyJudge,
 ) -> list[dict[str, Any]]:
     """``results`` with the judged benchmarks' responses graded by ``judge`` (one concurrent batch of requests)."""
@@ -481,7 +503,14 @@ def _advance(bar: Any, step: float, stop: float) -> None:
 
 
 def _record(
-    row: EvalRow, dec: Decoding, style: PromptStyle, mode: int, res: dict[str, Any], ids: list[int], truncated: bool, text: str
+    row: EvalRow,
+    dec: Decoding,
+    style: PromptStyle,
+    mode: int,
+    res: dict[str, Any],
+    ids: list[int],
+    truncated: bool,
+    text: str,
 ) -> dict[str, Any]:
     judged = {k: res[k] for k in ("rule_correct", "judge_correct", "judge_pred", "grader") if k in res}
     return {

@@ -74,7 +74,9 @@ class PredictionStore:
             records, good = _scan(self.path)
             size = self.path.stat().st_size
             if good < size:
-                logger.warning("%s: cutting a torn last line (%d bytes) left by an interrupted run", self.path, size - good)
+                logger.warning(
+                    "%s: cutting a torn last line (%d bytes) left by an interrupted run", self.path, size - good
+                )
                 with open(self.path, "r+b") as f:
                     f.truncate(good)
             self.completed = {_key(r) for r in read_predictions(self.path)}

@@ -96,6 +96,8 @@ def needs_endpoint(what: str, otherwise: str = "") -> str:
     (or --llm-base-url / --llm-model)[, or <otherwise>]"``."""
     text = f"{what} needs an LLM endpoint: set {ENV_BASE_URL} and {ENV_MODEL} (or --llm-base-url / --llm-model)"
     return f"{text}, or {otherwise}" if otherwise else text
+
+
 #: Cache directory when neither the config nor ``PERSONADUAL_LLM_CACHE_DIR`` names one.
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "verl_personadual" / "llm"
 _NO_KEY = "EMPTY"
@@ -170,6 +172,7 @@ class Reply:
 
     content: str
     reasoning: str | None = None
+
 
 #: Message fields that carry a reasoning model's thinking, by priority (vLLM / DeepSeek, then vLLM >= 0.10 and
 #: OpenRouter).

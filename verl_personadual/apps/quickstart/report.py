@@ -26,7 +26,17 @@ from verl_personadual.core.prompts import PersonaSetting
 from verl_personadual.eval.generate import Decoding
 from verl_personadual.utils.atomic import atomic_write_text
 
-__all__ = ["TARGETS", "fmt", "selection_line", "summarize", "read_jsonl", "metric_curves", "CURVES", "targets_met", "write_report"]
+__all__ = [
+    "TARGETS",
+    "fmt",
+    "selection_line",
+    "summarize",
+    "read_jsonl",
+    "metric_curves",
+    "CURVES",
+    "targets_met",
+    "write_report",
+]
 
 #: What the quickstart's default run must reach after RL (issue "the main job shows the method working").
 TARGETS: dict[str, tuple[str, float]] = {
@@ -103,7 +113,9 @@ def summarize(predictions: Iterable[Mapping[str, Any]], mode_probs: Iterable[Map
         for m in Mode:
             forced_ok[m].append(float(right[m]))
         per_setting[setting]["free_acc"].append(free_ok[-1])
-        per_setting[setting]["personalized_rate"].append(float(_MODE_OF_DECODING.get(free["mode"]) is Mode.PERSONALIZED))
+        per_setting[setting]["personalized_rate"].append(
+            float(_MODE_OF_DECODING.get(free["mode"]) is Mode.PERSONALIZED)
+        )
         prob = probs.get(row_id)
         if prob is not None:
             mass.append(float(prob["p_general"]) + float(prob["p_personalized"]))
@@ -127,7 +139,9 @@ def summarize(predictions: Iterable[Mapping[str, Any]], mode_probs: Iterable[Map
         "forced_personalized_acc": _mean(forced_ok[Mode.PERSONALIZED]),
         "unknown_rate": _mean(unknown),
         "mode_mass": _mean(mass),
-        "by_setting": {s: {k: _mean(v) for k, v in sorted(per_setting[s].items())} for s in SETTINGS if s in per_setting},
+        "by_setting": {
+            s: {k: _mean(v) for k, v in sorted(per_setting[s].items())} for s in SETTINGS if s in per_setting
+        },
     }
 
 
@@ -159,15 +173,19 @@ def fmt(value: Any) -> str:
 
 def _table(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     cols = ["selection_acc", "p_better", "free_acc", "upper_bound", "free_over_upper", "unknown_rate", "mode_mass"]
-    lines = ["| run | " + " | ".join(cols) + " | " + " | ".join(f"free_acc {s}" for s in SETTINGS) + " |",
-             "|---" * (1 + len(cols) + len(SETTINGS)) + "|"]
+    lines = [
+        "| run | " + " | ".join(cols) + " | " + " | ".join(f"free_acc {s}" for s in SETTINGS) + " |",
+        "|---" * (1 + len(cols) + len(SETTINGS)) + "|",
+    ]
     for label, s in runs.items():
         setting = [fmt(s["by_setting"].get(x, {}).get("free_acc")) for x in SETTINGS]
         lines.append(f"| {label} | " + " | ".join(fmt(s[c]) for c in cols) + " | " + " | ".join(setting) + " |")
     return lines
 
 
-def _figure(runs: Mapping[str, Mapping[str, Any]], curves: Mapping[str, Mapping[str, list[tuple[int, float]]]], path: Path) -> Path:
+def _figure(
+    runs: Mapping[str, Mapping[str, Any]], curves: Mapping[str, Mapping[str, list[tuple[int, float]]]], path: Path
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,29 +231,47 @@ def write_report(
     output, e.g. ``sft`` then one label per RL run) and ``curves`` (RL label -> :func:`metric_curves`)."""
     out_dir = Path(out_dir)
     png = _figure(runs, curves, out_dir / "report.png")
-    lines = ["# Quickstart: the toy persona task", "",
-             "Held-out toy eval rows; definitions in `verl_personadual/toy_report.py`. Targets after RL: "
-             + ", ".join(f"{k} {op} {b}" for k, (op, b) in TARGETS.items()) + ".", ""]
+    lines = [
+        "# Quickstart: the toy persona task",
+        "",
+        "Held-out toy eval rows; definitions in `verl_personadual/apps/quickstart/report.py`. Targets after RL: "
+        + ", ".join(f"{k} {op} {b}" for k, (op, b) in TARGETS.items())
+        + ".",
+        "",
+    ]
     lines += _table(runs)
-    lines += ["", "## Per persona setting (free decoding)", "",
-              "| run | setting | free_acc | personalized_rate | selection_acc (decisive rows) |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Per persona setting (free decoding)",
+        "",
+        "| run | setting | free_acc | personalized_rate | selection_acc (decisive rows) |",
+        "|---|---|---|---|---|",
+    ]
     for label, s in runs.items():
         for setting, v in s["by_setting"].items():
-            lines.append(f"| {label} | {setting} | {fmt(v.get('free_acc'))} | {fmt(v.get('personalized_rate'))} | "
-                         f"{fmt(v.get('selection_acc'))} |")
+            lines.append(
+                f"| {label} | {setting} | {fmt(v.get('free_acc'))} | {fmt(v.get('personalized_rate'))} | "
+                f"{fmt(v.get('selection_acc'))} |"
+            )
     lines += ["", "## Training (verl's logged metrics)", ""]
     for run, c in curves.items():
         mass = c.get(MASS_KEY, [])
         score = c.get(SCORE_KEY, [])
-        lines.append(f"- {run}: {len(score)} steps; reward (critic/score/mean) "
-                     + " -> ".join(fmt(v) for _, v in score[:1] + score[-1:])
-                     + "; mode-token mass " + " -> ".join(fmt(v) for _, v in mass[:1] + mass[-1:]))
+        lines.append(
+            f"- {run}: {len(score)} steps; reward (critic/score/mean) "
+            + " -> ".join(fmt(v) for _, v in score[:1] + score[-1:])
+            + "; mode-token mass "
+            + " -> ".join(fmt(v) for _, v in mass[:1] + mass[-1:])
+        )
     lines += ["", f"![curves]({png.name})", ""]
     if commands:
         lines += ["## Commands run", "", "```", *commands, "```", ""]
     md = out_dir / "report.md"
     atomic_write_text(md, "\n".join(lines))
     summary = out_dir / "summary.json"
-    atomic_write_text(summary, json.dumps({"runs": runs, "targets": {k: list(v) for k, v in TARGETS.items()}},
-                                          indent=2, sort_keys=True) + "\n")
+    atomic_write_text(
+        summary,
+        json.dumps({"runs": runs, "targets": {k: list(v) for k, v in TARGETS.items()}}, indent=2, sort_keys=True)
+        + "\n",
+    )
     return [md, png, summary]

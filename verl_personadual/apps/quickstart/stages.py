@@ -6,7 +6,8 @@ Stages (each one's outputs under --out; a rerun skips the stages already finishe
 RL run killed mid-way continues from its last checkpoint, saved every 4 steps):
 
 1. check     the plugin's registrations, seen by a fresh ``import verl``;
-2. data      the toy persona task (``python -m verl_personadual.apps.build_toy``): RL + SFT parquet and a held-out eval set;
+2. data      the toy persona task (``python -m verl_personadual.apps.build_toy``): RL + SFT parquet and a held-out eval
+set;
 3. model     a tiny random Qwen3 with untied embeddings and a tokenizer made for the toy (``tiny_model``);
 4. sft       Stage 1 with verl's SFT trainer, recipe backbone ``cpu_toy`` (both modes on every item, no preference);
 5. eval-sft  the eval harness on the held-out set (free, forced general, forced personalized) + mode probabilities;
@@ -16,7 +17,8 @@ RL run killed mid-way continues from its last checkpoint, saved every 4 steps):
 7. eval-rl   the same evaluation of each RL checkpoint;
 8. report    ``report.md`` + ``report.png`` + ``summary.json``: mode-selection accuracy, probability of the better
              mode, free accuracy vs the forced upper bound, before and after RL, and verl's per-step curves
-             (definitions: ``verl_personadual.apps.quickstart.report``). With several ablations the table is the toy's Table 2.
+             (definitions: ``verl_personadual.apps.quickstart.report``). With several ablations the table is the toy's
+             Table 2.
 
 The last line printed starts ``mode-selection accuracy:`` (before -> after RL). Logs of the training stages are in
 ``--out/logs``; a failing stage is named with the reason and its log.
@@ -38,8 +40,10 @@ from typing import Callable, Sequence
 from verl_personadual.utils.atomic import atomic_write_text, write_json
 from verl_personadual.utils.errors import UserError
 
-__all__ = [ "Quickstart", "StageError", "run_label", "MODEL_SEED", "TOY_BACKBONE"]
+__all__ = ["Quickstart", "StageError", "run_label", "MODEL_SEED", "TOY_BACKBONE"]
 
+#: The stages before RL, in order: what ``--stop-after`` accepts.
+FIRST_STAGES = ("check", "data", "model", "sft", "eval-sft")
 #: Recipe backbone of both stages (``recipes/config/{sft,rl}_backbone/cpu_toy.yaml``).
 TOY_BACKBONE = "cpu_toy"
 #: Weight-initialisation seed of the tiny model (the README's figures were measured with it).
@@ -111,7 +115,9 @@ def _metric_lines(path: Path, keep: Callable[[int], bool]) -> list[str]:
 class Quickstart:
     """The stages of the module docstring on one output directory."""
 
-    def __init__(self, out: Path, ablations: Sequence[str], progress: bool = True, overrides: Sequence[str] = ()) -> None:
+    def __init__(
+        self, out: Path, ablations: Sequence[str], progress: bool = True, overrides: Sequence[str] = ()
+    ) -> None:
         self.out = out.absolute()
         self.overrides = list(overrides)
         #: run label -> ablation
@@ -156,13 +162,21 @@ class Quickstart:
         command = shlex.join(argv)
         say(f"    $ {command}")
         say(f"    log: {log}")
-        run_env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false",
-                   **(env or {})}
+        run_env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "TOKENIZERS_PARALLELISM": "false",
+            **(env or {}),
+        }
         last_error, child_error = "", ""
-        with open(log, "w", encoding="utf-8") as fh, tqdm(total=total_steps, desc=name, unit="step",
-                                                             disable=not self.progress) as bar:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env,
-                                    cwd=self.out)
+        with (
+            open(log, "w", encoding="utf-8") as fh,
+            tqdm(total=total_steps, desc=name, unit="step", disable=not self.progress) as bar,
+        ):
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env, cwd=self.out
+            )
             assert proc.stdout is not None
             for line in proc.stdout:
                 fh.write(line)
@@ -214,8 +228,20 @@ class Quickstart:
         return {"dir": str(self.model), "spec": spec.__dict__}
 
     def _recipe_argv(self, stage: str, model: Path, output: Path, ablation: str | None = None) -> list[str]:
-        argv = [sys.executable, "-m", "verl_personadual.recipes", stage, "--backbone", TOY_BACKBONE, "--model", str(model),
-                "--train-files", str(self.data / stage / "train.parquet"), "--output-dir", str(output)]
+        argv = [
+            sys.executable,
+            "-m",
+            "verl_personadual.recipes",
+            stage,
+            "--backbone",
+            TOY_BACKBONE,
+            "--model",
+            str(model),
+            "--train-files",
+            str(self.data / stage / "train.parquet"),
+            "--output-dir",
+            str(output),
+        ]
         if stage == "rl":
             argv += ["--val-files", str(self.data / "rl" / "validation.parquet"), "--ablation", ablation or "none"]
         return argv
@@ -225,7 +251,10 @@ class Quickstart:
         from verl_personadual.apps.recipes import compose as recipes
 
         overrides = recipes.build_overrides(
-            stage=stage, backbone=TOY_BACKBONE, model=str(self.model), train_files=[str(self.data / stage / "train.parquet")],
+            stage=stage,
+            backbone=TOY_BACKBONE,
+            model=str(self.model),
+            train_files=[str(self.data / stage / "train.parquet")],
             val_files=[str(self.data / "rl" / "validation.parquet")] if stage == "rl" else (),
             **({"ablation": ablation, "extra": self.overrides} if stage == "rl" else {}),
         )
@@ -241,7 +270,9 @@ class Quickstart:
         command = self._launch("sft", self._recipe_argv("sft", self.model, self.sft), self._steps("sft"))
         hf = _hf_dir(self.sft, "huggingface")
         if hf is None:
-            raise StageError(f"stage sft: no global_step_*/huggingface checkpoint under {self.sft} (log: {self.logs / 'sft.log'})")
+            raise StageError(
+                f"stage sft: no global_step_*/huggingface checkpoint under {self.sft} (log: {self.logs / 'sft.log'})"
+            )
         return {"checkpoint": str(hf), "command": command}
 
     def train_rl(self, label: str) -> dict:
@@ -256,7 +287,10 @@ class Quickstart:
         resumed = _saved_step(ckpt_root)
         kept: list[str] = []
         if resumed:
-            say(f"    resuming from step {resumed}: the checkpoint {ckpt_root / f'global_step_{resumed}'} of a killed run")
+            say(
+                f"    resuming from step {resumed}: the checkpoint {ckpt_root / f'global_step_{resumed}'} of a "
+                f"killed run"
+            )
             kept = _metric_lines(metrics, lambda step: step <= resumed)
         else:
             if ckpt_root.exists():
@@ -265,9 +299,17 @@ class Quickstart:
         root.mkdir(parents=True, exist_ok=True)
         sft = Path(json.loads(self._marker("sft").read_text())["checkpoint"])
         argv = self._recipe_argv("rl", sft, ckpt_root, ablation) + [
-            "--", "trainer.logger=[console,file]", "trainer.resume_mode=auto", *self.overrides]
-        command = self._launch(f"rl-{label}", argv, self._steps("rl", ablation), env={"VERL_FILE_LOGGER_PATH": str(metrics)})
-        if resumed:  # the saved step's own line comes from the rerun's validation when the kill came before verl logged it
+            "--",
+            "trainer.logger=[console,file]",
+            "trainer.resume_mode=auto",
+            *self.overrides,
+        ]
+        command = self._launch(
+            f"rl-{label}", argv, self._steps("rl", ablation), env={"VERL_FILE_LOGGER_PATH": str(metrics)}
+        )
+        if (
+            resumed
+        ):  # the saved step's own line comes from the rerun's validation when the kill came before verl logged it
             have_saved = any(json.loads(line)["step"] == resumed for line in kept)
             rerun = _metric_lines(metrics, lambda step: step > resumed or (step == resumed and not have_saved))
             atomic_write_text(metrics, "".join(kept + rerun))
@@ -287,15 +329,30 @@ class Quickstart:
         out = self.out / "eval" / label
         eval_set = self.data / "eval_set.jsonl"
         cfg = RunConfig(
-            model=str(checkpoint), out_dir=out, benchmarks=[DataSource.TOY], settings=list(PersonaSetting),
-            decodings=[Decoding.FREE, Decoding.GENERAL, Decoding.PERSONALIZED], eval_set=eval_set, backend="hf",
-            device="cpu", dtype="float32", batch_size=64, decoding=DecodingParams(max_new_tokens=EVAL_MAX_NEW_TOKENS),
+            model=str(checkpoint),
+            out_dir=out,
+            benchmarks=[DataSource.TOY],
+            settings=list(PersonaSetting),
+            decodings=[Decoding.FREE, Decoding.GENERAL, Decoding.PERSONALIZED],
+            eval_set=eval_set,
+            backend="hf",
+            device="cpu",
+            dtype="float32",
+            batch_size=64,
+            decoding=DecodingParams(max_new_tokens=EVAL_MAX_NEW_TOKENS),
             progress=self.progress,
         )
         predictions = run(cfg)
         probs = out / "mode_probs.jsonl"
-        compute(checkpoint, read_eval_set(out / "eval_set.jsonl"), device="cpu", dtype="float32", batch_size=64,
-                out_file=probs, progress=self.progress)
+        compute(
+            checkpoint,
+            read_eval_set(out / "eval_set.jsonl"),
+            device="cpu",
+            dtype="float32",
+            batch_size=64,
+            out_file=probs,
+            progress=self.progress,
+        )
         say(f"    eval of {label} ({checkpoint}) -> {out}")
         return {"checkpoint": str(checkpoint), "predictions": str(predictions), "mode_probs": str(probs)}
 
@@ -310,12 +367,14 @@ class Quickstart:
 
         runs, curves, commands = {}, {}, [json.loads(self._marker("sft").read_text())["command"]]
         # every finished RL run in --out (earlier invocations' too): the toy's Table 2 grows run by run
-        finished = sorted(m.stem[len("eval-rl-"):] for m in (self.out / "stages").glob("eval-rl-*.json"))
+        finished = sorted(m.stem[len("eval-rl-") :] for m in (self.out / "stages").glob("eval-rl-*.json"))
         rl_labels = [a for a in self.runs if a in finished] + [a for a in finished if a not in self.runs]
         labels = ["sft"] + [f"rl-{a}" for a in rl_labels]
         for label in labels:
             info = json.loads(self._marker(f"eval-{label}").read_text())
-            runs[label] = summarize(read_predictions(Path(info["predictions"])), read_predictions(Path(info["mode_probs"])))
+            runs[label] = summarize(
+                read_predictions(Path(info["predictions"])), read_predictions(Path(info["mode_probs"]))
+            )
         for a in rl_labels:
             info = json.loads(self._marker(f"rl-{a}").read_text())
             commands.append(info["command"])
@@ -325,42 +384,67 @@ class Quickstart:
 
     def check_overrides(self) -> None:
         """Before the first stage: each RL run's recipe, with ``--set``, composed and validated as ``recipes rl``
-        does (``recipes_validate.compose_and_validate``); a StageError naming the run and the recipes' one-line reason."""
+        does (``recipes_validate.compose_and_validate``); a StageError naming the run and the recipes' one-line
+        reason."""
         from verl_personadual.apps.recipes import compose as recipes
         from verl_personadual.apps.recipes import validate as recipes_validate
 
         for label, ablation in self.runs.items():
             overrides = recipes.build_overrides(
-                stage="rl", backbone=TOY_BACKBONE, model=str(self.model), train_files=[str(self.data / "rl" / "train.parquet")],
-                val_files=[str(self.data / "rl" / "validation.parquet")], ablation=ablation, extra=self.overrides,
+                stage="rl",
+                backbone=TOY_BACKBONE,
+                model=str(self.model),
+                train_files=[str(self.data / "rl" / "train.parquet")],
+                val_files=[str(self.data / "rl" / "validation.parquet")],
+                ablation=ablation,
+                extra=self.overrides,
             )
             try:
                 recipes_validate.compose_and_validate("rl", overrides)
             except ValueError as err:  # PreflightError and our / verl's config checks
                 raise StageError(f"--set for run rl-{label}: {err}") from None
 
-    def run_all(self) -> dict:
-        """Every stage in order (the ``--set`` overrides checked first); returns the report's runs (label -> figures)."""
+    def run_all(self, stop_after: str | None = None) -> dict | None:
+        """Every stage in order (the ``--set`` overrides checked first); returns the report's runs (label -> figures),
+        or None when it stopped after stage ``stop_after`` (one of :data:`FIRST_STAGES`)."""
         self.check_overrides()
         n = 6 + 2 * len(self.runs)
         i = iter(range(1, n + 1))
-        self.stage(next(i), n, "check", "plugin registrations seen by verl", self.check)
-        self.stage(next(i), n, "data", "toy persona task (verl_personadual.data.toy)", self.build_data)
-        self.stage(next(i), n, "model", "tiny random model + toy tokenizer", self.build_model)
-        self.stage(next(i), n, "sft", "Stage 1: verl SFT trainer, recipe cpu_toy", self.train_sft)
-        sft = Path(json.loads(self._marker("sft").read_text())["checkpoint"])
-        self.stage(next(i), n, "eval-sft", "held-out eval of the SFT checkpoint", lambda: self.evaluate("sft", sft))
+        first = {
+            "check": ("plugin registrations seen by verl", self.check),
+            "data": ("toy persona task (verl_personadual.data.toy)", self.build_data),
+            "model": ("tiny random model + toy tokenizer", self.build_model),
+            "sft": ("Stage 1: verl SFT trainer, recipe cpu_toy", self.train_sft),
+            "eval-sft": (
+                "held-out eval of the SFT checkpoint",
+                lambda: self.evaluate("sft", Path(json.loads(self._marker("sft").read_text())["checkpoint"])),
+            ),
+        }
+        assert tuple(first) == FIRST_STAGES
+        for name, (title, fn) in first.items():
+            self.stage(next(i), n, name, title, fn)
+            if name == stop_after:
+                say(f"stopped after stage {name} (--stop-after); rerun without it to continue from there")
+                return None
         for a, ablation in self.runs.items():
             settings = f"ablation {ablation}" + (f", {' '.join(self.overrides)}" if self.overrides else "")
-            self.stage(next(i), n, f"rl-{a}", f"Stage 2: verl main_ppo, DualGRPO recipe cpu_toy, {settings}",
-                       lambda a=a: self.train_rl(a))
+            self.stage(
+                next(i),
+                n,
+                f"rl-{a}",
+                f"Stage 2: verl main_ppo, DualGRPO recipe cpu_toy, {settings}",
+                lambda a=a: self.train_rl(a),
+            )
             ckpt = Path(json.loads(self._marker(f"rl-{a}").read_text())["checkpoint"])
-            self.stage(next(i), n, f"eval-rl-{a}", f"held-out eval of the RL checkpoint ({a})",
-                       lambda a=a, ckpt=ckpt: self.evaluate(f"rl-{a}", ckpt))
+            self.stage(
+                next(i),
+                n,
+                f"eval-rl-{a}",
+                f"held-out eval of the RL checkpoint ({a})",
+                lambda a=a, ckpt=ckpt: self.evaluate(f"rl-{a}", ckpt),
+            )
         say(f"{n}/{n} report")
         runs, written = self.report()
         for path in written:
             say(f"    wrote {path}")
         return runs
-
-

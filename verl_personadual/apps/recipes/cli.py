@@ -57,9 +57,7 @@ def _parser() -> argparse.ArgumentParser:
             help="model to train: SFT = base checkpoint with mode tokens; RL = the SFT stage's huggingface/ dir",
         )
         p.add_argument("--train-files", required=True, nargs="+", help="training parquet file(s)")
-        p.add_argument(
-            "--val-files", nargs="+", default=[], required=stage == "rl", help="validation parquet file(s)"
-        )
+        p.add_argument("--val-files", nargs="+", default=[], required=stage == "rl", help="validation parquet file(s)")
         if stage == "rl":
             p.add_argument("--ablation", default=NO_ABLATION, choices=ablations(), help="ablation / baseline")
         p.add_argument(
@@ -108,7 +106,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-
 def _sft_data_check(args: argparse.Namespace, cfg: DictConfig) -> dict[str, list[str]] | None:
     """Run ``find_overlong_rows``; return replacement ``{"train": files, "val": files}`` or ``None`` if all fit.
 
@@ -142,12 +139,10 @@ def _sft_data_check(args: argparse.Namespace, cfg: DictConfig) -> dict[str, list
     return files
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (verl's for a real run, 2 for a recipe or data problem: one
     ``error:`` line, ``run_cli``)."""
     return run_cli(_main, argv)
-
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -179,7 +174,6 @@ def _main(argv: Sequence[str] | None) -> int:
     for what, path in outputs.items():
         print(f"[persona_dual] {what}: {path}", flush=True)
     return subprocess.call(command, env={**os.environ, **run_env(cfg)})
-
 
 
 if __name__ == "__main__":

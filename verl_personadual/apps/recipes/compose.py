@@ -1,6 +1,7 @@
 """Run a PersonaDual recipe: compose it against verl's real Hydra config, validate it, print it, launch it.
 
-The recipes are Hydra YAMLs shipped in this package (``config/``; the repository's ``recipes/config`` links there) that inherit verl's packaged trainer configs
+The recipes are Hydra YAMLs shipped in this package (``config/``; the repository's ``recipes/config`` links there) that
+inherit verl's packaged trainer configs
 (``ppo_trainer`` for Stage 2, ``sft_trainer_engine`` for Stage 1). This module composes them exactly as
 verl's entry points would (same config directory, same overrides), runs verl's own validation, and then
 either prints the composed config (``--dry-run``) or starts verl::
@@ -96,7 +97,8 @@ STAGES: dict[str, Stage] = {
 def _group_options(group: str) -> list[str]:
     if not CONFIG_DIR.is_dir():
         raise FileNotFoundError(
-            f"recipe configs not found at {CONFIG_DIR}: the installed package is incomplete (reinstall verl-personadual)"
+            f"recipe configs not found at {CONFIG_DIR}: the installed package is incomplete (reinstall "
+            f"verl-personadual)"
         )
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
@@ -249,5 +251,3 @@ def compose_checked(stage: str, overrides: Sequence[str]) -> DictConfig:
         return compose(stage, overrides)
     except HydraException as err:
         raise PreflightError(explain_composition_error(stage, overrides, err)) from None
-
-

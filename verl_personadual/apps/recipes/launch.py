@@ -18,20 +18,16 @@ from verl_personadual.core.names import CPU_DEVICE
 TQ_DEFAULT_THREADS = 8
 
 
-
 #: Environment for launched runs: verl imports the plugin without swallowing errors (see plugin.py).
 RUN_ENV = {"VERL_USE_EXTERNAL_MODULES": "verl_personadual.core.plugin"}
-
 
 
 #: Hydra's run directory of a launched command, under ``trainer.default_local_dir`` (see :func:`launch_command`).
 HYDRA_RUN_SUBDIR = "hydra"
 
 
-
 #: Module that runs verl's SFT trainer on CPU.
 CPU_SFT_MODULE = "verl_personadual.core.cpu.sft"
-
 
 
 def run_env(cfg: DictConfig) -> dict[str, str]:
@@ -46,10 +42,6 @@ def run_env(cfg: DictConfig) -> dict[str, str]:
     if cfg.trainer.device == CPU_DEVICE:
         env["VERL_PLATFORM"] = CPU_DEVICE
     return env
-
-
-
-
 
 
 def launch_command(
@@ -71,8 +63,11 @@ def launch_command(
         ValueError: multi-node SFT without ``rdzv_endpoint``.
     """
     spec = STAGES[stage]
-    run_dir = [] if any(o.startswith("hydra.run.dir=") for o in overrides) else [
-        f"hydra.run.dir={quote(f'{cfg.trainer.default_local_dir}/{HYDRA_RUN_SUBDIR}')}"]
+    run_dir = (
+        []
+        if any(o.startswith("hydra.run.dir=") for o in overrides)
+        else [f"hydra.run.dir={quote(f'{cfg.trainer.default_local_dir}/{HYDRA_RUN_SUBDIR}')}"]
+    )
     hydra_args = ["--config-path", str(CONFIG_DIR), "--config-name", spec.config_name, *run_dir, *overrides]
     if stage == "sft" and cfg.trainer.device == CPU_DEVICE:
         return [sys.executable, "-m", CPU_SFT_MODULE, *hydra_args]
@@ -98,7 +93,6 @@ def launch_command(
     return [sys.executable, "-m", spec.verl_module, *hydra_args]
 
 
-
 def output_paths(stage: str, cfg: DictConfig) -> dict[str, str]:
     """Where a run of the composed recipe writes its checkpoints and the model the next step uses. verl's SFT
     trainer always saves the last step; its RL trainer saves nothing unless ``trainer.save_freq`` is positive, and
@@ -108,8 +102,10 @@ def output_paths(stage: str, cfg: DictConfig) -> dict[str, str]:
         return {"checkpoints": root, "hf_model (input of the RL stage)": f"{root}/global_step_<last>/huggingface"}
     save_freq = int(cfg.trainer.save_freq)
     if save_freq <= 0:
-        return {"checkpoints": f"none: trainer.save_freq={save_freq}, so verl saves no checkpoint (set it > 0 to keep "
-                               "the trained model)"}
+        return {
+            "checkpoints": f"none: trainer.save_freq={save_freq}, so verl saves no checkpoint (set it > 0 to keep "
+            "the trained model)"
+        }
     return {
         "checkpoints": root,
         "actor shards (convert with verl.model_merger, see recipes/README.md)": f"{root}/global_step_<N>/actor",

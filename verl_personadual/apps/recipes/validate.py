@@ -94,7 +94,6 @@ def check_rl_layout(cfg: DictConfig) -> None:
         )
 
 
-
 def check_sft_layout(cfg: DictConfig) -> None:
     """The SFT global batch must split evenly over the data-parallel ranks; raises ``ValueError`` if not.
 
@@ -110,7 +109,6 @@ def check_sft_layout(cfg: DictConfig) -> None:
             f"data.train_batch_size={cfg.data.train_batch_size} does not split evenly over {dp} data-parallel ranks "
             f"({cfg.trainer.nnodes} node(s) x {cfg.trainer.n_gpus_per_node} GPUs, sequence parallel {sp})"
         )
-
 
 
 @dataclass(frozen=True)
@@ -136,7 +134,6 @@ class OverlongRows:
         return f"{self.path}: {len(self.over)} of {self.rows} rows ({shown}{more})"
 
 
-
 def sft_token_lengths(cfg: DictConfig, path: str) -> list[int]:
     """Token count of every row of ``path`` exactly as verl's SFT trainer will tokenize it.
 
@@ -156,7 +153,6 @@ def sft_token_lengths(cfg: DictConfig, path: str) -> list[int]:
     return [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
 
 
-
 def find_overlong_rows(cfg: DictConfig) -> dict[str, list[OverlongRows]]:
     """``{"train": [...], "val": [...]}``: one ``OverlongRows`` per file of ``data.train_files`` / ``data.val_files``.
 
@@ -172,7 +168,6 @@ def find_overlong_rows(cfg: DictConfig) -> dict[str, list[OverlongRows]]:
             over = tuple((i, n) for i, n in enumerate(lengths) if n > cfg.data.max_length)
             out[split].append(OverlongRows(str(path), len(lengths), int(cfg.data.max_length), over))
     return out
-
 
 
 def drop_overlong_rows(found: OverlongRows, out_path: Path) -> Path:
@@ -203,7 +198,6 @@ def drop_overlong_rows(found: OverlongRows, out_path: Path) -> Path:
     return out_path
 
 
-
 def validate(stage: str, cfg: DictConfig) -> None:
     """verl's own checks for the stage, then ours; raises on the first problem.
 
@@ -232,17 +226,20 @@ def validate(stage: str, cfg: DictConfig) -> None:
         check_sft_layout(cfg)
 
 
-
 #: What to do about an SFT base model without dedicated mode tokens.
 SFT_MODE_TOKENS_HINT = (
-    "add them with `python -m verl_personadual.apps.add_mode_tokens`, or train on plain-text prefixes with --text-prefixes "
+    "add them with `python -m verl_personadual.apps.add_mode_tokens`, or train on plain-text prefixes with "
+    "--text-prefixes "
     "(the RL stage then needs algorithm.dual_grpo.require_mode_tokens=false)"
 )
 
 
-
 def check_inputs(
-    stage: str, model: str, cfg: DictConfig, train_files: Sequence[str], val_files: Sequence[str],
+    stage: str,
+    model: str,
+    cfg: DictConfig,
+    train_files: Sequence[str],
+    val_files: Sequence[str],
     text_prefixes: bool = False,
 ) -> None:
     """The inputs of a run, before verl or Ray starts (and in ``--dry-run``): every data file as the stage reads it
@@ -263,7 +260,6 @@ def check_inputs(
             check_mode_tokens(model, True, hint=SFT_MODE_TOKENS_HINT)
 
 
-
 def _rows(paths: Sequence[str], flag: str) -> int:
     import pyarrow.parquet as pq
 
@@ -274,7 +270,6 @@ def _rows(paths: Sequence[str], flag: str) -> int:
         except Exception as err:  # pyarrow raises several types for a file that is not parquet
             raise PreflightError(f"{flag} {path}: not a readable parquet file ({type(err).__name__})") from None
     return total
-
 
 
 def check_batch_fits(stage: str, cfg: DictConfig, train_files: Sequence[str], val_files: Sequence[str]) -> None:
@@ -296,7 +291,6 @@ def check_batch_fits(stage: str, cfg: DictConfig, train_files: Sequence[str], va
             )
 
 
-
 def configure(
     args: argparse.Namespace, extra: Sequence[str], train_files: Sequence[str], val_files: Sequence[str]
 ) -> tuple[list[str], DictConfig, str]:
@@ -315,7 +309,6 @@ def configure(
     )
     cfg, checks_log = compose_and_validate(args.stage, overrides)
     return overrides, cfg, checks_log
-
 
 
 def compose_and_validate(stage: str, overrides: Sequence[str]) -> tuple[DictConfig, str]:

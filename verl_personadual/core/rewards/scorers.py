@@ -96,8 +96,27 @@ PREFERENCE_LETTERS = "AB"
 YES_NO_MAYBE = ("yes", "no", "maybe")
 #: Words after which a leading "A" / "I" is a letter, not the article / pronoun.
 LETTER_FOLLOWERS = (
-    "is", "was", "because", "since", "as", "seems", "fits", "would", "matches", "aligns", "better", "best",
-    "reflects", "suits", "and", "or", "nor", "vs", "versus", "which", "wins",
+    "is",
+    "was",
+    "because",
+    "since",
+    "as",
+    "seems",
+    "fits",
+    "would",
+    "matches",
+    "aligns",
+    "better",
+    "best",
+    "reflects",
+    "suits",
+    "and",
+    "or",
+    "nor",
+    "vs",
+    "versus",
+    "which",
+    "wins",
 )
 #: Shortest quote of a response (in tokens) that names it.
 QUOTE_MIN_TOKENS = 4
@@ -155,9 +174,7 @@ _OR_MENTION_RE = re.compile(rf"(?i:\bor\b|/)\s*(?i:(?:possibly|maybe|perhaps|eve
 _SINGLE_RE = re.compile(r"\A[\(\[]?([A-Za-z])[\)\]]?\.?\Z")
 _NAMED_ONLY_RE = re.compile(rf"\A{_NAMES}\s*[:\-]?\s*[\(\[]?([A-Za-z])[\)\]]?\.?\Z")
 _NAMED_RE = re.compile(rf"\A{_NAMES}\s*[:\-]?\s*[\(\[]?([A-Z])[\)\]]?(?![\w'’])")
-_LEADING_RE = re.compile(
-    rf"\A(?:[\(\[]([A-Z])[\)\]]|({_LETTER})(?=[\)\]:.,;]|\s*[-–—]\s|\s+\S))"
-)
+_LEADING_RE = re.compile(rf"\A(?:[\(\[]([A-Z])[\)\]]|({_LETTER})(?=[\)\]:.,;]|\s*[-–—]\s|\s+\S))")
 _LETTER_LEAD_IN_RE = re.compile(
     r"\A(?:I\s*(?:would|'d|’d)?\s*(?:prefer|choose|pick|select|go\s+with|think|believe|say)\b"
     r"|(?:my\s+)?(?:final\s+)?(?:choice|preference|pick|selection)\s*(?:is\b|:)"

@@ -43,7 +43,9 @@ def row_text(row: EvalRow, text: str = "both") -> str:
     """The text a row contributes (module docstring)."""
     if text not in TEXTS:
         raise ValueError(f"text must be one of {TEXTS}, got {text!r}")
-    parts = ([row.persona or ""] if text in ("both", "persona") else []) + ([row.question] if text in ("both", "question") else [])
+    parts = ([row.persona or ""] if text in ("both", "persona") else []) + (
+        [row.question] if text in ("both", "question") else []
+    )
     return "\n".join(parts)
 
 
@@ -63,8 +65,15 @@ class LexicalResult:
         return [(self.words[i], self.weights[i], self.rows_with[i], self.personalized_with[i]) for i in order]
 
 
-def fit(rows: Sequence[EvalRow], modes: Mapping[str, str], sample: int = 2500, seed: int = 0, text: str = "both",
-        min_rows: int = 2, c: float = 1.0) -> LexicalResult:
+def fit(
+    rows: Sequence[EvalRow],
+    modes: Mapping[str, str],
+    sample: int = 2500,
+    seed: int = 0,
+    text: str = "both",
+    min_rows: int = 2,
+    c: float = 1.0,
+) -> LexicalResult:
     """Fit the regression (module docstring) on ``rows`` whose ``modes[row_id]`` is general or personalized.
 
     Raises ValueError when the sample holds only one mode (nothing to predict) or no word survives ``min_rows``."""
@@ -74,66 +83,116 @@ def fit(rows: Sequence[EvalRow], modes: Mapping[str, str], sample: int = 2500, s
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     known = [r for r in rows if modes.get(r.row_id) in ("general", "personalized")]
-    picked = known if sample >= len(known) else [known[i] for i in sorted(random.Random(seed).sample(range(len(known)), sample))]
+    picked = (
+        known
+        if sample >= len(known)
+        else [known[i] for i in sorted(random.Random(seed).sample(range(len(known)), sample))]
+    )
     y = np.array([int(modes[r.row_id] == "personalized") for r in picked])
     if len(set(y.tolist())) < 2:
-        raise ValueError(f"the {len(picked)} sampled rows all chose one mode ({modes[picked[0].row_id] if picked else 'none'}): "
-                         "nothing to predict")
+        raise ValueError(
+            f"the {len(picked)} sampled rows all chose one mode ({modes[picked[0].row_id] if picked else 'none'}): "
+            "nothing to predict"
+        )
     vec = CountVectorizer(binary=True, lowercase=True, token_pattern=TOKEN_PATTERN, min_df=min_rows)
     try:
         x = vec.fit_transform([row_text(r, text) for r in picked])
     except ValueError:
-        raise ValueError(f"no word occurs in {min_rows} or more of the {len(picked)} sampled rows; lower --min-rows") from None
+        raise ValueError(
+            f"no word occurs in {min_rows} or more of the {len(picked)} sampled rows; lower --min-rows"
+        ) from None
     model = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(x, y)
     folds = min(5, int(y.sum()), int(len(y) - y.sum()))
     cv = None
     if folds >= 5:
-        cv = float(cross_val_score(LogisticRegression(C=c, max_iter=5000, random_state=seed), x, y,
-                                   cv=StratifiedKFold(5, shuffle=True, random_state=seed)).mean())
+        cv = float(
+            cross_val_score(
+                LogisticRegression(C=c, max_iter=5000, random_state=seed),
+                x,
+                y,
+                cv=StratifiedKFold(5, shuffle=True, random_state=seed),
+            ).mean()
+        )
     with_word = np.asarray(x.sum(axis=0)).ravel()
     pers_with = np.asarray(x[y == 1].sum(axis=0)).ravel()
     summary = {
-        "rows_with_mode": len(known), "rows_unknown_mode": len(rows) - len(known), "rows_used": len(picked),
-        "personalized": int(y.sum()), "general": int(len(y) - y.sum()), "vocabulary": int(x.shape[1]),
-        "train_accuracy": float(model.score(x, y)), "cv5_accuracy": cv, "text": text, "sample": sample, "seed": seed,
-        "min_rows": min_rows, "C": c,
+        "rows_with_mode": len(known),
+        "rows_unknown_mode": len(rows) - len(known),
+        "rows_used": len(picked),
+        "personalized": int(y.sum()),
+        "general": int(len(y) - y.sum()),
+        "vocabulary": int(x.shape[1]),
+        "train_accuracy": float(model.score(x, y)),
+        "cv5_accuracy": cv,
+        "text": text,
+        "sample": sample,
+        "seed": seed,
+        "min_rows": min_rows,
+        "C": c,
     }
-    return LexicalResult(list(vec.get_feature_names_out()), [float(w) for w in model.coef_[0]],
-                         [int(v) for v in with_word], [int(v) for v in pers_with], summary)
+    return LexicalResult(
+        list(vec.get_feature_names_out()),
+        [float(w) for w in model.coef_[0]],
+        [int(v) for v in with_word],
+        [int(v) for v in pers_with],
+        summary,
+    )
 
 
 def table(result: LexicalResult, k: int) -> tuple[list[str], list[list[Any]]]:
     header = ["rank", "word", "weight", "direction", "rows_with_word", f"personalized_when_present{PCT}"]
-    return header, [[i + 1, w, wt, "personalized" if wt > 0 else "general", n, 100.0 * p / n]
-                    for i, (w, wt, n, p) in enumerate(result.top(k))]
+    return header, [
+        [i + 1, w, wt, "personalized" if wt > 0 else "general", n, 100.0 * p / n]
+        for i, (w, wt, n, p) in enumerate(result.top(k))
+    ]
 
 
 def figure(result: LexicalResult, k: int) -> Any:
     """Signed horizontal bars of the top-k weights (positive: towards personalized), largest |weight| on top."""
     top = result.top(k)
     bound = max([abs(wt) for _, wt, _, _ in top] + [1e-9]) * 1.1
-    series = [BarSeries(label, [wt if (wt > 0) == positive else None for _, wt, _, _ in top], color)
-              for label, positive, color in (("towards personalized", True, "tab:orange"),
-                                             ("towards general", False, "tab:blue"))]
-    fig = hbar_figure([w for w, _, _, _ in top], series, xlim=(-bound, bound), width=6, row_height=0.25,
-                      legend_outside=False, empty="no words",
-                      xlabel="logistic-regression weight (log-odds of personalized; > 0: towards personalized)",
-                      title=f"Top {len(top)} words predicting the chosen mode ({result.summary['rows_used']} rows)")
+    series = [
+        BarSeries(label, [wt if (wt > 0) == positive else None for _, wt, _, _ in top], color)
+        for label, positive, color in (
+            ("towards personalized", True, "tab:orange"),
+            ("towards general", False, "tab:blue"),
+        )
+    ]
+    fig = hbar_figure(
+        [w for w, _, _, _ in top],
+        series,
+        xlim=(-bound, bound),
+        width=6,
+        row_height=0.25,
+        legend_outside=False,
+        empty="no words",
+        xlabel="logistic-regression weight (log-odds of personalized; > 0: towards personalized)",
+        title=f"Top {len(top)} words predicting the chosen mode ({result.summary['rows_used']} rows)",
+    )
     fig.axes[0].axvline(0, color="black", linewidth=0.8)
     return fig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lexical", help="RQ5: logistic regression of the chosen mode on input words (Figure 5)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "lexical",
+        help="RQ5: logistic regression of the chosen mode on input words (Figure 5)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--run", required=True, type=Path, help="finished `eval run` directory")
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--decoding", default=Decoding.FREE.value,
-                   choices=[Decoding.FREE.value, Decoding.FREE_CONSTRAINED.value, Decoding.ROUTER.value],
-                   help="whose mode choice to explain (default free)")
+    p.add_argument(
+        "--decoding",
+        default=Decoding.FREE.value,
+        choices=[Decoding.FREE.value, Decoding.FREE_CONSTRAINED.value, Decoding.ROUTER.value],
+        help="whose mode choice to explain (default free)",
+    )
     p.add_argument("--sample", type=int, default=2500, help="rows sampled (default 2500, the paper's; all if fewer)")
     p.add_argument("--seed", type=int, default=0, help="sampling and solver seed (default 0)")
-    p.add_argument("--text", default="both", choices=TEXTS, help="words of the persona, the question, or both (default)")
+    p.add_argument(
+        "--text", default="both", choices=TEXTS, help="words of the persona, the question, or both (default)"
+    )
     p.add_argument("--top", type=int, default=30, help="words reported (default 30)")
     p.add_argument("--min-rows", type=int, default=2, help="keep words found in at least this many rows (default 2)")
     p.add_argument("--C", dest="c", type=float, default=1.0, help="inverse L2 strength (default 1.0)")

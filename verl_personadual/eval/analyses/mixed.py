@@ -60,8 +60,12 @@ class MixedSet:
         return f"r{self.ratio:.2f}_s{self.seed}"
 
 
-def pools(runs: Mapping[str, FinishedRun], decodings: Sequence[str], selector: Selector | None,
-          objective_settings: Sequence[str]) -> tuple[list[EvalRow], list[EvalRow]]:
+def pools(
+    runs: Mapping[str, FinishedRun],
+    decodings: Sequence[str],
+    selector: Selector | None,
+    objective_settings: Sequence[str],
+) -> tuple[list[EvalRow], list[EvalRow]]:
     """(personalized pool, objective pool) in the first run's eval-set order (module docstring)."""
     first = next(iter(runs.values()))
     ok = {r.row_id for r in first.rows}
@@ -72,13 +76,20 @@ def pools(runs: Mapping[str, FinishedRun], decodings: Sequence[str], selector: S
     return fam[PERSONALIZED], [r for r in fam[GENERAL] if r.setting in objective_settings]
 
 
-def build_sets(personalized: Sequence[EvalRow], objective: Sequence[EvalRow], ratios: Sequence[float],
-               seeds: Sequence[int], size: int | None = None) -> list[MixedSet]:
+def build_sets(
+    personalized: Sequence[EvalRow],
+    objective: Sequence[EvalRow],
+    ratios: Sequence[float],
+    seeds: Sequence[int],
+    size: int | None = None,
+) -> list[MixedSet]:
     """The mixed sets (module docstring); ValueError when a pool is too small for ``size``."""
     n = min(len(personalized), len(objective)) if size is None else size
     if n < 1 or n > len(personalized) or n > len(objective):
-        raise ValueError(f"set size {n} needs that many rows in each pool; the pools have {len(personalized)} "
-                         f"personalized and {len(objective)} objective rows (lower --size, or check --personalized)")
+        raise ValueError(
+            f"set size {n} needs that many rows in each pool; the pools have {len(personalized)} "
+            f"personalized and {len(objective)} objective rows (lower --size, or check --personalized)"
+        )
     sets = []
     for ratio in ratios:
         if not 0 <= ratio <= 1:
@@ -97,7 +108,16 @@ def evaluate(sets: Sequence[MixedSet], runs: Mapping[str, FinishedRun], decoding
         for dec in decodings:
             correct = {k: float(r["correct"]) for k, r in run.by_decoding(dec).items()}
             for s in sets:
-                out.append([label, dec, s.ratio, s.seed, len(s.rows), 100.0 * statistics.fmean(correct[r.row_id] for r in s.rows)])
+                out.append(
+                    [
+                        label,
+                        dec,
+                        s.ratio,
+                        s.seed,
+                        len(s.rows),
+                        100.0 * statistics.fmean(correct[r.row_id] for r in s.rows),
+                    ]
+                )
     return out
 
 
@@ -110,8 +130,17 @@ def summarise(per_seed: Sequence[Sequence[Any]]) -> tuple[list[str], list[list[A
     lines = []
     for (label, dec, ratio), group in groups.items():
         accs = [g[5] for g in group]
-        lines.append([label, dec, ratio, group[0][4], len(group), statistics.fmean(accs),
-                      statistics.stdev(accs) if len(accs) > 1 else None])
+        lines.append(
+            [
+                label,
+                dec,
+                ratio,
+                group[0][4],
+                len(group),
+                statistics.fmean(accs),
+                statistics.stdev(accs) if len(accs) > 1 else None,
+            ]
+        )
     return header, lines
 
 
@@ -124,8 +153,14 @@ def figure(table: tuple[list[str], list[list[Any]]]) -> Any:
     for line in lines:
         series.setdefault(f"{line[0]}:{line[1]}", []).append(line)
     for name, pts in series.items():
-        ax.errorbar([p[2] for p in pts], [p[5] for p in pts], yerr=[p[6] or 0.0 for p in pts], marker="o",
-                    capsize=3, label=f"{name} (± std over {pts[0][4]} seeds)")
+        ax.errorbar(
+            [p[2] for p in pts],
+            [p[5] for p in pts],
+            yerr=[p[6] or 0.0 for p in pts],
+            marker="o",
+            capsize=3,
+            label=f"{name} (± std over {pts[0][4]} seeds)",
+        )
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(0, 100)
     ax.set_xlabel("fraction of personalized questions in the set")
@@ -146,20 +181,46 @@ def _ratio(text: str) -> float:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("mixed", help="Figure 3a from real mixed test sets at each personalization ratio, over seeds",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", nargs="+", action="extend", required=True, metavar="LABEL=DIR",
-                   help="finished `eval run` directories on the same eval set; repeatable")
+    p = sub.add_parser(
+        "mixed",
+        help="Figure 3a from real mixed test sets at each personalization ratio, over seeds",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--run",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="LABEL=DIR",
+        help="finished `eval run` directories on the same eval set; repeatable",
+    )
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--decoding", nargs="+", default=[Decoding.FREE.value], choices=[d.value for d in Decoding],
-                   help="decodings to plot (default free); every run must have them")
-    p.add_argument("--ratios", nargs="+", type=_ratio, default=RATIOS, help="personalized fractions (default 0, 0.1, ..., 1)")
+    p.add_argument(
+        "--decoding",
+        nargs="+",
+        default=[Decoding.FREE.value],
+        choices=[d.value for d in Decoding],
+        help="decodings to plot (default free); every run must have them",
+    )
+    p.add_argument(
+        "--ratios", nargs="+", type=_ratio, default=RATIOS, help="personalized fractions (default 0, 0.1, ..., 1)"
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="set-sampling seeds (default 0 1 2)")
     p.add_argument("--size", type=int, help="rows per set (default: the smaller pool)")
-    p.add_argument("--personalized", type=Selector.parse, metavar="FIELD=V[,V...]",
-                   help="rows that are personalized questions (default: personalized benchmarks; toy: task=helpful)")
-    p.add_argument("--objective-settings", nargs="+", default=[PersonaSetting.UNALIGNED.value, PersonaSetting.ALIGNED.value],
-                   choices=[s.value for s in PersonaSetting], help="persona settings of the objective pool (default unaligned aligned)")
+    p.add_argument(
+        "--personalized",
+        type=Selector.parse,
+        metavar="FIELD=V[,V...]",
+        help="rows that are personalized questions (default: personalized benchmarks; toy: task=helpful)",
+    )
+    p.add_argument(
+        "--objective-settings",
+        nargs="+",
+        default=[PersonaSetting.UNALIGNED.value, PersonaSetting.ALIGNED.value],
+        choices=[s.value for s in PersonaSetting],
+        help="persona settings of the objective pool (default unaligned aligned)",
+    )
     p.set_defaults(func=command)
 
 
@@ -175,8 +236,12 @@ def command(a: argparse.Namespace) -> list[Path]:
     per_seed = evaluate(sets, runs, a.decoding)
     summary = summarise(per_seed)
     written += write_table(out / "tables", "mixed", summary)
-    written += write_table(out / "tables", "mixed_per_seed",
-                            (["run", "decoding", "personalized_ratio", "seed", "set_size", f"accuracy{PCT}"], per_seed), md=False)
+    written += write_table(
+        out / "tables",
+        "mixed_per_seed",
+        (["run", "decoding", "personalized_ratio", "seed", "set_size", f"accuracy{PCT}"], per_seed),
+        md=False,
+    )
     plt = pyplot()
     fig = figure(summary)
     written.append(save_figure(fig, out / "plots" / "mixed.png"))

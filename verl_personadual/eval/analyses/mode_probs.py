@@ -141,9 +141,16 @@ class ModeProb:
 
     def record(self, row: EvalRow) -> dict[str, Any]:
         return {
-            "row_id": self.row_id, "decoding": RECORD_KIND, "benchmark": row.benchmark, "task": row.task,
-            "setting": row.setting, "logp_general": self.logp_general, "logp_personalized": self.logp_personalized,
-            "p_general": self.p_general, "p_personalized": self.p_personalized, "mode_mass": self.mode_mass,
+            "row_id": self.row_id,
+            "decoding": RECORD_KIND,
+            "benchmark": row.benchmark,
+            "task": row.task,
+            "setting": row.setting,
+            "logp_general": self.logp_general,
+            "logp_personalized": self.logp_personalized,
+            "p_general": self.p_general,
+            "p_personalized": self.p_personalized,
+            "mode_mass": self.mode_mass,
             "sigma": self.sigma,
         }
 
@@ -176,7 +183,10 @@ def score_rows(
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             prompts = [prompt_ids(gen.tokenizer, build_messages(r, prompt_style), kwargs) for r in batch]
-            probs = [ModeProb(r.row_id, lg, lp) for r, (lg, lp) in zip(batch, mode_logprobs(gen, prompts, prefixes, batch_size))]
+            probs = [
+                ModeProb(r.row_id, lg, lp)
+                for r, (lg, lp) in zip(batch, mode_logprobs(gen, prompts, prefixes, batch_size))
+            ]
             if store is not None:
                 store.append(p.record(r) for p, r in zip(probs, batch))
             done.update((p.row_id, p) for p in probs)
@@ -305,8 +315,19 @@ def _cells(rows: Sequence[EvalRow]) -> list[tuple[str, str]]:
     return sorted({(r.benchmark, r.setting) for r in rows}, key=lambda c: cell_sort_key(*c))
 
 
-def sigma_table(results: Mapping[str, tuple[Sequence[EvalRow], Sequence[ModeProb]]]) -> tuple[list[str], list[list[Any]]]:
-    header = ["label", "benchmark", "setting", "items", "sigma_mean", "sigma_median", f"argmax_personalized{PCT}", "mode_mass_mean"]
+def sigma_table(
+    results: Mapping[str, tuple[Sequence[EvalRow], Sequence[ModeProb]]],
+) -> tuple[list[str], list[list[Any]]]:
+    header = [
+        "label",
+        "benchmark",
+        "setting",
+        "items",
+        "sigma_mean",
+        "sigma_median",
+        f"argmax_personalized{PCT}",
+        "mode_mass_mean",
+    ]
     lines = []
     for label, (rows, probs) in results.items():
         by_cell: dict[tuple[str, str], list[ModeProb]] = defaultdict(list)
@@ -315,13 +336,23 @@ def sigma_table(results: Mapping[str, tuple[Sequence[EvalRow], Sequence[ModeProb
             by_cell[(ALL, ALL)].append(p)
         for cell in _cells(rows) + [(ALL, ALL)]:
             ps = by_cell[cell]
-            lines.append([label, *cell, len(ps), statistics.fmean(p.sigma for p in ps), statistics.median(p.sigma for p in ps),
-                          100.0 * statistics.fmean(float(p.argmax is Mode.PERSONALIZED) for p in ps),
-                          statistics.fmean(p.mode_mass for p in ps)])
+            lines.append(
+                [
+                    label,
+                    *cell,
+                    len(ps),
+                    statistics.fmean(p.sigma for p in ps),
+                    statistics.median(p.sigma for p in ps),
+                    100.0 * statistics.fmean(float(p.argmax is Mode.PERSONALIZED) for p in ps),
+                    statistics.fmean(p.mode_mass for p in ps),
+                ]
+            )
     return header, lines
 
 
-def sigma_shift(results: Mapping[str, tuple[Sequence[EvalRow], Sequence[ModeProb]]]) -> tuple[list[str], list[list[Any]]]:
+def sigma_shift(
+    results: Mapping[str, tuple[Sequence[EvalRow], Sequence[ModeProb]]],
+) -> tuple[list[str], list[list[Any]]]:
     """Mean sigma of the first and the last label per cell on their common rows, and last - first."""
     (first, (rows_a, probs_a)), (last, (_, probs_b)) = list(results.items())[0], list(results.items())[-1]
     b = {p.row_id: p for p in probs_b}
@@ -348,14 +379,31 @@ def constrained_table(run: FinishedRun) -> tuple[list[str], list[list[Any]]]:
         f = free[row_id]
         by_cell[(f["benchmark"], f["setting"])].append((f, cons[row_id]))
         by_cell[(ALL, ALL)].append((f, cons[row_id]))
-    header = ["benchmark", "setting", "items", f"free{PCT}", f"free_constrained{PCT}", f"free_unknown_mode{PCT}", f"mode_differs{PCT}"]
+    header = [
+        "benchmark",
+        "setting",
+        "items",
+        f"free{PCT}",
+        f"free_constrained{PCT}",
+        f"free_unknown_mode{PCT}",
+        f"mode_differs{PCT}",
+    ]
     lines = []
     for cell in sorted((c for c in by_cell if c != (ALL, ALL)), key=lambda c: cell_sort_key(*c)) + [(ALL, ALL)]:
         pairs = by_cell.get(cell)
         if pairs:
-            lines.append([*cell, len(pairs)] + [100.0 * statistics.fmean(v) for v in (
-                [float(f["correct"]) for f, _ in pairs], [float(c["correct"]) for _, c in pairs],
-                [float(f["mode"] == "unknown") for f, _ in pairs], [float(f["mode"] != c["mode"]) for f, c in pairs])])
+            lines.append(
+                [*cell, len(pairs)]
+                + [
+                    100.0 * statistics.fmean(v)
+                    for v in (
+                        [float(f["correct"]) for f, _ in pairs],
+                        [float(c["correct"]) for _, c in pairs],
+                        [float(f["mode"] == "unknown") for f, _ in pairs],
+                        [float(f["mode"] != c["mode"]) for f, c in pairs],
+                    )
+                ]
+            )
     return header, lines
 
 
@@ -368,7 +416,9 @@ def summary(probs: Sequence[ModeProb], records: Sequence[Mapping[str, Any]], bin
         "rows": len(probs),
         "sigma_mean": statistics.fmean(p.sigma for p in probs) if probs else None,
         "mode_mass_mean": statistics.fmean(p.mode_mass for p in probs) if probs else None,
-        "ece": cal.ece, "decisive_rows": cal.decisive, "tie_rows": cal.ties,
+        "ece": cal.ece,
+        "decisive_rows": cal.decisive,
+        "tie_rows": cal.ties,
         "oracle_gap": gap,
     }
 
@@ -389,8 +439,13 @@ def calibration_figure(cals: Mapping[str, Calibration]) -> Any:
         if not pts:
             continue
         drawn = True
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=_LABEL_COLORS[k % len(_LABEL_COLORS)],
-                label=f"{label} (ECE {cal.ece:.3f}, {cal.decisive} decisive rows)")
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            marker="o",
+            color=_LABEL_COLORS[k % len(_LABEL_COLORS)],
+            label=f"{label} (ECE {cal.ece:.3f}, {cal.decisive} decisive rows)",
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("σ(personalized), renormalised over the two modes (bin mean)")
@@ -406,7 +461,9 @@ def calibration_figure(cals: Mapping[str, Calibration]) -> Any:
 def sigma_figure(results: Mapping[str, tuple[Sequence[EvalRow], Sequence[ModeProb]]]) -> Any:
     """Box plot of sigma (y, 0-1) per benchmark/setting cell (x), one box per label."""
     plt = pyplot()
-    cells = sorted({(r.benchmark, r.setting) for rows, _ in results.values() for r in rows}, key=lambda c: cell_sort_key(*c))
+    cells = sorted(
+        {(r.benchmark, r.setting) for rows, _ in results.values() for r in rows}, key=lambda c: cell_sort_key(*c)
+    )
     fig, ax = plt.subplots(figsize=(max(6.0, 2.0 + 0.7 * len(cells) * max(len(results), 1)), 4.5))
     width = 0.8 / max(len(results), 1)
     for k, (label, (rows, probs)) in enumerate(results.items()):
@@ -417,9 +474,16 @@ def sigma_figure(results: Mapping[str, tuple[Sequence[EvalRow], Sequence[ModePro
         data = [by_cell[c] for c in cells if by_cell.get(c)]
         color = _LABEL_COLORS[k % len(_LABEL_COLORS)]
         if data:
-            ax.boxplot(data, positions=pos, widths=width * 0.85, patch_artist=True, manage_ticks=False,
-                       boxprops={"facecolor": color, "alpha": 0.6}, medianprops={"color": "black"},
-                       flierprops={"markersize": 2})
+            ax.boxplot(
+                data,
+                positions=pos,
+                widths=width * 0.85,
+                patch_artist=True,
+                manage_ticks=False,
+                boxprops={"facecolor": color, "alpha": 0.6},
+                medianprops={"color": "black"},
+                flierprops={"markersize": 2},
+            )
             ax.plot([], [], color=color, linewidth=6, alpha=0.6, label=label)
     ax.set_xticks(range(len(cells)), [f"{b}/{s}" for b, s in cells], fontsize=8, rotation=30, ha="right")
     ax.set_xlim(-0.6, max(len(cells), 1) - 0.4)
@@ -433,41 +497,71 @@ def sigma_figure(results: Mapping[str, tuple[Sequence[EvalRow], Sequence[ModePro
     return fig
 
 
-_GAP_PARTS = (("free", "correct (free)", "tab:green"), ("lost_to_mode_choice", "lost to mode choice", "tab:orange"),
-              ("lost_to_unknown_mode", "lost to unknown mode", "tab:gray"), ("lost_other", "lost otherwise", "tab:purple"),
-              ("lost_in_both", "lost in both modes", "tab:red"))
+_GAP_PARTS = (
+    ("free", "correct (free)", "tab:green"),
+    ("lost_to_mode_choice", "lost to mode choice", "tab:orange"),
+    ("lost_to_unknown_mode", "lost to unknown mode", "tab:gray"),
+    ("lost_other", "lost otherwise", "tab:purple"),
+    ("lost_in_both", "lost in both modes", "tab:red"),
+)
 
 
 def oracle_gap_figure(gaps: Mapping[str, Mapping[tuple[str, str], Mapping[str, float]]]) -> Any:
     """Stacked bars (0-100 % of rows) per label and cell: free correct + the four loss kinds."""
-    lines = [(label, cell, vals) for label, g in gaps.items()
-             for cell, vals in sorted(g.items(), key=lambda kv: (kv[0] == (ALL, ALL), cell_sort_key(*kv[0])))]
+    lines = [
+        (label, cell, vals)
+        for label, g in gaps.items()
+        for cell, vals in sorted(g.items(), key=lambda kv: (kv[0] == (ALL, ALL), cell_sort_key(*kv[0])))
+    ]
     names = [f"{label}: {b}/{s}" for label, (b, s), _ in lines]
     series = [BarSeries(text, [v[key] for _, _, v in lines], color) for key, text, color in _GAP_PARTS]
-    return hbar_figure(names, series, stacked=True, xlabel="% of rows",
-                       title="Oracle-gap accounting (free decoding vs both forced modes)",
-                       empty="needs a run with free, general and personalized decodings")
+    return hbar_figure(
+        names,
+        series,
+        stacked=True,
+        xlabel="% of rows",
+        title="Oracle-gap accounting (free decoding vs both forced modes)",
+        empty="needs a run with free, general and personalized decodings",
+    )
 
 
 # --- command ----------------------------------------------------------------------------------------------------
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("mode-probs", help="mode-choice probability σ(m | q, p): calibration, distribution, oracle gap",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", nargs="+", action="extend", default=[], metavar="LABEL=DIR",
-                   help="a finished `eval run` directory (its eval set, prompt style, checkpoint and forced results); "
-                        "repeatable, in order (e.g. sft=runs/sft rl=runs/rl: sigma_shift compares first and last)")
-    p.add_argument("--model", nargs="+", action="extend", default=[], metavar="LABEL=PATH",
-                   help="checkpoint of a label (overrides its run's model); a label with no --run needs --eval-set")
+    p = sub.add_parser(
+        "mode-probs",
+        help="mode-choice probability σ(m | q, p): calibration, distribution, oracle gap",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--run",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="LABEL=DIR",
+        help="a finished `eval run` directory (its eval set, prompt style, checkpoint and forced results); "
+        "repeatable, in order (e.g. sft=runs/sft rl=runs/rl: sigma_shift compares first and last)",
+    )
+    p.add_argument(
+        "--model",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="LABEL=PATH",
+        help="checkpoint of a label (overrides its run's model); a label with no --run needs --eval-set",
+    )
     p.add_argument("--eval-set", type=Path, help="eval_set.jsonl for --model labels without a run (no calibration)")
     p.add_argument("--out", required=True, type=Path, help="output directory (re-use it to resume)")
     p.add_argument("--bins", type=int, default=10, help="calibration bins (default 10)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="auto: vLLM on GPU if installed, else transformers")
+    p.add_argument(
+        "--backend", default="auto", choices=BACKENDS, help="auto: vLLM on GPU if installed, else transformers"
+    )
     p.add_argument("--device", help="transformers device (default cuda if available, else cpu)")
     p.add_argument("--dtype", default="auto", help="transformers dtype: auto, bfloat16, float32, ...")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default 16)")
-    p.add_argument("--engine-kwargs", default="{}", help='JSON for vllm.LLM, e.g. \'{"tensor_parallel_size": 2}\'')
+    p.add_argument("--engine-kwargs", default="{}", help="JSON for vllm.LLM, e.g. '{\"tensor_parallel_size\": 2}'")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=command)
 
@@ -488,22 +582,41 @@ def command(a: argparse.Namespace) -> list[Path]:
         run = runs.get(label)
         model = models.get(label) or (run.config.get("model") if run else None)
         if not model:
-            raise ValueError(f"label {label!r}: {run.path if run else ''}/run_config.json names no model; give --model {label}=PATH")
+            raise ValueError(
+                f"label {label!r}: {run.path if run else ''}/run_config.json names no model; give --model {label}=PATH"
+            )
         rows = run.rows if run else read_eval_set(a.eval_set)
         cfg = run.config if run else {}
         style, ctk = cfg.get("prompt_style", PromptStyle.PERSONA.value), cfg.get("chat_template_kwargs") or {}
         out.mkdir(parents=True, exist_ok=True)
-        pin_config(out / f"mode_probs_{label}.config.json", {**model_identity(model), "prompt_style": style, "chat_template_kwargs": ctk})
+        pin_config(
+            out / f"mode_probs_{label}.config.json",
+            {**model_identity(model), "prompt_style": style, "chat_template_kwargs": ctk},
+        )
         logger.info("%s: sigma of %d rows with %s", label, len(rows), model)
-        probs = compute(model, rows, prompt_style=style, chat_template_kwargs=ctk, backend=a.backend, device=a.device,
-                        dtype=a.dtype, batch_size=a.batch_size, engine_kwargs=json.loads(a.engine_kwargs),
-                        out_file=out / f"mode_probs_{label}.jsonl", progress=not a.no_progress)
+        probs = compute(
+            model,
+            rows,
+            prompt_style=style,
+            chat_template_kwargs=ctk,
+            backend=a.backend,
+            device=a.device,
+            dtype=a.dtype,
+            batch_size=a.batch_size,
+            engine_kwargs=json.loads(a.engine_kwargs),
+            out_file=out / f"mode_probs_{label}.jsonl",
+            progress=not a.no_progress,
+        )
         results[label] = (rows, probs)
     return write_outputs(out, results, runs, a.bins)
 
 
-def write_outputs(out: Path, results: Mapping[str, tuple[Sequence[EvalRow], Sequence[ModeProb]]],
-                  runs: Mapping[str, FinishedRun], bins: int = 10) -> list[Path]:
+def write_outputs(
+    out: Path,
+    results: Mapping[str, tuple[Sequence[EvalRow], Sequence[ModeProb]]],
+    runs: Mapping[str, FinishedRun],
+    bins: int = 10,
+) -> list[Path]:
     """Every table, plot and ``summary.json`` of the command from computed sigma (module docstring)."""
     plt = pyplot()
     tables, plots = out / "tables", out / "plots"
@@ -535,13 +648,19 @@ def write_outputs(out: Path, results: Mapping[str, tuple[Sequence[EvalRow], Sequ
     if gaps:
         cols = list(GAP_COLUMNS) + list(SIGMA_COLUMNS)
         header = ["label", "benchmark", "setting", "items"] + [f"{c}{PCT}" for c in cols]
-        lines = [[label, *cell, int(v["items"])] + [v[c] for c in cols]
-                 for label, g in gaps.items() for cell, v in sorted(g.items(), key=lambda kv: (kv[0] == (ALL, ALL), cell_sort_key(*kv[0])))]
+        lines = [
+            [label, *cell, int(v["items"])] + [v[c] for c in cols]
+            for label, g in gaps.items()
+            for cell, v in sorted(g.items(), key=lambda kv: (kv[0] == (ALL, ALL), cell_sort_key(*kv[0])))
+        ]
         written += write_table(tables, "oracle_gap", (header, lines))
     if cons_lines:
         written += write_table(tables, "constrained", (["label", *cons_header], cons_lines))
-    for name, fig in (("calibration", calibration_figure(cals)), ("sigma_distribution", sigma_figure(results)),
-                      ("oracle_gap", oracle_gap_figure(gaps))):
+    for name, fig in (
+        ("calibration", calibration_figure(cals)),
+        ("sigma_distribution", sigma_figure(results)),
+        ("oracle_gap", oracle_gap_figure(gaps)),
+    ):
         written.append(save_figure(fig, plots / f"{name}.png"))
         plt.close(fig)
     written.append(write_json(out / "summary.json", summaries, sort_keys=True))

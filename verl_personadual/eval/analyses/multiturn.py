@@ -16,7 +16,8 @@ sampling settings (``--max-new-tokens`` may cap them), and scored like single-tu
 (default ``free``) names the run's decoding that gives the first turns and the single-turn modes, and how second
 turns choose their mode: ``free_constrained`` restricts their first token to the two mode prefixes, as in
 ``eval run`` (``mode_probs.choose_modes``). ``predictions.jsonl``
-(one line per dialogue, resumable; ``multiturn_config.json`` pins checkpoint and sampling) holds ``dialogue_id``, ``order``, ``first_row_id``, ``second_row_id`` and the
+(one line per dialogue, resumable; ``multiturn_config.json`` pins checkpoint and sampling) holds ``dialogue_id``,
+``order``, ``first_row_id``, ``second_row_id`` and the
 second row's ``benchmark``, ``task``, ``setting``, ``family``, then ``mode`` (second turn), ``single_turn_mode``,
 ``aligned``, ``correct``, ``single_turn_correct``, ``response_tokens``, ``truncated``, ``response``.
 
@@ -80,8 +81,16 @@ from verl_personadual.eval.store import PredictionStore, read_predictions
 from verl_personadual.utils.atomic import atomic_write_text
 from verl_personadual.utils.fingerprint import model_identity
 
-__all__ = ["ORDERS", "Dialogue", "build_dialogues", "first_response", "alignment_table", "deviation_table",
-           "add_parser", "command"]
+__all__ = [
+    "ORDERS",
+    "Dialogue",
+    "build_dialogues",
+    "first_response",
+    "alignment_table",
+    "deviation_table",
+    "add_parser",
+    "command",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +129,8 @@ def build_dialogues(
     for name, members in fam.items():
         if not members:
             raise ValueError(
-                f"no {name} row among {len(rows)} rows ({'--personalized ' + str(selector) if selector else 'personalized = a personalized benchmark'}): "
+                f"no {name} row among {len(rows)} rows "
+                f"({'--personalized ' + str(selector) if selector else 'personalized = a personalized benchmark'}): "
                 "a dialogue needs both families; for the toy task use --personalized task=helpful"
             )
     out = []
@@ -130,7 +140,9 @@ def build_dialogues(
         rng = random.Random(f"{seed}:{order}")
         for row in fam[second_family]:
             first = rng.choice(other)
-            out.append(Dialogue(f"{order}:{row.row_id}", order, first.row_id, row.row_id, first_response(single[first.row_id])))
+            out.append(
+                Dialogue(f"{order}:{row.row_id}", order, first.row_id, row.row_id, first_response(single[first.row_id]))
+            )
     return out
 
 
@@ -140,17 +152,32 @@ def _pct(values: Sequence[float]) -> float | None:
 
 def alignment_table(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """Per order (module docstring), from the second-turn records."""
-    header = ["order", "dialogues", "compared", f"aligned{PCT}", f"second_turn_accuracy{PCT}",
-              f"single_turn_accuracy{PCT}", f"second_turn_unknown_mode{PCT}"]
+    header = [
+        "order",
+        "dialogues",
+        "compared",
+        f"aligned{PCT}",
+        f"second_turn_accuracy{PCT}",
+        f"single_turn_accuracy{PCT}",
+        f"second_turn_unknown_mode{PCT}",
+    ]
     lines = []
     for order in ORDERS:
         recs = [r for r in records if r["order"] == order]
         if not recs:
             continue
         compared = [r for r in recs if r["single_turn_mode"] != UNKNOWN_MODE_NAME]
-        lines.append([order, len(recs), len(compared), _pct([float(r["aligned"]) for r in compared]),
-                      _pct([float(r["correct"]) for r in recs]), _pct([float(r["single_turn_correct"]) for r in recs]),
-                      _pct([float(r["mode"] == UNKNOWN_MODE_NAME) for r in recs])])
+        lines.append(
+            [
+                order,
+                len(recs),
+                len(compared),
+                _pct([float(r["aligned"]) for r in compared]),
+                _pct([float(r["correct"]) for r in recs]),
+                _pct([float(r["single_turn_correct"]) for r in recs]),
+                _pct([float(r["mode"] == UNKNOWN_MODE_NAME) for r in recs]),
+            ]
+        )
     return header, lines
 
 
@@ -160,13 +187,27 @@ def deviation_table(records: Sequence[Mapping[str, Any]], by: str = "benchmark")
     for r in records:
         if r["single_turn_mode"] != UNKNOWN_MODE_NAME:
             groups[(r["order"], r["family"], str(r[by]))].append(r)
-    header = ["order", "family", by, "compared", "shifted", f"deviation{PCT}", "to_general", "to_personalized", "to_unknown"]
+    header = [
+        "order",
+        "family",
+        by,
+        "compared",
+        "shifted",
+        f"deviation{PCT}",
+        "to_general",
+        "to_personalized",
+        "to_unknown",
+    ]
     lines = []
-    for key in sorted(groups, key=lambda k: (ORDERS.index(k[0]), k[1], cell_sort_key(k[2], "") if by == "benchmark" else k[2])):
+    for key in sorted(
+        groups, key=lambda k: (ORDERS.index(k[0]), k[1], cell_sort_key(k[2], "") if by == "benchmark" else k[2])
+    ):
         recs = groups[key]
         shifted = [r for r in recs if not r["aligned"]]
-        lines.append([*key, len(recs), len(shifted), 100.0 * len(shifted) / len(recs)]
-                     + [sum(r["mode"] == m for r in shifted) for m in MODE_NAMES])
+        lines.append(
+            [*key, len(recs), len(shifted), 100.0 * len(shifted) / len(recs)]
+            + [sum(r["mode"] == m for r in shifted) for m in MODE_NAMES]
+        )
     return header, lines
 
 
@@ -188,32 +229,59 @@ def alignment_figure(table: tuple[list[str], list[list[Any]]]) -> Any:
 def deviation_figure(table: tuple[list[str], list[list[Any]]]) -> Any:
     _, lines = table
     names = [f"{l[0].replace('_to_', ' → ')}: {l[2]}" for l in lines]
-    series = [BarSeries(f"{fam} second turn", [l[5] if l[1] == fam else None for l in lines], color,
-                        annotations=[f"{l[4]}/{l[3]}" for l in lines])
-              for fam, color in ((GENERAL, "tab:blue"), (PERSONALIZED, "tab:orange"))]
-    return hbar_figure(names, series, width=7, empty="no dialogue with a known single-turn mode",
-                       xlabel="deviation ratio (% of compared dialogues whose mode shifted)",
-                       title="Mode deviation by task of the second turn")
+    series = [
+        BarSeries(
+            f"{fam} second turn",
+            [l[5] if l[1] == fam else None for l in lines],
+            color,
+            annotations=[f"{l[4]}/{l[3]}" for l in lines],
+        )
+        for fam, color in ((GENERAL, "tab:blue"), (PERSONALIZED, "tab:orange"))
+    ]
+    return hbar_figure(
+        names,
+        series,
+        width=7,
+        empty="no dialogue with a known single-turn mode",
+        xlabel="deviation ratio (% of compared dialogues whose mode shifted)",
+        title="Mode deviation by task of the second turn",
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("multiturn", help="RQ6: two-turn dialogues in both orders, mode-alignment rate and Table 3",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "multiturn",
+        help="RQ6: two-turn dialogues in both orders, mode-alignment rate and Table 3",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--run", required=True, type=Path, help="finished `eval run` directory with --decoding free")
     p.add_argument("--out", required=True, type=Path, help="output directory (re-use it to resume)")
     p.add_argument("--model", help="checkpoint (default: the run's, from its run_config.json)")
-    p.add_argument("--personalized", type=Selector.parse, metavar="FIELD=V[,V...]",
-                   help="rows that are personalized questions (default: personalized benchmarks; toy: task=helpful)")
-    p.add_argument("--decoding", default=Decoding.FREE.value, choices=[Decoding.FREE.value, Decoding.FREE_CONSTRAINED.value],
-                   help="single-turn reference and second-turn decoding (default free)")
+    p.add_argument(
+        "--personalized",
+        type=Selector.parse,
+        metavar="FIELD=V[,V...]",
+        help="rows that are personalized questions (default: personalized benchmarks; toy: task=helpful)",
+    )
+    p.add_argument(
+        "--decoding",
+        default=Decoding.FREE.value,
+        choices=[Decoding.FREE.value, Decoding.FREE_CONSTRAINED.value],
+        help="single-turn reference and second-turn decoding (default free)",
+    )
     p.add_argument("--seed", type=int, default=0, help="pairing seed (default 0)")
-    p.add_argument("--by", default="benchmark", choices=["benchmark", "task"], help="Table 3 grouping (default benchmark)")
+    p.add_argument(
+        "--by", default="benchmark", choices=["benchmark", "task"], help="Table 3 grouping (default benchmark)"
+    )
     p.add_argument("--max-new-tokens", type=int, help="second-turn length cap (default: the run's)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="auto: vLLM on GPU if installed, else transformers")
+    p.add_argument(
+        "--backend", default="auto", choices=BACKENDS, help="auto: vLLM on GPU if installed, else transformers"
+    )
     p.add_argument("--device", help="transformers device (default cuda if available, else cpu)")
     p.add_argument("--dtype", default="auto", help="transformers dtype: auto, bfloat16, float32, ...")
     p.add_argument("--batch-size", type=int, default=16, help="responses per generation batch (and per JSONL flush)")
-    p.add_argument("--engine-kwargs", default="{}", help='JSON for vllm.LLM, e.g. \'{"tensor_parallel_size": 2}\'')
+    p.add_argument("--engine-kwargs", default="{}", help="JSON for vllm.LLM, e.g. '{\"tensor_parallel_size\": 2}'")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=command)
 
@@ -243,7 +311,9 @@ def command(a: argparse.Namespace) -> list[Path]:
     ctk = run.config.get("chat_template_kwargs") or {}
     saved = run.config.get("decoding") or {}
     params = DecodingParams(**{**saved, **({"max_new_tokens": a.max_new_tokens} if a.max_new_tokens else {})})
-    pin_config(out / "multiturn_config.json", {**model_identity(model), "decoding": a.decoding, "sampling": asdict(params)})
+    pin_config(
+        out / "multiturn_config.json", {**model_identity(model), "decoding": a.decoding, "sampling": asdict(params)}
+    )
     store = PredictionStore(out / "predictions.jsonl")
     todo = [d for d in dialogues if (d.dialogue_id, RECORD_KIND) not in store]
     logger.info("%d dialogues, %d to generate (model %s)", len(dialogues), len(todo), model)
@@ -254,18 +324,43 @@ def command(a: argparse.Namespace) -> list[Path]:
             for start in range(0, len(todo), a.batch_size):
                 batch = todo[start : start + a.batch_size]
                 prompts = [
-                    prompt_ids(gen.tokenizer, build_dialogue(build_messages(rows[d.first_row_id], style), d.first_response,
-                                                             build_messages(rows[d.second_row_id], style)), ctk)
+                    prompt_ids(
+                        gen.tokenizer,
+                        build_dialogue(
+                            build_messages(rows[d.first_row_id], style),
+                            d.first_response,
+                            build_messages(rows[d.second_row_id], style),
+                        ),
+                        ctk,
+                    )
                     for d in batch
                 ]
                 heads: list[list[int]] = [[] for _ in batch]
                 if decoding is Decoding.FREE_CONSTRAINED:
                     seeds = [request_seed(params.seed, f"{d.dialogue_id}|mode") for d in batch]
-                    heads = [list(prefixes.ids[m]) for m in choose_modes(gen, prompts, prefixes, params.temperature, seeds, a.batch_size)]
-                outs = gen.generate([p + h for p, h in zip(prompts, heads)], [params.max_new_tokens - len(h) for h in heads],
-                                    [request_seed(params.seed, d.dialogue_id) for d in batch])
-                store.append(_record(d, rows[d.second_row_id], single[d.second_row_id], h + ids, gen, prefixes, style, params, a.personalized)
-                             for d, h, ids in zip(batch, heads, outs))
+                    heads = [
+                        list(prefixes.ids[m])
+                        for m in choose_modes(gen, prompts, prefixes, params.temperature, seeds, a.batch_size)
+                    ]
+                outs = gen.generate(
+                    [p + h for p, h in zip(prompts, heads)],
+                    [params.max_new_tokens - len(h) for h in heads],
+                    [request_seed(params.seed, d.dialogue_id) for d in batch],
+                )
+                store.append(
+                    _record(
+                        d,
+                        rows[d.second_row_id],
+                        single[d.second_row_id],
+                        h + ids,
+                        gen,
+                        prefixes,
+                        style,
+                        params,
+                        a.personalized,
+                    )
+                    for d, h, ids in zip(batch, heads, outs)
+                )
                 bar.update(len(batch))
     records = read_predictions(store.path)
     plt = pyplot()
@@ -277,17 +372,38 @@ def command(a: argparse.Namespace) -> list[Path]:
     return written
 
 
-def _record(d: Dialogue, row: EvalRow, single: Mapping[str, Any], ids: list[int], gen: Any, prefixes: Any,
-            style: PromptStyle, params: DecodingParams, selector: Selector | None) -> dict[str, Any]:
+def _record(
+    d: Dialogue,
+    row: EvalRow,
+    single: Mapping[str, Any],
+    ids: list[int],
+    gen: Any,
+    prefixes: Any,
+    style: PromptStyle,
+    params: DecodingParams,
+    selector: Selector | None,
+) -> dict[str, Any]:
     mode = read_mode(ids, gen, prefixes, style)
     text = gen.tokenizer.decode(ids, skip_special_tokens=True)
     res = score_response(row, text, mode)
     name = mode_name(mode)
     return {
-        "row_id": d.dialogue_id, "decoding": RECORD_KIND, "dialogue_id": d.dialogue_id, "order": d.order,
-        "first_row_id": d.first_row_id, "second_row_id": d.second_row_id, "benchmark": row.benchmark,
-        "task": row.task, "setting": row.setting, "family": family_of(row, selector), "mode": name,
-        "single_turn_mode": single["mode"], "aligned": name == single["mode"], "correct": res["correct"],
-        "single_turn_correct": single["correct"], "response_tokens": len(ids),
-        "truncated": len(ids) >= params.max_new_tokens, "response": text,
+        "row_id": d.dialogue_id,
+        "decoding": RECORD_KIND,
+        "dialogue_id": d.dialogue_id,
+        "order": d.order,
+        "first_row_id": d.first_row_id,
+        "second_row_id": d.second_row_id,
+        "benchmark": row.benchmark,
+        "task": row.task,
+        "setting": row.setting,
+        "family": family_of(row, selector),
+        "mode": name,
+        "single_turn_mode": single["mode"],
+        "aligned": name == single["mode"],
+        "correct": res["correct"],
+        "single_turn_correct": single["correct"],
+        "response_tokens": len(ids),
+        "truncated": len(ids) >= params.max_new_tokens,
+        "response": text,
     }
