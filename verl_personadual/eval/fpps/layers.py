@@ -32,7 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from verl_personadual.eval.fpps.model_io import decoder_parts, left_pad, on_layer_output, require_eval
+from verl_personadual.eval.fpps.model_io import (
+    decoder_parts,
+    left_pad,
+    on_layer_output,
+    require_eval,
+)
 
 __all__ = [
     "Aggregate",
@@ -60,6 +65,15 @@ class ContrastExample:
     persona_prompt_ids: Sequence[int]
     plain_prompt_ids: Sequence[int]
     answer_ids: Sequence[int]
+
+
+def _keep_columns(store: dict[int, torch.Tensor], index: int, lo: int, hi: int) -> Callable[[torch.Tensor], None]:
+    """A layer-output callback storing ``hidden[:, lo:hi]`` as ``store[index]`` (no edit)."""
+
+    def keep(hidden: torch.Tensor) -> None:
+        store[index] = hidden[:, lo:hi]
+
+    return keep
 
 
 @torch.inference_mode()
@@ -102,21 +116,15 @@ def answer_ppl_by_layer(
             targets[row, t_max - len(ans):] = torch.tensor([int(t) for t in ans], dtype=torch.long)
             valid[row, t_max - len(ans):] = True
         targets, valid = targets.to(device), valid.to(device)
-        captured: list[torch.Tensor] = [torch.empty(0)] * parts.num_layers
-
-        def keep(index: int) -> Callable[[torch.Tensor], None]:
-            def fn(hidden: torch.Tensor) -> None:
-                captured[index] = hidden[:, width - t_max - 1:width - 1]
-
-            return fn
-
+        captured: dict[int, torch.Tensor] = {}
         with ExitStack() as stack:
             for index, block in enumerate(parts.layers):
-                stack.enter_context(on_layer_output(block, keep(index)))
+                keep = _keep_columns(captured, index, width - t_max - 1, width - 1)
+                stack.enter_context(on_layer_output(block, keep))
             model.model(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions, use_cache=False)
         counts = valid.sum(-1).to(torch.float64)
-        for index, hidden in enumerate(captured):
-            logits = parts.logit_lens(hidden)
+        for index in range(parts.num_layers):
+            logits = parts.logit_lens(captured[index])
             logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
             nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).to(torch.float64)
             mean_nll = (nll * valid).sum(-1) / counts

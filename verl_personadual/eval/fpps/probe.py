@@ -53,7 +53,7 @@ def _layer_rows(
         chunk = seqs[start:start + batch_size]
         batch = left_pad(chunk, pad_id, device)
         captured: list[torch.Tensor] = []
-        with on_layer_output(parts.layers[layer], lambda h: captured.append(h)):
+        with on_layer_output(parts.layers[layer], captured.append):
             model.model(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions, use_cache=False)
         states = captured[0].to(torch.float64)
         for row, seq in enumerate(chunk):

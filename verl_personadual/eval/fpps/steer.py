@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -96,6 +97,10 @@ def _edit(
     if free is not None:
         out = torch.where(hard[:, None, None], free, out)
     return out
+
+
+def _unchanged(_hidden: torch.Tensor) -> None:
+    """The layer-output callback that edits nothing."""
 
 
 @torch.inference_mode()
@@ -192,9 +197,8 @@ def fpps_generate(
                 )
             free_state = captured.pop()
         mask, pos = torch.cat([mask, ones], dim=1), pos + 1
-        free_arg = free_state if use_free else None
-        steer_step = delta is not None or use_free
-        with on_layer_output(block, lambda h: _edit(h, free_arg, hard, delta) if steer_step else None):
+        step_edit = partial(_edit, free=free_state if use_free else None, hard=hard, delta=delta)
+        with on_layer_output(block, step_edit if delta is not None or use_free else _unchanged):
             out = model(
                 input_ids=feed, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
                 logits_to_keep=1,
