@@ -102,7 +102,7 @@ def answer_ppl_by_layer(
     device = next(model.parameters()).device
     out = np.empty((len(prompts), parts.num_layers), dtype=np.float64)
     for start in range(0, len(prompts), batch_size):
-        rows_p, rows_a = prompts[start:start + batch_size], answers[start:start + batch_size]
+        rows_p, rows_a = prompts[start : start + batch_size], answers[start : start + batch_size]
         if any(len(p) == 0 for p in rows_p):
             raise ValueError("every prompt must hold at least one token")
         batch = left_pad([[*p, *a] for p, a in zip(rows_p, rows_a)], pad_id, device)
@@ -113,8 +113,8 @@ def answer_ppl_by_layer(
         targets = torch.zeros((len(rows_a), t_max), dtype=torch.long)
         valid = torch.zeros((len(rows_a), t_max), dtype=torch.bool)
         for row, ans in enumerate(rows_a):
-            targets[row, t_max - len(ans):] = torch.tensor([int(t) for t in ans], dtype=torch.long)
-            valid[row, t_max - len(ans):] = True
+            targets[row, t_max - len(ans) :] = torch.tensor([int(t) for t in ans], dtype=torch.long)
+            valid[row, t_max - len(ans) :] = True
         targets, valid = targets.to(device), valid.to(device)
         captured: dict[int, torch.Tensor] = {}
         with ExitStack() as stack:
@@ -128,7 +128,7 @@ def answer_ppl_by_layer(
             logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
             nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).to(torch.float64)
             mean_nll = (nll * valid).sum(-1) / counts
-            out[start:start + len(rows_a), index] = torch.exp(mean_nll).cpu().numpy()
+            out[start : start + len(rows_a), index] = torch.exp(mean_nll).cpu().numpy()
     return out
 
 

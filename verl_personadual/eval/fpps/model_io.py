@@ -95,16 +95,14 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device | 
     ids = torch.full((len(seqs), width), int(pad_id), dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for row, seq in enumerate(seqs):
-        ids[row, width - len(seq):] = torch.tensor([int(t) for t in seq], dtype=torch.long)
-        mask[row, width - len(seq):] = 1
+        ids[row, width - len(seq) :] = torch.tensor([int(t) for t in seq], dtype=torch.long)
+        mask[row, width - len(seq) :] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return LeftPadded(ids=ids.to(device), mask=mask.to(device), positions=positions.to(device))
 
 
 @contextmanager
-def on_layer_output(
-    block: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor | None]
-) -> Iterator[None]:
+def on_layer_output(block: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Iterator[None]:
     """While the context is open, call ``fn(hidden)`` on every output of ``block`` (hidden: [B, T, d], the block's
     output hidden state, whether the block returns a tensor or a tuple whose first item is it). If ``fn`` returns a
     tensor of the same shape it replaces the output (the rest of a tuple kept); ``None`` leaves it as is."""

@@ -50,14 +50,14 @@ def _layer_rows(
     device = next(model.parameters()).device
     rows: list[np.ndarray] = []
     for start in range(0, len(seqs), batch_size):
-        chunk = seqs[start:start + batch_size]
+        chunk = seqs[start : start + batch_size]
         batch = left_pad(chunk, pad_id, device)
         captured: list[torch.Tensor] = []
         with on_layer_output(parts.layers[layer], captured.append):
             model.model(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions, use_cache=False)
         states = captured[0].to(torch.float64)
         for row, seq in enumerate(chunk):
-            rows.append(pool(states[row, states.shape[1] - len(seq):], start + row).cpu().numpy())
+            rows.append(pool(states[row, states.shape[1] - len(seq) :], start + row).cpu().numpy())
     if not rows:
         raise ValueError("no sequences given")
     return np.stack(rows)
@@ -89,7 +89,7 @@ def response_mean_states(
         raise ValueError("every prompt must hold at least one token")
     seqs = [[*p, *r] for p, r in zip(prompts, responses)]
     return _layer_rows(
-        model, seqs, layer, lambda states, i: states[-len(responses[i]):].mean(dim=0), batch_size, pad_id
+        model, seqs, layer, lambda states, i: states[-len(responses[i]) :].mean(dim=0), batch_size, pad_id
     )
 
 

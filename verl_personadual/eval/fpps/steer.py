@@ -163,7 +163,10 @@ def fpps_generate(
 
     with on_layer_output(block, prefill_edit):
         out = model(
-            input_ids=persona.ids, attention_mask=persona.mask, position_ids=persona.positions, use_cache=True,
+            input_ids=persona.ids,
+            attention_mask=persona.mask,
+            position_ids=persona.positions,
+            use_cache=True,
             logits_to_keep=1,
         )
     cache, mask, pos = out.past_key_values, persona.mask, persona.positions[:, -1:]
@@ -192,7 +195,10 @@ def fpps_generate(
             free_mask, free_pos = torch.cat([free_mask, ones], dim=1), free_pos + 1
             with on_layer_output(block, captured.append):
                 model.model(
-                    input_ids=feed, attention_mask=free_mask, position_ids=free_pos, past_key_values=free_cache,
+                    input_ids=feed,
+                    attention_mask=free_mask,
+                    position_ids=free_pos,
+                    past_key_values=free_cache,
                     use_cache=True,
                 )
             free_state = captured.pop()
@@ -200,7 +206,11 @@ def fpps_generate(
         step_edit = partial(_edit, free=free_state if use_free else None, hard=hard, delta=delta)
         with on_layer_output(block, step_edit if delta is not None or use_free else _unchanged):
             out = model(
-                input_ids=feed, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+                input_ids=feed,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
                 logits_to_keep=1,
             )
         logits = out.logits[:, -1]

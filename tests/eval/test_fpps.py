@@ -40,8 +40,14 @@ PAD = 0
 def model() -> Qwen3ForCausalLM:
     torch.manual_seed(0)
     config = Qwen3Config(
-        vocab_size=64, hidden_size=HIDDEN, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
-        head_dim=16, intermediate_size=64, initializer_range=0.3,
+        vocab_size=64,
+        hidden_size=HIDDEN,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        intermediate_size=64,
+        initializer_range=0.3,
     )
     return Qwen3ForCausalLM(config).double().eval()
 
@@ -56,8 +62,11 @@ Edit = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _naive_greedy(
-    model: Qwen3ForCausalLM, prompt: list[int], steps: int,
-    edit_for: Callable[[list[int]], Edit] | None = None, layer: int = 0,
+    model: Qwen3ForCausalLM,
+    prompt: list[int],
+    steps: int,
+    edit_for: Callable[[list[int]], Edit] | None = None,
+    layer: int = 0,
 ) -> list[int]:
     """Greedy decoding by recomputing the whole sequence every step, no cache, no padding; at each step
     ``edit_for(generated so far)`` (if given) gives the map of block ``layer``'s full output [S, d] to the steered
@@ -95,7 +104,11 @@ def test_soft_hook_adds_exactly_the_scaled_vector_at_generated_positions(model, 
     probe = _probe(1, scale=0.05)  # p̂ = 0.67 and 0.22 here: away from 0, 0.5 and 1
     vector = np.random.default_rng(2).normal(size=HIDDEN)
     config = FppsConfig(
-        variant="soft", layer=layer, probe=probe, gamma=gamma, steering_vector=vector,
+        variant="soft",
+        layer=layer,
+        probe=probe,
+        gamma=gamma,
+        steering_vector=vector,
         steer_first_token=steer_first_token,
     )
     seen: list[torch.Tensor] = []
@@ -116,7 +129,7 @@ def test_soft_hook_adds_exactly_the_scaled_vector_at_generated_positions(model, 
         first = len(prompt) - 1 if steer_first_token else len(prompt)
         expected = reference.clone()
         expected[first:] += coef * torch.from_numpy(vector)
-        got = observed[row, observed.shape[1] - len(reference):]
+        got = observed[row, observed.shape[1] - len(reference) :]
         torch.testing.assert_close(got[:first], reference[:first], atol=1e-12, rtol=0)  # prompt positions untouched
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
 
@@ -145,7 +158,7 @@ def test_hard_tau_zero_reproduces_persona_free_generation(model, variant):
     eos = _naive_greedy(model, FREE[0], steps)[3]
     (gen,) = fpps_generate(model, [(PERSONA[0], FREE[0])], config, max_new_tokens=steps, eos_ids=[eos], pad_id=PAD)
     reference = _naive_greedy(model, FREE[0], steps)
-    assert gen.hit_eos and gen.token_ids == reference[:reference.index(eos)]
+    assert gen.hit_eos and gen.token_ids == reference[: reference.index(eos)]
 
 
 def test_hard_tau_above_one_reproduces_personalized_generation(model):
@@ -159,7 +172,7 @@ def test_hard_tau_above_one_reproduces_personalized_generation(model):
             assert not gen.hard and gen.token_ids == _naive_greedy(model, persona, steps)
     with torch.no_grad():
         reference = model.generate(torch.tensor([PERSONA[0]]), max_new_tokens=steps, do_sample=False)
-    assert gens[0].token_ids == reference[0, len(PERSONA[0]):].tolist()
+    assert gens[0].token_ids == reference[0, len(PERSONA[0]) :].tolist()
 
 
 def test_hard_at_a_middle_layer_replaces_with_the_lockstep_persona_free_state(model):
@@ -171,11 +184,11 @@ def test_hard_at_a_middle_layer_replaces_with_the_lockstep_persona_free_state(mo
     for persona, free, gen in zip(PERSONA, FREE, gens):
 
         def replace(generated: list[int], p: list[int] = persona, f: list[int] = free) -> Edit:
-            free_states = _hidden(model, f + generated)[layer + 1][len(f) - 1:]
+            free_states = _hidden(model, f + generated)[layer + 1][len(f) - 1 :]
 
             def edit(h: torch.Tensor) -> torch.Tensor:
                 h = h.clone()
-                h[len(p) - 1:] = free_states
+                h[len(p) - 1 :] = free_states
                 return h
 
             return edit
@@ -261,7 +274,7 @@ def test_state_readouts_match_transformers_hidden_states(model):
     for row, prompt in enumerate(PERSONA):
         np.testing.assert_allclose(feats[row], _hidden(model, prompt)[layer + 1][-1].numpy(), atol=1e-12)
     for row, (prompt, resp) in enumerate(zip(FREE, responses)):
-        states = _hidden(model, prompt + resp)[layer + 1][len(prompt):]
+        states = _hidden(model, prompt + resp)[layer + 1][len(prompt) :]
         np.testing.assert_allclose(means[row], states.mean(dim=0).numpy(), atol=1e-12)
 
 
@@ -276,10 +289,10 @@ def test_logit_lens_ppl_matches_the_models_own_cross_entropy(model):
         start, target = len(prompt) - 1, torch.tensor(answer)
         with torch.no_grad():
             logits = model(torch.tensor([prompt + answer])).logits[0]
-        ce = torch.nn.functional.cross_entropy(logits[start:start + len(answer)], target)
+        ce = torch.nn.functional.cross_entropy(logits[start : start + len(answer)], target)
         assert ppl[row, -1] == pytest.approx(float(torch.exp(ce)), rel=1e-10)
         # a middle layer: transformers' hidden state of block 0 through the final norm and the head
-        h0 = _hidden(model, prompt + answer)[1][start:start + len(answer)]
+        h0 = _hidden(model, prompt + answer)[1][start : start + len(answer)]
         with torch.no_grad():
             ce0 = torch.nn.functional.cross_entropy(model.lm_head(model.model.norm(h0)), target)
         assert ppl[row, 0] == pytest.approx(float(torch.exp(ce0)), rel=1e-10)
@@ -293,10 +306,17 @@ def test_batched_generation_equals_one_at_a_time(model):
     free = [*FREE, [63]]
     pairs = list(zip(persona, free))
     probe, vector, steps = _probe(1, scale=0.05), np.random.default_rng(7).normal(size=HIDDEN), 7
-    p_hats = sorted(g.p_hat for g in fpps_generate(
-        model, pairs, FppsConfig(variant="hard", layer=1, probe=probe, tau=2.0), max_new_tokens=1, eos_ids=[],
-        pad_id=PAD,
-    ))
+    p_hats = sorted(
+        g.p_hat
+        for g in fpps_generate(
+            model,
+            pairs,
+            FppsConfig(variant="hard", layer=1, probe=probe, tau=2.0),
+            max_new_tokens=1,
+            eos_ids=[],
+            pad_id=PAD,
+        )
+    )
     tau = (p_hats[0] + p_hats[1]) / 2  # the lowest-p̂ row below τ, the other two above: both branches in one batch
     eos = [2, 42]  # so that rows finish at different steps while the batch goes on
     for variant in ("soft", "hard", "mixed"):
@@ -316,8 +336,12 @@ def test_unsupported_models_and_bad_layers_raise(model):
         decoder_parts(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="layer must be an int in 0..2"):
         fpps_generate(
-            model, [(PERSONA[0], FREE[0])], FppsConfig(variant="hard", layer=3, probe=_probe(0)),
-            max_new_tokens=1, eos_ids=[], pad_id=PAD,
+            model,
+            [(PERSONA[0], FREE[0])],
+            FppsConfig(variant="hard", layer=3, probe=_probe(0)),
+            max_new_tokens=1,
+            eos_ids=[],
+            pad_id=PAD,
         )
     with pytest.raises(ValueError, match="needs a steering vector"):
         FppsConfig(variant="soft", layer=0, probe=_probe(0))
