@@ -18,6 +18,7 @@ normalisation by default (the paper mentions none); ``normalize=True`` scales s_
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,14 @@ from torch import nn
 
 from verl_personadual.eval.fpps.model_io import decoder_parts, left_pad, on_layer_output, require_eval
 
-__all__ = ["Probe", "fit_probe", "last_prompt_states", "response_mean_states", "steering_vector"]
+__all__ = [
+    "Probe",
+    "fit_probe",
+    "last_prompt_states",
+    "last_prompt_states_by_layer",
+    "response_mean_states",
+    "steering_vector",
+]
 
 
 @torch.inference_mode()
@@ -68,6 +76,41 @@ def last_prompt_states(
 ) -> np.ndarray:
     """Layer-``layer`` output at the last token of each (non-empty) prompt: float64 [n, d], the probe's features."""
     return _layer_rows(model, prompts, layer, lambda states, _i: states[-1], batch_size, pad_id)
+
+
+@torch.inference_mode()
+def last_prompt_states_by_layer(
+    model: nn.Module, prompts: Sequence[Sequence[int]], *, batch_size: int = 8, pad_id: int = 0
+) -> np.ndarray:
+    """Every layer's output at the last token of each (non-empty) prompt, in one forward per batch: float64
+    [n, num_layers, d]; ``[:, layer]`` equals :func:`last_prompt_states` at that layer."""
+    require_eval(model)
+    parts = decoder_parts(model)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(prompts) == 0 or any(len(p) == 0 for p in prompts):
+        raise ValueError("need at least one prompt, each holding at least one token")
+    device = next(model.parameters()).device
+    chunks: list[np.ndarray] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = left_pad(prompts[start : start + batch_size], pad_id, device)
+        captured: dict[int, torch.Tensor] = {}
+        with ExitStack() as stack:
+            for index, block in enumerate(parts.layers):
+                stack.enter_context(on_layer_output(block, _keep_last(captured, index)))
+            model.model(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions, use_cache=False)
+        stacked = torch.stack([captured[i] for i in range(parts.num_layers)], dim=1)
+        chunks.append(stacked.to(torch.float64).cpu().numpy())
+    return np.concatenate(chunks)
+
+
+def _keep_last(store: dict[int, torch.Tensor], index: int) -> Callable[[torch.Tensor], None]:
+    """A layer-output callback storing the last column ``hidden[:, -1]`` as ``store[index]`` (no edit)."""
+
+    def keep(hidden: torch.Tensor) -> None:
+        store[index] = hidden[:, -1]
+
+    return keep
 
 
 def response_mean_states(

@@ -42,7 +42,7 @@ from torch import nn
 from verl_personadual.eval.fpps.model_io import decoder_parts, left_pad, on_layer_output, require_eval
 from verl_personadual.eval.fpps.probe import Probe
 
-__all__ = ["FppsConfig", "FppsGeneration", "Variant", "fpps_generate"]
+__all__ = ["VARIANTS", "FppsConfig", "FppsGeneration", "Variant", "fpps_generate"]
 
 Variant = Literal["hard", "soft", "mixed"]
 VARIANTS: tuple[Variant, ...] = ("hard", "soft", "mixed")
