@@ -25,6 +25,7 @@ from verl_personadual.eval.fpps.probe import (
     Probe,
     fit_probe,
     last_prompt_states,
+    last_prompt_states_by_layer,
     response_mean_states,
     steering_vector,
 )
@@ -276,6 +277,13 @@ def test_state_readouts_match_transformers_hidden_states(model):
     for row, (prompt, resp) in enumerate(zip(FREE, responses)):
         states = _hidden(model, prompt + resp)[layer + 1][len(prompt) :]
         np.testing.assert_allclose(means[row], states.mean(dim=0).numpy(), atol=1e-12)
+    # every layer in one forward: layer l is last_prompt_states at l (the last layer: the un-normed block output)
+    by_layer = last_prompt_states_by_layer(model, PERSONA, batch_size=2, pad_id=PAD)
+    assert by_layer.shape == (len(PERSONA), 3, HIDDEN)
+    for index in range(3):
+        np.testing.assert_allclose(
+            by_layer[:, index], last_prompt_states(model, PERSONA, index, batch_size=1), atol=1e-12
+        )
 
 
 # 5. logit-lens perplexity: last layer = the model's own teacher-forced answer perplexity
