@@ -191,6 +191,9 @@ def test_every_table_1_row_is_a_system():
         "PersonaDual-Prompt",
         "PersonaDual-Router",
         "PersonaDual",
+        "FPPS-H",
+        "FPPS-S",
+        "FPPS-M",
     ]
     assert SYSTEMS[System.G_SFT_RL].decoding is Decoding.GENERAL
     assert SYSTEMS[System.P_SFT_RL].decoding is Decoding.PERSONALIZED

@@ -1,4 +1,5 @@
-"""``python -m verl_personadual.eval``: run the evaluation, redraw reports, compare runs, train the router."""
+"""``python -m verl_personadual.eval``: run the evaluation, redraw reports, compare runs, train the router, fit the
+FPPS baseline."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 import verl_personadual.eval.baselines as baselines_module
+import verl_personadual.eval.fpps.fit as fpps_fit_module
 import verl_personadual.eval.run as run_module
 from verl_personadual.apps.llm_args import add_llm_arguments, llm_config_from_args
 from verl_personadual.core.prompts import DataSource, PersonaSetting
 from verl_personadual.data import samples
 from verl_personadual.data.benchmarks import BENCHMARKS, DEFAULT_SIZES, parse_sizes
 from verl_personadual.data.eval_sets import read_eval_set
+from verl_personadual.data.families import Selector
 from verl_personadual.data.preflight import check_model, check_output_dir
 from verl_personadual.data.samples import eval_sample_paths
 from verl_personadual.eval.analyses import lexical, mixed, mode_probs, multiturn
@@ -26,6 +30,8 @@ from verl_personadual.eval.baselines import (
     System,
     router_labels,
 )
+from verl_personadual.eval.fpps.fit import DEFAULT_GAMMAS, DEFAULT_TAUS, FitConfig, fit
+from verl_personadual.eval.fpps.generator import FPPS_SYSTEMS, fpps_generator
 from verl_personadual.eval.generate import BACKENDS, Decoding, DecodingParams
 from verl_personadual.eval.report import ComparedRun, write_comparison, write_report
 from verl_personadual.eval.run import (
@@ -61,6 +67,9 @@ picks its mode) and forced general / forced personalized decoding (per-mode accu
   python -m verl_personadual.eval run --model CKPT --out runs/pd3 --seeds 0 1 2 --judge   # the paper's protocol
   python -m verl_personadual.eval run --model G_SFT_RL --out runs/g --system g_sft_rl --eval-set runs/pd3/eval_set.jsonl
   python -m verl_personadual.eval compare --system persona_dual=runs/pd3 --system g_sft_rl=runs/g --out runs/t1
+  python -m verl_personadual.eval fpps-fit --model BASE --eval-set cal.jsonl --test-eval-set test.jsonl --out runs/fpps
+  python -m verl_personadual.eval run --model BASE --out runs/fpps_h --system fpps_h --fpps runs/fpps \\
+      --eval-set test.jsonl --backend hf                                  # the FPPS baseline (also fpps_s, fpps_m)
 
 The paper's protocol (Table 7 sizes, the default; sampling averaged over three runs, --seeds 0 1 2; PubMedQA and
 MATH-500 graded by an extract-then-verify LLM judge, --judge) and its Table 1 rows (--system, see `run --help`).
@@ -223,6 +232,13 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
     base.add_argument(
         "--router", type=Path, help="router file from `train-router` (PersonaDual-Router, --decoding router)"
     )
+    base.add_argument(
+        "--fpps",
+        type=Path,
+        metavar="DIR",
+        help="FPPS artifact from `fpps-fit` (its --out), for --system fpps_h / fpps_s / fpps_m: the checkpoint it was "
+        "fit on, transformers backend, greedy, decoding free",
+    )
     llm = p.add_argument_group(
         "LLM endpoint (aligned personas, judge); defaults from PERSONADUAL_LLM_* variables; "
         "with --samples and none, recorded placeholder personas are replayed offline"
@@ -236,6 +252,97 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_llm_arguments(llm, concurrency=False)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fpps-fit",
+        help="fit the FPPS baseline (layer, probe, steering vector, gamma / tau) on a calibration eval set",
+        description=fpps_fit_module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="the backbone FPPS steers (HF checkpoint directory or hub id)")
+    p.add_argument(
+        "--eval-set",
+        required=True,
+        type=Path,
+        help="calibration eval_set.jsonl; its items must be disjoint from those FPPS is evaluated on",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="artifact directory (created; re-use it to resume); give it to `eval run --fpps`",
+    )
+    p.add_argument(
+        "--test-eval-set",
+        type=Path,
+        help="the eval set FPPS will be evaluated on: refused if it shares an item with --eval-set",
+    )
+    p.add_argument(
+        "--personalized",
+        type=Selector.parse,
+        metavar="FIELD=V[,V...]",
+        help="rows that are personalized questions (default: personalized benchmarks; toy: task=helpful)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the fitting / held-out split and the probe (default 0)")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=DEFAULT_MAX_NEW_TOKENS,
+        help=f"response length cap of the greedy answers (default {DEFAULT_MAX_NEW_TOKENS}); use the one of the "
+        "runs FPPS is compared in",
+    )
+    p.add_argument("--layer", type=int, help="steer at this layer (0-based decoder block output), not the RRF choice")
+    p.add_argument(
+        "--gammas",
+        nargs="+",
+        type=float,
+        default=list(DEFAULT_GAMMAS),
+        help=f"soft strengths gamma >= 0 to search (default {' '.join(map(str, DEFAULT_GAMMAS))})",
+    )
+    p.add_argument(
+        "--taus",
+        nargs="+",
+        type=float,
+        default=list(DEFAULT_TAUS),
+        help=f"hard thresholds tau to search (default {' '.join(map(str, DEFAULT_TAUS))})",
+    )
+    p.add_argument(
+        "--calib-fraction",
+        type=float,
+        default=0.5,
+        help="share of the calibration items the layer, probe and s_f are fit on; the rest scores the gamma / tau "
+        "grid (default 0.5)",
+    )
+    p.add_argument("--device", help="transformers device (default cuda if available, else cpu)")
+    p.add_argument("--dtype", default="auto", help="transformers dtype: auto, bfloat16, float32, ...")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per generation / forward batch (default 16)")
+    p.add_argument(
+        "--chat-template-kwargs",
+        default="{}",
+        help="JSON, as for `run` (the runs FPPS is evaluated in must use the same)",
+    )
+
+
+def _fpps_fit_config(a: argparse.Namespace) -> FitConfig:
+    return FitConfig(
+        model=a.model,
+        eval_set=a.eval_set,
+        out_dir=a.out,
+        test_eval_set=a.test_eval_set,
+        personalized=a.personalized,
+        seed=a.seed,
+        max_new_tokens=a.max_new_tokens,
+        layer=a.layer,
+        gammas=tuple(a.gammas),
+        taus=tuple(a.taus),
+        calib_fraction=a.calib_fraction,
+        device=a.device,
+        dtype=a.dtype,
+        batch_size=a.batch_size,
+        chat_template_kwargs=json.loads(a.chat_template_kwargs),
+    )
 
 
 def _llm_config(a: argparse.Namespace) -> LLMConfig | None:
@@ -394,6 +501,7 @@ def parser() -> argparse.ArgumentParser:
         "replaces the paper's name (e.g. base:Qwen3-8B=DIR); repeatable",
     )
     cmp_.add_argument("--out", required=True, type=Path, help="directory for table1.{md,csv}")
+    _fpps_fit_parser(sub)
     tr = sub.add_parser(
         "train-router",
         help="train the PersonaDual-Router classifier from a forced-decoding run",
@@ -419,7 +527,15 @@ def _main(argv: Sequence[str] | None) -> int:
             check_output_dir(a.out)
             cfg = _run_config(a)
             check_model_modes(cfg, a.text_prefixes)
-            run(cfg)
+            generator = None
+            if a.fpps is not None or cfg.system in FPPS_SYSTEMS:
+                generator = fpps_generator(cfg, a.fpps)
+                cfg = replace(cfg, generator_pins={"fpps": generator.artifact.identity()})
+            run(cfg, generator)
+        elif a.command == "fpps-fit":
+            check_model(a.model)
+            check_output_dir(a.out)
+            fit(_fpps_fit_config(a))
         elif a.command == "report":
             for path in write_report(a.run_dir):
                 logger.info("wrote %s", path)

@@ -18,7 +18,10 @@ Prompt styles (``--prompt-style``; every text lives in ``verl_personadual.core.p
 Systems (:data:`SYSTEMS`, ``eval run --system`` / ``eval compare --system``): each row of the paper's Table 1 as a
 prompt style, the decoding it is read from, and the checkpoint it needs. ``run --system NAME`` presets
 ``--prompt-style`` and ``--decoding``; ``compare --system NAME=DIR`` lays the runs out as Table 1, in the paper's
-sections and order, one row per system from its own decoding.
+sections and order, one row per system from its own decoding. After the paper's rows come the FPPS baselines
+(Sun et al. 2026, "When Personalization Misleads"; section "Hidden-state steering (FPPS)"): FPPS-H / -S / -M run the
+backbone on the plain persona prompt (no mode prefixes, decoding free) with an artifact of ``eval fpps-fit``
+(``run --system fpps_h --fpps DIR``; ``verl_personadual.eval.fpps``).
 
 PersonaDual-Router (decoding ``router``): an external classifier picks the mode, then the response is generated
 after that mode's prefix, as in forced decoding. The classifier (:class:`Router`) is a logistic regression in
@@ -107,10 +110,18 @@ class System(StrEnum):
     PERSONA_DUAL_PROMPT = "persona_dual_prompt"
     PERSONA_DUAL_ROUTER = "persona_dual_router"
     PERSONA_DUAL = "persona_dual"
+    FPPS_H = "fpps_h"
+    FPPS_S = "fpps_s"
+    FPPS_M = "fpps_m"
 
 
-#: Table 1's row groups, in the paper's order.
-SECTIONS = ("General purpose models", "Personalization oriented models", "Dual-mode models")
+#: Table 1's row groups, in the paper's order, then the added FPPS baselines.
+SECTIONS = (
+    "General purpose models",
+    "Personalization oriented models",
+    "Dual-mode models",
+    "Hidden-state steering (FPPS)",
+)
 
 
 @dataclass(frozen=True)
@@ -125,7 +136,7 @@ class SystemSpec:
     model: str
 
 
-#: Every Table 1 system, in the paper's row order.
+#: Every Table 1 system, in the paper's row order, then the FPPS baselines (``eval.fpps``).
 SYSTEMS: dict[System, SystemSpec] = {
     System.BASE: SystemSpec(
         "Backbone",
@@ -188,6 +199,27 @@ SYSTEMS: dict[System, SystemSpec] = {
     ),
     System.PERSONA_DUAL: SystemSpec(
         "PersonaDual", SECTIONS[2], PromptStyle.PERSONA, Decoding.FREE, "the DualGRPO checkpoint"
+    ),
+    System.FPPS_H: SystemSpec(
+        "FPPS-H",
+        SECTIONS[3],
+        PromptStyle.PERSONA,
+        Decoding.FREE,
+        "the backbone with an `eval fpps-fit` artifact (--fpps): gate to the persona-free state",
+    ),
+    System.FPPS_S: SystemSpec(
+        "FPPS-S",
+        SECTIONS[3],
+        PromptStyle.PERSONA,
+        Decoding.FREE,
+        "the backbone with an `eval fpps-fit` artifact (--fpps): soft steering along s_f",
+    ),
+    System.FPPS_M: SystemSpec(
+        "FPPS-M",
+        SECTIONS[3],
+        PromptStyle.PERSONA,
+        Decoding.FREE,
+        "the backbone with an `eval fpps-fit` artifact (--fpps): hard above tau, soft below",
     ),
 }
 

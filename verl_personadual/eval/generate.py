@@ -15,6 +15,11 @@ sampling with ``top_p``; the run gives each request a seed derived from its key 
 does not depend on batching or resumption; transformers samples a whole batch from one torch generator seeded
 with the batch's first seed, so its sampled responses depend on the batch composition (a resumed run re-batches).
 
+Row-aware generators (:class:`RowGenerator`, e.g. the FPPS baseline ``eval.fpps.generator.FppsGenerator``): a
+generator that needs each prompt's eval row (FPPS builds the persona-free prompt from it) implements
+``generate_rows(rows, prompts, max_new_tokens, seeds)``, which the run calls instead of ``generate``; besides the ids
+it returns per response a dict of extra fields, which the run adds to that response's predictions record.
+
 Progress: :class:`HFGenerator` calls its ``step_callback`` (if set) after every decoding step of a batch, so that
 a progress bar moves (and has an ETA) within a long CPU batch; vLLM generates a batch at once and has none.
 """
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from verl_personadual.core.modes import Mode
+from verl_personadual.data.eval_sets import EvalRow
 from verl_personadual.utils.errors import UserError
 from verl_personadual.utils.strenum import StrEnum
 
@@ -34,6 +40,7 @@ __all__ = [
     "Decoding",
     "DecodingParams",
     "Generator",
+    "RowGenerator",
     "HFGenerator",
     "VLLMGenerator",
     "make_generator",
@@ -87,6 +94,23 @@ class Generator(Protocol):
     def generate(
         self, prompts: Sequence[list[int]], max_new_tokens: Sequence[int], seeds: Sequence[int]
     ) -> list[list[int]]: ...
+
+
+class RowGenerator(Protocol):
+    """A generator that gets each prompt's eval row and reports extra predictions fields (module docstring)."""
+
+    tokenizer: Any
+
+    def generate_rows(
+        self,
+        rows: Sequence[EvalRow],
+        prompts: Sequence[list[int]],
+        max_new_tokens: Sequence[int],
+        seeds: Sequence[int],
+    ) -> tuple[list[list[int]], list[dict[str, Any]]]:
+        """Per prompt (``rows[i]``'s, built by the run): the generated ids, as ``Generator.generate``, and the extra
+        fields of its predictions record."""
+        ...
 
 
 def request_seed(base: int, key: str) -> int:

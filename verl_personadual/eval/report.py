@@ -44,8 +44,9 @@ accuracy and judge agreement pool the responses of all seeds.
 
 ``compare`` writes ``table1.{md,csv}`` for several runs after checking that every run (every seed of a multi-seed
 run) is complete (:func:`read_complete_run`): with ``--run LABEL=DIR`` one line per (label, decoding); with
-``--system NAME=DIR`` (``baselines.SYSTEMS``) the paper's rows, in its sections and order, each from its own
-decoding (and refused when the run's prompt style is not the system's).
+``--system NAME=DIR`` (``baselines.SYSTEMS``) the paper's rows, in its sections and order, then the added FPPS
+baselines in their own section, each from its own decoding (and refused when the run's prompt style is not the
+system's).
 """
 
 from __future__ import annotations

@@ -7,15 +7,18 @@ Output directory layout (``--out``):
   run, or another model given ``--eval-set``, reuses it (a run given ``--eval-set`` keeps a copy of the rows it
   evaluates).
 - ``run_config.json``: model (resolved path or hub id, revision and content fingerprint:
-  ``fingerprint.model_identity``) and generation settings; a resumed run must match it (else use another ``--out``).
+  ``fingerprint.model_identity``) and generation settings, plus ``generator`` for a run with a custom generator
+  (``RunConfig.generator_pins``: the FPPS artifact of ``--system fpps_*``); a resumed run must match it (else use
+  another ``--out``).
 - ``predictions.jsonl``: one line per (row, decoding): ``row_id`` (``<item_id>|<setting>``), ``item_id``,
   ``benchmark``, ``task``, ``family``, ``setting``, ``decoding``, ``prompt_style``, ``mode`` (the mode the
   response is in: general / personalized / unknown), ``persona_id``, ``pred`` (extracted answer), ``correct``,
   ``format_ok``, ``has_answer``, ``score`` (the training reward), ``response_tokens``, ``truncated``,
   ``response``; with ``--judge``, for PubMedQA and MATH-500, also ``rule_correct`` (the rules' verdict),
   ``judge_correct`` (the judge's, null when its request failed), ``judge_pred`` (the answer it extracted) and
-  ``grader`` (``judge`` or ``rule``: what ``correct`` is). Append-only; a crashed run continues where it stopped
-  (``store.PredictionStore``).
+  ``grader`` (``judge`` or ``rule``: what ``correct`` is); with a row-aware generator (``generate.RowGenerator``)
+  also its extra fields (FPPS: ``fpps``, see ``eval.fpps.generator``). Append-only; a crashed run continues where
+  it stopped (``store.PredictionStore``).
 - ``tables/`` and ``plots/``: written by ``report.write_report`` at the end of the run.
 
 Several sampling seeds (``--seeds 0 1 2``: the paper's "averaged over three runs"): the eval set is built once in
@@ -82,6 +85,7 @@ from verl_personadual.eval.generate import (
     Decoding,
     DecodingParams,
     Generator,
+    RowGenerator,
     make_generator,
     prompt_ids,
     request_seed,
@@ -156,6 +160,7 @@ class RunConfig:
     judge: bool = False
     seeds: list[int] | None = None  # sampling seeds of a multi-seed run (module docstring); None: one run
     system: System | None = None  # the Table 1 system this run evaluates (recorded for `compare --system`)
+    generator_pins: dict[str, Any] = field(default_factory=dict)  # what a custom generator is made of (run_config)
     llm: LLMConfig | None = None
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -287,6 +292,8 @@ def _check_run_config(cfg: RunConfig) -> None:
         "seeds": cfg.seeds,
         "system": None if cfg.system is None else cfg.system.value,
     }
+    if cfg.generator_pins:  # only then: the run_config.json of runs made before the key existed still matches
+        current["generator"] = cfg.generator_pins
     path = cfg.out_dir / RUN_CONFIG
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -327,7 +334,8 @@ def grade_with_judge(result: dict[str, Any], verdict: JudgeVerdict | None) -> di
     return out
 
 
-def read_mode(ids: Sequence[int], gen: Generator, prefixes: ModePrefixes, style: PromptStyle) -> int:
+def read_mode(ids: Sequence[int], gen: Generator | RowGenerator, prefixes: ModePrefixes, style: PromptStyle) -> int:
+    """Mode code of response ``ids`` (module docstring: from the ids, else from the decoded text head)."""
     mode = prefixes.mode_of_ids(ids)
     if mode == UNKNOWN_MODE and (not prefixes.single_token or style is PromptStyle.MODE_CHOICE):
         mode = mode_from_text(gen.tokenizer.decode(list(ids), skip_special_tokens=False))
@@ -335,8 +343,13 @@ def read_mode(ids: Sequence[int], gen: Generator, prefixes: ModePrefixes, style:
 
 
 def _generate_batch(
-    batch: Sequence[tuple[EvalRow, Decoding, Mode | None]], gen: Generator, prefixes: ModePrefixes, cfg: RunConfig
-) -> list[tuple[list[int], bool]]:
+    batch: Sequence[tuple[EvalRow, Decoding, Mode | None]],
+    gen: Generator | RowGenerator,
+    prefixes: ModePrefixes,
+    cfg: RunConfig,
+) -> list[tuple[list[int], bool, dict[str, Any]]]:
+    """Per unit: the response ids (forced prefix included), whether it hit its budget, and the generator's extra
+    predictions fields (a :class:`~verl_personadual.eval.generate.RowGenerator`'s; none otherwise)."""
     prompts, budgets, heads, seeds = [], [], [], []
     for row, dec, forced in batch:
         ids = prompt_ids(gen.tokenizer, build_messages(row, cfg.prompt_style), cfg.chat_template_kwargs)
@@ -348,11 +361,14 @@ def _generate_batch(
         budgets.append(budget)
         heads.append(head)
         seeds.append(request_seed(cfg.decoding.seed, f"{row.row_id}|{dec.value}"))
-    outs = gen.generate(prompts, budgets, seeds)
-    return [(head + out, len(out) >= budget) for head, out, budget in zip(heads, outs, budgets)]
+    if hasattr(gen, "generate_rows"):
+        outs, extra = gen.generate_rows([row for row, _, _ in batch], prompts, budgets, seeds)
+    else:
+        outs, extra = gen.generate(prompts, budgets, seeds), [{} for _ in prompts]
+    return [(head + out, len(out) >= budget, more) for head, out, budget, more in zip(heads, outs, budgets, extra)]
 
 
-def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
+def run(cfg: RunConfig, generator: Generator | RowGenerator | None = None) -> Path:
     """Evaluate ``cfg.model`` (or the given ``generator``) and write every output; returns the predictions path
     (one run) or the run directory (several ``cfg.seeds``).
 
@@ -379,17 +395,17 @@ def run(cfg: RunConfig, generator: Generator | None = None) -> Path:
 class _Lazy:
     """The generator, made on first use (a finished or resumed-complete run loads no model)."""
 
-    def __init__(self, cfg: RunConfig, generator: Generator | None) -> None:
+    def __init__(self, cfg: RunConfig, generator: Generator | RowGenerator | None) -> None:
         self.cfg, self.generator = cfg, generator
 
-    def __call__(self) -> Generator:
+    def __call__(self) -> Generator | RowGenerator:
         if self.generator is None:
             c = self.cfg
             self.generator = make_generator(c.backend, c.model, c.decoding, c.device, c.dtype, c.engine_kwargs)
         return self.generator
 
 
-def _run_seeds(cfg: RunConfig, generator: Generator | None) -> Path:
+def _run_seeds(cfg: RunConfig, generator: Generator | RowGenerator | None) -> Path:
     """One sub-run per seed over the run directory's eval set (module docstring), then the aggregated report."""
     seeds = list(cfg.seeds or [])
     prepare_eval_set(cfg)
@@ -447,17 +463,17 @@ def _run_one(cfg: RunConfig, get_generator: _Lazy) -> Path:
                 if any(d is Decoding.FREE_CONSTRAINED for _, d, _ in batch):
                     batch = _constrain(batch, gen, prefixes, cfg)
                 outs = _generate_batch(batch, gen, prefixes, cfg)
-                texts = [gen.tokenizer.decode(ids, skip_special_tokens=True) for ids, _ in outs]
+                texts = [gen.tokenizer.decode(ids, skip_special_tokens=True) for ids, _, _ in outs]
                 modes = [
                     int(forced) if forced is not None else read_mode(ids, gen, prefixes, cfg.prompt_style)
-                    for (_, _, forced), (ids, _) in zip(batch, outs)
+                    for (_, _, forced), (ids, _, _) in zip(batch, outs)
                 ]
                 results = [score_response(u[0], text, mode) for u, text, mode in zip(batch, texts, modes)]
                 if judge is not None:
                     results = _judged(batch, texts, results, judge)
                 store.append(
-                    _record(row, dec, cfg.prompt_style, mode, res, ids, trunc, text)
-                    for (row, dec, _), (ids, trunc), text, mode, res in zip(batch, outs, texts, modes, results)
+                    _record(row, dec, cfg.prompt_style, mode, res, ids, trunc, text, more)
+                    for (row, dec, _), (ids, trunc, more), text, mode, res in zip(batch, outs, texts, modes, results)
                 )
                 bar.update(start + len(batch) - bar.n)
     written = write_report(cfg.out_dir)
@@ -511,6 +527,7 @@ def _record(
     ids: list[int],
     truncated: bool,
     text: str,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
     judged = {k: res[k] for k in ("rule_correct", "judge_correct", "judge_pred", "grader") if k in res}
     return {
@@ -530,6 +547,7 @@ def _record(
         "has_answer": res["has_answer"],
         "score": res["score"],
         **judged,
+        **extra,
         "response_tokens": len(ids),
         "truncated": truncated,
         "response": text,
