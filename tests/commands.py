@@ -30,3 +30,36 @@ def hf_params(model_dir: Path) -> dict[str, torch.Tensor]:
 def hf_checksum(model_dir: Path) -> float:
     """float64 sum of every element of every tensor of the checkpoint (what the rollout servers log per sync)."""
     return float(sum(t.double().sum() for t in hf_params(model_dir).values()))
+
+
+def teach(
+    model: torch.nn.Module,
+    tok,
+    seqs: list[tuple[list[int], list[int]]],
+    out: Path,
+    steps: int = 80,
+    lr: float = 3e-3,
+    batch_size: int = 8,
+) -> Path:
+    """Teach ``model`` to continue each ``(prompt ids, target ids)`` of ``seqs`` with its target (AdamW, ``steps``
+    batches of ``batch_size`` drawn with torch's global generator, loss on the targets only); saves model and
+    tokenizer to ``out`` and returns it."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        batch = [seqs[i] for i in torch.randint(len(seqs), (batch_size,)).tolist()]
+        width = max(len(a) + len(b) for a, b in batch)
+        ids = torch.full((len(batch), width), tok.pad_token_id)
+        labels = torch.full((len(batch), width), -100)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for j, (a, b) in enumerate(batch):
+            ids[j, : len(a) + len(b)] = torch.tensor(a + b)
+            mask[j, : len(a) + len(b)] = 1
+            labels[j, len(a) : len(a) + len(b)] = torch.tensor(b)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from commands import teach
 from openai_server import OpenAITestServer
 
 from verl_personadual.apps.eval_cli import main
@@ -55,26 +56,7 @@ def taught_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFact
                 ids = prompt_ids(tok, build_prompt(item.question, item.family, persona), {})
                 seqs.append((ids, [p if persona else g]))
                 seqs += [(ids + [m], answer[m] + [tok.eos_token_id]) for m in (g, p)]
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(80):
-        batch = [seqs[i] for i in torch.randint(len(seqs), (8,)).tolist()]
-        width = max(len(a) + len(b) for a, b in batch)
-        ids = torch.full((8, width), tok.pad_token_id)
-        labels = torch.full((8, width), -100)
-        mask = torch.zeros((8, width), dtype=torch.long)
-        for j, (a, b) in enumerate(batch):
-            ids[j, : len(a) + len(b)] = torch.tensor(a + b)
-            mask[j, : len(a) + len(b)] = 1
-            labels[j, len(a) : len(a) + len(b)] = torch.tensor(b)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    out = tmp_path_factory.mktemp("taught")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return teach(model, tok, seqs, tmp_path_factory.mktemp("taught"))
 
 
 @pytest.fixture()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import teach
 
 from verl_personadual.apps.eval_cli import main
 from verl_personadual.core.prompts import format_answer
@@ -80,26 +81,7 @@ def taught_dir(tiny_model_dir: Path, toy_sets: tuple[Path, Path], tmp_path_facto
         for ids, with_persona in zip(prompt_pair(tok, row, PromptStyle.PERSONA, {}), (True, False)):
             answer = tok.encode(format_answer(_persona_answers(row, with_persona)), add_special_tokens=False)
             seqs.append((ids, [*answer, tok.eos_token_id]))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(80):
-        batch = [seqs[i] for i in torch.randint(len(seqs), (8,)).tolist()]
-        width = max(len(a) + len(b) for a, b in batch)
-        ids = torch.full((len(batch), width), tok.pad_token_id)
-        labels = torch.full((len(batch), width), -100)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for j, (a, b) in enumerate(batch):
-            ids[j, : len(a) + len(b)] = torch.tensor(a + b)
-            mask[j, : len(a) + len(b)] = 1
-            labels[j, len(a) : len(a) + len(b)] = torch.tensor(b)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    out = tmp_path_factory.mktemp("taught")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return teach(model, tok, seqs, tmp_path_factory.mktemp("taught"))
 
 
 def _fit_args(model: Path, cal: Path, out: Path, *extra: str) -> list[str]:
