@@ -71,6 +71,9 @@ __all__ = [
     "rl_row",
     "sft_row",
     "eval_row",
+    "base_sft_row",
+    "build_base_sft",
+    "build_calibration",
     "corpus",
     "whole_words",
     "build",
@@ -307,6 +310,20 @@ def sft_row(item: ToyItem, mode: Mode, index: int, split: str) -> dict[str, Any]
     }
 
 
+def base_sft_row(item: ToyItem, index: int, split: str) -> dict[str, Any]:
+    """An SFT row of the persona-following base model (the toy's backbone for FPPS and the other untrained
+    baselines): the RL prompt, then the *personalized* rule's answer object with no mode prefix. A model taught these
+    answers what any persona says, a misleading one too, and the book when there is none."""
+    info = _extra_info(item, index, split)
+    info.update(ground_truth=item.gold)
+    answer = {"role": "assistant", "content": format_answer(item.answer(Mode.PERSONALIZED))}
+    return {
+        "messages": [*build_prompt(item.question, FAMILY, item.persona), answer],
+        "data_source": SOURCE.value,
+        "extra_info": info,
+    }
+
+
 def eval_row(item: ToyItem) -> dict[str, Any]:
     """A row of the eval harness's ``eval_set.jsonl`` (``verl_personadual.data.eval_sets.EvalRow`` fields)."""
     return {
@@ -361,6 +378,31 @@ def _write_sft(items: Sequence[ToyItem], path: Path, split: str) -> int:
     table = pa.Table.from_pylist(rows)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return len(rows)
+
+
+def build_base_sft(out: Path, sizes: ToySizes = ToySizes(), seed: int = 0) -> int:
+    """Write ``sft_base/train.parquet`` under ``out``: one :func:`base_sft_row` per SFT item of the split
+    :func:`build` makes with the same ``sizes`` and ``seed`` (the same items as ``sft/train.parquet``, one row each
+    instead of one per mode); returns the row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    items = generate(sizes, seed)["sft"]
+    table = pa.Table.from_pylist([base_sft_row(item, i, "train") for i, item in enumerate(items)])
+    atomic_write(Path(out) / "sft_base" / "train.parquet", lambda tmp: pq.write_table(table, tmp))
+    return len(items)
+
+
+def build_calibration(path: Path, exclude: Sequence[str], items: int = 200, seed: int = 1) -> dict[str, int]:
+    """Write an eval set (``eval_set.jsonl`` rows) of about ``items`` toy items of generator seed ``seed`` that
+    share no item id with ``exclude`` (the test set's): the calibration split of FPPS and of the router. Items of
+    ``exclude`` are dropped, not replaced, so a kind may have a few fewer; returns the row count per kind."""
+    excluded = set(exclude)
+    kept = [
+        it for it in generate(ToySizes(sft=0, rl=0, rl_val=0, eval=items), seed)["eval"] if it.item_id not in excluded
+    ]
+    atomic_write_text(Path(path), "".join(json.dumps(eval_row(it)) + "\n" for it in kept))
+    return dict(sorted(Counter(it.kind for it in kept).items()))
 
 
 def build(out: Path, sizes: ToySizes = ToySizes(), seed: int = 0) -> dict[str, Any]:

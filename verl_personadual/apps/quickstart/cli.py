@@ -60,6 +60,12 @@ def _main(argv: Sequence[str] | None) -> int:
         help=f"stop after this stage (one of {', '.join(FIRST_STAGES)}), e.g. to prepare the data and "
         "model only; a rerun without it continues from there",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="one seed for the tiny model's weights, SFT and RL (default: the recipes' own seeds and model seed "
+        f"{stages.MODEL_SEED}, which the README's figures were measured with)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
@@ -72,7 +78,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from verl_personadual.data.preflight import check_output_dir
 
     check_output_dir(args.out)
-    qs = Quickstart(args.out, args.ablation, progress=not args.no_progress, overrides=args.overrides)
+    qs = Quickstart(args.out, args.ablation, progress=not args.no_progress, overrides=args.overrides, seed=args.seed)
     runs = qs.run_all(stop_after=args.stop_after)
     if runs is None:
         return 0

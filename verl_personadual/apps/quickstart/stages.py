@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 from verl_personadual.utils.atomic import atomic_write_text, write_json
 from verl_personadual.utils.errors import UserError
 
-__all__ = ["Quickstart", "StageError", "run_label", "MODEL_SEED", "TOY_BACKBONE"]
+__all__ = ["Quickstart", "StageError", "run_label", "seed_overrides", "MODEL_SEED", "TOY_BACKBONE"]
 
 #: The stages before RL, in order: what ``--stop-after`` accepts.
 FIRST_STAGES = ("check", "data", "model", "sft", "eval-sft")
@@ -74,6 +74,16 @@ def run_label(ablation: str, overrides: Sequence[str]) -> str:
             raise StageError(f"--set {item!r}: expected KEY=VALUE")
         parts.append(f"{key.lstrip('+~').split('.')[-1]}={value}")
     return "+".join(parts).replace("/", "_")
+
+
+def seed_overrides(stage: str, seed: int) -> list[str]:
+    """Hydra overrides that seed a training stage (``sft`` or ``rl``) with ``seed``: every seed the composed
+    recipe has (SFT: data order and engine; RL: data order, mini-batch order, rollout sampling)."""
+    keys = {
+        "sft": ("trainer.seed", "engine.seed"),
+        "rl": ("data.seed", "actor_rollout_ref.actor.data_loader_seed", "actor_rollout_ref.rollout.seed"),
+    }[stage]
+    return [f"{key}={seed}" for key in keys]
 
 
 def _hf_dir(root: Path, sub: str) -> Path | None:
@@ -116,22 +126,38 @@ class Quickstart:
     """The stages of the module docstring on one output directory."""
 
     def __init__(
-        self, out: Path, ablations: Sequence[str], progress: bool = True, overrides: Sequence[str] = ()
+        self,
+        out: Path,
+        ablations: Sequence[str],
+        progress: bool = True,
+        overrides: Sequence[str] = (),
+        seed: int | None = None,
     ) -> None:
+        """``seed`` None: the recipes' own seeds and :data:`MODEL_SEED` (the README's figures); an int: that seed
+        for the tiny model's weights and for SFT and RL (:func:`seed_overrides`), one training seed of a
+        multi-seed comparison."""
         self.out = out.absolute()
         self.overrides = list(overrides)
+        self.seed = seed
         #: run label -> ablation
         self.runs = {run_label(a, self.overrides): a for a in ablations}
         self.progress = progress
         self.data = self.out / "data"
         self.model = self.out / "model"
-        self.sft = self.out / "sft"
         self.logs = self.out / "logs"
 
     # --- bookkeeping ----------------------------------------------------------------------------------------------
 
     def _marker(self, name: str) -> Path:
         return self.out / "stages" / f"{name}.json"
+
+    def finished(self, name: str) -> dict:
+        """What stage ``name`` recorded when it finished (its marker: checkpoint, command, ...); a StageError when
+        it has not finished."""
+        marker = self._marker(name)
+        if not marker.exists():
+            raise StageError(f"stage {name} has not finished under {self.out}")
+        return json.loads(marker.read_text())
 
     def stage(self, index: int, total: int, name: str, title: str, fn: Callable[[], dict]) -> None:
         """Run ``fn`` unless its marker says it finished; write the marker (what it produced) when it does."""
@@ -222,12 +248,14 @@ class Quickstart:
 
         if self.model.exists():
             shutil.rmtree(self.model)
-        spec = TinyModelSpec(seed=MODEL_SEED)
+        spec = TinyModelSpec(seed=MODEL_SEED if self.seed is None else self.seed)
         write_tiny_model(self.model, spec, extra_corpus=toy.corpus(), whole_words=toy.whole_words())
         say(f"    tiny model ({spec.hidden_size} hidden x {spec.num_layers} layers, untied embeddings) -> {self.model}")
-        return {"dir": str(self.model), "spec": spec.__dict__}
+        return {"dir": str(self.model), "spec": spec.__dict__, "seed": self.seed}
 
-    def _recipe_argv(self, stage: str, model: Path, output: Path, ablation: str | None = None) -> list[str]:
+    def _recipe_argv(
+        self, stage: str, model: Path, output: Path, ablation: str | None = None, train_file: Path | None = None
+    ) -> list[str]:
         argv = [
             sys.executable,
             "-m",
@@ -238,7 +266,7 @@ class Quickstart:
             "--model",
             str(model),
             "--train-files",
-            str(self.data / stage / "train.parquet"),
+            str(train_file or self.data / stage / "train.parquet"),
             "--output-dir",
             str(output),
         ]
@@ -246,8 +274,13 @@ class Quickstart:
             argv += ["--val-files", str(self.data / "rl" / "validation.parquet"), "--ablation", ablation or "none"]
         return argv
 
-    def _steps(self, stage: str, ablation: str = "none") -> int:
-        """Training steps of the composed recipe (for the progress bar)."""
+    def _seeds(self, stage: str) -> list[str]:
+        """The stage's seed overrides (:func:`seed_overrides`), none without ``seed``."""
+        return [] if self.seed is None else seed_overrides(stage, self.seed)
+
+    def _steps(self, stage: str, ablation: str = "none", sft_rows: int | None = None) -> int:
+        """Training steps of the composed recipe (for the progress bar); SFT over ``sft_rows`` rows (default: the
+        toy's dual-mode SFT file)."""
         from verl_personadual.apps.recipes import compose as recipes
 
         overrides = recipes.build_overrides(
@@ -261,17 +294,24 @@ class Quickstart:
         cfg = recipes.compose_checked(stage, overrides)
         if stage == "rl":
             return int(cfg.trainer.total_training_steps)
-        rows = json.loads(self._marker("data").read_text())["sft_rows"]
+        rows = sft_rows or json.loads(self._marker("data").read_text())["sft_rows"]
         return rows // int(cfg.data.train_batch_size) * int(cfg.trainer.total_epochs)
 
-    def train_sft(self) -> dict:
-        if self.sft.exists():
-            shutil.rmtree(self.sft)
-        command = self._launch("sft", self._recipe_argv("sft", self.model, self.sft), self._steps("sft"))
-        hf = _hf_dir(self.sft, "huggingface")
+    def train_sft(self, name: str = "sft", train_file: Path | None = None, rows: int | None = None) -> dict:
+        """verl's SFT trainer (recipe backbone ``cpu_toy``) from the tiny model on ``train_file`` (default: the
+        toy's dual-mode SFT file; ``rows``: its row count) into ``--out/<name>``, logged to ``logs/<name>.log``;
+        returns the HF checkpoint and the command."""
+        output = self.out / name
+        if output.exists():
+            shutil.rmtree(output)
+        argv = self._recipe_argv("sft", self.model, output, train_file=train_file)
+        seeds = self._seeds("sft")
+        command = self._launch(name, argv + (["--", *seeds] if seeds else []), self._steps("sft", sft_rows=rows))
+        hf = _hf_dir(output, "huggingface")
         if hf is None:
             raise StageError(
-                f"stage sft: no global_step_*/huggingface checkpoint under {self.sft} (log: {self.logs / 'sft.log'})"
+                f"stage {name}: no global_step_*/huggingface checkpoint under {output} "
+                f"(log: {self.logs / f'{name}.log'})"
             )
         return {"checkpoint": str(hf), "command": command}
 
@@ -302,6 +342,7 @@ class Quickstart:
             "--",
             "trainer.logger=[console,file]",
             "trainer.resume_mode=auto",
+            *self._seeds("rl"),
             *self.overrides,
         ]
         command = self._launch(
@@ -404,10 +445,22 @@ class Quickstart:
             except ValueError as err:  # PreflightError and our / verl's config checks
                 raise StageError(f"--set for run rl-{label}: {err}") from None
 
+    def check_seed(self) -> None:
+        """Before the first stage: an ``--out`` whose model was made with another ``--seed`` is refused (its
+        checkpoints would be mixed with this seed's runs)."""
+        marker = self._marker("model")
+        if marker.exists():
+            made = json.loads(marker.read_text()).get("seed")
+            if made != self.seed:
+                raise StageError(
+                    f"--out {self.out} was made with --seed {made}, not {self.seed}: use another --out, or that seed"
+                )
+
     def run_all(self, stop_after: str | None = None) -> dict | None:
-        """Every stage in order (the ``--set`` overrides checked first); returns the report's runs (label -> figures),
-        or None when it stopped after stage ``stop_after`` (one of :data:`FIRST_STAGES`)."""
+        """Every stage in order (the ``--set`` overrides and the seed checked first); returns the report's runs
+        (label -> figures), or None when it stopped after stage ``stop_after`` (one of :data:`FIRST_STAGES`)."""
         self.check_overrides()
+        self.check_seed()
         n = 6 + 2 * len(self.runs)
         i = iter(range(1, n + 1))
         first = {

@@ -1,0 +1,251 @@
+"""The toy Table 1: every system side by side on the quickstart's 200 held-out toy items, over several training seeds.
+
+    python -m verl_personadual.toy_table [--out outputs/toy_table] [--seeds 1 2 3] [--no-progress]
+
+For each training seed S (``--seeds``; one seed drives the tiny model's weights, SFT and RL:
+``quickstart.stages.seed_overrides``), under ``--out/seed_S`` (a quickstart ``--out`` with more stages):
+
+1. the quickstart with the four RL recipes ``none`` (PersonaDual), ``no_dual_adv``, ``no_dual_adv_no_prefix_forcing``
+   and ``grpo``, each from the same dual-mode SFT checkpoint (PersonaDual-SFT); every checkpoint evaluated in free and
+   both forced decodings, with its mode probabilities;
+2. the *persona-following base*: verl's SFT trainer from the same tiny model on ``toy.build_base_sft`` (the
+   personalized rule's answer for every item, no mode prefix): an untrained-for-modes backbone that follows any
+   persona, misleading ones too. It is the toy's Backbone row and what FPPS steers;
+3. FPPS: ``eval fpps-fit`` on the base over the calibration set (``--out/calibration/eval_set.jsonl``:
+   ``toy.build_calibration``, toy generator seed 1, no item shared with the test set), then ``eval run --system
+   fpps_h | fpps_s | fpps_m``;
+4. PersonaDual-Router: ``train-router`` on PersonaDual-SFT's forced answers to the calibration set, then ``eval run
+   --system persona_dual_router`` (with both forced decodings, for selection accuracy);
+5. PersonaDual-Prompt: PersonaDual-SFT told to choose its mode prefix (``--system persona_dual_prompt``, with both
+   forced decodings under that prompt). The paper prompts its untrained backbone; the toy's backbone knows no mode
+   prefixes, so the toy prompts the dual-mode SFT checkpoint instead.
+
+Then ``eval compare`` over the seeds (``--out/systems/<line>/seed_S`` link each seed's run) writes
+``--out/table/table1_toy.{md,csv}`` (accuracy on unaligned / aligned personas, personalized accuracy, selection
+accuracy, P(better mode); mean ± 95 % t-interval over the seeds) and ``table1.{md,csv}``. Every step is resumable:
+a rerun skips what finished, and a killed RL run continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from verl_personadual.apps import eval_cli
+from verl_personadual.apps.quickstart.stages import EVAL_MAX_NEW_TOKENS, Quickstart, StageError, say
+from verl_personadual.data import toy
+from verl_personadual.data.preflight import check_output_dir
+from verl_personadual.eval.baselines import System
+from verl_personadual.utils.errors import UserError, run_cli
+
+__all__ = ["ABLATIONS", "LINES", "Line", "ToyTable", "main"]
+
+#: The RL recipes trained from each seed's SFT checkpoint (``--ablation`` of the quickstart).
+ABLATIONS = ("none", "no_dual_adv", "no_dual_adv_no_prefix_forcing", "grpo")
+#: Items of the calibration set (FPPS fit, router training); the test set is the quickstart's 200 held-out items.
+CALIBRATION_ITEMS = 200
+#: Toy generator seed of the calibration items (the test items are seed 0's).
+CALIBRATION_SEED = 1
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of the toy Table 1: a key (``--out/systems/<key>``), the Table 1 system it is read as, its label,
+    and the run directory under ``--out/seed_S`` that holds it."""
+
+    key: str
+    system: System
+    label: str
+    run: str
+
+
+LINES: tuple[Line, ...] = (
+    Line("base", System.BASE, "Backbone (persona-following base)", "eval/base"),
+    Line("prompt", System.PERSONA_DUAL_PROMPT, "PersonaDual-Prompt (on PersonaDual-SFT)", "eval/prompt"),
+    Line("router", System.PERSONA_DUAL_ROUTER, "PersonaDual-Router (on PersonaDual-SFT)", "eval/router"),
+    Line("sft", System.PERSONA_DUAL, "PersonaDual-SFT", "eval/sft"),
+    Line("rl-none", System.PERSONA_DUAL, "PersonaDual (DualGRPO)", "eval/rl-none"),
+    Line("rl-no_dual_adv", System.PERSONA_DUAL, "w/o DualAdv", "eval/rl-no_dual_adv"),
+    Line(
+        "rl-no_dual_adv_no_prefix_forcing",
+        System.PERSONA_DUAL,
+        "w/o DualAdv + PfxSmp",
+        "eval/rl-no_dual_adv_no_prefix_forcing",
+    ),
+    Line("rl-grpo", System.PERSONA_DUAL, "plain GRPO", "eval/rl-grpo"),
+    Line("fpps_h", System.FPPS_H, "FPPS-H (on the base)", "eval/fpps_h"),
+    Line("fpps_s", System.FPPS_S, "FPPS-S (on the base)", "eval/fpps_s"),
+    Line("fpps_m", System.FPPS_M, "FPPS-M (on the base)", "eval/fpps_m"),
+)
+
+
+def _eval(argv: list[str]) -> dict:
+    """``python -m verl_personadual.eval ARGV`` in this process; returns ``{"command": ...}`` (a stage marker); a
+    non-zero exit is a StageError naming it (the command's own ``error:`` line is on stderr above)."""
+    command = f"python -m verl_personadual.eval {shlex.join(argv)}"
+    say(f"    $ {command}")
+    status = eval_cli.main(argv)
+    if status != 0:
+        raise StageError(f"`python -m verl_personadual.eval {argv[0]}` failed (exit {status}); see the error above")
+    return {"command": command}
+
+
+class ToyTable:
+    """The steps of the module docstring under ``out``, for ``seeds``."""
+
+    def __init__(self, out: Path, seeds: Sequence[int], progress: bool = True) -> None:
+        self.out = out.absolute()
+        self.seeds = list(seeds)
+        self.progress = progress
+        self.calibration = self.out / "calibration" / "eval_set.jsonl"
+
+    def _run(self, qs: Quickstart, eval_set: Path, model: str, out: str, *extra: str) -> list[str]:
+        """``eval run`` arguments: ``model`` on ``eval_set``, greedy, with the quickstart's eval settings, into
+        ``qs.out/out``, plus ``extra``."""
+        return [
+            "run",
+            "--model",
+            model,
+            "--benchmarks",
+            "toy",
+            "--eval-set",
+            str(eval_set),
+            "--backend",
+            "hf",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--batch-size",
+            "64",
+            "--max-new-tokens",
+            str(EVAL_MAX_NEW_TOKENS),
+            "--out",
+            str(qs.out / out),
+            *extra,
+        ] + ([] if self.progress else ["--no-progress"])
+
+    def _base(self, qs: Quickstart) -> dict:
+        """Steps 2a-b: the persona-following SFT rows, then the base model trained on them."""
+        rows = toy.build_base_sft(qs.data)
+        return {**qs.train_sft("sft_base", qs.data / "sft_base" / "train.parquet", rows), "rows": rows}
+
+    def seed(self, index: int, seed: int) -> None:
+        """Every run of one training seed (module docstring, steps 1-5)."""
+        say(f"seed {seed} ({index}/{len(self.seeds)})")
+        qs = Quickstart(self.out / f"seed_{seed}", ABLATIONS, progress=self.progress, seed=seed)
+        qs.run_all()
+        test = qs.data / "eval_set.jsonl"
+        if not self.calibration.exists():
+            test_items = [json.loads(line)["item_id"] for line in test.open(encoding="utf-8")]
+            kinds = toy.build_calibration(self.calibration, test_items, CALIBRATION_ITEMS, CALIBRATION_SEED)
+            say(f"calibration set (FPPS, router) -> {self.calibration} (rows per kind: {json.dumps(kinds)})")
+        sft = qs.finished("sft")["checkpoint"]
+        qs.stage(
+            1, 1, "sft-base", "the persona-following base: verl SFT trainer, recipe cpu_toy", lambda: self._base(qs)
+        )
+        base = qs.finished("sft-base")["checkpoint"]
+        fpps, router = qs.out / "fpps", qs.out / "router.json"
+        forced = ("general", "personalized")
+        fit = ["fpps-fit", "--model", base, "--eval-set", str(self.calibration), "--test-eval-set", str(test)]
+        fit += ["--out", str(fpps), "--seed", str(seed), "--max-new-tokens", str(EVAL_MAX_NEW_TOKENS)]
+        fit += ["--personalized", "task=helpful", "--device", "cpu", "--dtype", "float32", "--batch-size", "64"]
+        steps: list[tuple[str, list[str]]] = [
+            ("eval-base", self._run(qs, test, base, "eval/base", "--system", "base")),
+            ("fpps-fit", fit),
+            *(
+                (f"eval-{v}", self._run(qs, test, base, f"eval/{v}", "--system", v, "--fpps", str(fpps)))
+                for v in ("fpps_h", "fpps_s", "fpps_m")
+            ),
+            (
+                "eval-router-calibration",
+                self._run(qs, self.calibration, sft, "eval/router_calibration", "--decoding", *forced),
+            ),
+            ("router", ["train-router", str(qs.out / "eval/router_calibration"), "--out", str(router)]),
+            (
+                "eval-router",
+                self._run(
+                    qs,
+                    test,
+                    sft,
+                    "eval/router",
+                    "--system",
+                    "persona_dual_router",
+                    "--router",
+                    str(router),
+                    "--decoding",
+                    "router",
+                    *forced,
+                ),
+            ),
+            (
+                "eval-prompt",
+                self._run(
+                    qs, test, sft, "eval/prompt", "--system", "persona_dual_prompt", "--decoding", "free", *forced
+                ),
+            ),
+        ]
+        for i, (name, argv) in enumerate(steps, 1):
+            qs.stage(i, len(steps), name, f"eval {argv[0]}", lambda argv=argv: _eval(argv))
+
+    def link_systems(self) -> list[str]:
+        """``--out/systems/<key>/seed_S`` -> each seed's run of that line; returns compare's ``--system`` args."""
+        args = []
+        for line in LINES:
+            folder = self.out / "systems" / line.key
+            folder.mkdir(parents=True, exist_ok=True)
+            for seed in self.seeds:
+                link, target = folder / f"seed_{seed}", self.out / f"seed_{seed}" / line.run
+                if not target.is_dir():
+                    raise StageError(f"{target}: no such run (a step of seed {seed} did not finish)")
+                if link.is_symlink() or link.exists():
+                    link.unlink()
+                link.symlink_to(os.path.relpath(target, folder), target_is_directory=True)
+            args += ["--system", f"{line.system.value}:{line.label}={folder}"]
+        return args
+
+    def run_all(self) -> Path:
+        """Every seed, then the table; returns ``--out/table``."""
+        start = time.monotonic()
+        for i, seed in enumerate(self.seeds, 1):
+            self.seed(i, seed)
+        table = self.out / "table"
+        _eval(["compare", *self.link_systems(), "--out", str(table)])
+        say(f"toy Table 1 over seeds {self.seeds} -> {table / 'table1_toy.md'} ({time.monotonic() - start:.0f} s)")
+        return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: 0; a user error or a failed step is one ``error:`` line on stderr and exit status 2."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m verl_personadual.toy_table",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("outputs/toy_table"), help="output directory (default: %(default)s)"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="training seeds (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        raise UserError(f"--seeds {args.seeds}: a seed given twice")
+    check_output_dir(args.out)
+    table = ToyTable(args.out, args.seeds, progress=not args.no_progress).run_all()
+    print((table / "table1_toy.md").read_text(encoding="utf-8"), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
