@@ -333,6 +333,7 @@ def test_compare_systems_in_the_papers_sections_and_order(tmp_path: Path, capsys
     lines = (tmp_path / "t1" / "table1.md").read_text().splitlines()
     assert lines[2].startswith("| *General purpose models* |") and lines[5].startswith("| *Dual-mode models* |")
     assert lines[6].startswith("| PersonaDual | 50.00 / 100.00 |")
+    assert not (tmp_path / "t1" / "table1_toy.md").exists()  # no toy rows, no toy table
 
     out = tmp_path / "refused"
     for name, run_dir, message in [

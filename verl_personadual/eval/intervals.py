@@ -22,10 +22,12 @@ from typing import Iterable, Sequence
 
 from scipy.stats import t as student_t
 
-__all__ = ["CONFIDENCE", "Interval", "mean_interval", "format_interval", "seeds_caption"]
+__all__ = ["CONFIDENCE", "STD", "CI95", "Interval", "mean_interval", "format_interval", "seeds_caption"]
 
 #: Two-sided confidence level of :attr:`Interval.half_width`.
 CONFIDENCE = 0.95
+#: Suffixes of a table's columns holding a value column's sample std and its 95 % half-width.
+STD, CI95 = "_std", "_ci95"
 
 
 @dataclass(frozen=True)

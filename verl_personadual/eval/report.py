@@ -35,6 +35,8 @@ Files under ``<run>/tables`` (and ``plots``):
   0-100 and legends list only what the run holds (personalized benchmarks' own user personas are labelled
   ``own persona``, apart from the objective ``aligned`` setting).
 
+- ``table1_toy.{md,csv}`` (runs holding rows of the toy task): the toy task's Table 1, one line per decoding
+  (:mod:`verl_personadual.eval.toy_table`).
 - ``judge_agreement.{md,csv}`` (runs with ``--judge``): per judged benchmark (PubMedQA, MATH-500), responses,
   how many the judge graded, accuracy by the rules and by the judge, the % of graded responses on which they
   agree, and how many only one of them calls correct.
@@ -48,6 +50,8 @@ accuracy and judge agreement pool the responses of all seeds.
 run) is complete (:func:`read_complete_run`): with ``--run LABEL=DIR`` one line per (label, decoding); with
 ``--system NAME=DIR`` (``baselines.SYSTEMS``) the paper's rows, in its sections and order, then the added FPPS
 baselines in their own section, each from its own decoding (and refused when the run's prompt style is not the
+system's). When the runs hold toy rows it also writes ``table1_toy.{md,csv}`` with the same lines (less the
+``upper_bound`` ones; a run without toy rows has none there).
 system's).
 """
 
@@ -71,7 +75,7 @@ from verl_personadual.data.benchmarks import (
 from verl_personadual.data.eval_sets import read_eval_set
 from verl_personadual.eval.baselines import SYSTEMS, System
 from verl_personadual.eval.generate import Decoding
-from verl_personadual.eval.intervals import Interval, format_interval, mean_interval, seeds_caption
+from verl_personadual.eval.intervals import CI95, STD, Interval, format_interval, mean_interval, seeds_caption
 from verl_personadual.eval.plots import (
     COLORS,
     OWN_PERSONA,
@@ -85,6 +89,7 @@ from verl_personadual.eval.plots import (
     write_table,
 )
 from verl_personadual.eval.store import read_predictions
+from verl_personadual.eval.toy_table import ToyLine, has_toy_rows, run_lines, toy_part, write_toy_table
 from verl_personadual.utils.atomic import atomic_write_text
 from verl_personadual.utils.errors import UserError
 
@@ -134,8 +139,6 @@ TABLE1_NAMES = {
 TABLE1_SETTINGS = (PersonaSetting.UNALIGNED.value, PersonaSetting.ALIGNED.value)
 #: Sub-run directories of a multi-seed run.
 SEED_DIR = re.compile(r"seed_(-?\d+)")
-STD = "_std"  # suffix of a standard-deviation column
-CI95 = "_ci95"  # suffix of a 95 % t-interval half-width column
 SETTING_ORDER = [s.value for s in PersonaSetting]
 RATIOS = [round(i / 10, 1) for i in range(11)]
 _OBJ = {b.value for b in OBJECTIVE_BENCHMARKS}
@@ -589,6 +592,9 @@ def write_report(run_dir: Path) -> list[Path]:
     tables, plots = run_dir / "tables", run_dir / "plots"
     rates, mixed = mode_rates(records), mixed_ratio(records)
     written = _write_table1(tables, _table1_lines({"": per_seed}))
+    if has_toy_rows(parts):
+        toy = [toy_part(recs, d) for recs, d in zip(parts, run_parts(run_dir))]
+        written += write_toy_table(tables, run_lines("", toy))
     written += write_table(tables, "mode_analysis", mode_analysis(cells))
     written += write_table(tables, "mode_rates", rates)
     written += write_table(tables, "mixed_ratio", mixed, md=False)
@@ -616,16 +622,17 @@ def _run_prompt_style(path: Path) -> str | None:
     return json.loads(config.read_text(encoding="utf-8")).get("prompt_style") if config.is_file() else None
 
 
-def comparison_lines(runs: Sequence[ComparedRun]) -> list[Table1Line]:
-    """Table 1 lines of the runs given to ``compare`` (module docstring), every run checked complete first; system
-    lines in the paper's order. Raises IncompleteRunError, or ValueError for a system run that lacks its decoding or
-    was generated with another prompt style."""
-    read = {r.label: [accuracy_cells(recs) for recs in read_complete_run(r.label, r.path)] for r in runs}
+def _comparison(runs: Sequence[ComparedRun]) -> tuple[list[Table1Line], list[ToyLine]]:
+    """Table 1 lines and toy-table lines of the runs given to ``compare`` (:func:`comparison_lines`)."""
+    read = {r.label: read_complete_run(r.label, r.path) for r in runs}
     lines: list[Table1Line] = []
+    toy: list[ToyLine] = []
     for r in sorted(runs, key=lambda r: -1 if r.system is None else list(SYSTEMS).index(r.system)):
-        per_seed = read[r.label]
+        per_seed = [accuracy_cells(recs) for recs in read[r.label]]
+        parts = [toy_part(recs, d) for recs, d in zip(read[r.label], run_parts(r.path))]
         if r.system is None:
             lines += _table1_lines({r.label: per_seed})
+            toy += run_lines(r.label, parts)
             continue
         spec = SYSTEMS[r.system]
         where = f"system {r.system.value!r} ({r.path})"
@@ -640,10 +647,20 @@ def comparison_lines(runs: Sequence[ComparedRun]) -> list[Table1Line]:
                 f"evaluate it with `eval run --system {r.system.value}`"
             )
         lines.append(Table1Line(r.label, spec.decoding.value, per_seed, spec.section))
-    return lines
+        toy.append(ToyLine(r.label, spec.decoding.value, parts, spec.section))
+    return lines, [line for line in toy if line.items]
+
+
+def comparison_lines(runs: Sequence[ComparedRun]) -> list[Table1Line]:
+    """Table 1 lines of the runs given to ``compare`` (module docstring), every run checked complete first; system
+    lines in the paper's order. Raises IncompleteRunError, or ValueError for a system run that lacks its decoding or
+    was generated with another prompt style."""
+    return _comparison(runs)[0]
 
 
 def write_comparison(runs: Sequence[ComparedRun], out_dir: Path) -> list[Path]:
-    """Table 1 of several runs side by side (:func:`comparison_lines`) under ``out_dir``; everything is checked
-    before anything is written."""
-    return _write_table1(Path(out_dir), comparison_lines(runs))
+    """Table 1 of several runs side by side (:func:`comparison_lines`) under ``out_dir``, and the toy table when the
+    runs hold toy rows; everything is checked before anything is written."""
+    lines, toy = _comparison(runs)
+    written = _write_table1(Path(out_dir), lines)
+    return written + (write_toy_table(Path(out_dir), toy) if toy else [])
