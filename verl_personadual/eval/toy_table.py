@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from verl_personadual.core.modes import Mode
+from verl_personadual.core.modes import Mode, mode_name
 from verl_personadual.core.prompts import DataSource, PersonaSetting
 from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.intervals import CI95, STD, Interval, format_interval, mean_interval, seeds_caption
@@ -127,12 +127,12 @@ def part_values(part: ToyPart, decoding: str) -> dict[str, float | None]:
         values[column] = _accuracy([r for r in own if r["task"] == task])
     better = better_modes(part.records)
     by_row = {str(r["row_id"]): r for r in own}
-    chose = [float(by_row[row_id]["mode"] == m.name.lower()) for row_id, m in better.items() if row_id in by_row]
+    chose = [float(by_row[row_id]["mode"] == mode_name(m)) for row_id, m in better.items() if row_id in by_row]
     choosing = Decoding(decoding).forced_mode is None
     values[SELECTION] = 100.0 * sum(chose) / len(chose) if choosing and chose else None
     probs = part.mode_probs
     measured = probs is not None and better and all(row_id in probs for row_id in better)
-    p_better = [float(probs[row_id][f"p_{m.name.lower()}"]) for row_id, m in better.items()] if measured else []
+    p_better = [float(probs[row_id][f"p_{mode_name(m)}"]) for row_id, m in better.items()] if measured else []
     values[P_BETTER] = sum(p_better) / len(p_better) if p_better else None
     return values
 
