@@ -1,5 +1,5 @@
 """The paper's evaluation protocol in the harness: Table 7 sizes, the extract-then-verify judge, several sampling
-seeds reported as mean ± std, the Table 1 layout, and the Table 1 baselines (prompt styles, systems)."""
+seeds reported as mean ± 95 % t-interval, the Table 1 layout, and the Table 1 baselines (prompt styles, systems)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from verl_personadual.data.eval_sets import EvalRow, write_eval_set
 from verl_personadual.eval import report
 from verl_personadual.eval.baselines import SYSTEMS, PromptStyle, System, build_messages
 from verl_personadual.eval.generate import Decoding, DecodingParams, HFGenerator
+from verl_personadual.eval.intervals import Interval, format_interval, mean_interval, seeds_caption
 from verl_personadual.eval.judge import ExtractVerifyJudge, JudgeVerdict, parse_verdict
 from verl_personadual.eval.run import (
     SAMPLING_TEMPERATURE,
@@ -252,26 +253,50 @@ def test_table_1_markdown_is_the_papers_layout(tmp_path: Path):
         ]
 
 
-def test_multi_seed_run_reports_mean_and_sample_std(tmp_path: Path):
+# Student-t 0.975 quantiles from a t table (two-sided 95 %), by degrees of freedom: reference values, not scipy's.
+T975 = {1: 12.7062047362, 2: 4.30265272975}
+
+
+def test_mean_interval_is_the_95_percent_student_t_interval():
+    three = mean_interval([60.0, 70.0, 80.0])
+    assert (three.n, three.mean, three.std) == (3, 70.0, pytest.approx(10.0))
+    assert three.half_width == pytest.approx(T975[2] * 10.0 / 3**0.5)  # 24.841
+    assert mean_interval([50.0, 100.0]).half_width == pytest.approx(T975[1] * 25.0)  # std 35.355 / sqrt(2) = 25
+    assert mean_interval([42.0]) == Interval(1, 42.0, None, None)
+    with pytest.raises(ValueError, match="at least one value"):
+        mean_interval([])
+    assert format_interval(three) == "70.00 ± 24.84" and format_interval(three, 3) == "70.000 ± 24.841"
+    assert format_interval(Interval(1, 42.0, None, None)) == "42.00" and format_interval(None) == "–"
+    assert seeds_caption([3, 3]) == "mean ± 95 % t-interval half-width over 3 seeds"
+    assert seeds_caption([2, 3, 1]) == "mean ± 95 % t-interval half-width over 1-3 seeds"
+    assert seeds_caption([1, 1]) == ""
+
+
+def test_multi_seed_run_reports_mean_and_95_percent_interval(tmp_path: Path):
     seed1 = dict(RUN)
     seed1[("pubmedqa", "unaligned", "free")] = [1.0, 1.0]
     _fake_run(tmp_path / "r" / "seed_0", RUN)
     _fake_run(tmp_path / "r" / "seed_1", seed1)
     report.write_report(tmp_path / "r")
-    std = statistics.stdev([50.0, 100.0])  # 35.36
+    std = 50.0 / 2**0.5  # sample std of 50 and 100: 35.355
+    half = T975[1] * std / 2**0.5  # 317.66: two seeds say little
     md = (tmp_path / "r" / "tables" / "table1.md").read_text()
     assert (
-        "| free | 75.00 ± 35.36 / 100.00 ± 0.00 | 75.00 ± 35.36 / 100.00 ± 0.00 | 50.00 ± 0.00 | 50.00 ± 0.00 |" in md
+        "| free | 75.00 ± 317.66 / 100.00 ± 0.00 | 75.00 ± 317.66 / 100.00 ± 0.00 | 50.00 ± 0.00 | 50.00 ± 0.00 |" in md
     )
+    assert "averaged over seeds (mean ± 95 % t-interval half-width over 2 seeds)" in md
     with open(tmp_path / "r" / "tables" / "table1.csv") as f:
-        (row,) = list(csv.DictReader(f))
-    assert float(row["pubmedqa/unaligned_%"]) == 75.0 and float(row["pubmedqa/unaligned_%_std"]) == pytest.approx(
-        std, abs=1e-4
-    )
+        reader = csv.DictReader(f)
+        (row,) = list(reader)
+    assert reader.fieldnames[1:4] == ["pubmedqa/unaligned_%", "pubmedqa/unaligned_%_std", "pubmedqa/unaligned_%_ci95"]
+    assert float(row["pubmedqa/unaligned_%"]) == 75.0
+    assert float(row["pubmedqa/unaligned_%_std"]) == pytest.approx(std, abs=1e-4)
+    assert float(row["pubmedqa/unaligned_%_ci95"]) == pytest.approx(half, abs=1e-4)
     assert float(row["objective/unaligned_%_std"]) == pytest.approx(std, abs=1e-4)  # the block average's own spread
+    assert float(row["pubmedqa/aligned_%_ci95"]) == 0.0
     # compare reads a multi-seed run the same way, and refuses one with an unfinished seed
     assert main(["compare", "--run", f"pd={tmp_path / 'r'}", "--out", str(tmp_path / "cmp")]) == 0
-    assert "| pd:free | 75.00 ± 35.36 / 100.00 ± 0.00 |" in (tmp_path / "cmp" / "table1.md").read_text()
+    assert "| pd:free | 75.00 ± 317.66 / 100.00 ± 0.00 |" in (tmp_path / "cmp" / "table1.md").read_text()
     (tmp_path / "r" / "seed_1" / "predictions.jsonl").write_text("")
     with pytest.raises(report.IncompleteRunError, match="seed_1: no predictions yet"):
         report.read_complete_run("pd", tmp_path / "r")
@@ -308,6 +333,7 @@ def test_compare_systems_in_the_papers_sections_and_order(tmp_path: Path, capsys
     lines = (tmp_path / "t1" / "table1.md").read_text().splitlines()
     assert lines[2].startswith("| *General purpose models* |") and lines[5].startswith("| *Dual-mode models* |")
     assert lines[6].startswith("| PersonaDual | 50.00 / 100.00 |")
+    assert not (tmp_path / "t1" / "table1_toy.md").exists()  # no toy rows, no toy table
 
     out = tmp_path / "refused"
     for name, run_dir, message in [

@@ -190,7 +190,7 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="S",
-        help="one sampled run per seed over the same eval set, reported as mean ± std (the paper averages "
+        help="one sampled run per seed over the same eval set, reported as mean ± 95 % t-interval (the paper averages "
         "three runs: --seeds 0 1 2); each in OUT/seed_<S>, tables in OUT/tables",
     )
     gen.add_argument(
@@ -479,7 +479,9 @@ def parser() -> argparse.ArgumentParser:
         description="Write Table 1 (table1.md, table1.csv) of several finished `eval run` directories side by side: "
         "--run LABEL=DIR adds one line per decoding of the run; --system NAME[:LABEL]=DIR adds the line of a "
         "paper system (read from its own decoding), placed in the paper's sections and order. A run directory "
-        "that is missing or unfinished (a decoding without a prediction for every row) is refused.",
+        "that is missing or unfinished (a decoding without a prediction for every row) is refused. Runs holding "
+        "rows of the toy task also get the toy's Table 1 (table1_toy.md, table1_toy.csv: accuracy per kind of toy "
+        "row, mode selection, P(better mode), each as mean ± 95 % t-interval over seeds).",
     )
     cmp_.add_argument(
         "--run",
@@ -500,7 +502,7 @@ def parser() -> argparse.ArgumentParser:
         "one line from the system's own decoding, in the paper's sections and order; LABEL "
         "replaces the paper's name (e.g. base:Qwen3-8B=DIR); repeatable",
     )
-    cmp_.add_argument("--out", required=True, type=Path, help="directory for table1.{md,csv}")
+    cmp_.add_argument("--out", required=True, type=Path, help="directory for table1.{md,csv} (and table1_toy.{md,csv})")
     _fpps_fit_parser(sub)
     tr = sub.add_parser(
         "train-router",

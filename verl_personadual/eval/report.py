@@ -19,8 +19,10 @@ Files under ``<run>/tables`` (and ``plots``):
   in the CSV's last columns (``<benchmark>/none_%``, ``objective/none_%``) and in the Markdown as a
   "(no persona)" row per line. The Markdown puts each objective benchmark's two settings in one cell,
   "unaligned / aligned", as the paper does. A multi-seed run (``eval run --seeds``) reports the mean over its
-  seeds; the Markdown shows "mean ± std" (sample standard deviation over seeds) and the CSV adds a ``<column>_std``
-  column after every value column.
+  seeds with its 95 % Student-t confidence interval (``intervals.mean_interval``: half-width
+  t_{0.975, n-1} * std / sqrt(n) over the n seeds, in percentage points): the Markdown shows "mean ± half-width"
+  and its caption names the number of seeds; the CSV adds a ``<column>_std`` column (sample standard deviation
+  over seeds) and a ``<column>_ci95`` column (the half-width) after every value column.
 - ``mode_analysis.{md,csv}`` (Table 8): per (benchmark, setting): general, personalized, free accuracy and the
   upper bound, with the item count.
 - ``mode_rates.{md,csv}`` (Figure 3b): per (decoding, benchmark, setting) for decodings that choose a mode
@@ -33,6 +35,8 @@ Files under ``<run>/tables`` (and ``plots``):
   0-100 and legends list only what the run holds (personalized benchmarks' own user personas are labelled
   ``own persona``, apart from the objective ``aligned`` setting).
 
+- ``table1_toy.{md,csv}`` (runs holding rows of the toy task): the toy task's Table 1, one line per decoding
+  (:mod:`verl_personadual.eval.toy_table`).
 - ``judge_agreement.{md,csv}`` (runs with ``--judge``): per judged benchmark (PubMedQA, MATH-500), responses,
   how many the judge graded, accuracy by the rules and by the judge, the % of graded responses on which they
   agree, and how many only one of them calls correct.
@@ -46,6 +50,8 @@ accuracy and judge agreement pool the responses of all seeds.
 run) is complete (:func:`read_complete_run`): with ``--run LABEL=DIR`` one line per (label, decoding); with
 ``--system NAME=DIR`` (``baselines.SYSTEMS``) the paper's rows, in its sections and order, then the added FPPS
 baselines in their own section, each from its own decoding (and refused when the run's prompt style is not the
+system's). When the runs hold toy rows it also writes ``table1_toy.{md,csv}`` with the same lines (less the
+``upper_bound`` ones; a run without toy rows has none there).
 system's).
 """
 
@@ -54,7 +60,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +75,7 @@ from verl_personadual.data.benchmarks import (
 from verl_personadual.data.eval_sets import read_eval_set
 from verl_personadual.eval.baselines import SYSTEMS, System
 from verl_personadual.eval.generate import Decoding
+from verl_personadual.eval.intervals import CI95, STD, Interval, format_interval, mean_interval, seeds_caption
 from verl_personadual.eval.plots import (
     COLORS,
     OWN_PERSONA,
@@ -83,6 +89,7 @@ from verl_personadual.eval.plots import (
     write_table,
 )
 from verl_personadual.eval.store import read_predictions
+from verl_personadual.eval.toy_table import ToyLine, has_toy_rows, run_lines, toy_part, write_toy_table
 from verl_personadual.utils.atomic import atomic_write_text
 from verl_personadual.utils.errors import UserError
 
@@ -132,7 +139,6 @@ TABLE1_NAMES = {
 TABLE1_SETTINGS = (PersonaSetting.UNALIGNED.value, PersonaSetting.ALIGNED.value)
 #: Sub-run directories of a multi-seed run.
 SEED_DIR = re.compile(r"seed_(-?\d+)")
-STD = "_std"  # suffix of a standard-deviation column
 SETTING_ORDER = [s.value for s in PersonaSetting]
 RATIOS = [round(i / 10, 1) for i in range(11)]
 _OBJ = {b.value for b in OBJECTIVE_BENCHMARKS}
@@ -222,7 +228,7 @@ def accuracy_cells(records: Iterable[Mapping[str, Any]]) -> dict[Cell, tuple[int
 
 def seed_cells(per_seed: Sequence[Mapping[Cell, tuple[int, float]]]) -> dict[Cell, tuple[int, float]]:
     """Cells of a multi-seed run: (items, mean accuracy over the seeds that have the cell); one seed: its cells.
-    (Table 1 also reports the spread over seeds, :class:`Table1Line`.)"""
+    (Table 1 also reports the confidence interval over seeds, :class:`Table1Line`.)"""
     values: dict[Cell, list[tuple[int, float]]] = defaultdict(list)
     for cells in per_seed:
         for cell, v in cells.items():
@@ -288,12 +294,11 @@ class Table1Line:
     per_seed: Sequence[Mapping[Cell, tuple[int, float]]]
     section: str = ""
 
-    def value(self, col: _Column) -> tuple[float | None, float | None]:
-        """The column's mean over the seeds that have it and, over two or more, their sample std."""
+    def value(self, col: _Column) -> Interval | None:
+        """The column's mean over the seeds that have it, with its std and 95 % t-interval over two or more
+        (``intervals.mean_interval``); None when no seed has it."""
         vals = [v for v in (_column_value(col, cells, self.decoding) for cells in self.per_seed) if v is not None]
-        if not vals:
-            return None, None
-        return _mean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+        return mean_interval(vals) if vals else None
 
     @property
     def pairs(self) -> set[tuple[str, str]]:
@@ -318,8 +323,8 @@ def table1(
 ) -> tuple[list[str], list[list[Any]]]:
     """Header and lines of Table 1's CSV (module docstring) for ``{label: cells}`` (one run each: one line per
     label and decoding, named ``<label>:<decoding>``, or ``<decoding>`` when the label is empty) or for explicit
-    lines. Lines of multi-seed runs add a ``<column>_std`` column after each value column. Missing cells are
-    None."""
+    lines. Lines of multi-seed runs add ``<column>_std`` and ``<column>_ci95`` columns (sample std and 95 %
+    t-interval half-width over seeds) after each value column. Missing cells are None."""
     lines = runs if isinstance(runs, Sequence) else _table1_lines({k: [v] for k, v in runs.items()})
     main, no_persona = _table1_columns({p for line in lines for p in line.pairs})
     columns = main + no_persona
@@ -327,21 +332,16 @@ def table1(
     with_section = any(line.section for line in lines)
     header = ["system"] + (["section"] if with_section else [])
     for col in columns:
-        header += [col.name] + ([col.name + STD] if with_std else [])
+        header += [col.name] + ([col.name + STD, col.name + CI95] if with_std else [])
     out = []
     for line in lines:
         row: list[Any] = [line.name] + ([line.section] if with_section else [])
         for col in columns:
-            mean, std = line.value(col)
-            row += [mean] + ([std] if with_std else [])
+            v = line.value(col)
+            row += [None if v is None else v.mean]
+            row += ([None, None] if v is None else [v.std, v.half_width]) if with_std else []
         out.append(row)
     return header, out
-
-
-def _pm(value: float | None, std: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.2f}" if std is None else f"{value:.2f} ± {std:.2f}"
 
 
 def table1_markdown(lines: Sequence[Table1Line]) -> str:
@@ -360,7 +360,7 @@ def table1_markdown(lines: Sequence[Table1Line]) -> str:
     header += [TABLE1_NAMES[c.name.removesuffix(PCT)] for c in pers] + (["Pers. avg."] if pers_avg else [])
 
     def cell(col: _Column | None, line: Table1Line) -> str:
-        return "–" if col is None else _pm(*line.value(col))
+        return "–" if col is None else format_interval(line.value(col))
 
     def joined(names: Sequence[str], line: Table1Line) -> str:
         return " / ".join(cell(by_name.get(n), line) for n in names)
@@ -378,7 +378,7 @@ def table1_markdown(lines: Sequence[Table1Line]) -> str:
     none = PersonaSetting.NONE.value
     for line in lines:
         values = [by_name.get(f"{b}/{none}{PCT}") for b in obj]
-        if not any(c is not None and line.value(c)[0] is not None for c in values):
+        if not any(c is not None and line.value(c) is not None for c in values):
             continue
         row = [f"{line.name} (no persona)"] + [cell(c, line) for c in values]
         row += [cell(by_name.get(f"objective/{none}{PCT}"), line)] if obj_avg else []
@@ -386,9 +386,10 @@ def table1_markdown(lines: Sequence[Table1Line]) -> str:
         rows.append(row)
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
+    spread = seeds_caption(line.seeds for line in lines)
     caption = (
         f"Accuracy (%). Objective benchmarks: {' / '.join(settings)} persona"
-        + (", averaged over seeds (mean ± sample std)" if any(line.seeds > 1 for line in lines) else "")
+        + (f", averaged over seeds ({spread})" if spread else "")
         + '; personalized benchmarks: aligned (each user\'s own persona). "(no persona)" rows: the objective '
         "benchmarks without persona (the paper's No-Persona Upperbound row)."
     )
@@ -591,6 +592,9 @@ def write_report(run_dir: Path) -> list[Path]:
     tables, plots = run_dir / "tables", run_dir / "plots"
     rates, mixed = mode_rates(records), mixed_ratio(records)
     written = _write_table1(tables, _table1_lines({"": per_seed}))
+    if has_toy_rows(parts):
+        toy = [toy_part(recs, d) for recs, d in zip(parts, run_parts(run_dir))]
+        written += write_toy_table(tables, run_lines("", toy))
     written += write_table(tables, "mode_analysis", mode_analysis(cells))
     written += write_table(tables, "mode_rates", rates)
     written += write_table(tables, "mixed_ratio", mixed, md=False)
@@ -618,16 +622,17 @@ def _run_prompt_style(path: Path) -> str | None:
     return json.loads(config.read_text(encoding="utf-8")).get("prompt_style") if config.is_file() else None
 
 
-def comparison_lines(runs: Sequence[ComparedRun]) -> list[Table1Line]:
-    """Table 1 lines of the runs given to ``compare`` (module docstring), every run checked complete first; system
-    lines in the paper's order. Raises IncompleteRunError, or ValueError for a system run that lacks its decoding or
-    was generated with another prompt style."""
-    read = {r.label: [accuracy_cells(recs) for recs in read_complete_run(r.label, r.path)] for r in runs}
+def _comparison(runs: Sequence[ComparedRun]) -> tuple[list[Table1Line], list[ToyLine]]:
+    """Table 1 lines and toy-table lines of the runs given to ``compare`` (:func:`comparison_lines`)."""
+    read = {r.label: read_complete_run(r.label, r.path) for r in runs}
     lines: list[Table1Line] = []
+    toy: list[ToyLine] = []
     for r in sorted(runs, key=lambda r: -1 if r.system is None else list(SYSTEMS).index(r.system)):
-        per_seed = read[r.label]
+        per_seed = [accuracy_cells(recs) for recs in read[r.label]]
+        parts = [toy_part(recs, d) for recs, d in zip(read[r.label], run_parts(r.path))]
         if r.system is None:
             lines += _table1_lines({r.label: per_seed})
+            toy += run_lines(r.label, parts)
             continue
         spec = SYSTEMS[r.system]
         where = f"system {r.system.value!r} ({r.path})"
@@ -642,10 +647,20 @@ def comparison_lines(runs: Sequence[ComparedRun]) -> list[Table1Line]:
                 f"evaluate it with `eval run --system {r.system.value}`"
             )
         lines.append(Table1Line(r.label, spec.decoding.value, per_seed, spec.section))
-    return lines
+        toy.append(ToyLine(r.label, spec.decoding.value, parts, spec.section))
+    return lines, [line for line in toy if line.items]
+
+
+def comparison_lines(runs: Sequence[ComparedRun]) -> list[Table1Line]:
+    """Table 1 lines of the runs given to ``compare`` (module docstring), every run checked complete first; system
+    lines in the paper's order. Raises IncompleteRunError, or ValueError for a system run that lacks its decoding or
+    was generated with another prompt style."""
+    return _comparison(runs)[0]
 
 
 def write_comparison(runs: Sequence[ComparedRun], out_dir: Path) -> list[Path]:
-    """Table 1 of several runs side by side (:func:`comparison_lines`) under ``out_dir``; everything is checked
-    before anything is written."""
-    return _write_table1(Path(out_dir), comparison_lines(runs))
+    """Table 1 of several runs side by side (:func:`comparison_lines`) under ``out_dir``, and the toy table when the
+    runs hold toy rows; everything is checked before anything is written."""
+    lines, toy = _comparison(runs)
+    written = _write_table1(Path(out_dir), lines)
+    return written + (write_toy_table(Path(out_dir), toy) if toy else [])

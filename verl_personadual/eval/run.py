@@ -23,9 +23,10 @@ Output directory layout (``--out``):
 
 Several sampling seeds (``--seeds 0 1 2``: the paper's "averaged over three runs"): the eval set is built once in
 ``--out``; each seed is an ordinary run of it in ``--out/seed_<s>/`` (sampling at ``--temperature``, by default the
-recipes' 0.6, with request seeds derived from ``<s>``), and ``--out/tables`` report the mean over seeds and its
-sample standard deviation. One model load serves every seed; a killed run resumes seed by seed. Without
-``--seeds`` a run is a single greedy one (``--temperature 0``) in ``--out`` itself.
+recipes' 0.6, with request seeds derived from ``<s>``), and ``--out/tables`` report the mean over seeds, its
+sample standard deviation and its 95 % Student-t interval (``report``). One model load serves every seed; a killed
+run resumes seed by seed. Without ``--seeds`` a run is a single greedy one (``--temperature 0``) in ``--out``
+itself.
 
 Mode of a response: read from its token ids (``ModePrefixes.mode_of_ids``); forced responses start with their
 prefix by construction. When the prefixes are plain text (no dedicated tokens) or the prompt style is
