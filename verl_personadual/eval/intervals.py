@@ -1,4 +1,4 @@
-"""The mean of a few values (one per sampling seed) with its 95 % Student-t confidence interval.
+"""The mean of a few values (one per seed: sampling or training) with its 95 % Student-t confidence interval.
 
 For values x_1..x_n (n >= 1) :func:`mean_interval` returns
 
