@@ -16,7 +16,7 @@ import pytest
 from verl_personadual.apps.eval_cli import main
 from verl_personadual.eval import report
 from verl_personadual.eval.store import PredictionStore
-from verl_personadual.eval.toy_table import ToyPart, part_values
+from verl_personadual.eval.toy_table import ToyLine, ToyPart, part_values, toy_markdown
 
 T975 = {1: 12.7062047362, 2: 4.30265272975}
 SETTING = {"none": "none", "misleading": "unaligned", "helpful": "aligned", "agreeing": "aligned"}
@@ -227,3 +227,19 @@ def test_compare_writes_the_toy_table_with_95_percent_intervals(tmp_path: Path):
     assert "mean ± 95 % t-interval half-width over 1-3 seeds; – = not measured." in md[-1]
     # Table 1 itself is written next to it, for the same lines
     assert [r["system"] for r in _csv(out / "table1.csv")] == ["Backbone", "RL"]
+
+
+def test_a_column_only_some_seeds_measure_says_how_many():
+    """Selection needs decisive rows: a seed whose two forced modes always agree has none, and the cell says that
+    the mean is over fewer seeds than the line has."""
+    def part(seed: dict) -> ToyPart:
+        records = [_record(n, "free", m, ok) for n, ((m, ok), _, _, _) in seed.items()]
+        records += [_record(n, d, d, v[k]) for n, v in seed.items() for k, d in ((1, "general"), (2, "personalized"))]
+        return ToyPart(records)
+
+    agreeing = {n: ((m, ok), g, g, p) for n, ((m, ok), g, _, p) in SEED_0.items()}  # forced personalized = general
+    line = ToyLine("x", "free", [part(SEED_0), part(agreeing), part(agreeing)])
+    row = next(r for r in toy_markdown([line]).splitlines() if r.startswith("| x |"))
+    # selection 50 (SEED_0 only); free accuracies are the same in all three parts, so their intervals are ± 0
+    accuracies = "| 100.00 ± 0.00 | 50.00 ± 0.00 | 100.00 ± 0.00 | 50.00 ± 0.00 |"
+    assert row == f"| x {accuracies} 50.00 (1 of 3 seeds) | – | 3 | 6 |"

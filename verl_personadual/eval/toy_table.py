@@ -26,8 +26,9 @@ A value column is reported as the mean over the parts that have it, with the sam
 two-sided 95 % Student-t interval over them (``intervals.mean_interval``; std and half-width None with one part).
 CSV: ``system`` (and ``section`` for system comparisons), then ``<col>``, ``<col>_std``, ``<col>_ci95`` for every
 value column, then ``seeds`` and ``items`` (4 decimals). Markdown: one line per line, section rows in italics as
-Table 1 has them, cells "mean ± half-width" (the mean alone with one part; 2 decimals, ``p_better`` 3), "–" for
-None, then a one-line caption defining the columns.
+Table 1 has them, cells "mean ± half-width" (the mean alone with one part; 2 decimals, ``p_better`` 3), followed by
+"(k of N seeds)" when only k of the line's N parts measure the column, "–" for None, then a one-line caption defining
+the columns.
 """
 
 from __future__ import annotations
@@ -183,6 +184,14 @@ def toy_table(lines: Sequence[ToyLine]) -> tuple[list[str], list[list[Any]]]:
     return header, out
 
 
+def _cell(line: ToyLine, column: str) -> str:
+    """A Markdown cell: :func:`intervals.format_interval`, plus "(k of N seeds)" when only k of the line's N parts
+    measure the column (e.g. selection where only some seeds have decisive rows)."""
+    value = line.value(column)
+    cell = format_interval(value, 3 if column == P_BETTER else 2)
+    return cell if value is None or value.n == line.seeds else f"{cell} ({value.n} of {line.seeds} seeds)"
+
+
 def toy_markdown(lines: Sequence[ToyLine]) -> str:
     """``table1_toy.md`` (module docstring)."""
     header = ["system"] + [MARKDOWN_NAMES[c] for c in COLUMNS] + ["seeds", "items"]
@@ -192,7 +201,7 @@ def toy_markdown(lines: Sequence[ToyLine]) -> str:
         if line.section and line.section != section:
             section = line.section
             rows.append([f"*{section}*"] + [""] * (len(header) - 1))
-        cells = [format_interval(line.value(c), 3 if c == P_BETTER else 2) for c in COLUMNS]
+        cells = [_cell(line, c) for c in COLUMNS]
         rows.append([line.name, *cells, str(line.seeds), str(line.items)])
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
