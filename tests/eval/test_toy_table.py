@@ -232,6 +232,7 @@ def test_compare_writes_the_toy_table_with_95_percent_intervals(tmp_path: Path):
 def test_a_column_only_some_seeds_measure_says_how_many():
     """Selection needs decisive rows: a seed whose two forced modes always agree has none, and the cell says that
     the mean is over fewer seeds than the line has."""
+
     def part(seed: dict) -> ToyPart:
         records = [_record(n, "free", m, ok) for n, ((m, ok), _, _, _) in seed.items()]
         records += [_record(n, d, d, v[k]) for n, v in seed.items() for k, d in ((1, "general"), (2, "personalized"))]
