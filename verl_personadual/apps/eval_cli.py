@@ -190,7 +190,7 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="S",
-        help="one sampled run per seed over the same eval set, reported as mean ± 95 % t-interval (the paper averages "
+        help="one sampled run per seed over the same eval set, reported as mean ± 95 %% t-interval (the paper averages "
         "three runs: --seeds 0 1 2); each in OUT/seed_<S>, tables in OUT/tables",
     )
     gen.add_argument(
