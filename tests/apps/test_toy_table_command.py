@@ -17,7 +17,7 @@ from verl_personadual.apps.quickstart.stages import Quickstart, StageError, seed
 from verl_personadual.apps.toy_table import LINES, ToyTable
 from verl_personadual.data import toy
 
-MISLEADING = toy.ToyItem("toy:x", "misleading", "fruit", "mango", "good", "true", "false", None, "pilot")
+MISLEADING = toy.ToyItem("toy:x", toy.ToyKind.MISLEADING, "fruit", "mango", "good", "true", "false", None, "pilot")
 
 
 def test_the_base_is_taught_to_follow_any_persona_without_a_mode_prefix():

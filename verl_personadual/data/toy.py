@@ -18,7 +18,7 @@ says; the persona, when there is one, is a person who says true or false: someon
 The two modes answer by fixed rules, which the SFT data teaches (one trajectory per mode for *every* item, so
 SFT gives no preference between the modes): general mode answers what the book says; personalized mode answers
 what the persona says (the book's answer when there is no persona). Which answer is right depends on the persona
-and the question together (:data:`KINDS`):
+and the question together (:class:`ToyKind`, :data:`KINDS`):
 
 =============  ===========  ==========================================  =======  =====  ============
 kind           setting      persona                                     gold     right  better mode
@@ -56,6 +56,7 @@ from verl_personadual.core.prompts import (
 from verl_personadual.data.common import stable_id
 from verl_personadual.data.rl_rows import AGENT_FOR_SPLIT, write_parquet
 from verl_personadual.utils.atomic import atomic_write, atomic_write_text, write_json
+from verl_personadual.utils.strenum import StrEnum
 
 __all__ = [
     "DOMAINS",
@@ -63,11 +64,13 @@ __all__ = [
     "OCCUPATIONS",
     "QUALITIES",
     "VERDICTS",
+    "ToyKind",
     "KINDS",
     "ToyItem",
     "ToySizes",
     "generate",
     "better_mode",
+    "kind_counts",
     "rl_row",
     "sft_row",
     "eval_row",
@@ -162,12 +165,23 @@ OCCUPATIONS: tuple[str, ...] = ("pilot", "nurse", "driver", "clerk", "dancer", "
 QUALITIES: tuple[str, ...] = ("good", "rare", "cheap", "popular", "common", "useful", "fine", "nice")
 #: The answers.
 VERDICTS: tuple[str, ...] = ("true", "false")
-#: Kind -> (persona setting, share of the items).
-KINDS: dict[str, tuple[PersonaSetting, float]] = {
-    "none": (PersonaSetting.NONE, 0.15),
-    "misleading": (PersonaSetting.UNALIGNED, 0.35),
-    "helpful": (PersonaSetting.ALIGNED, 0.35),
-    "agreeing": (PersonaSetting.ALIGNED, 0.15),
+
+
+class ToyKind(StrEnum):
+    """The kind of a toy item (module docstring's table); its value is the ``task`` of the item's rows."""
+
+    NONE = "none"
+    MISLEADING = "misleading"
+    HELPFUL = "helpful"
+    AGREEING = "agreeing"
+
+
+#: Kind -> (persona setting, share of the items); on equal shares the first listed takes a split's remainder.
+KINDS: dict[ToyKind, tuple[PersonaSetting, float]] = {
+    ToyKind.NONE: (PersonaSetting.NONE, 0.15),
+    ToyKind.MISLEADING: (PersonaSetting.UNALIGNED, 0.35),
+    ToyKind.HELPFUL: (PersonaSetting.ALIGNED, 0.35),
+    ToyKind.AGREEING: (PersonaSetting.ALIGNED, 0.15),
 }
 FAMILY = TaskFamily.FREE_TEXT
 SOURCE = DataSource.TOY
@@ -179,7 +193,7 @@ class ToyItem:
     unaligned persona, of :data:`ROLES` after ``persona_domain`` for an aligned one); None for kind ``none``."""
 
     item_id: str
-    kind: str
+    kind: ToyKind
     domain: str
     thing: str
     quality: str
@@ -205,7 +219,7 @@ class ToyItem:
 
     @property
     def gold(self) -> str:
-        return self.says if self.kind == "helpful" else self.book
+        return self.says if self.kind is ToyKind.HELPFUL else self.book
 
     def answer(self, mode: Mode) -> str:
         """What ``mode`` answers by its rule (module docstring)."""
@@ -220,17 +234,22 @@ def better_mode(item: ToyItem) -> Mode | None:
     return right[0] if len(right) == 1 else None
 
 
-def _item(rng: random.Random, kind: str) -> ToyItem:
+def kind_counts(items: Sequence[ToyItem]) -> dict[str, int]:
+    """Items per kind, by kind name in alphabetical order (the manifests' ``kinds``)."""
+    return dict(sorted(Counter(it.kind.value for it in items).items()))
+
+
+def _item(rng: random.Random, kind: ToyKind) -> ToyItem:
     domain = rng.choice(sorted(DOMAINS))
     thing = rng.choice(DOMAINS[domain])
     quality = rng.choice(QUALITIES)
     book = rng.choice(VERDICTS)
-    if kind == "none":
+    if kind is ToyKind.NONE:
         says = persona_domain = role = None
     else:
-        says = book if kind == "agreeing" else next(v for v in VERDICTS if v != book)
-        role = rng.choice(OCCUPATIONS if kind == "misleading" else ROLES)
-        persona_domain = None if kind == "misleading" else domain
+        says = book if kind is ToyKind.AGREEING else next(v for v in VERDICTS if v != book)
+        role = rng.choice(OCCUPATIONS if kind is ToyKind.MISLEADING else ROLES)
+        persona_domain = None if kind is ToyKind.MISLEADING else domain
     key = stable_id("toy", domain, thing, quality, book, says or "", persona_domain or "", role or "")
     return ToyItem(key, kind, domain, thing, quality, book, says, persona_domain, role)
 
@@ -277,7 +296,7 @@ def _extra_info(item: ToyItem, index: int, split: str) -> dict[str, Any]:
         "index": index,
         "split": split,
         "source_id": item.item_id,
-        "task": item.kind,
+        "task": item.kind.value,
         "task_family": FAMILY.value,
         "persona_setting": item.setting.value,
         "persona_id": None if item.persona is None else f"toy:{item.persona_domain}:{item.role}:{item.says}",
@@ -330,7 +349,7 @@ def eval_row(item: ToyItem) -> dict[str, Any]:
         "row_id": f"{item.item_id}|{item.setting.value}",
         "item_id": item.item_id,
         "benchmark": SOURCE.value,
-        "task": item.kind,
+        "task": item.kind.value,
         "family": FAMILY.value,
         "setting": item.setting.value,
         "question": item.question,
@@ -352,7 +371,7 @@ def whole_words() -> list[str]:
 def corpus() -> list[str]:
     """Text that covers the toy's vocabulary, for training a tiny tokenizer that encodes it compactly."""
     lines = [
-        ToyItem("", "none", d, t, q, v, None, None, None).question
+        ToyItem("", ToyKind.NONE, d, t, q, v, None, None, None).question
         for d, ts in DOMAINS.items()
         for t in ts
         for q in QUALITIES
@@ -402,7 +421,7 @@ def build_calibration(path: Path, exclude: Sequence[str], items: int = 200, seed
         it for it in generate(ToySizes(sft=0, rl=0, rl_val=0, eval=items), seed)["eval"] if it.item_id not in excluded
     ]
     atomic_write_text(Path(path), "".join(json.dumps(eval_row(it)) + "\n" for it in kept))
-    return dict(sorted(Counter(it.kind for it in kept).items()))
+    return kind_counts(kept)
 
 
 def build(out: Path, sizes: ToySizes = ToySizes(), seed: int = 0) -> dict[str, Any]:
@@ -422,7 +441,7 @@ def build(out: Path, sizes: ToySizes = ToySizes(), seed: int = 0) -> dict[str, A
         "seed": seed,
         "sizes": asdict(sizes),
         "sft_rows": sft_rows,
-        "kinds": {split: dict(sorted(Counter(it.kind for it in items).items())) for split, items in splits.items()},
+        "kinds": {split: kind_counts(items) for split, items in splits.items()},
         "files": {
             "rl": ["rl/train.parquet", "rl/validation.parquet"],
             "sft": ["sft/train.parquet", "sft/validation.parquet"],

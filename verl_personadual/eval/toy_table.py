@@ -39,6 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from verl_personadual.core.modes import Mode, mode_name
 from verl_personadual.core.prompts import DataSource, PersonaSetting
+from verl_personadual.data.toy import ToyKind
 from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.intervals import CI95, STD, Interval, format_interval, mean_interval, seeds_caption
 from verl_personadual.eval.plots import PCT, csv_table
@@ -75,7 +76,7 @@ P_BETTER = "p_better"
 #: Value columns, in table order (module docstring).
 COLUMNS: tuple[str, ...] = (NO_PERSONA, UNALIGNED, ALIGNED, PERSONALIZED, SELECTION, P_BETTER)
 #: Accuracy column -> the toy task kind (``task``) of its rows; ``no_persona_%`` selects by setting instead.
-TASK_OF = {UNALIGNED: "misleading", ALIGNED: "agreeing", PERSONALIZED: "helpful"}
+TASK_OF = {UNALIGNED: ToyKind.MISLEADING, ALIGNED: ToyKind.AGREEING, PERSONALIZED: ToyKind.HELPFUL}
 MARKDOWN_NAMES = {
     NO_PERSONA: "no persona",
     UNALIGNED: "unaligned (misleading)",
