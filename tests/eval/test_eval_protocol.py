@@ -239,6 +239,11 @@ def test_table_1_markdown_is_the_papers_layout(tmp_path: Path):
         "| free | 50.00 / 100.00 | 50.00 / 100.00 | 50.00 | 50.00 |\n"
         "| free (no persona) | 0.00 | 0.00 | – | – |"
     )
+    assert (tmp_path / "r" / "tables" / "table1.md").read_text().split("\n\n")[1] == (
+        'Accuracy (%). Objective benchmarks: unaligned / aligned persona. "(no persona)" rows: the objective '
+        "benchmarks without persona (the paper's No-Persona Upperbound row). Personalized benchmarks: aligned (each "
+        "user's own persona).\n"
+    )
     with open(tmp_path / "r" / "tables" / "table1.csv") as f:
         assert next(csv.reader(f)) == [
             "system",

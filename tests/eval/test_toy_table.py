@@ -227,6 +227,12 @@ def test_compare_writes_the_toy_table_with_95_percent_intervals(tmp_path: Path):
     assert "mean ± 95 % t-interval half-width over 1-3 seeds; – = not measured." in md[-1]
     # Table 1 itself is written next to it, for the same lines
     assert [r["system"] for r in _csv(out / "table1.csv")] == ["Backbone", "RL"]
+    # ... whose caption says it has no Table 1 benchmark and where the toy's table is
+    caption = (out / "table1.md").read_text().split("\n\n")[1]
+    assert caption == (
+        "No Table 1 benchmark in these runs (Table 1's benchmarks: pubmedqa, triviaqa, mmlu_pro, supergpqa, "
+        "math500, personafeedback, fspo_roleplay). Runs of the toy task have their table in table1_toy.md.\n"
+    )
 
 
 def test_a_column_only_some_seeds_measure_says_how_many():

@@ -386,14 +386,27 @@ def table1_markdown(lines: Sequence[Table1Line]) -> str:
         rows.append(row)
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out) + "\n\n" + _table1_caption(lines, settings, bool(obj), bool(pers)) + "\n"
+
+
+def _table1_caption(lines: Sequence[Table1Line], settings: Sequence[str], objective: bool, personalized: bool) -> str:
+    """Table 1's caption, naming only the blocks the table has (none: says so, e.g. for runs of the toy task)."""
+    if not objective and not personalized:
+        return (
+            "No Table 1 benchmark in these runs (Table 1's benchmarks: "
+            f"{', '.join(TABLE1_OBJECTIVE + TABLE1_PERSONALIZED)}). Runs of the toy task have "
+            "their table in table1_toy.md."
+        )
     spread = seeds_caption(line.seeds for line in lines)
-    caption = (
-        f"Accuracy (%). Objective benchmarks: {' / '.join(settings)} persona"
-        + (f", averaged over seeds ({spread})" if spread else "")
-        + '; personalized benchmarks: aligned (each user\'s own persona). "(no persona)" rows: the objective '
-        "benchmarks without persona (the paper's No-Persona Upperbound row)."
-    )
-    return "\n".join(out) + "\n\n" + caption + "\n"
+    parts = ["Accuracy (%)" + (f", averaged over seeds ({spread})" if spread else "")]
+    if objective:
+        parts.append(
+            f'Objective benchmarks: {" / ".join(settings)} persona. "(no persona)" rows: the objective benchmarks '
+            "without persona (the paper's No-Persona Upperbound row)"
+        )
+    if personalized:
+        parts.append("Personalized benchmarks: aligned (each user's own persona)")
+    return ". ".join(parts) + "."
 
 
 def mode_analysis(cells: Mapping[Cell, tuple[int, float]]) -> tuple[list[str], list[list[Any]]]:
