@@ -219,7 +219,7 @@ class ToyItem:
 
     @property
     def gold(self) -> str:
-        return self.says if self.kind is ToyKind.HELPFUL else self.book
+        return self.says if self.kind == ToyKind.HELPFUL else self.book
 
     def answer(self, mode: Mode) -> str:
         """What ``mode`` answers by its rule (module docstring)."""
@@ -244,12 +244,12 @@ def _item(rng: random.Random, kind: ToyKind) -> ToyItem:
     thing = rng.choice(DOMAINS[domain])
     quality = rng.choice(QUALITIES)
     book = rng.choice(VERDICTS)
-    if kind is ToyKind.NONE:
+    if kind == ToyKind.NONE:
         says = persona_domain = role = None
     else:
-        says = book if kind is ToyKind.AGREEING else next(v for v in VERDICTS if v != book)
-        role = rng.choice(OCCUPATIONS if kind is ToyKind.MISLEADING else ROLES)
-        persona_domain = None if kind is ToyKind.MISLEADING else domain
+        says = book if kind == ToyKind.AGREEING else next(v for v in VERDICTS if v != book)
+        role = rng.choice(OCCUPATIONS if kind == ToyKind.MISLEADING else ROLES)
+        persona_domain = None if kind == ToyKind.MISLEADING else domain
     key = stable_id("toy", domain, thing, quality, book, says or "", persona_domain or "", role or "")
     return ToyItem(key, kind, domain, thing, quality, book, says, persona_domain, role)
 

@@ -89,7 +89,7 @@ from verl_personadual.eval.plots import (
     write_table,
 )
 from verl_personadual.eval.store import read_predictions
-from verl_personadual.eval.toy_table import ToyLine, has_toy_rows, run_lines, toy_part, write_toy_table
+from verl_personadual.eval.toy_table import MARKDOWN_FILE, ToyLine, has_toy_rows, run_lines, toy_part, write_toy_table
 from verl_personadual.utils.atomic import atomic_write_text
 from verl_personadual.utils.errors import UserError
 
@@ -395,7 +395,7 @@ def _table1_caption(lines: Sequence[Table1Line], settings: Sequence[str], object
         return (
             "No Table 1 benchmark in these runs (Table 1's benchmarks: "
             f"{', '.join(TABLE1_OBJECTIVE + TABLE1_PERSONALIZED)}). Runs of the toy task have "
-            "their table in table1_toy.md."
+            f"their table in {MARKDOWN_FILE}."
         )
     spread = seeds_caption(line.seeds for line in lines)
     parts = ["Accuracy (%)" + (f", averaged over seeds ({spread})" if spread else "")]

@@ -50,6 +50,8 @@ from verl_personadual.utils.atomic import atomic_write_text
 __all__ = [
     "TOY",
     "MODE_PROBS",
+    "CSV_FILE",
+    "MARKDOWN_FILE",
     "COLUMNS",
     "ToyPart",
     "ToyLine",
@@ -65,6 +67,8 @@ __all__ = [
 
 #: The toy task's benchmark name.
 TOY = DataSource.TOY.value
+#: The files :func:`write_toy_table` writes.
+CSV_FILE, MARKDOWN_FILE = "table1_toy.csv", "table1_toy.md"
 #: A part's mode-probability file (``eval mode-probs``'s record format).
 MODE_PROBS = "mode_probs.jsonl"
 NO_PERSONA = f"no_persona{PCT}"
@@ -220,7 +224,7 @@ def toy_markdown(lines: Sequence[ToyLine]) -> str:
 
 def write_toy_table(folder: Path, lines: Sequence[ToyLine]) -> list[Path]:
     """Write ``table1_toy.csv`` and ``table1_toy.md`` under ``folder``; returns their paths."""
-    csv_path, md_path = Path(folder) / "table1_toy.csv", Path(folder) / "table1_toy.md"
+    csv_path, md_path = Path(folder) / CSV_FILE, Path(folder) / MARKDOWN_FILE
     atomic_write_text(csv_path, csv_table(*toy_table(lines)))
     atomic_write_text(md_path, toy_markdown(lines))
     return [csv_path, md_path]
