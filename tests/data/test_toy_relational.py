@@ -120,5 +120,9 @@ def test_every_persona_domain_helps_on_its_own_domain_and_misleads_on_each_other
 
 
 def test_the_relational_toy_refuses_splits_too_small_to_pair():
-    with pytest.raises(ValueError, match="needs 0 or at least 4 helpful items per split, not 3"):
-        toy.generate(toy.ToySizes(sft=0, rl=0, rl_val=0, eval=10), 0, toy.ToyVariant.RELATIONAL)
+    with pytest.raises(ValueError) as err:
+        toy.generate(toy.ToySizes(sft=0, rl=0, rl_val=8, eval=12), 0, toy.ToyVariant.RELATIONAL)
+    assert str(err.value) == (  # int(0.35 x 8) = 2 helpful items; int(0.35 x 12) = 4
+        "the relational toy pairs 0 or at least 4 helpful items per split: rl_val of 8 items has 2; "
+        "ask for 0 or at least 12 rl_val items"
+    )

@@ -11,8 +11,31 @@ from pathlib import Path
 from typing import Sequence
 
 from verl_personadual.data.preflight import check_output_dir
-from verl_personadual.data.toy import ToySizes, build
+from verl_personadual.data.toy import ToyKind, ToySizes, ToyVariant, build
 from verl_personadual.utils.errors import run_cli, user_errors
+
+
+def personalized_share(values: Sequence[str] | None) -> dict[str, float] | None:
+    """``--personalized-share``: one share for every kind (``0.2``) or ``KIND=SHARE`` for each kind; None stays
+    None. A ValueError names a value that is neither (``toy.check_personalized_share`` checks kinds and range)."""
+    if values is None:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return {k.value: _share(values[0]) for k in ToyKind}
+    out = {}
+    for value in values:
+        kind, sep, share = value.partition("=")
+        if not sep:
+            raise ValueError(f"--personalized-share {value!r}: expected one SHARE for every kind, or KIND=SHARE")
+        out[kind] = _share(share)
+    return out
+
+
+def _share(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--personalized-share: {text!r} is not a number") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,10 +58,26 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--rl-items", type=int, default=d.rl, help="RL training items (default: %(default)s)")
     p.add_argument("--rl-val-items", type=int, default=d.rl_val, help="RL validation items (default: %(default)s)")
     p.add_argument("--eval-items", type=int, default=d.eval, help="held-out eval items (default: %(default)s)")
+    p.add_argument(
+        "--variant",
+        choices=[v.value for v in ToyVariant],
+        default=ToyVariant.OCCUPATIONS.value,
+        help="what makes a persona aligned: a domain role vs an unrelated occupation, or the persona's domain being "
+        "the question's (default: %(default)s; verl_personadual.data.toy)",
+    )
+    p.add_argument(
+        "--personalized-share",
+        nargs="+",
+        metavar="SHARE|KIND=SHARE",
+        help="SFT mode mix: one trajectory per item, personalized for this share of each kind's items (one share "
+        "for all kinds, or KIND=SHARE for each of none misleading helpful agreeing); default: both modes of every item",
+    )
     a = p.parse_args(argv)
     check_output_dir(a.out)
-    with user_errors(ValueError):  # sizes the generator cannot meet
-        manifest = build(a.out, ToySizes(a.sft_items, a.rl_items, a.rl_val_items, a.eval_items), a.seed)
+    with user_errors(ValueError):  # a share that is not one, sizes the generator cannot meet
+        share = personalized_share(a.personalized_share)
+        sizes = ToySizes(a.sft_items, a.rl_items, a.rl_val_items, a.eval_items)
+        manifest = build(a.out, sizes, a.seed, ToyVariant(a.variant), share)
     print(json.dumps(manifest["kinds"], sort_keys=True))
     print(f"toy task written to {a.out} (manifest.json lists the files)")
     return 0

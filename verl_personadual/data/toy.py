@@ -439,8 +439,6 @@ def _relational_pairs(rng: random.Random, count: int, seen: set[str]) -> list[To
     role; the misleading items ask the same questions, each with the persona of another helpful item of the same
     book verdict and another domain (:func:`_repaired`)."""
     names = sorted(RELATIONAL_DOMAINS)
-    if 0 < count < 4:
-        raise ValueError(f"the relational toy needs 0 or at least 4 helpful items per split, not {count}")
     helpful: list[ToyItem] = []
     for j in range(count):
         domain, book = names[(j // 2) % len(names)], VERDICTS[j % 2]
@@ -491,7 +489,14 @@ def generate(sizes: ToySizes, seed: int = 0, variant: ToyVariant = ToyVariant.OC
     splits: dict[str, list[ToyItem]] = {}
     for split, n in (("eval", sizes.eval), ("rl_val", sizes.rl_val), ("rl", sizes.rl), ("sft", sizes.sft)):
         items: list[ToyItem] = []
-        for kind, count in _kind_counts(n, variant).items():
+        counts = _kind_counts(n, variant)
+        if variant == ToyVariant.RELATIONAL and 0 < counts[ToyKind.HELPFUL] < 4:
+            least = next(m for m in range(n, 100) if _kind_counts(m, variant)[ToyKind.HELPFUL] >= 4)
+            raise ValueError(
+                f"the relational toy pairs 0 or at least 4 helpful items per split: {split} of {n} items has "
+                f"{counts[ToyKind.HELPFUL]}; ask for 0 or at least {least} {split} items"
+            )
+        for kind, count in counts.items():
             if variant == ToyVariant.OCCUPATIONS or kind in (ToyKind.NONE, ToyKind.AGREEING):
                 items += _draw(rng, kind, count, seen, variant)
             elif kind == ToyKind.MISLEADING:
