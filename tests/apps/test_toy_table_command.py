@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from verl_personadual.apps.quickstart.stages import Quickstart, StageError, seed_overrides
-from verl_personadual.apps.toy_table import LINES, ToyTable
+from verl_personadual.apps.toy_table import LINES, TABLE_TASK, ToyTable
 from verl_personadual.data import toy
 
 MISLEADING = toy.ToyItem("toy:x", toy.ToyKind.MISLEADING, "fruit", "mango", "good", "true", "false", None, "pilot")
@@ -99,3 +99,45 @@ def test_every_line_of_the_issue_is_laid_out_per_seed_for_compare(tmp_path: Path
     (tmp_path / "t" / "seed_5" / "eval" / "fpps_s").rmdir()
     with pytest.raises(StageError, match=r"eval/fpps_s: no such run \(a step of seed 5 did not finish\)$"):
         table.link_systems()
+
+
+def test_the_table_builds_the_relational_toy_with_its_sft_mix(tmp_path: Path):
+    from transformers import AutoTokenizer
+
+    qs = ToyTable(tmp_path / "t", [7], progress=False).quickstart(7)
+    info = qs.build_data()
+    manifest = json.loads((qs.data / "manifest.json").read_text())
+    assert manifest["variant"] == "relational" and manifest["sizes"]["sft"] == 3200
+    assert manifest["sft_personalized_share"] == {"none": 0.2, "misleading": 0.2, "helpful": 0.2, "agreeing": 0.2}
+    assert info["sft_rows"] == 3200 and info["toy"] == {
+        "variant": "relational",
+        "sizes": {"sft": 3200, "rl": 1024, "rl_val": 64, "eval": 200},
+        "personalized_share": {"none": 0.2, "misleading": 0.2, "helpful": 0.2, "agreeing": 0.2},
+    }
+    dual = pq.read_table(qs.data / "sft" / "train.parquet").to_pylist()
+    assert sum(r["extra_info"]["mode"] == "personalized" for r in dual) == 640  # 96 + 224 + 224 + 96
+    # the persona-following base is taught the same 3,200 items, one row each
+    assert toy.build_base_sft(qs.data, TABLE_TASK.sizes, 0, TABLE_TASK.variant) == 3200
+    base = pq.read_table(qs.data / "sft_base" / "train.parquet").to_pylist()
+    assert [r["extra_info"]["source_id"] for r in base] == [r["extra_info"]["source_id"] for r in dual]
+    # the tiny model's tokenizer keeps each of the eight domain words (and so a persona's domain) one token
+    qs.build_model()
+    tokenizer = AutoTokenizer.from_pretrained(qs.model)
+    for domain in sorted(toy.RELATIONAL_DOMAINS):
+        assert len(tokenizer.encode(f"I am a {domain} seller who says true.", add_special_tokens=False)) == len(
+            tokenizer.encode("I am a fruit seller who says true.", add_special_tokens=False)
+        ), domain
+
+
+def test_an_out_holding_another_toy_is_refused(tmp_path: Path):
+    out = tmp_path / "t" / "seed_1"
+    (out / "stages").mkdir(parents=True)
+    # a data marker written before the toy could be chosen: the quickstart's default toy
+    (out / "stages" / "data.json").write_text(json.dumps({"dir": "x", "sft_rows": 3200}))
+    with pytest.raises(StageError) as err:
+        ToyTable(tmp_path / "t", [1], progress=False).quickstart(1).run_all()
+    assert str(err.value).startswith(f"--out {out} holds another toy task (") and str(err.value).endswith(
+        '"personalized_share": {"agreeing": 0.2, "helpful": 0.2, "misleading": 0.2, "none": 0.2}, '
+        '"sizes": {"eval": 200, "rl": 1024, "rl_val": 64, "sft": 3200}, "variant": "relational"}): use another --out'
+    )
+    assert '"personalized_share": null' in str(err.value) and '"variant": "occupations"' in str(err.value)

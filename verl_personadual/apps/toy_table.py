@@ -1,19 +1,22 @@
-"""The toy Table 1: every system side by side on the quickstart's 200 held-out toy items, over several training seeds.
+"""The toy Table 1: every system side by side on 200 held-out items of the relational toy, over several training seeds.
 
     python -m verl_personadual.toy_table [--out outputs/toy_table] [--seeds 1 2 3] [--no-progress]
 
-For each training seed S (``--seeds``; one seed drives the tiny model's weights, SFT and RL:
+The task is :data:`TABLE_TASK`: the relational toy (``verl_personadual.data.toy``, variant ``relational``: only the
+relation between persona and question says which mode is right) with an SFT that prefers the general mode
+(:data:`PERSONALIZED_SHARE` of each kind's SFT items personalized, the rest general); the quickstart keeps its own
+toy. For each training seed S (``--seeds``; one seed drives the tiny model's weights, SFT and RL:
 ``quickstart.stages.seed_overrides``), under ``--out/seed_S`` (a quickstart ``--out`` with more stages):
 
-1. the quickstart with the four RL recipes ``none`` (PersonaDual), ``no_dual_adv``, ``no_dual_adv_no_prefix_forcing``
-   and ``grpo``, each from the same dual-mode SFT checkpoint (PersonaDual-SFT); every checkpoint evaluated in free and
-   both forced decodings, with its mode probabilities;
+1. the quickstart's stages on :data:`TABLE_TASK` with the four RL recipes ``none`` (PersonaDual), ``no_dual_adv``,
+   ``no_dual_adv_no_prefix_forcing`` and ``grpo``, each from the same dual-mode SFT checkpoint (PersonaDual-SFT);
+   every checkpoint evaluated in free and both forced decodings, with its mode probabilities;
 2. the *persona-following base*: verl's SFT trainer from the same tiny model on ``toy.build_base_sft`` (the
-   personalized rule's answer for every item, no mode prefix): an untrained-for-modes backbone that follows any
+   personalized rule's answer for every SFT item, no mode prefix): an untrained-for-modes backbone that follows any
    persona, misleading ones too. It is the toy's Backbone row and what FPPS steers;
 3. FPPS: ``eval fpps-fit`` on the base over the calibration set (``--out/calibration/eval_set.jsonl``:
-   ``toy.build_calibration``, toy generator seed 1, no item shared with the test set), then ``eval run --system
-   fpps_h | fpps_s | fpps_m``;
+   ``toy.build_calibration`` of the relational toy, generator seed 1, no item shared with the test set), then
+   ``eval run --system fpps_h | fpps_s | fpps_m``;
 4. PersonaDual-Router: ``train-router`` on PersonaDual-SFT's forced answers to the calibration set, then ``eval run
    --system persona_dual_router`` (with both forced decodings, for selection accuracy);
 5. PersonaDual-Prompt: PersonaDual-SFT told to choose its mode prefix (``--system persona_dual_prompt``, with both
@@ -45,7 +48,7 @@ from verl_personadual.data.preflight import check_output_dir
 from verl_personadual.eval.baselines import System
 from verl_personadual.utils.errors import UserError, run_cli
 
-__all__ = ["ABLATIONS", "LINES", "Line", "ToyTable", "main"]
+__all__ = ["ABLATIONS", "LINES", "PERSONALIZED_SHARE", "TABLE_TASK", "Line", "ToyTable", "main"]
 
 #: The RL recipes trained from each seed's SFT checkpoint (``--ablation`` of the quickstart).
 ABLATIONS = ("none", "no_dual_adv", "no_dual_adv_no_prefix_forcing", "grpo")
@@ -53,6 +56,22 @@ ABLATIONS = ("none", "no_dual_adv", "no_dual_adv_no_prefix_forcing", "grpo")
 CALIBRATION_ITEMS = 200
 #: Toy generator seed of the calibration items (the test items are seed 0's).
 CALIBRATION_SEED = 1
+#: Share of each kind's SFT items taught in the personalized mode (the rest in the general mode). Chosen before any
+#: run, from the paper (README "Toy Table 1: predictions"): the same share on every kind, so SFT teaches no mode
+#: selection and what the table measures is what RL adds; both rules taught on every kind, so either forced mode
+#: answers by its rule; and a preference for one mode, as the paper reports after its SFT (§3.3: pi(pfx_gm | q, p)
+#: >> pi(pfx_pm | q, p)) and as a gain-based SFT mostly on objective items gives (App. B.1), so that free sampling
+#: at the rollout temperature (0.6) opens the general mode on about 0.8^(1/0.6) / (0.8^(1/0.6) + 0.2^(1/0.6)) =
+#: 91 % of rows if the SFT policy matches its data's 80 / 20. Prefix-forced sampling exists for such a policy; with
+#: 50 / 50 (the quickstart's SFT) free sampling explores both modes anyway.
+PERSONALIZED_SHARE = 0.2
+#: The toy of the table: the relational variant, 3,200 SFT items (one row each: the quickstart's 3,200 SFT rows and
+#: steps), the quickstart's other sizes, :data:`PERSONALIZED_SHARE` on every kind.
+TABLE_TASK = toy.ToyTask(
+    toy.ToyVariant.RELATIONAL,
+    toy.ToySizes(sft=3200),
+    {kind.value: PERSONALIZED_SHARE for kind in toy.ToyKind},
+)
 
 
 @dataclass(frozen=True)
@@ -134,18 +153,24 @@ class ToyTable:
 
     def _base(self, qs: Quickstart) -> dict:
         """Steps 2a-b: the persona-following SFT rows, then the base model trained on them."""
-        rows = toy.build_base_sft(qs.data)
+        rows = toy.build_base_sft(qs.data, TABLE_TASK.sizes, 0, TABLE_TASK.variant)
         return {**qs.train_sft("sft_base", qs.data / "sft_base" / "train.parquet", rows), "rows": rows}
+
+    def quickstart(self, seed: int) -> Quickstart:
+        """Step 1 of training seed ``seed``: the quickstart's stages on :data:`TABLE_TASK` under ``--out/seed_S``."""
+        return Quickstart(self.out / f"seed_{seed}", ABLATIONS, progress=self.progress, seed=seed, toy_task=TABLE_TASK)
 
     def seed(self, index: int, seed: int) -> None:
         """Every run of one training seed (module docstring, steps 1-5)."""
         say(f"seed {seed} ({index}/{len(self.seeds)})")
-        qs = Quickstart(self.out / f"seed_{seed}", ABLATIONS, progress=self.progress, seed=seed)
+        qs = self.quickstart(seed)
         qs.run_all()
         test = qs.data / "eval_set.jsonl"
         if not self.calibration.exists():
             test_items = [json.loads(line)["item_id"] for line in test.open(encoding="utf-8")]
-            kinds = toy.build_calibration(self.calibration, test_items, CALIBRATION_ITEMS, CALIBRATION_SEED)
+            kinds = toy.build_calibration(
+                self.calibration, test_items, CALIBRATION_ITEMS, CALIBRATION_SEED, TABLE_TASK.variant
+            )
             say(f"calibration set (FPPS, router) -> {self.calibration} (rows per kind: {json.dumps(kinds)})")
         sft = qs.finished("sft")["checkpoint"]
         qs.stage(

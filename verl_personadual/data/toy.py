@@ -554,6 +554,19 @@ class ToyTask:
     sizes: ToySizes = ToySizes()
     personalized_share: Mapping[str, float] | None = None
 
+    def record(self) -> dict[str, Any]:
+        """The task as JSON (variant, sizes, share per kind or None): what an output directory records of it."""
+        share = check_personalized_share(self.personalized_share)
+        return {
+            "variant": ToyVariant(self.variant).value,
+            "sizes": asdict(self.sizes),
+            "personalized_share": None if share is None else {k.value: v for k, v in share.items()},
+        }
+
+    def build(self, out: Path, seed: int = 0) -> dict[str, Any]:
+        """:func:`build` of this task under ``out``; returns the manifest."""
+        return build(out, self.sizes, seed, self.variant, self.personalized_share)
+
 
 def _extra_info(item: ToyItem, index: int, split: str) -> dict[str, Any]:
     return {

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from verl_personadual.data.toy import ToyTask
 from verl_personadual.utils.atomic import atomic_write_text, write_json
 from verl_personadual.utils.errors import UserError
 
@@ -132,11 +133,14 @@ class Quickstart:
         progress: bool = True,
         overrides: Sequence[str] = (),
         seed: int | None = None,
+        toy_task: ToyTask = ToyTask(),
     ) -> None:
         """``seed`` None: the recipes' own seeds and :data:`MODEL_SEED` (the README's figures); an int: that seed
         for the tiny model's weights and for SFT and RL (:func:`seed_overrides`), one training seed of a
-        multi-seed comparison."""
+        multi-seed comparison. ``toy_task``: the toy to build (default: the quickstart's, the occupations variant
+        with both modes of every SFT item; the toy table passes its own)."""
         self.out = out.absolute()
+        self.toy_task = toy_task
         self.overrides = list(overrides)
         self.seed = seed
         #: run label -> ablation
@@ -234,13 +238,11 @@ class Quickstart:
         return {"checks": len(checks)}
 
     def build_data(self) -> dict:
-        from verl_personadual.data import toy
-
         if self.data.exists():
             shutil.rmtree(self.data)
-        manifest = toy.build(self.data)
+        manifest = self.toy_task.build(self.data)
         say(f"    toy task -> {self.data} (kinds per split: {json.dumps(manifest['kinds'], sort_keys=True)})")
-        return {"dir": str(self.data), "sft_rows": manifest["sft_rows"]}
+        return {"dir": str(self.data), "sft_rows": manifest["sft_rows"], "toy": self.toy_task.record()}
 
     def build_model(self) -> dict:
         from verl_personadual.apps.tiny_model import TinyModelSpec, write_tiny_model
@@ -249,7 +251,8 @@ class Quickstart:
         if self.model.exists():
             shutil.rmtree(self.model)
         spec = TinyModelSpec(seed=MODEL_SEED if self.seed is None else self.seed)
-        write_tiny_model(self.model, spec, extra_corpus=toy.corpus(), whole_words=toy.whole_words())
+        variant = self.toy_task.variant
+        write_tiny_model(self.model, spec, extra_corpus=toy.corpus(variant), whole_words=toy.whole_words(variant))
         say(f"    tiny model ({spec.hidden_size} hidden x {spec.num_layers} layers, untied embeddings) -> {self.model}")
         return {"dir": str(self.model), "spec": spec.__dict__, "seed": self.seed}
 
@@ -446,14 +449,23 @@ class Quickstart:
                 raise StageError(f"--set for run rl-{label}: {err}") from None
 
     def check_seed(self) -> None:
-        """Before the first stage: an ``--out`` whose model was made with another ``--seed`` is refused (its
-        checkpoints would be mixed with this seed's runs)."""
+        """Before the first stage: an ``--out`` whose model was made with another ``--seed``, or whose data is
+        another toy task, is refused (its checkpoints would be mixed with this run's). A data marker that records
+        no toy task was written before there was a choice: the default one."""
         marker = self._marker("model")
         if marker.exists():
             made = json.loads(marker.read_text()).get("seed")
             if made != self.seed:
                 raise StageError(
                     f"--out {self.out} was made with --seed {made}, not {self.seed}: use another --out, or that seed"
+                )
+        marker = self._marker("data")
+        if marker.exists():
+            made = json.loads(marker.read_text()).get("toy", ToyTask().record())
+            if made != self.toy_task.record():
+                raise StageError(
+                    f"--out {self.out} holds another toy task ({json.dumps(made, sort_keys=True)}, not "
+                    f"{json.dumps(self.toy_task.record(), sort_keys=True)}): use another --out"
                 )
 
     def run_all(self, stop_after: str | None = None) -> dict | None:
