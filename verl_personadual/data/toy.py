@@ -44,9 +44,9 @@ the persona is aligned says which mode is right. Two variants (:class:`ToyVarian
 
 The SFT data's mode mix (``personalized_share``): None (the default) gives one trajectory per mode for *every*
 item, so SFT gives no preference between the modes; a share per kind gives one trajectory per item, personalized
-for the first round(share x n) items of that kind in the split's (shuffled) order and general for the others, so the
-SFT policy opens the personalized mode on about that share of prompts. The SFT validation file keeps both modes of
-every item either way.
+for the first share x n (rounded half up) items of that kind in the split's (shuffled) order and general for the
+others, so the SFT policy opens the personalized mode on about that share of prompts. The SFT validation file keeps
+both modes of every item either way.
 
 Splits are disjoint by prompt; the same seed gives byte-identical files.
 """
