@@ -3,6 +3,7 @@ the mix asked for, exactly, per kind; without a share, both modes of every item 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -125,3 +126,26 @@ def test_the_command_line_takes_one_share_or_one_per_kind(tmp_path: Path, capsys
         "error: --personalized-share '0.3': expected one SHARE for every kind, or KIND=SHARE\n"
     )
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
+#: Digests of the default toy's files (the quickstart's; CI's --check-targets were measured on it) and of its
+#: tokenizer text, computed with the generator of commit 4442bda, before the relational variant and the SFT mix.
+DEFAULT_TOY_DIGESTS = {
+    "eval_set.jsonl": "42e93194350736724fe19de01a9339733fa53cf88423d6406df157ff347655d3",
+    "rl/train.parquet": "c657a24de400a958e7499b33696bec886eee1911f13d70057bce35e4d3849712",
+    "rl/validation.parquet": "e592ccd6e2151a64df0249d29735719ce3f599b007e70a5333e6b5c5e1725fa2",
+    "sft/train.parquet": "7c9cf232b204a07c51b6769a49aa480a733674e0c069e1015354e5a19cacbc14",
+    "sft/validation.parquet": "fa026eb535b4693061ffd5545a35b4ae9c3e74d26385d8cc8d551116a054ddd7",
+    "corpus+whole_words": "edbda546c17557f926ab84881c79766f158970b2edd95b8d1d8431304f266753",
+}
+
+
+def test_the_quickstarts_toy_is_unchanged(tmp_path: Path):
+    toy.build(tmp_path)
+    got = {"eval_set.jsonl": hashlib.sha256((tmp_path / "eval_set.jsonl").read_bytes()).hexdigest()}
+    for name in ("rl/train.parquet", "rl/validation.parquet", "sft/train.parquet", "sft/validation.parquet"):
+        rows = json.dumps(_rows(tmp_path / name), sort_keys=True)  # the rows, not parquet's bytes
+        got[name] = hashlib.sha256(rows.encode()).hexdigest()
+    text = json.dumps([toy.corpus(), toy.whole_words()])
+    got["corpus+whole_words"] = hashlib.sha256(text.encode()).hexdigest()
+    assert got == DEFAULT_TOY_DIGESTS
