@@ -175,7 +175,11 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
         "--backend", default="auto", choices=BACKENDS, help="auto: vLLM on GPU if installed, else transformers"
     )
     gen.add_argument("--device", help="transformers device (default cuda if available, else cpu)")
-    gen.add_argument("--dtype", default="auto", help="transformers dtype: auto, bfloat16, float32, ...")
+    gen.add_argument(
+        "--dtype",
+        default="auto",
+        help="transformers dtype: auto (what the safetensors shards store, else config.json), bfloat16, float32, ...",
+    )
     gen.add_argument("--batch-size", type=int, default=16, help="responses per generation batch (and per JSONL flush)")
     gen.add_argument(
         "--max-new-tokens",
@@ -316,7 +320,11 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
         "grid (default 0.5)",
     )
     p.add_argument("--device", help="transformers device (default cuda if available, else cpu)")
-    p.add_argument("--dtype", default="auto", help="transformers dtype: auto, bfloat16, float32, ...")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        help="transformers dtype: auto (what the safetensors shards store, else config.json), bfloat16, float32, ...",
+    )
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generation / forward batch (default 16)")
     p.add_argument(
         "--chat-template-kwargs",

@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from verl_personadual.utils.errors import UserError
 from verl_personadual.core.verl_private import agent_loop_names
+from verl_personadual.utils.errors import UserError
 
 __all__ = [
     "PreflightError",
