@@ -30,7 +30,7 @@ from verl_personadual.eval.baselines import (
     System,
     router_labels,
 )
-from verl_personadual.eval.fpps.fit import DEFAULT_GAMMAS, DEFAULT_TAUS, FitConfig, fit
+from verl_personadual.eval.fpps.fit import DEFAULT_GRID, FACT_MEANS, GRIDS, FitConfig, fit
 from verl_personadual.eval.fpps.generator import FPPS_SYSTEMS, fpps_generator
 from verl_personadual.eval.generate import BACKENDS, Decoding, DecodingParams
 from verl_personadual.eval.report import ComparedRun, write_comparison, write_report
@@ -299,18 +299,20 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--layer", type=int, help="steer at this layer (0-based decoder block output), not the RRF choice")
     p.add_argument(
-        "--gammas",
-        nargs="+",
-        type=float,
-        default=list(DEFAULT_GAMMAS),
-        help=f"soft strengths gamma >= 0 to search (default {' '.join(map(str, DEFAULT_GAMMAS))})",
+        "--grid",
+        choices=sorted(GRIDS),
+        default=DEFAULT_GRID,
+        help="the gamma x tau grid searched: paper (default; gamma 0..3 step 0.2, tau 0.05..1 step 0.01, the "
+        "paper's App. G), coarse (gamma 0 1 2 3, tau 0.05..1 step 0.05)",
     )
+    p.add_argument("--gammas", nargs="+", type=float, help="soft strengths gamma >= 0 to search instead of --grid's")
+    p.add_argument("--taus", nargs="+", type=float, help="hard thresholds tau to search instead of --grid's")
     p.add_argument(
-        "--taus",
-        nargs="+",
-        type=float,
-        default=list(DEFAULT_TAUS),
-        help=f"hard thresholds tau to search (default {' '.join(map(str, DEFAULT_TAUS))})",
+        "--fact-mean",
+        choices=FACT_MEANS,
+        default=FACT_MEANS[0],
+        help="rows m_fact of the steering vector averages: every objective row answered correctly without the "
+        "persona (default, the paper's) or only the factual-degraded ones (a deviation)",
     )
     p.add_argument(
         "--calib-fraction",
@@ -343,8 +345,9 @@ def _fpps_fit_config(a: argparse.Namespace) -> FitConfig:
         seed=a.seed,
         max_new_tokens=a.max_new_tokens,
         layer=a.layer,
-        gammas=tuple(a.gammas),
-        taus=tuple(a.taus),
+        gammas=tuple(a.gammas or GRIDS[a.grid][0]),
+        taus=tuple(a.taus or GRIDS[a.grid][1]),
+        fact_mean=a.fact_mean,
         calib_fraction=a.calib_fraction,
         device=a.device,
         dtype=a.dtype,
