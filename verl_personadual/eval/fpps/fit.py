@@ -109,7 +109,9 @@ __all__ = [
     "RRF_K",
     "FitConfig",
     "GridPoint",
+    "Member",
     "best_points",
+    "contrast_groups",
     "fit",
     "grid_points",
     "grid_surface",
@@ -185,7 +187,7 @@ class GridPoint:
 
 
 @dataclass(frozen=True)
-class _Member:
+class Member:
     """A group row: its prompt pair and the correct response the group is defined by (module docstring, step 6)."""
 
     row: EvalRow
@@ -278,12 +280,12 @@ def _baseline(
     return _cached(store.path)
 
 
-def _groups(
+def contrast_groups(
     rows: Sequence[EvalRow],
     done: Mapping[tuple[str, str], Mapping[str, Any]],
     pairs: Mapping[str, tuple[list[int], list[int]]],
     selector: Selector | None,
-) -> tuple[list[_Member], list[_Member], list[_Member]]:
+) -> tuple[list[Member], list[Member], list[Member]]:
     """Step 2 and m_fact's rows of step 6: (factual-degraded, personalized-beneficial, objective rows answered
     correctly without the persona, one per distinct persona-free prompt) members, in row order."""
     fact, pers, correct_without = [], [], []
@@ -292,14 +294,14 @@ def _groups(
         with_p, without = done[(row.row_id, WITH)], done[(row.row_id, WITHOUT)]
         family = family_of(row, selector)
         if family == GENERAL and without["correct"]:
-            member = _Member(row, *pairs[row.row_id], list(without["response_ids"]))
+            member = Member(row, *pairs[row.row_id], list(without["response_ids"]))
             if not with_p["correct"]:
                 fact.append(member)
             if tuple(member.plain_ids) not in plain_seen:
                 plain_seen.add(tuple(member.plain_ids))
                 correct_without.append(member)
         elif family == PERSONALIZED and with_p["correct"] and not without["correct"]:
-            pers.append(_Member(row, *pairs[row.row_id], list(with_p["response_ids"])))
+            pers.append(Member(row, *pairs[row.row_id], list(with_p["response_ids"])))
     return fact, pers, correct_without
 
 
@@ -583,7 +585,7 @@ def fit(cfg: FitConfig) -> Path:
         prefixes = resolve_prefixes(gen.tokenizer)
         pairs = {r.row_id: prompt_pair(gen.tokenizer, r, STYLE, cfg.chat_template_kwargs) for r in rows}
         done = _baseline(gen, rows, pairs, cfg, prefixes)
-        fact, pers, correct_without = _groups(rows, done, pairs, cfg.personalized)
+        fact, pers, correct_without = contrast_groups(rows, done, pairs, cfg.personalized)
         parts = {
             name: [m for m in group if (m.row.item_id in fitting_items) == fitting]
             for name, group, fitting in (
@@ -605,7 +607,7 @@ def fit(cfg: FitConfig) -> Path:
             )
         model, tok, pad = gen.model, gen.tokenizer, gen.pad_id
 
-        def examples(members: Sequence[_Member]) -> list[ContrastExample]:
+        def examples(members: Sequence[Member]) -> list[ContrastExample]:
             return [
                 ContrastExample(
                     m.persona_ids, m.plain_ids, tok.encode(format_answer(m.row.gold), add_special_tokens=False)
