@@ -489,3 +489,33 @@ def test_grid_prediction_equals_a_run_with_the_chosen_settings(
         assert (100 * np.mean(objective), 100 * np.mean(personal)) == pytest.approx(
             (chosen["objective_%"], chosen["personalized_%"]), abs=1e-9
         ), variant
+
+
+def test_compare_marks_greedy_fpps_rows_beside_sampled_ones(artifact_tau0: Path, taught_dir: Path, toy_sets, tmp_path):
+    """FPPS decodes greedily only; a `--seeds` run samples. In one comparison the greedy line is marked and the
+    caption says what the mark means (toy table and Table 1's CSV); with greedy lines only, nothing is marked."""
+    _, test = toy_sets
+    assert main(_run_args(taught_dir, test, tmp_path / "h", "--system", "fpps_h", "--fpps", str(artifact_tau0))) == 0
+    assert main(_run_args(taught_dir, test, tmp_path / "base", "--system", "base", "--seeds", "0", "1")) == 0
+    assert main(_run_args(taught_dir, test, tmp_path / "base1", "--system", "base")) == 0
+    runs = {"fpps_h": tmp_path / "h", "base": tmp_path / "base"}
+    cmp_dir = tmp_path / "cmp"
+    assert (
+        main(["compare", *[a for k, v in runs.items() for a in ("--system", f"{k}={v}")], "--out", str(cmp_dir)]) == 0
+    )
+    toy_md = (cmp_dir / "table1_toy.md").read_text()
+    names = [line.split("|")[1].strip() for line in toy_md.splitlines() if line.startswith("| ") and "*" not in line]
+    assert names[1:] == ["Backbone", "FPPS-H †"]
+    assert "†: greedy decoding (temperature 0)" in toy_md.splitlines()[-1]
+    csv = (cmp_dir / "table1.csv").read_text().splitlines()
+    assert csv[0] == "system,section,sampling" and csv[1:] == [
+        "Backbone,General purpose models,sampled",
+        "FPPS-H,Hidden-state steering (FPPS),greedy",
+    ]
+    greedy_dir = tmp_path / "cmp_greedy"
+    runs = {"fpps_h": tmp_path / "h", "base": tmp_path / "base1"}
+    assert (
+        main(["compare", *[a for k, v in runs.items() for a in ("--system", f"{k}={v}")], "--out", str(greedy_dir)])
+        == 0
+    )
+    assert "†" not in (greedy_dir / "table1_toy.md").read_text() + (greedy_dir / "table1.csv").read_text()
