@@ -70,9 +70,11 @@ picks its mode) and forced general / forced personalized decoding (per-mode accu
   python -m verl_personadual.eval run --model CKPT --out runs/pd3 --seeds 0 1 2 --judge   # the paper's protocol
   python -m verl_personadual.eval run --model G_SFT_RL --out runs/g --system g_sft_rl --eval-set runs/pd3/eval_set.jsonl
   python -m verl_personadual.eval compare --system persona_dual=runs/pd3 --system g_sft_rl=runs/g --out runs/t1
-  python -m verl_personadual.eval fpps-fit --model BASE --eval-set cal.jsonl --test-eval-set test.jsonl --out runs/fpps
+  python -m verl_personadual.eval calibration-set --disjoint-from runs/pd3/eval_set.jsonl --out runs/cal
+  python -m verl_personadual.eval fpps-fit --model BASE --eval-set runs/cal/eval_set.jsonl \\
+      --test-eval-set runs/pd3/eval_set.jsonl --out runs/fpps
   python -m verl_personadual.eval run --model BASE --out runs/fpps_h --system fpps_h --fpps runs/fpps \\
-      --eval-set test.jsonl --backend hf                                  # the FPPS baseline (also fpps_s, fpps_m)
+      --eval-set runs/pd3/eval_set.jsonl --backend hf                     # the FPPS baseline (also fpps_s, fpps_m)
 
 The paper's protocol (Table 7 sizes, the default; sampling averaged over three runs, --seeds 0 1 2; PubMedQA and
 MATH-500 graded by an extract-then-verify LLM judge, --judge) and its Table 1 rows (--system, see `run --help`).
