@@ -461,7 +461,7 @@ def _grid_figure(surface: Mapping[str, np.ndarray], best: Mapping[str, GridPoint
         ax.legend(fontsize=8)
     mixed = surface["grid_mixed"].mean(axis=2)
     image = axes[2].imshow(mixed, origin="lower", aspect="auto", vmin=0, vmax=100)
-    t_ticks = np.unique(np.linspace(0, len(taus) - 1, min(len(taus), 10)).round().astype(int))
+    t_ticks = np.unique(np.linspace(0, len(taus) - 1, min(len(taus), 6)).round().astype(int))
     axes[2].set_xticks(t_ticks, [f"{taus[i]:g}" for i in t_ticks])
     axes[2].set_yticks(np.arange(len(gammas)), [f"{g:g}" for g in gammas])
     chosen = (list(taus).index(best["mixed"].tau), list(gammas).index(best["mixed"].gamma))
