@@ -10,13 +10,14 @@ import pytest
 
 from verl_personadual.core.cpu.engine import CPUFSDPEngineWithLMHead
 from verl_personadual.core.cpu.rollout import HFRolloutAdapter
-from verl_personadual.core.names import CPU_ROLLOUT
+from verl_personadual.core.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, CPU_ROLLOUT
 from verl_personadual.core.plugin import DEFERRED
 from verl_personadual.core.trainer import PersonaDualSyncTrainer, SyncTrainerBase
 from verl_personadual.core.verl_private import (
     OVERRIDDEN_METHODS,
     REGISTRY_HOLDERS,
     ROLLOUT_MODE,
+    agent_loop_names,
 )
 
 #: The plugin class that overrides each listed method (its own class dict holds the override).
@@ -69,3 +70,11 @@ def test_registries_are_defined_in_the_module_the_plugin_waits_for(holder):
             assert value.__module__ == module_name, f"{dotted} is now defined in {value.__module__}"
         else:
             assert isinstance(value, dict), dotted
+
+
+def test_agent_loop_names_lists_verls_registry_with_ours():
+    from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
+
+    names = agent_loop_names()
+    assert names == sorted(_agent_loop_registry)
+    assert {AGENT_LOOP_FORCED, AGENT_LOOP_FREE, "single_turn_agent"} <= set(names)

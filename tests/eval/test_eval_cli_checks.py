@@ -265,6 +265,7 @@ def test_every_subcommand_has_a_description_and_every_flag_help():
 
     sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert sorted(sub.choices) == [
+        "calibration-set",
         "compare",
         "fpps-fit",
         "lexical",

@@ -197,6 +197,35 @@ def test_hard_at_a_middle_layer_replaces_with_the_lockstep_persona_free_state(mo
         reference = _naive_greedy(model, persona, steps, replace, layer)
         assert gen.token_ids == reference
         assert reference != _naive_greedy(model, persona, steps)  # the replacement changed the output
+        # τ = 0 below the last layer is NOT the persona-free run: the layers above L still attend to the persona
+        # prompt's keys and values (README: "τ = 0 reproduces the persona-free run" holds at the last layer only)
+        assert gen.token_ids != _naive_greedy(model, free, steps)
+
+
+# 2b. FPPS-M: rows below τ get exactly FPPS-S's soft steering (same γ, s_f), rows at or above τ FPPS-H's swap
+
+
+def test_mixed_soft_branch_equals_soft_on_rows_below_tau(model):
+    layer, gamma, steps = 1, 2.0, 6
+    probe = _probe(1, scale=0.05)  # p̂ = 0.67 (row 0) and 0.22 (row 1): τ = 0.5 gates row 0 only
+    vector = np.random.default_rng(2).normal(size=HIDDEN)
+    pairs = list(zip(PERSONA, FREE))
+    common = {"layer": layer, "probe": probe, "gamma": gamma, "steering_vector": vector}
+    mixed = fpps_generate(
+        model, pairs, FppsConfig("mixed", tau=0.5, **common), max_new_tokens=steps, eos_ids=[], pad_id=PAD
+    )
+    soft = fpps_generate(model, pairs, FppsConfig("soft", **common), max_new_tokens=steps, eos_ids=[], pad_id=PAD)
+    hard = fpps_generate(
+        model, pairs, FppsConfig("hard", layer, probe, tau=0.5), max_new_tokens=steps, eos_ids=[], pad_id=PAD
+    )
+    assert [g.hard for g in mixed] == [True, False]
+    below, above = 1, 0
+    assert mixed[below].token_ids == soft[below].token_ids
+    assert mixed[below].soft_coef == soft[below].soft_coef == pytest.approx(gamma * (mixed[below].p_hat - 0.5))
+    assert mixed[above].token_ids == hard[above].token_ids and mixed[above].soft_coef == 0.0
+    # not vacuous: the soft steering changed row 1's output, and the two branches differ on row 0
+    assert soft[below].token_ids != _naive_greedy(model, PERSONA[below], steps)
+    assert soft[above].token_ids != hard[above].token_ids
 
 
 # 3. layer ranking and reciprocal-rank fusion on planted Δ tables

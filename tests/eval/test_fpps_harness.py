@@ -24,6 +24,7 @@ from verl_personadual.apps.eval_cli import main
 from verl_personadual.core.prompts import format_answer
 from verl_personadual.data import toy
 from verl_personadual.data.eval_sets import EvalRow, read_eval_set
+from verl_personadual.data.families import Selector
 from verl_personadual.eval.baselines import SECTIONS, SYSTEMS, PromptStyle, System
 from verl_personadual.eval.fpps import fit as fit_module
 from verl_personadual.eval.fpps.artifact import ARRAYS, FppsError, load_artifact, prompt_pair
@@ -281,3 +282,240 @@ def test_grid_outcomes_give_the_hand_computed_accuracies_and_choices():
     assert (best["mixed"].gamma, best["mixed"].tau) == (1.0, 0.5)
     tied = [GridPoint("hard", None, 0.3, 50.0, 50.0), GridPoint("hard", None, 0.7, 50.0, 50.0)]
     assert best_points(tied)["hard"].tau == 0.7  # a tie: the larger τ
+
+
+# the fit with its defaults: no --layer (the RRF choice), the paper's γ / τ grid, m_fact over every objective row
+# answered correctly without the persona
+
+
+@pytest.fixture(scope="module")
+def artifact_default(taught_dir: Path, toy_sets: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fpps") / "default"
+    fixed = f"--personalized task=helpful --max-new-tokens {MAX_NEW} --device cpu --batch-size 8"
+    assert (
+        main(
+            ["fpps-fit", "--model", str(taught_dir), "--eval-set", str(toy_sets[0]), "--out", str(out)] + fixed.split()
+        )
+        == 0
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def artifact_gamma2(artifact_default: Path, taught_dir: Path, toy_sets: tuple[Path, Path]) -> Path:
+    """The default fit rerun in a copy with γ = 2 only (on the paper's grid, so cached) and τ ∈ {0.5, 0.98}: the
+    soft branch then steers (γ = 0, the default fit's choice here, leaves it unsteered)."""
+    out = artifact_default.parent / "gamma2"
+    shutil.copytree(artifact_default, out)
+    fixed = f"--personalized task=helpful --max-new-tokens {MAX_NEW} --device cpu --batch-size 8"
+    args = ["fpps-fit", "--model", str(taught_dir), "--eval-set", str(toy_sets[0]), "--out", str(out)]
+    assert main([*args, *fixed.split(), "--gammas", "2", "--taus", "0.5", "0.98"]) == 0
+    return out
+
+
+def _fit_parts(artifact: Path, cal: Path) -> tuple[list[EvalRow], list[EvalRow], list[EvalRow]]:
+    """(fitting-part factual-degraded rows, fitting-part personalized-beneficial rows, held-out rows with a persona)
+    of the taught model (module docstring), from the manifest's held-out item ids."""
+    held_items = set(json.loads((artifact / "manifest.json").read_text())["calibration"]["held_out_item_ids"])
+    rows = [r for r in read_eval_set(cal) if r.persona is not None]
+    fitting = [r for r in rows if r.item_id not in held_items]
+    fact = [r for r in fitting if r.task != "helpful" and r.gold == "false"]
+    pers = [r for r in fitting if r.task == "helpful" and r.gold == "true"]
+    return fact, pers, [r for r in rows if r.item_id in held_items]
+
+
+def test_default_fit_searches_the_papers_grid_and_keeps_its_surface(artifact_default: Path):
+    manifest = json.loads((artifact_default / "manifest.json").read_text())
+    gammas = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0]
+    taus = [round(t / 100, 2) for t in range(5, 101)]
+    assert manifest["grid"]["gammas"] == gammas and manifest["grid"]["taus"] == taus
+    assert manifest["steering_vector"]["fact_mean"] == "correct_without_persona"
+    with np.load(artifact_default / ARRAYS) as arrays:
+        surface = {k: arrays[k] for k in ("grid_gammas", "grid_taus", "grid_hard", "grid_soft", "grid_mixed")}
+    assert surface["grid_gammas"].tolist() == gammas and surface["grid_taus"].tolist() == taus
+    assert surface["grid_hard"].shape == (96, 2) and surface["grid_soft"].shape == (16, 2)
+    assert surface["grid_mixed"].shape == (16, 96, 2) and not np.isnan(surface["grid_mixed"]).any()
+    # each variant's recorded choice is the surface's best score (ties: smaller γ, then larger τ), read off the arrays
+    score = {k: surface[k].mean(axis=-1) for k in ("grid_hard", "grid_soft", "grid_mixed")}
+    t = max(range(96), key=lambda i: (score["grid_hard"][i], i))
+    g = max(range(16), key=lambda i: (score["grid_soft"][i], -i))
+    gm, tm = max(np.ndindex(16, 96), key=lambda ij: (score["grid_mixed"][ij], -ij[0], ij[1]))
+    chosen = manifest["variants"]
+    assert (chosen["hard"]["tau"], chosen["soft"]["gamma"]) == (taus[t], gammas[g])
+    assert (chosen["mixed"]["gamma"], chosen["mixed"]["tau"]) == (gammas[gm], taus[tm])
+    assert chosen["mixed"]["objective_%"] == surface["grid_mixed"][gm, tm, 0]
+    assert chosen["mixed"]["personalized_%"] == surface["grid_mixed"][gm, tm, 1]
+    assert (artifact_default / "plots" / "grid.png").is_file()
+
+
+def test_default_layer_is_the_hand_computed_rrf_choice(artifact_default: Path, taught_dir: Path, toy_sets):
+    """Δ per layer recomputed from transformers' own hidden states (logit lens: final norm then head; the last
+    layer's readout is the model's logits), ranked and fused by hand."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(taught_dir)
+    model = AutoModelForCausalLM.from_pretrained(taught_dir, dtype=torch.float32).eval()
+    fact, pers, _ = _fit_parts(artifact_default, toy_sets[0])
+
+    def ppl(prompt: list[int], answer: list[int]) -> list[float]:
+        with torch.no_grad():
+            out = model(torch.tensor([prompt + answer]), output_hidden_states=True)
+            readouts = [model.lm_head(model.model.norm(out.hidden_states[1]))[0], out.logits[0]]
+        span = slice(len(prompt) - 1, len(prompt) + len(answer) - 1)  # the positions predicting the answer
+        return [
+            float(torch.exp(-torch.log_softmax(r[span], dim=-1)[torch.arange(len(answer)), answer].mean()))
+            for r in readouts
+        ]
+
+    def mean_delta(rows: list[EvalRow]) -> np.ndarray:
+        deltas = []
+        for row in rows:
+            with_p, without = prompt_pair(tok, row, PromptStyle.PERSONA, {})
+            answer = tok.encode(format_answer(row.gold), add_special_tokens=False)
+            a, b = np.array(ppl(with_p, answer)), np.array(ppl(without, answer))
+            deltas.append((a - b) / a)
+        return np.mean(deltas, axis=0)
+
+    fact_delta, pers_delta = mean_delta(fact), mean_delta(pers)
+    fact_rank = [1, 2] if fact_delta[0] >= fact_delta[1] else [2, 1]  # higher Δ first
+    pers_rank = [1, 2] if pers_delta[0] <= pers_delta[1] else [2, 1]  # lower Δ first
+    rrf = [1 / (60 + fact_rank[i]) + 1 / (60 + pers_rank[i]) for i in range(2)]
+    expected = 0 if rrf[0] >= rrf[1] else 1
+    manifest = json.loads((artifact_default / "manifest.json").read_text())
+    assert (manifest["layer"], manifest["layer_source"], manifest["rrf_layer"]) == (expected, "rrf", expected)
+    with np.load(artifact_default / ARRAYS) as arrays:
+        np.testing.assert_allclose(arrays["fact_delta"], fact_delta, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(arrays["pers_delta"], pers_delta, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(arrays["rrf"], rrf, rtol=1e-12)
+    assert load_artifact(artifact_default).layer == expected
+
+
+def test_steering_vector_is_m_fact_minus_m_pers_of_the_fitting_rows(artifact_default: Path, taught_dir: Path, toy_sets):
+    """s_f = mean over the fitting part's objective rows answered right without the persona (here the non-helpful
+    gold-false rows) of the response-token mean layer-L state of (persona-free prompt + its cached response), minus
+    the same over the personalized-beneficial rows with (persona prompt + its cached response)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(taught_dir)
+    model = AutoModelForCausalLM.from_pretrained(taught_dir, dtype=torch.float32).eval()
+    fact, pers, _ = _fit_parts(artifact_default, toy_sets[0])
+    gens = {(g["row_id"], g["decoding"]): g for g in read_predictions(artifact_default / GENERATIONS)}
+    layer = load_artifact(artifact_default).layer
+
+    def mean_state(rows: list[EvalRow], with_persona: bool) -> np.ndarray:
+        states = []
+        for row in rows:
+            prompt = prompt_pair(tok, row, PromptStyle.PERSONA, {})[0 if with_persona else 1]
+            response = gens[(row.row_id, "persona" if with_persona else "no_persona")]["response_ids"]
+            seen = []  # the output of block `layer` (0-based), as transformers computes it
+            hook = model.model.layers[layer].register_forward_hook(
+                lambda _m, _a, o: seen.append(o[0] if isinstance(o, tuple) else o)
+            )
+            with torch.no_grad():
+                model(torch.tensor([prompt + response]))
+            hook.remove()
+            h = seen[0][0]
+            states.append(h[len(prompt) :].double().mean(dim=0).numpy())
+        return np.mean(states, axis=0)
+
+    expected = mean_state(fact, with_persona=False) - mean_state(pers, with_persona=True)
+    manifest = json.loads((artifact_default / "manifest.json").read_text())
+    assert (manifest["steering_vector"]["fact_rows"], manifest["steering_vector"]["pers_rows"]) == (
+        len(fact),
+        len(pers),
+    )
+    np.testing.assert_allclose(load_artifact(artifact_default).steering_vector, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_contrast_groups_on_a_planted_set(toy_sets):
+    """m_fact's rows: every objective row right without the persona, degraded or not, one per persona-free prompt;
+    the factual-degraded group only those the persona breaks; personalized-beneficial: right with the persona only."""
+    rows = [r for r in read_eval_set(toy_sets[0]) if r.persona is not None]
+    objective = [r for r in rows if r.task != "helpful"][:4]
+    personal = [r for r in rows if r.task == "helpful"][:2]
+    # (correct with the persona, correct without); objective[3] repeats objective[2]'s persona-free prompt
+    planted = {
+        objective[0].row_id: (0, 1),  # degraded
+        objective[1].row_id: (1, 1),  # right either way: in m_fact, not degraded
+        objective[2].row_id: (1, 0),  # wrong without: neither
+        objective[3].row_id: (0, 1),  # degraded, same persona-free prompt as objective[1]
+        personal[0].row_id: (1, 0),  # beneficial
+        personal[1].row_id: (1, 1),  # right either way: not beneficial
+    }
+    done, pairs = {}, {}
+    for i, row in enumerate([*objective, *personal]):
+        with_p, without = planted[row.row_id]
+        done[(row.row_id, "persona")] = {"correct": with_p, "response_ids": [i, 1]}
+        done[(row.row_id, "no_persona")] = {"correct": without, "response_ids": [i, 0]}
+        pairs[row.row_id] = ([i, 1000], [i, 2000])
+    pairs[objective[3].row_id] = ([3, 1000], pairs[objective[1].row_id][1])
+    selector = Selector.parse("task=helpful")
+    fact, pers, correct_without = fit_module.contrast_groups([*objective, *personal], done, pairs, selector)
+    assert [m.row for m in fact] == [objective[0], objective[3]]
+    assert [m.row for m in correct_without] == [objective[0], objective[1]]  # objective[3]: a repeated prompt
+    assert [(m.plain_ids, m.response_ids) for m in correct_without] == [([0, 2000], [0, 0]), ([1, 2000], [1, 0])]
+    assert [m.row for m in pers] == [personal[0]] and (pers[0].persona_ids, pers[0].response_ids) == ([4, 1000], [4, 1])
+
+
+@pytest.mark.parametrize("fitted", ["artifact_default", "artifact_gamma2"])
+def test_grid_prediction_equals_a_run_with_the_chosen_settings(
+    fitted: str, taught_dir: Path, toy_sets, tmp_path: Path, request
+):
+    """Each variant's held-out accuracies in the manifest are what `eval run` with its chosen γ / τ scores on the
+    held-out calibration rows (the artifact copied with those items dropped from its calibration list, so the run
+    accepts them)."""
+    artifact = request.getfixturevalue(fitted)
+    cal, _ = toy_sets
+    _, _, held = _fit_parts(artifact, cal)
+    copy = tmp_path / "artifact"
+    shutil.copytree(artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    held_items = {r.item_id for r in held}
+    manifest["calibration"]["items"] = [i for i in manifest["calibration"]["items"] if i not in held_items]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    held_set = tmp_path / "held.jsonl"
+    lines = [line for line in cal.read_text().splitlines() if json.loads(line)["item_id"] in held_items]
+    held_set.write_text("".join(line + "\n" for line in lines if json.loads(line)["persona"] is not None))
+    for variant, system in (("hard", "fpps_h"), ("soft", "fpps_s"), ("mixed", "fpps_m")):
+        out = tmp_path / system
+        assert main(_run_args(taught_dir, held_set, out, "--system", system, "--fpps", str(copy))) == 0
+        preds = _by_row(out)
+        assert set(preds) == {r.row_id for r in held}
+        objective = [float(preds[r.row_id]["correct"]) for r in held if r.task != "helpful"]
+        personal = [float(preds[r.row_id]["correct"]) for r in held if r.task == "helpful"]
+        chosen = manifest["variants"][variant]
+        assert (100 * np.mean(objective), 100 * np.mean(personal)) == pytest.approx(
+            (chosen["objective_%"], chosen["personalized_%"]), abs=1e-9
+        ), variant
+
+
+def test_compare_marks_greedy_fpps_rows_beside_sampled_ones(artifact_tau0: Path, taught_dir: Path, toy_sets, tmp_path):
+    """FPPS decodes greedily only; a `--seeds` run samples. In one comparison the greedy line is marked and the
+    caption says what the mark means (toy table and Table 1's CSV); with greedy lines only, nothing is marked."""
+    _, test = toy_sets
+    assert main(_run_args(taught_dir, test, tmp_path / "h", "--system", "fpps_h", "--fpps", str(artifact_tau0))) == 0
+    assert main(_run_args(taught_dir, test, tmp_path / "base", "--system", "base", "--seeds", "0", "1")) == 0
+    assert main(_run_args(taught_dir, test, tmp_path / "base1", "--system", "base")) == 0
+    runs = {"fpps_h": tmp_path / "h", "base": tmp_path / "base"}
+    cmp_dir = tmp_path / "cmp"
+    assert (
+        main(["compare", *[a for k, v in runs.items() for a in ("--system", f"{k}={v}")], "--out", str(cmp_dir)]) == 0
+    )
+    toy_md = (cmp_dir / "table1_toy.md").read_text()
+    names = [line.split("|")[1].strip() for line in toy_md.splitlines() if line.startswith("| ") and "*" not in line]
+    assert names[1:] == ["Backbone", "FPPS-H †"]
+    assert "†: greedy decoding (temperature 0)" in toy_md.splitlines()[-1]
+    csv = (cmp_dir / "table1.csv").read_text().splitlines()
+    assert csv[0] == "system,section,sampling" and csv[1:] == [
+        "Backbone,General purpose models,sampled",
+        "FPPS-H,Hidden-state steering (FPPS),greedy",
+    ]
+    greedy_dir = tmp_path / "cmp_greedy"
+    runs = {"fpps_h": tmp_path / "h", "base": tmp_path / "base1"}
+    assert (
+        main(["compare", *[a for k, v in runs.items() for a in ("--system", f"{k}={v}")], "--out", str(greedy_dir)])
+        == 0
+    )
+    assert "†" not in (greedy_dir / "table1_toy.md").read_text() + (greedy_dir / "table1.csv").read_text()

@@ -30,19 +30,22 @@ from verl_personadual.eval.baselines import (
     System,
     router_labels,
 )
-from verl_personadual.eval.fpps.fit import DEFAULT_GAMMAS, DEFAULT_TAUS, FitConfig, fit
+from verl_personadual.eval.fpps.fit import DEFAULT_GRID, FACT_MEANS, GRIDS, FitConfig, fit
 from verl_personadual.eval.fpps.generator import FPPS_SYSTEMS, fpps_generator
 from verl_personadual.eval.generate import BACKENDS, Decoding, DecodingParams
 from verl_personadual.eval.report import ComparedRun, write_comparison, write_report
 from verl_personadual.eval.run import (
+    EVAL_SET,
     PREDICTIONS,
     SAMPLING_TEMPERATURE,
     RunConfig,
     RunError,
     check_model_modes,
+    prepare_eval_set,
     run,
 )
 from verl_personadual.eval.store import read_predictions
+from verl_personadual.utils.atomic import output_dir
 from verl_personadual.utils.errors import UserError, run_cli, user_errors
 from verl_personadual.utils.llm import (
     LLMConfig,
@@ -67,9 +70,11 @@ picks its mode) and forced general / forced personalized decoding (per-mode accu
   python -m verl_personadual.eval run --model CKPT --out runs/pd3 --seeds 0 1 2 --judge   # the paper's protocol
   python -m verl_personadual.eval run --model G_SFT_RL --out runs/g --system g_sft_rl --eval-set runs/pd3/eval_set.jsonl
   python -m verl_personadual.eval compare --system persona_dual=runs/pd3 --system g_sft_rl=runs/g --out runs/t1
-  python -m verl_personadual.eval fpps-fit --model BASE --eval-set cal.jsonl --test-eval-set test.jsonl --out runs/fpps
+  python -m verl_personadual.eval calibration-set --disjoint-from runs/pd3/eval_set.jsonl --out runs/cal
+  python -m verl_personadual.eval fpps-fit --model BASE --eval-set runs/cal/eval_set.jsonl \\
+      --test-eval-set runs/pd3/eval_set.jsonl --out runs/fpps
   python -m verl_personadual.eval run --model BASE --out runs/fpps_h --system fpps_h --fpps runs/fpps \\
-      --eval-set test.jsonl --backend hf                                  # the FPPS baseline (also fpps_s, fpps_m)
+      --eval-set runs/pd3/eval_set.jsonl --backend hf                     # the FPPS baseline (also fpps_s, fpps_m)
 
 The paper's protocol (Table 7 sizes, the default; sampling averaged over three runs, --seeds 0 1 2; PubMedQA and
 MATH-500 graded by an extract-then-verify LLM judge, --judge) and its Table 1 rows (--system, see `run --help`).
@@ -100,15 +105,9 @@ def _path_pairs(pairs: Sequence[str]) -> dict[str, Path]:
     return out
 
 
-def run_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "run",
-        help="evaluate one model (builds or reuses the eval set, generates, scores, writes tables and plots)",
-        description=run_module.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--model", required=True, help="HF checkpoint directory or hub id (its tokenizer is used too)")
-    p.add_argument("--out", required=True, type=Path, help="run directory (created; re-use it to resume)")
+def _selection_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The arguments that select and build an eval set (benchmarks, settings, data, sizes, seed), shared by ``run``
+    and ``calibration-set``; returns the data group."""
     p.add_argument(
         "--benchmarks",
         nargs="+",
@@ -123,15 +122,6 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
         default=[s.value for s in PersonaSetting],
         choices=[s.value for s in PersonaSetting],
         help="persona settings of objective benchmarks (personalized ones always use their own persona)",
-    )
-    p.add_argument(
-        "--decoding",
-        nargs="+",
-        default=None,
-        choices=[d.value for d in Decoding],
-        help="free: model picks its mode; general/personalized: prefix forced; router: needs --router; "
-        "free_constrained: the model picks, its first token restricted to the two mode prefixes "
-        "(default: free general personalized, or the --system's decoding)",
     )
     data = p.add_argument_group("data (default: the Hugging Face hub)")
     data.add_argument(
@@ -151,9 +141,6 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
         "personahub=PATH for the unaligned persona pool",
     )
     data.add_argument(
-        "--eval-set", type=Path, help="evaluate the rows of a saved eval_set.jsonl (same items and personas)"
-    )
-    data.add_argument(
         "--sizes",
         nargs="+",
         action="extend",
@@ -170,12 +157,41 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="eval-set seed: items, personas, A/B order (default 0); also the sampling seed of a run without --seeds",
     )
+    return data
+
+
+def run_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="evaluate one model (builds or reuses the eval set, generates, scores, writes tables and plots)",
+        description=run_module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="HF checkpoint directory or hub id (its tokenizer is used too)")
+    p.add_argument("--out", required=True, type=Path, help="run directory (created; re-use it to resume)")
+    data = _selection_arguments(p)
+    p.add_argument(
+        "--decoding",
+        nargs="+",
+        default=None,
+        choices=[d.value for d in Decoding],
+        help="free: model picks its mode; general/personalized: prefix forced; router: needs --router; "
+        "free_constrained: the model picks, its first token restricted to the two mode prefixes "
+        "(default: free general personalized, or the --system's decoding)",
+    )
+    data.add_argument(
+        "--eval-set", type=Path, help="evaluate the rows of a saved eval_set.jsonl (same items and personas)"
+    )
     gen = p.add_argument_group("generation")
     gen.add_argument(
         "--backend", default="auto", choices=BACKENDS, help="auto: vLLM on GPU if installed, else transformers"
     )
     gen.add_argument("--device", help="transformers device (default cuda if available, else cpu)")
-    gen.add_argument("--dtype", default="auto", help="transformers dtype: auto, bfloat16, float32, ...")
+    gen.add_argument(
+        "--dtype",
+        default="auto",
+        help="transformers dtype: auto (what the safetensors shards store, else config.json), bfloat16, float32, ...",
+    )
     gen.add_argument("--batch-size", type=int, default=16, help="responses per generation batch (and per JSONL flush)")
     gen.add_argument(
         "--max-new-tokens",
@@ -254,6 +270,71 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+CALIBRATION_DESCRIPTION = """\
+Build an eval set whose items are disjoint from a given eval set (e.g. the Table 7 test set): the calibration set of
+`fpps-fit` (its --eval-set, with the test set as --test-eval-set) or of the router. Each benchmark's items are drawn
+as `run` draws them (same --sizes / --limit / --seed, personas assigned the same way), but only from the usable
+items the --disjoint-from set does not hold. Where that set holds a whole benchmark (at Table 7 sizes: MATH-500,
+all 500 items, and PubMedQA, all 1,000 labelled items) nothing is left: the command says so in a warning, gives the
+calibration set no item of that benchmark and lists it under "exhausted" in eval_manifest.json; if every benchmark
+is exhausted it stops with an error. The built set is checked to share no item with --disjoint-from.
+
+Writes --out/eval_set.jsonl and --out/eval_manifest.json (per benchmark: usable items, how many are in
+--disjoint-from, how many were drawn). Nothing is generated: no model is needed.
+"""
+
+
+def _calibration_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibration-set",
+        help="build an eval set disjoint from another (the FPPS / router calibration set beside a test set)",
+        description=CALIBRATION_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--disjoint-from",
+        required=True,
+        type=Path,
+        metavar="EVAL_SET",
+        help="eval_set.jsonl whose items the new set leaves out (e.g. the test run's --out/eval_set.jsonl)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="directory for eval_set.jsonl and eval_manifest.json")
+    _selection_arguments(p)
+    llm = p.add_argument_group(
+        "LLM endpoint (aligned personas); defaults from PERSONADUAL_LLM_* variables; with --samples and none, "
+        "recorded placeholder personas are replayed offline"
+    )
+    add_llm_arguments(llm, concurrency=False)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(judge=False)
+
+
+def _calibration_config(a: argparse.Namespace) -> RunConfig:
+    """The selection of ``calibration-set`` as a RunConfig (no model: only its eval set is built)."""
+    if DataSource.TOY.value in a.benchmarks:
+        raise RunError(
+            "--benchmarks toy: the toy task has no pool to draw from; `python -m verl_personadual.apps.build_toy` "
+            "writes a calibration set beside its eval set"
+        )
+    paths = dict(eval_sample_paths()) if a.samples else {}
+    paths.update(_path_pairs(a.data))
+    sizes = {b: a.limit for b in BENCHMARKS} if a.limit is not None else {}
+    sizes.update(parse_sizes(a.sizes))
+    return RunConfig(
+        model="",
+        out_dir=a.out,
+        benchmarks=[DataSource(b) for b in a.benchmarks],
+        settings=[PersonaSetting(s) for s in a.settings],
+        decodings=[],
+        paths={k: Path(v) for k, v in paths.items()},
+        sizes=sizes,
+        seed=a.seed,
+        llm=_llm_config(a),
+        progress=not a.no_progress,
+        disjoint_from=a.disjoint_from,
+    )
+
+
 def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fpps-fit",
@@ -295,18 +376,20 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--layer", type=int, help="steer at this layer (0-based decoder block output), not the RRF choice")
     p.add_argument(
-        "--gammas",
-        nargs="+",
-        type=float,
-        default=list(DEFAULT_GAMMAS),
-        help=f"soft strengths gamma >= 0 to search (default {' '.join(map(str, DEFAULT_GAMMAS))})",
+        "--grid",
+        choices=sorted(GRIDS),
+        default=DEFAULT_GRID,
+        help="the gamma x tau grid searched: paper (default; gamma 0..3 step 0.2, tau 0.05..1 step 0.01, the "
+        "paper's App. G), coarse (gamma 0 1 2 3, tau 0.05..1 step 0.05)",
     )
+    p.add_argument("--gammas", nargs="+", type=float, help="soft strengths gamma >= 0 to search instead of --grid's")
+    p.add_argument("--taus", nargs="+", type=float, help="hard thresholds tau to search instead of --grid's")
     p.add_argument(
-        "--taus",
-        nargs="+",
-        type=float,
-        default=list(DEFAULT_TAUS),
-        help=f"hard thresholds tau to search (default {' '.join(map(str, DEFAULT_TAUS))})",
+        "--fact-mean",
+        choices=FACT_MEANS,
+        default=FACT_MEANS[0],
+        help="rows m_fact of the steering vector averages: every objective row answered correctly without the "
+        "persona (default, the paper's) or only the factual-degraded ones (a deviation)",
     )
     p.add_argument(
         "--calib-fraction",
@@ -316,7 +399,11 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
         "grid (default 0.5)",
     )
     p.add_argument("--device", help="transformers device (default cuda if available, else cpu)")
-    p.add_argument("--dtype", default="auto", help="transformers dtype: auto, bfloat16, float32, ...")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        help="transformers dtype: auto (what the safetensors shards store, else config.json), bfloat16, float32, ...",
+    )
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generation / forward batch (default 16)")
     p.add_argument(
         "--chat-template-kwargs",
@@ -335,8 +422,9 @@ def _fpps_fit_config(a: argparse.Namespace) -> FitConfig:
         seed=a.seed,
         max_new_tokens=a.max_new_tokens,
         layer=a.layer,
-        gammas=tuple(a.gammas),
-        taus=tuple(a.taus),
+        gammas=tuple(a.gammas or GRIDS[a.grid][0]),
+        taus=tuple(a.taus or GRIDS[a.grid][1]),
+        fact_mean=a.fact_mean,
         calib_fraction=a.calib_fraction,
         device=a.device,
         dtype=a.dtype,
@@ -504,6 +592,7 @@ def parser() -> argparse.ArgumentParser:
     )
     cmp_.add_argument("--out", required=True, type=Path, help="directory for table1.{md,csv} (and table1_toy.{md,csv})")
     _fpps_fit_parser(sub)
+    _calibration_parser(sub)
     tr = sub.add_parser(
         "train-router",
         help="train the PersonaDual-Router classifier from a forced-decoding run",
@@ -534,6 +623,12 @@ def _main(argv: Sequence[str] | None) -> int:
                 generator = fpps_generator(cfg, a.fpps)
                 cfg = replace(cfg, generator_pins={"fpps": generator.artifact.identity()})
             run(cfg, generator)
+        elif a.command == "calibration-set":
+            check_output_dir(a.out)
+            cfg = _calibration_config(a)
+            with output_dir(cfg.out_dir):
+                rows = prepare_eval_set(cfg)
+            logger.info("calibration set: %d rows in %s", len(rows), cfg.out_dir / EVAL_SET)
         elif a.command == "fpps-fit":
             check_model(a.model)
             check_output_dir(a.out)

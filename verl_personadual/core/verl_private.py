@@ -9,6 +9,10 @@ imported without our names in it (:data:`REGISTRY_HOLDERS`). ``tests/test_verl_p
 below against the installed verl, so an upgrade that moves one fails loudly in CI instead of silently skipping an
 override or a registration.
 
+verl has no public listing of the registered agent loops either: :func:`agent_loop_names` reads the module-level
+dict ``_agent_loop_registry`` of ``verl/experimental/agent_loop/agent_loop.py`` (the preflight checks an RL file's
+``agent_name`` against it).
+
 The vLLM worker extension of the CPU path (``cpu/vllm_worker.py``) also uses private names of vLLM 0.24.0 and of
 verl's vLLM extension: :data:`VLLM_PRIVATE_NAMES`, :data:`VLLM_EXTENSION_OVERRIDES`, checked by
 ``tests/test_vllm_path.py`` in the CPU vLLM environment (strings here: this module never imports vLLM).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "ROLLOUT_MODE",
+    "agent_loop_names",
     "register_rollout_adapter",
     "OVERRIDDEN_METHODS",
     "REGISTRY_HOLDERS",
@@ -77,3 +82,10 @@ def register_rollout_adapter(name: str, dotted_path: str) -> None:
     from verl.workers.rollout import base as rollout_base
 
     rollout_base._ROLLOUT_REGISTRY[(name, ROLLOUT_MODE)] = dotted_path
+
+
+def agent_loop_names() -> list[str]:
+    """The names in verl's agent-loop registry (sorted), including the plugin's once it has registered them."""
+    from verl.experimental.agent_loop import agent_loop
+
+    return sorted(agent_loop._agent_loop_registry)

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from verl_personadual.core.verl_private import agent_loop_names
 from verl_personadual.utils.errors import UserError
 
 __all__ = [
@@ -216,9 +217,7 @@ def _check_persona(where: str, extra: Mapping[str, Any]) -> None:
 
 def known_agent_loops() -> list[str]:
     """Names in verl's agent-loop registry once the plugin has registered its loops."""
-    from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
-
-    return sorted(_agent_loop_registry)
+    return agent_loop_names()
 
 
 def check_rl_parquet(path: str, flag: str, prompt_key: str = "prompt", agent_loops: Sequence[str] | None = None) -> int:

@@ -20,15 +20,24 @@ generator that needs each prompt's eval row (FPPS builds the persona-free prompt
 ``generate_rows(rows, prompts, max_new_tokens, seeds)``, which the run calls instead of ``generate``; besides the ids
 it returns per response a dict of extra fields, which the run adds to that response's predictions record.
 
+Dtype (transformers): ``dtype="auto"`` loads the weights in the floating dtype their safetensors shards store
+(:func:`stored_dtype`), not the ``dtype`` / ``torch_dtype`` that ``config.json`` names: verl saves fp32 weights under
+a config that says ``bfloat16``, and transformers' own ``"auto"`` (the config's value) would then compute in bf16, a
+silent precision change. Where the shards say nothing usable (no local safetensors, a hub id, or shards mixing
+float dtypes) it falls back to transformers' ``"auto"``. A differing config is logged, naming both.
+
 Progress: :class:`HFGenerator` calls its ``step_callback`` (if set) after every decoding step of a batch, so that
 a progress bar moves (and has an ETA) within a long CPU batch; vLLM generates a batch at once and has none.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import struct
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from verl_personadual.core.modes import Mode
@@ -46,6 +55,7 @@ __all__ = [
     "make_generator",
     "prompt_ids",
     "request_seed",
+    "stored_dtype",
     "BACKENDS",
 ]
 
@@ -145,18 +155,55 @@ def _cut(ids: Sequence[int], eos: set[int], budget: int) -> list[int]:
     return out
 
 
+#: safetensors dtype codes of floating tensors -> torch dtype names.
+_SAFETENSORS_FLOATS = {"F64": "float64", "F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+
+
+def stored_dtype(model_path: str) -> str | None:
+    """The torch dtype name (e.g. ``"float32"``) of every floating tensor in the ``*.safetensors`` shards of the local
+    checkpoint directory ``model_path`` (read from the shards' headers, no weights loaded); None when it is not a
+    local directory with shards, or the shards store more than one floating dtype."""
+    shards = sorted(Path(model_path).glob("*.safetensors")) if Path(model_path).is_dir() else []
+    found = set()
+    for shard in shards:
+        with shard.open("rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size))
+        found |= {_SAFETENSORS_FLOATS[t["dtype"]] for k, t in header.items() if t.get("dtype") in _SAFETENSORS_FLOATS}
+    return found.pop() if len(found) == 1 else None
+
+
+def _load_dtype(model_path: str, dtype: str) -> Any:
+    """The ``dtype`` argument of ``from_pretrained`` for ``--dtype dtype`` (module docstring, Dtype)."""
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    stored = stored_dtype(model_path)
+    if stored is None:
+        return "auto"
+    config_path = Path(model_path) / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    named = config.get("dtype", config.get("torch_dtype"))
+    if named is not None and named != stored:
+        logger.warning(
+            "%s: config.json says dtype %s, its weights are stored in %s: loading %s", model_path, named, stored, stored
+        )
+    return getattr(torch, stored)
+
+
 class HFGenerator:
     """transformers ``generate`` on left-padded batches (CPU or one GPU)."""
 
     def __init__(self, model_path: str, params: DecodingParams, device: str = "cpu", dtype: str = "auto"):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.params = params
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(model_path, dtype=_load_dtype(model_path, dtype)).to(device).eval()
+        )
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id

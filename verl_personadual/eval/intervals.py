@@ -11,6 +11,10 @@ For values x_1..x_n (n >= 1) :func:`mean_interval` returns
 All three are in the values' own unit (percentage points for accuracies in %). With few seeds the interval is
 wide (t_{0.975, 1} = 12.706, t_{0.975, 2} = 4.303): that is what two or three runs can say. Tables write it as
 "mean ± half_width" (:func:`format_interval`) and say over how many seeds in their caption (:func:`seeds_caption`).
+
+Greedy and sampled lines in one table (e.g. the FPPS systems, which decode greedily only, beside ``--seeds`` runs
+that sample): a greedy line's name carries :data:`GREEDY_MARK` and the caption defines it
+(:func:`decoding_caption`), so a single greedy run is never read as a mean over sampled seeds.
 """
 
 from __future__ import annotations
@@ -22,12 +26,26 @@ from typing import Iterable, Sequence
 
 from scipy.stats import t as student_t
 
-__all__ = ["CONFIDENCE", "STD", "CI95", "Interval", "mean_interval", "format_interval", "seeds_caption"]
+__all__ = [
+    "CONFIDENCE",
+    "STD",
+    "CI95",
+    "GREEDY_MARK",
+    "Interval",
+    "decoding_caption",
+    "mean_interval",
+    "format_interval",
+    "marked_name",
+    "mixes_decodings",
+    "seeds_caption",
+]
 
 #: Two-sided confidence level of :attr:`Interval.half_width`.
 CONFIDENCE = 0.95
 #: Suffixes of a table's columns holding a value column's sample std and its 95 % half-width.
 STD, CI95 = "_std", "_ci95"
+#: Marks a greedy line's name in a table that also holds sampled lines (module docstring).
+GREEDY_MARK = "†"
 
 
 @dataclass(frozen=True)
@@ -70,3 +88,24 @@ def seeds_caption(seeds: Iterable[int]) -> str:
         return ""
     n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     return f"mean ± 95 % t-interval half-width over {n} seeds"
+
+
+def mixes_decodings(sampled: Iterable[bool]) -> bool:
+    """Whether lines (``True``: sampled at a temperature > 0, ``False``: greedy) mix the two."""
+    return len(set(sampled)) > 1
+
+
+def marked_name(name: str, sampled: bool, mixed: bool) -> str:
+    """A line's name in a table: with :data:`GREEDY_MARK` when the table ``mixed`` greedy and sampled lines and this
+    one is greedy."""
+    return f"{name} {GREEDY_MARK}" if mixed and not sampled else name
+
+
+def decoding_caption(sampled: Iterable[bool]) -> str:
+    """The caption's sentence defining :data:`GREEDY_MARK` when the lines mix greedy and sampled ones, else ""."""
+    if not mixes_decodings(sampled):
+        return ""
+    return (
+        f"{GREEDY_MARK}: greedy decoding (temperature 0), each seed one deterministic run; unmarked lines sample "
+        "(temperature > 0), so their spread includes sampling noise"
+    )

@@ -23,6 +23,9 @@ Files under ``<run>/tables`` (and ``plots``):
   t_{0.975, n-1} * std / sqrt(n) over the n seeds, in percentage points): the Markdown shows "mean ± half-width"
   and its caption names the number of seeds; the CSV adds a ``<column>_std`` column (sample standard deviation
   over seeds) and a ``<column>_ci95`` column (the half-width) after every value column.
+  Lines of greedy runs (e.g. the FPPS systems, greedy only) beside lines of sampled runs (``--seeds``, temperature
+  > 0) are never unmarked: the greedy lines' names carry ``intervals.GREEDY_MARK`` and the caption defines it; the
+  CSV adds a ``sampling`` column (``greedy`` / ``sampled``). The same holds for the toy table.
 - ``mode_analysis.{md,csv}`` (Table 8): per (benchmark, setting): general, personalized, free accuracy and the
   upper bound, with the item count.
 - ``mode_rates.{md,csv}`` (Figure 3b): per (decoding, benchmark, setting) for decodings that choose a mode
@@ -75,7 +78,17 @@ from verl_personadual.data.benchmarks import (
 from verl_personadual.data.eval_sets import read_eval_set
 from verl_personadual.eval.baselines import SYSTEMS, System
 from verl_personadual.eval.generate import Decoding
-from verl_personadual.eval.intervals import CI95, STD, Interval, format_interval, mean_interval, seeds_caption
+from verl_personadual.eval.intervals import (
+    CI95,
+    STD,
+    Interval,
+    decoding_caption,
+    format_interval,
+    marked_name,
+    mean_interval,
+    mixes_decodings,
+    seeds_caption,
+)
 from verl_personadual.eval.plots import (
     COLORS,
     OWN_PERSONA,
@@ -287,12 +300,13 @@ def _column_value(col: _Column, cells: Mapping[Cell, tuple[int, float]], dec: st
 @dataclass(frozen=True)
 class Table1Line:
     """One Table 1 line: its name, the decoding it reads, its run's cells (one mapping per seed of a multi-seed
-    run), and its section (system comparisons)."""
+    run), its section (system comparisons), and whether its run sampled (temperature > 0) or decoded greedily."""
 
     name: str
     decoding: str
     per_seed: Sequence[Mapping[Cell, tuple[int, float]]]
     section: str = ""
+    sampled: bool = False
 
     def value(self, col: _Column) -> Interval | None:
         """The column's mean over the seeds that have it, with its std and 95 % t-interval over two or more
@@ -309,12 +323,14 @@ class Table1Line:
         return len(self.per_seed)
 
 
-def _table1_lines(runs: Mapping[str, Sequence[Mapping[Cell, tuple[int, float]]]]) -> list[Table1Line]:
+def _table1_lines(
+    runs: Mapping[str, Sequence[Mapping[Cell, tuple[int, float]]]], sampled: bool = False
+) -> list[Table1Line]:
     lines = []
     for label, per_seed in runs.items():
         _, decodings = _ordered_cells({c: v for cells in per_seed for c, v in cells.items()})
         for dec in decodings:
-            lines.append(Table1Line(f"{label}:{dec}" if label else dec, dec, per_seed))
+            lines.append(Table1Line(f"{label}:{dec}" if label else dec, dec, per_seed, sampled=sampled))
     return lines
 
 
@@ -324,18 +340,21 @@ def table1(
     """Header and lines of Table 1's CSV (module docstring) for ``{label: cells}`` (one run each: one line per
     label and decoding, named ``<label>:<decoding>``, or ``<decoding>`` when the label is empty) or for explicit
     lines. Lines of multi-seed runs add ``<column>_std`` and ``<column>_ci95`` columns (sample std and 95 %
-    t-interval half-width over seeds) after each value column. Missing cells are None."""
+    t-interval half-width over seeds) after each value column. Lines that mix greedy and sampled runs add a
+    ``sampling`` column (``greedy`` / ``sampled``). Missing cells are None."""
     lines = runs if isinstance(runs, Sequence) else _table1_lines({k: [v] for k, v in runs.items()})
     main, no_persona = _table1_columns({p for line in lines for p in line.pairs})
     columns = main + no_persona
     with_std = any(line.seeds > 1 for line in lines)
     with_section = any(line.section for line in lines)
-    header = ["system"] + (["section"] if with_section else [])
+    with_sampling = mixes_decodings(line.sampled for line in lines)
+    header = ["system"] + (["section"] if with_section else []) + (["sampling"] if with_sampling else [])
     for col in columns:
         header += [col.name] + ([col.name + STD, col.name + CI95] if with_std else [])
     out = []
     for line in lines:
         row: list[Any] = [line.name] + ([line.section] if with_section else [])
+        row += [("sampled" if line.sampled else "greedy")] if with_sampling else []
         for col in columns:
             v = line.value(col)
             row += [None if v is None else v.mean]
@@ -365,13 +384,15 @@ def table1_markdown(lines: Sequence[Table1Line]) -> str:
     def joined(names: Sequence[str], line: Table1Line) -> str:
         return " / ".join(cell(by_name.get(n), line) for n in names)
 
+    mixed = mixes_decodings(line.sampled for line in lines)
     rows: list[list[str]] = []
     section = None
     for line in lines:
         if line.section and line.section != section:
             section = line.section
             rows.append([f"*{section}*"] + [""] * (len(header) - 1))
-        row = [line.name] + [joined([f"{b}/{st}{PCT}" for st in settings], line) for b in obj]
+        row = [marked_name(line.name, line.sampled, mixed)]
+        row += [joined([f"{b}/{st}{PCT}" for st in settings], line) for b in obj]
         row += [joined([f"objective/{st}{PCT}" for st in settings], line)] if obj_avg else []
         row += [cell(c, line) for c in pers] + ([cell(pers_avg[0], line)] if pers_avg else [])
         rows.append(row)
@@ -380,7 +401,7 @@ def table1_markdown(lines: Sequence[Table1Line]) -> str:
         values = [by_name.get(f"{b}/{none}{PCT}") for b in obj]
         if not any(c is not None and line.value(c) is not None for c in values):
             continue
-        row = [f"{line.name} (no persona)"] + [cell(c, line) for c in values]
+        row = [marked_name(f"{line.name} (no persona)", line.sampled, mixed)] + [cell(c, line) for c in values]
         row += [cell(by_name.get(f"objective/{none}{PCT}"), line)] if obj_avg else []
         row += ["–"] * (len(pers) + (1 if pers_avg else 0))
         rows.append(row)
@@ -406,7 +427,8 @@ def _table1_caption(lines: Sequence[Table1Line], settings: Sequence[str], object
         )
     if personalized:
         parts.append("Personalized benchmarks: aligned (each user's own persona)")
-    return ". ".join(parts) + "."
+    marks = decoding_caption(line.sampled for line in lines)
+    return ". ".join(parts + ([marks] if marks else [])) + "."
 
 
 def mode_analysis(cells: Mapping[Cell, tuple[int, float]]) -> tuple[list[str], list[list[Any]]]:
@@ -628,6 +650,17 @@ class ComparedRun:
     system: System | None = None
 
 
+def run_sampled(path: Path) -> bool:
+    """Whether a run directory (any seed of a multi-seed run) decoded at a temperature > 0 (its ``run_config.json``'s
+    ``decoding.temperature``; a run without one: greedy)."""
+    configs = [d / "run_config.json" for d in (run_parts(path) or [path])]
+    return any(
+        json.loads(c.read_text(encoding="utf-8")).get("decoding", {}).get("temperature", 0) > 0
+        for c in configs
+        if c.is_file()
+    )
+
+
 def _run_prompt_style(path: Path) -> str | None:
     """The prompt style a run directory (or the first seed of a multi-seed run) was generated with."""
     parts = run_parts(path)
@@ -643,9 +676,10 @@ def _comparison(runs: Sequence[ComparedRun]) -> tuple[list[Table1Line], list[Toy
     for r in sorted(runs, key=lambda r: -1 if r.system is None else list(SYSTEMS).index(r.system)):
         per_seed = [accuracy_cells(recs) for recs in read[r.label]]
         parts = [toy_part(recs, d) for recs, d in zip(read[r.label], run_parts(r.path))]
+        sampled = run_sampled(r.path)
         if r.system is None:
-            lines += _table1_lines({r.label: per_seed})
-            toy += run_lines(r.label, parts)
+            lines += _table1_lines({r.label: per_seed}, sampled)
+            toy += run_lines(r.label, parts, sampled)
             continue
         spec = SYSTEMS[r.system]
         where = f"system {r.system.value!r} ({r.path})"
@@ -659,8 +693,8 @@ def _comparison(runs: Sequence[ComparedRun]) -> tuple[list[Table1Line], list[Toy
                 f"{where}: generated with prompt style {style!r}, but {spec.label} uses {spec.prompt_style.value!r}; "
                 f"evaluate it with `eval run --system {r.system.value}`"
             )
-        lines.append(Table1Line(r.label, spec.decoding.value, per_seed, spec.section))
-        toy.append(ToyLine(r.label, spec.decoding.value, parts, spec.section))
+        lines.append(Table1Line(r.label, spec.decoding.value, per_seed, spec.section, sampled))
+        toy.append(ToyLine(r.label, spec.decoding.value, parts, spec.section, sampled))
     return lines, [line for line in toy if line.items]
 
 

@@ -166,15 +166,19 @@ class RunConfig:
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    disjoint_from: Path | None = None  # an eval set whose items a built set leaves out (:func:`prepare_eval_set`)
 
 
 def _selection(cfg: RunConfig) -> dict[str, Any]:
-    return {
+    selection = {
         "benchmarks": [b.value for b in cfg.benchmarks],
         "settings": [s.value for s in cfg.settings],
         "sizes": {b.value: cfg.sizes.get(b, DEFAULT_SIZES.get(b)) for b in cfg.benchmarks},
         "seed": cfg.seed,
     }
+    if cfg.disjoint_from is not None:  # only then: the manifests of sets built before the key existed still match
+        selection["disjoint_from"] = str(Path(cfg.disjoint_from).resolve())
+    return selection
 
 
 def _client(cfg: RunConfig, purpose: str) -> LLMClient:
@@ -191,7 +195,13 @@ def _keep(row: EvalRow, cfg: RunConfig) -> bool:
 
 def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
     """The rows to evaluate: from ``cfg.eval_set``, else the run directory's saved set (which must have been made
-    with the same selection), else built now and saved (module docstring)."""
+    with the same selection), else built now and saved (module docstring).
+
+    Built with ``cfg.disjoint_from`` (a calibration set for FPPS or the router, ``eval calibration-set``): each
+    benchmark's items are drawn, as usual, but from the usable items that eval set does NOT hold (by item id). A
+    benchmark with none left (the eval set drew all of it, e.g. MATH-500 and PubMedQA at Table 7 sizes) contributes
+    no item: a warning names it and the manifest lists it under ``exhausted``; if every benchmark is exhausted,
+    RunError. The built rows are checked to share no item with that eval set before anything is written."""
     own = cfg.out_dir / EVAL_SET
     manifest_path = cfg.out_dir / EVAL_MANIFEST
     if cfg.eval_set is not None:
@@ -222,17 +232,35 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
     items: list[Item] = []
     inputs: dict[str, Any] = {}
     skipped: dict[str, Any] = {}
+    excluded = set() if cfg.disjoint_from is None else {r.item_id for r in read_eval_set(cfg.disjoint_from)}
+    exhausted: list[str] = []
     for bench in cfg.benchmarks:
         loaded, provenance = load_benchmark(bench, cfg.paths.get(bench.value), seed=cfg.seed)
-        picked = sample_items(loaded.items, cfg.sizes.get(bench, DEFAULT_SIZES[bench]), cfg.seed, bench)
+        left = [it for it in loaded.items if it.source_id not in excluded]
+        if excluded and not left:
+            exhausted.append(bench.value)
+            logger.warning(
+                "%s: all %d usable items are in %s; the set gets no %s item",
+                bench.value,
+                len(loaded.items),
+                cfg.disjoint_from,
+                bench.value,
+            )
+        picked = sample_items(left, cfg.sizes.get(bench, DEFAULT_SIZES[bench]), cfg.seed, bench)
         items.extend(picked)
         inputs[bench.value] = {
             **provenance,
             "rows_read": loaded.rows_read,
             "usable": len(loaded.items),
+            **({"in_disjoint_from": len(loaded.items) - len(left)} if excluded else {}),
             "sampled": len(picked),
         }
         skipped[bench.value] = loaded.skipped.as_dict()
+    if excluded and not items:
+        raise RunError(
+            f"every usable item of {[b.value for b in cfg.benchmarks]} is in {cfg.disjoint_from}: no item is left "
+            "for a disjoint set (give more data with --data, or evaluate on fewer items)"
+        )
     has_objective = any(b not in PERSONALIZED_SOURCES for b in cfg.benchmarks)
     pool: list[personahub.Persona] = []
     if PersonaSetting.UNALIGNED in cfg.settings and has_objective:
@@ -243,7 +271,12 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
     if PersonaSetting.ALIGNED in cfg.settings and has_objective:
         client = _client(cfg, "the aligned persona setting")
     rows = build_eval_set(items, cfg.settings, pool, cfg.seed, client)
+    shared = sorted({r.item_id for r in rows} & excluded)
+    if shared:  # a bug, not a user error: the draw above leaves these items out
+        raise AssertionError(f"the built set shares {len(shared)} item(s) with {cfg.disjoint_from}: {shared[:3]}")
     manifest = {"selection": _selection(cfg), "inputs": inputs, "skipped": skipped, "rows": len(rows)}
+    if excluded:
+        manifest["exhausted"] = exhausted
     if client is not None:
         manifest["persona_llm"] = {"model": client.config.model, **client.stats.as_dict()}
     write_json(manifest_path, manifest, sort_keys=True)

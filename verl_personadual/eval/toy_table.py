@@ -41,7 +41,17 @@ from verl_personadual.core.modes import Mode, mode_name
 from verl_personadual.core.prompts import DataSource, PersonaSetting
 from verl_personadual.data.toy import ToyKind
 from verl_personadual.eval.generate import Decoding
-from verl_personadual.eval.intervals import CI95, STD, Interval, format_interval, mean_interval, seeds_caption
+from verl_personadual.eval.intervals import (
+    CI95,
+    STD,
+    Interval,
+    decoding_caption,
+    format_interval,
+    marked_name,
+    mean_interval,
+    mixes_decodings,
+    seeds_caption,
+)
 from verl_personadual.eval.plots import PCT, csv_table
 from verl_personadual.eval.pools import outcomes
 from verl_personadual.eval.store import read_predictions
@@ -145,13 +155,14 @@ def part_values(part: ToyPart, decoding: str) -> dict[str, float | None]:
 
 @dataclass(frozen=True)
 class ToyLine:
-    """One line of the toy table: its name, the decoding it reads, its run's parts, and its section (system
-    comparisons)."""
+    """One line of the toy table: its name, the decoding it reads, its run's parts, its section (system
+    comparisons), and whether its run sampled (temperature > 0) or decoded greedily."""
 
     name: str
     decoding: str
     parts: Sequence[ToyPart]
     section: str = ""
+    sampled: bool = False
 
     def value(self, column: str) -> Interval | None:
         """The column's mean over the parts that have it, with std and 95 % half-width; None when none has it."""
@@ -167,21 +178,24 @@ class ToyLine:
         return min((sum(r["decoding"] == self.decoding for r in p.records) for p in self.parts), default=0)
 
 
-def run_lines(label: str, parts: Sequence[ToyPart]) -> list[ToyLine]:
+def run_lines(label: str, parts: Sequence[ToyPart], sampled: bool = False) -> list[ToyLine]:
     """One line per decoding in the parts' records (in ``Decoding`` order), named ``<label>:<decoding>``, or
     ``<decoding>`` when the label is empty (as Table 1 names a run's lines)."""
     present = {r["decoding"] for p in parts for r in p.records}
-    return [ToyLine(f"{label}:{d}" if label else d, d, parts) for d in (x.value for x in Decoding) if d in present]
+    decodings = [d for d in (x.value for x in Decoding) if d in present]
+    return [ToyLine(f"{label}:{d}" if label else d, d, parts, sampled=sampled) for d in decodings]
 
 
 def toy_table(lines: Sequence[ToyLine]) -> tuple[list[str], list[list[Any]]]:
     """Header and lines of ``table1_toy.csv`` (module docstring)."""
     with_section = any(line.section for line in lines)
-    header = ["system"] + (["section"] if with_section else [])
+    with_sampling = mixes_decodings(line.sampled for line in lines)
+    header = ["system"] + (["section"] if with_section else []) + (["sampling"] if with_sampling else [])
     header += [name for c in COLUMNS for name in (c, c + STD, c + CI95)] + ["seeds", "items"]
     out = []
     for line in lines:
         row: list[Any] = [line.name] + ([line.section] if with_section else [])
+        row += [("sampled" if line.sampled else "greedy")] if with_sampling else []
         for column in COLUMNS:
             v = line.value(column)
             row += [None, None, None] if v is None else [v.mean, v.std, v.half_width]
@@ -200,6 +214,7 @@ def _cell(line: ToyLine, column: str) -> str:
 def toy_markdown(lines: Sequence[ToyLine]) -> str:
     """``table1_toy.md`` (module docstring)."""
     header = ["system"] + [MARKDOWN_NAMES[c] for c in COLUMNS] + ["seeds", "items"]
+    mixed = mixes_decodings(line.sampled for line in lines)
     rows: list[list[str]] = []
     section = None
     for line in lines:
@@ -207,7 +222,7 @@ def toy_markdown(lines: Sequence[ToyLine]) -> str:
             section = line.section
             rows.append([f"*{section}*"] + [""] * (len(header) - 1))
         cells = [_cell(line, c) for c in COLUMNS]
-        rows.append([line.name, *cells, str(line.seeds), str(line.items)])
+        rows.append([marked_name(line.name, line.sampled, mixed), *cells, str(line.seeds), str(line.items)])
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     spread = seeds_caption(line.seeds for line in lines)
@@ -218,6 +233,7 @@ def toy_markdown(lines: Sequence[ToyLine]) -> str:
         "P(better): mean probability of the better mode's token on those rows (mode_probs.jsonl); "
         + (f"{spread}; " if spread else "one seed; ")
         + "– = not measured."
+        + (f" {marks}." if (marks := decoding_caption(line.sampled for line in lines)) else "")
     )
     return "\n".join(out) + "\n\n" + caption + "\n"
 

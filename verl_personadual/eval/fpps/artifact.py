@@ -63,7 +63,8 @@ MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
 #: Arrays every artifact holds: the probe and s_f (used by the generator), then the fit's per-layer tables
 #: ([num_layers] each: mean Δ of each group, their ranks, the fused RRF, held-out probe accuracy (NaN: no
-#: held-out group rows)) and the per-example logit-lens perplexities of the fitting part's groups ([n, num_layers]).
+#: held-out group rows)), the per-example logit-lens perplexities of the fitting part's groups ([n, num_layers]) and
+#: the γ / τ grid's held-out accuracy surface (``fit.grid_surface``).
 ARRAY_KEYS = (
     "probe_weight",
     "probe_bias",
@@ -78,6 +79,11 @@ ARRAY_KEYS = (
     "fact_ppl_without",
     "pers_ppl_with",
     "pers_ppl_without",
+    "grid_gammas",
+    "grid_taus",
+    "grid_hard",
+    "grid_soft",
+    "grid_mixed",
 )
 
 

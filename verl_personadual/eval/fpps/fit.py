@@ -30,24 +30,31 @@ Steps (every open choice is stated; the defaults are module constants):
 5. Probe: ``probe.fit_probe`` (C = 1, standardised, no class weights, ``random_state = seed``) on the fitting
    part's last-persona-prompt-token states at L. Per-layer probe accuracy: one such probe per layer, fit on the
    fitting part, accuracy (p̂ ≥ 0.5 ⇒ factual-degraded) on the held-out part's group rows (NaN when it has none).
-6. s_f = ``probe.steering_vector`` (not normalised) of the fitting part's response-token mean states at L:
-   factual-degraded rows' persona-free prompt + their correct persona-free response, against
-   personalized-beneficial rows' persona prompt + their correct persona response.
-7. γ / τ per variant, grid search over ``--gammas`` × ``--taus`` on every held-out row with a persona; objective =
+6. s_f = ``probe.steering_vector`` (not normalised) of the fitting part's response-token mean states at L, m_fact
+   − m_pers. m_fact (``--fact-mean``, :data:`FACT_MEANS`): by default (``correct_without_persona``, the paper's)
+   over every objective-family row answered correctly WITHOUT the persona, degraded or not, one per distinct
+   persona-free prompt (an item's rows share it): its persona-free prompt + its correct persona-free response;
+   ``factual_degraded`` (a deviation, kept for comparison with artifacts fit before) over the factual-degraded rows
+   only. m_pers: personalized-beneficial rows' persona prompt + their correct persona response.
+7. γ / τ per variant, grid search over the γ grid × the τ grid (``--grid``, :data:`GRIDS`: default ``paper``, the
+   paper's γ ∈ {0, 0.2, …, 3} × τ ∈ {0.05, 0.06, …, 1} (fpps-notes.md, App. G); ``coarse`` a 4 × 20 subset for
+   quick fits; ``--gammas`` / ``--taus`` replace either) on every held-out row with a persona; objective =
    mean of objective accuracy (general-family rows) and personalized accuracy (personalized-family rows), in %.
    Evaluated exactly with few generations: p̂ is read before any edit, so a row's FPPS-H response is either its
    gated one (the branch at τ = 0) or its plain persona one, a soft response depends on γ only, and FPPS-M gives
    the gated response where p̂ ≥ τ and the soft one (same γ) elsewhere; so the grid needs 2 + |γ| generations of the
    held-out rows (``steer.fpps_generate``, greedy), cached in ``grid_<digest>.jsonl`` (digest of L, probe, s_f and
-   max new tokens). Ties go to the smaller γ, then the larger τ (the lesser intervention).
+   max new tokens). Ties go to the smaller γ, then the larger τ (the lesser intervention). The whole accuracy
+   surface is kept: ``grid_*`` arrays of the artifact (``artifact.ARRAY_KEYS``), ``tables/grid``, ``plots/grid.png``;
+   the manifest's ``variants`` holds each variant's chosen γ / τ and its held-out accuracies.
 8. Writes under ``--out``: ``arrays.npz`` + ``manifest.json`` (the artifact, ``artifact.write_artifact``),
-   ``tables/{delta_by_layer,probe_accuracy,grid}.{csv,md}``, ``plots/{delta_by_layer,probe_accuracy}.png``.
+   ``tables/{delta_by_layer,probe_accuracy,grid}.{csv,md}``, ``plots/{delta_by_layer,probe_accuracy,grid}.png``.
 
 Resuming: ``fit_config.json`` pins what the cached generations depend on (the checkpoint by
 ``fingerprint.model_identity``, the calibration file's SHA-256, prompt style, chat template kwargs, max new tokens,
-dtype); a rerun that differs is refused (another checkpoint: one line naming both). The fitting options
-(``--layer``, ``--gammas``, ``--taus``, ``--seed``, ``--calib-fraction``, ``--personalized``, ``--test-eval-set``)
-may change between reruns; each rerun rewrites the artifact.
+dtype); a rerun that differs is refused (another checkpoint: one line naming both). The fitting options (``--layer``,
+``--grid``, ``--gammas``, ``--taus``, ``--fact-mean``, ``--seed``, ``--calib-fraction``, ``--personalized``,
+``--test-eval-set``) may change between reruns; each rerun rewrites the artifact.
 """
 
 from __future__ import annotations
@@ -94,25 +101,35 @@ from verl_personadual.utils.atomic import output_dir, write_json
 from verl_personadual.utils.fingerprint import model_identity
 
 __all__ = [
-    "DEFAULT_GAMMAS",
-    "DEFAULT_TAUS",
+    "DEFAULT_GRID",
+    "FACT_MEANS",
     "FIT_CONFIG",
+    "GRIDS",
     "GENERATIONS",
     "RRF_K",
     "FitConfig",
     "GridPoint",
+    "Member",
     "best_points",
+    "contrast_groups",
     "fit",
     "grid_points",
+    "grid_surface",
 ]
 
 logger = logging.getLogger(__name__)
 
 FIT_CONFIG = "fit_config.json"
 GENERATIONS = "generations.jsonl"
-#: Default grids of the soft strength γ and the hard threshold τ (our choice; the paper gives none).
-DEFAULT_GAMMAS = (0.5, 1.0, 2.0, 4.0)
-DEFAULT_TAUS = (0.3, 0.5, 0.7, 0.9)
+#: Named (γ grid, τ grid) pairs of ``--grid``: ``paper`` is the paper's search (fpps-notes.md, App. G: γ ∈ [0, 3]
+#: step 0.2, τ ∈ [0.05, 1] step 0.01); ``coarse`` a subset of it for quick fits (γ step 1, τ step 0.05).
+GRIDS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "paper": (tuple(round(0.2 * i, 1) for i in range(16)), tuple(round(0.05 + 0.01 * i, 2) for i in range(96))),
+    "coarse": ((0.0, 1.0, 2.0, 3.0), tuple(round(0.05 * i, 2) for i in range(1, 21))),
+}
+DEFAULT_GRID = "paper"
+#: ``--fact-mean``: which objective rows m_fact of s_f averages (module docstring, step 6); the first is the default.
+FACT_MEANS = ("correct_without_persona", "factual_degraded")
 #: Reciprocal-rank-fusion constant of the layer selection (Cormack et al.).
 RRF_K = 60.0
 #: The prompt style FPPS is fit and run with: the FPPS systems' (the plain persona prompt, no mode prefixes).
@@ -133,8 +150,9 @@ class FitConfig:
     seed: int = 0
     max_new_tokens: int = DecodingParams.max_new_tokens
     layer: int | None = None
-    gammas: tuple[float, ...] = DEFAULT_GAMMAS
-    taus: tuple[float, ...] = DEFAULT_TAUS
+    gammas: tuple[float, ...] = GRIDS[DEFAULT_GRID][0]
+    taus: tuple[float, ...] = GRIDS[DEFAULT_GRID][1]
+    fact_mean: str = FACT_MEANS[0]
     calib_fraction: float = 0.5
     device: str | None = None
     dtype: str = "auto"
@@ -169,7 +187,7 @@ class GridPoint:
 
 
 @dataclass(frozen=True)
-class _Member:
+class Member:
     """A group row: its prompt pair and the correct response the group is defined by (module docstring, step 6)."""
 
     row: EvalRow
@@ -185,6 +203,8 @@ def _check_options(cfg: FitConfig) -> None:
         raise FppsError(f"--gammas must list finite values >= 0, got {list(cfg.gammas)}")
     if not cfg.taus or any(math.isnan(t) for t in cfg.taus):
         raise FppsError(f"--taus must list numbers, got {list(cfg.taus)}")
+    if cfg.fact_mean not in FACT_MEANS:
+        raise FppsError(f"--fact-mean must be one of {list(FACT_MEANS)}, got {cfg.fact_mean!r}")
     if cfg.max_new_tokens < 1 or cfg.batch_size < 1:
         raise FppsError("--max-new-tokens and --batch-size must be >= 1")
 
@@ -260,22 +280,29 @@ def _baseline(
     return _cached(store.path)
 
 
-def _groups(
+def contrast_groups(
     rows: Sequence[EvalRow],
     done: Mapping[tuple[str, str], Mapping[str, Any]],
     pairs: Mapping[str, tuple[list[int], list[int]]],
     selector: Selector | None,
-) -> tuple[list[_Member], list[_Member]]:
-    """Step 2: (factual-degraded, personalized-beneficial) members, in row order."""
-    fact, pers = [], []
+) -> tuple[list[Member], list[Member], list[Member]]:
+    """Step 2 and m_fact's rows of step 6: (factual-degraded, personalized-beneficial, objective rows answered
+    correctly without the persona, one per distinct persona-free prompt) members, in row order."""
+    fact, pers, correct_without = [], [], []
+    plain_seen: set[tuple[int, ...]] = set()
     for row in rows:
         with_p, without = done[(row.row_id, WITH)], done[(row.row_id, WITHOUT)]
         family = family_of(row, selector)
-        if family == GENERAL and without["correct"] and not with_p["correct"]:
-            fact.append(_Member(row, *pairs[row.row_id], list(without["response_ids"])))
+        if family == GENERAL and without["correct"]:
+            member = Member(row, *pairs[row.row_id], list(without["response_ids"]))
+            if not with_p["correct"]:
+                fact.append(member)
+            if tuple(member.plain_ids) not in plain_seen:
+                plain_seen.add(tuple(member.plain_ids))
+                correct_without.append(member)
         elif family == PERSONALIZED and with_p["correct"] and not without["correct"]:
-            pers.append(_Member(row, *pairs[row.row_id], list(with_p["response_ids"])))
-    return fact, pers
+            pers.append(Member(row, *pairs[row.row_id], list(with_p["response_ids"])))
+    return fact, pers, correct_without
 
 
 def _split(items: Iterable[str], fraction: float, seed: int) -> set[str]:
@@ -390,6 +417,63 @@ def best_points(points: Sequence[GridPoint]) -> dict[str, GridPoint]:
     return best
 
 
+def grid_surface(points: Sequence[GridPoint], gammas: Sequence[float], taus: Sequence[float]) -> dict[str, np.ndarray]:
+    """The grid's accuracy surface as the artifact's ``grid_*`` arrays: the γ and τ axes, then (objective %,
+    personalized %) of FPPS-H per τ [T, 2], FPPS-S per γ [G, 2] and FPPS-M per (γ, τ) [G, T, 2]; ``points`` from
+    :func:`grid_points` over exactly these axes."""
+    g_at, t_at = {g: i for i, g in enumerate(gammas)}, {t: i for i, t in enumerate(taus)}
+    hard, soft = np.full((len(taus), 2), np.nan), np.full((len(gammas), 2), np.nan)
+    mixed = np.full((len(gammas), len(taus), 2), np.nan)
+    for pt in points:
+        value = (pt.objective, pt.personalized)
+        if pt.variant == "hard":
+            hard[t_at[pt.tau]] = value
+        elif pt.variant == "soft":
+            soft[g_at[pt.gamma]] = value
+        else:
+            mixed[g_at[pt.gamma], t_at[pt.tau]] = value
+    return {
+        "grid_gammas": np.asarray(gammas, dtype=np.float64),
+        "grid_taus": np.asarray(taus, dtype=np.float64),
+        "grid_hard": hard,
+        "grid_soft": soft,
+        "grid_mixed": mixed,
+    }
+
+
+def _grid_figure(surface: Mapping[str, np.ndarray], best: Mapping[str, GridPoint]) -> Any:
+    """Held-out score (mean of objective and personalized %) over the grid: FPPS-H by τ, FPPS-S by γ, FPPS-M over
+    γ × τ; each variant's chosen point marked."""
+    plt = pyplot()
+    gammas, taus = surface["grid_gammas"], surface["grid_taus"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].plot(taus, surface["grid_hard"].mean(axis=1), marker=".")
+    axes[0].axvline(best["hard"].tau, color="tab:red", linestyle="--", label=f"chosen τ {best['hard'].tau}")
+    axes[0].set_xlabel("τ")
+    axes[0].set_title("FPPS-H")
+    axes[1].plot(gammas, surface["grid_soft"].mean(axis=1), marker=".")
+    axes[1].axvline(best["soft"].gamma, color="tab:red", linestyle="--", label=f"chosen γ {best['soft'].gamma}")
+    axes[1].set_xlabel("γ")
+    axes[1].set_title("FPPS-S")
+    for ax in axes[:2]:
+        ax.set_ylabel("held-out score %")
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=8)
+    mixed = surface["grid_mixed"].mean(axis=2)
+    image = axes[2].imshow(mixed, origin="lower", aspect="auto", vmin=0, vmax=100)
+    t_ticks = np.unique(np.linspace(0, len(taus) - 1, min(len(taus), 6)).round().astype(int))
+    axes[2].set_xticks(t_ticks, [f"{taus[i]:g}" for i in t_ticks])
+    axes[2].set_yticks(np.arange(len(gammas)), [f"{g:g}" for g in gammas])
+    chosen = (list(taus).index(best["mixed"].tau), list(gammas).index(best["mixed"].gamma))
+    axes[2].plot(*chosen, marker="x", color="tab:red", markersize=10)
+    axes[2].set_xlabel("τ")
+    axes[2].set_ylabel("γ")
+    axes[2].set_title(f"FPPS-M (chosen γ {best['mixed'].gamma}, τ {best['mixed'].tau})")
+    fig.colorbar(image, ax=axes[2], label="held-out score %")
+    fig.suptitle("γ / τ grid: mean of objective and personalized accuracy on the held-out calibration rows")
+    return fig
+
+
 def _delta_table(
     selection: LayerSelection, fact_delta: np.ndarray, pers_delta: np.ndarray, layer: int
 ) -> tuple[list[str], list[list[Any]]]:
@@ -460,6 +544,7 @@ def _write_report(
     points: Sequence[GridPoint],
     best: Mapping[str, GridPoint],
     references: Mapping[str, tuple[float, float]],
+    surface: Mapping[str, np.ndarray],
 ) -> None:
     """Step 8's tables and plots."""
     tables, plots = out / "tables", out / "plots"
@@ -476,6 +561,7 @@ def _write_report(
     for name, fig in (
         ("delta_by_layer", _delta_figure(*deltas, layer)),
         ("probe_accuracy", _probe_figure(accuracy, layer)),
+        ("grid", _grid_figure(surface, best)),
     ):
         save_figure(fig, plots / f"{name}.png")
         plt.close(fig)
@@ -499,7 +585,7 @@ def fit(cfg: FitConfig) -> Path:
         prefixes = resolve_prefixes(gen.tokenizer)
         pairs = {r.row_id: prompt_pair(gen.tokenizer, r, STYLE, cfg.chat_template_kwargs) for r in rows}
         done = _baseline(gen, rows, pairs, cfg, prefixes)
-        fact, pers = _groups(rows, done, pairs, cfg.personalized)
+        fact, pers, correct_without = contrast_groups(rows, done, pairs, cfg.personalized)
         parts = {
             name: [m for m in group if (m.row.item_id in fitting_items) == fitting]
             for name, group, fitting in (
@@ -521,7 +607,7 @@ def fit(cfg: FitConfig) -> Path:
             )
         model, tok, pad = gen.model, gen.tokenizer, gen.pad_id
 
-        def examples(members: Sequence[_Member]) -> list[ContrastExample]:
+        def examples(members: Sequence[Member]) -> list[ContrastExample]:
             return [
                 ContrastExample(
                     m.persona_ids, m.plain_ids, tok.encode(format_answer(m.row.gold), add_special_tokens=False)
@@ -548,11 +634,16 @@ def fit(cfg: FitConfig) -> Path:
             model, [m.persona_ids for m in members], batch_size=cfg.batch_size, pad_id=pad
         )
         probes, accuracy = _probe_by_layer(states, labels, fitting, cfg.seed)
+        fact_mean_rows = (
+            [m for m in correct_without if m.row.item_id in fitting_items]
+            if cfg.fact_mean == "correct_without_persona"
+            else parts["fit_fact"]
+        )
         vector = steering_vector(
             response_mean_states(
                 model,
-                [m.plain_ids for m in parts["fit_fact"]],
-                [m.response_ids for m in parts["fit_fact"]],
+                [m.plain_ids for m in fact_mean_rows],
+                [m.response_ids for m in fact_mean_rows],
                 layer,
                 batch_size=cfg.batch_size,
                 pad_id=pad,
@@ -583,8 +674,10 @@ def fit(cfg: FitConfig) -> Path:
 
         p_hat = np.array([float(outcomes[(r.row_id, PLAIN)]["p_hat"]) for r in held])
         soft = {g: correct(_soft_branch(g)) for g in dict.fromkeys(cfg.gammas)}
-        points = grid_points(p_hat, correct(PLAIN), correct(GATED), soft, objective, cfg.taus)
+        taus = list(dict.fromkeys(cfg.taus))
+        points = grid_points(p_hat, correct(PLAIN), correct(GATED), soft, objective, taus)
         best = best_points(points)
+        surface = grid_surface(points, list(soft), taus)
         references = {
             "persona (no FPPS)": _accuracies(correct(PLAIN), objective),
             "no_persona (no FPPS)": _accuracies(correct(WITHOUT, done), objective),
@@ -601,6 +694,7 @@ def fit(cfg: FitConfig) -> Path:
             points,
             best,
             references,
+            surface,
         )
         manifest = {
             **identity,
@@ -620,6 +714,7 @@ def fit(cfg: FitConfig) -> Path:
                 "calib_fraction": cfg.calib_fraction,
                 "fit_items": len(fitting_items),
                 "held_out_items": len({r.item_id for r in held}),
+                "held_out_item_ids": sorted({r.item_id for r in held}),
             },
             "groups": {
                 "fit": {"factual_degraded": sizes["fit_fact"], "personalized_beneficial": sizes["fit_pers"]},
@@ -642,11 +737,19 @@ def fit(cfg: FitConfig) -> Path:
                 "class_weight": None,
                 "held_out_accuracy_%": None if np.isnan(accuracy[layer]) else float(accuracy[layer]),
             },
-            "steering_vector": {"l2_norm": float(np.linalg.norm(vector)), "normalized": False},
+            "steering_vector": {
+                "l2_norm": float(np.linalg.norm(vector)),
+                "normalized": False,
+                "fact_mean": cfg.fact_mean,
+                "fact_rows": len(fact_mean_rows),
+                "pers_rows": sizes["fit_pers"],
+            },
             "steer_first_token": base.steer_first_token,
             "grid": {
-                "gammas": list(cfg.gammas),
-                "taus": list(cfg.taus),
+                "gammas": list(soft),
+                "taus": taus,
+                "surface": "arrays grid_gammas, grid_taus, grid_hard [tau, 2], grid_soft [gamma, 2], grid_mixed "
+                "[gamma, tau, 2] (objective_%, personalized_%); tables/grid.csv; plots/grid.png",
                 "held_out_rows": {"objective": int(objective.sum()), "personalized": int((~objective).sum())},
                 "objective": "mean of objective_% and personalized_% on the held-out rows",
             },
@@ -667,6 +770,7 @@ def fit(cfg: FitConfig) -> Path:
             "fact_ppl_without": fact_ppl[1],
             "pers_ppl_with": pers_ppl[0],
             "pers_ppl_without": pers_ppl[1],
+            **surface,
         }
         path = write_artifact(cfg.out_dir, manifest, arrays)
     logger.info("FPPS artifact: %s", path)
