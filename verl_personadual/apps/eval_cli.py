@@ -48,6 +48,7 @@ from verl_personadual.utils.llm import (
     LLMConfig,
     needs_endpoint,
 )
+from verl_personadual.utils.outputs import OVERWRITE_HELP, Build, claim_output
 
 __all__ = ["main", "parser"]
 
@@ -109,6 +110,7 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="HF checkpoint directory or hub id (its tokenizer is used too)")
     p.add_argument("--out", required=True, type=Path, help="run directory (created; re-use it to resume)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument(
         "--benchmarks",
         nargs="+",
@@ -274,6 +276,7 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="artifact directory (created; re-use it to resume); give it to `eval run --fpps`",
     )
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument(
         "--test-eval-set",
         type=Path,
@@ -533,11 +536,14 @@ def _main(argv: Sequence[str] | None) -> int:
             if a.fpps is not None or cfg.system in FPPS_SYSTEMS:
                 generator = fpps_generator(cfg, a.fpps)
                 cfg = replace(cfg, generator_pins={"fpps": generator.artifact.identity()})
-            run(cfg, generator)
+            # inputs: run_config.json and the eval set's selection pin them (run.py), a resumed run is checked there
+            with claim_output(a.out, Build("eval run", "eval-run"), overwrite=a.overwrite) as claim:
+                run(replace(cfg, out_dir=claim.dir), generator)
         elif a.command == "fpps-fit":
             check_model(a.model)
             check_output_dir(a.out)
-            fit(_fpps_fit_config(a))
+            with claim_output(a.out, Build("eval fpps-fit", "fpps-artifact"), overwrite=a.overwrite) as claim:
+                fit(replace(_fpps_fit_config(a), out_dir=claim.dir))  # fit_config.json pins the inputs
         elif a.command == "report":
             for path in write_report(a.run_dir):
                 logger.info("wrote %s", path)
