@@ -225,3 +225,22 @@ def test_judge_without_verdicts_fails_and_a_rerun_asks_again(tiny_model_dir: Pat
     assert len(judged) == 4 and {(r["grader"], r["judge_correct"], r["correct"]) for r in judged} == {
         ("judge", 1.0, 1.0)
     }
+
+
+def test_checkpoint_written_whole_found_done_and_replaced(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "tiny"
+    small = ["--out", str(out), "--hidden", "32", "--layers", "1", "--vocab", "300"]
+    assert tiny_model.main(small) == 0
+    before = snapshot(out)
+    assert tiny_model.main(small) == 0  # same options: done, left as it is
+    assert f"{out} already holds this tiny model" in capsys.readouterr().out
+    assert tiny_model.main([*small, "--seed", "7"]) == 2
+    assert "made with other inputs (seed: 0 -> 7)" in errors(capsys)[0]
+    assert snapshot(out) == before
+    assert tiny_model.main([*small, "--seed", "7", "--overwrite"]) == 0
+    after = snapshot(out)
+    assert after["model.safetensors"] != before["model.safetensors"] and after["tokenizer.json"] == before[
+        "tokenizer.json"
+    ]
+    assert json.loads(after[MARKER])["inputs"]["seed"] == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]

@@ -552,9 +552,10 @@ def _main(argv: Sequence[str] | None) -> int:
             check_output_dir(a.out)
             for path in write_comparison(runs, a.out):
                 logger.info("wrote %s", path)
-        elif hasattr(a, "func"):  # the analyses
-            for path in a.func(a):
-                logger.info("wrote %s", path)
+        elif hasattr(a, "func"):  # the analyses (mode-probs and multiturn resume; their config files pin inputs)
+            with claim_output(a.out, Build(f"eval {a.command}", a.command), overwrite=None):
+                for path in a.func(a):
+                    logger.info("wrote %s", path)
         else:
             rows = read_eval_set(a.run_dir / "eval_set.jsonl")
             x, y = router_labels(rows, read_predictions(a.run_dir / PREDICTIONS))

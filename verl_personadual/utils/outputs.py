@@ -36,6 +36,7 @@ import fcntl
 import glob
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -59,6 +60,8 @@ __all__ = [
     "lock_path",
     "read_marker",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: The ownership marker inside every claimed output folder.
 MARKER = ".personadual-output.json"
@@ -248,7 +251,8 @@ def claim_output(
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with _locked(out, flag):
-            _remove_stale(out)
+            for path in _remove_stale(out):
+                logger.info("removed %s, left by a killed run", path)
             occupied = out.is_dir() and any(out.iterdir())
             marker = read_marker(out) if occupied else None
             fix = f"use another {flag}, or " + ("remove it" if overwrite is None else "--overwrite to replace it")
