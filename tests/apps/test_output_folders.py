@@ -239,8 +239,9 @@ def test_checkpoint_written_whole_found_done_and_replaced(tmp_path: Path, capsys
     assert snapshot(out) == before
     assert tiny_model.main([*small, "--seed", "7", "--overwrite"]) == 0
     after = snapshot(out)
-    assert after["model.safetensors"] != before["model.safetensors"] and after["tokenizer.json"] == before[
-        "tokenizer.json"
-    ]
+    assert (
+        after["model.safetensors"] != before["model.safetensors"]
+        and after["tokenizer.json"] == before["tokenizer.json"]
+    )
     assert json.loads(after[MARKER])["inputs"]["seed"] == 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]

@@ -306,7 +306,7 @@ def _check_run_config(cfg: RunConfig) -> None:
             )
             raise RunError(
                 f"{path} differs from this run in {diff}{' (' + shown + ')' if shown else ''}; resume with "
-                "the same model and settings or use another --out"
+                "the same model and settings, use another --out, or --overwrite to replace it"
             )
     else:
         write_json(path, current, sort_keys=True)

@@ -305,6 +305,7 @@ def _replace(out: Path, build: Build, staged: bool) -> Iterator[Claim]:
             shutil.rmtree(old)
         else:
             os.replace(stage, out)
+        logger.info("moved the new output from %s to %s", stage, out)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
