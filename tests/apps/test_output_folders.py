@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from openai_server import OpenAITestServer
 
-from verl_personadual.apps import build_rl, build_sft, build_toy, eval_cli, tiny_model
+from verl_personadual.apps import build_rl, build_sft, build_toy, eval_cli, record_samples, tiny_model
 from verl_personadual.eval.store import read_predictions
 from verl_personadual.utils.llm import ENV_BASE_URL, ENV_MODEL
 from verl_personadual.utils.outputs import MARKER
@@ -245,3 +245,12 @@ def test_checkpoint_written_whole_found_done_and_replaced(tmp_path: Path, capsys
     )
     assert json.loads(after[MARKER])["inputs"]["seed"] == 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+
+
+def test_record_samples_refuses_a_root_that_is_not_a_reply_cache(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "notes.txt").write_text("keep\n")
+    assert record_samples.main(["--root", str(root)]) == 2  # was: deleted, then replaced by the recordings
+    assert errors(capsys) == [f"error: --root {root}: holds 'notes.txt', not a reply cache entry; use another --root"]
+    assert snapshot(root) == {"notes.txt": b"keep\n"}
