@@ -128,8 +128,9 @@ def test_idempotent(bases: dict[str, Path], tmp_path: Path) -> None:
 def test_refuses_existing_output_and_missing_base(bases: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "exists"
     out.mkdir()
-    assert main([str(bases["spare_tied"]), str(out)]) == 2
-    assert list(out.iterdir()) == []
+    (out / "notes.txt").write_text("mine\n")
+    assert main([str(bases["spare_tied"]), str(out)]) == 2  # a folder that is not this command's output
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine\n"
     with pytest.raises(FileNotFoundError, match="does not exist"):
         prepare_checkpoint(tmp_path / "nope", tmp_path / "out")
 

@@ -38,7 +38,7 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,7 +46,9 @@ import torch
 
 from verl_personadual.core.modes import PREFIX_TEXT, Mode, resolve_prefixes
 from verl_personadual.data.preflight import check_model
-from verl_personadual.utils.errors import UserError, run_cli, user_errors
+from verl_personadual.utils.errors import run_cli, user_errors
+from verl_personadual.utils.fingerprint import checkpoint_fingerprint
+from verl_personadual.utils.outputs import OVERWRITE_HELP, Build, claim_output
 
 __all__ = [
     "RESERVED_TOKEN",
@@ -283,7 +285,12 @@ def prepare_checkpoint(base_dir: Path, out_dir: Path, overwrite: bool = False) -
         tokenizer.save_pretrained(tmp)
         copied = []
         for f in sorted(base_dir.iterdir()):
-            if f.is_file() and not (tmp / f.name).exists() and not f.name.endswith(_WEIGHT_SUFFIXES):
+            if (
+                f.is_file()
+                and not f.name.startswith(".")
+                and not (tmp / f.name).exists()
+                and not f.name.endswith(_WEIGHT_SUFFIXES)
+            ):
                 shutil.copy2(f, tmp / f.name)
                 copied.append(f.name)
         verify_checkpoint(tmp, report, expected)
@@ -343,15 +350,25 @@ def _main(argv: Sequence[str] | None) -> int:
         ),
     )
     parser.add_argument("base_dir", type=Path, help="base checkpoint directory (config, weights, tokenizer)")
-    parser.add_argument("out_dir", type=Path, help="directory to write; must not exist unless --overwrite")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists (atomically)")
+    parser.add_argument(
+        "out_dir",
+        type=Path,
+        help="directory to write (one that holds the same checkpoint with mode tokens is left as it is)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     args = parser.parse_args(argv)
     check_model(str(args.base_dir), "BASE_DIR")
-    if args.out_dir.exists() and not args.overwrite:
-        raise UserError(f"OUT_DIR {args.out_dir}: exists; pass --overwrite to replace it")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    with user_errors(ValueError):  # a tokenizer that does not belong to the checkpoint
-        prepare_checkpoint(args.base_dir, args.out_dir, overwrite=args.overwrite)
+    base = args.base_dir.resolve()
+    build = Build("add_mode_tokens", "mode-token-checkpoint", {"base": str(base), "base_fingerprint": None})
+    if base.is_dir():
+        build = replace(build, inputs={"base": str(base), "base_fingerprint": checkpoint_fingerprint(base)})
+    with claim_output(args.out_dir, build, overwrite=args.overwrite, staged=True, flag="OUT_DIR") as claim:
+        if claim.done:
+            print(f"{args.out_dir} already holds {base} with mode tokens; left as it is")
+            return 0
+        with user_errors(ValueError):  # a tokenizer that does not belong to the checkpoint
+            prepare_checkpoint(base, claim.dir)
     return 0
 
 

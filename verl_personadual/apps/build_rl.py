@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -34,6 +35,7 @@ from verl_personadual.utils.llm import (
     ENV_CACHE_DIR,
     ENV_MODEL,
 )
+from verl_personadual.utils.outputs import OVERWRITE_HELP, Build, claim_output, inputs_from
 
 
 def parse_counts(text: str) -> dict[str, int]:
@@ -57,7 +59,8 @@ def add_input_arguments(
     p: argparse.ArgumentParser, train_default: dict[str, int], val_default: dict[str, int], count_note: str = ""
 ) -> None:
     """The output, input-file, revision, count and seed options shared by build_rl and build_sft."""
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--out", type=Path, required=True, help="output directory (a rerun with the same inputs resumes)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument(
         "--samples",
         action="store_true",
@@ -108,6 +111,11 @@ def add_input_arguments(
         help=f"validation items per source{count_note} (default {val_default})",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+
+
+#: Options that do not change what a build writes (output, progress, endpoint location and cache): left out of
+#: the inputs its output folder is pinned to (``utils.outputs``).
+NOT_INPUTS = frozenset({"out", "overwrite", "no_progress", "llm_base_url", "llm_cache_dir", "llm_concurrency"})
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -186,9 +194,11 @@ def _main(argv: Sequence[str] | None) -> int:
     args = make_parser().parse_args(argv)
     with user_errors(ValueError):  # the sources' parsers raise ValueError on bad input
         cfg = config_from_args(args)
-        if cfg.aligned is AlignedMode.OFFLINE_TEMPLATE:
-            print("aligned personas: OFFLINE TEMPLATE placeholders (not question-specific)", file=sys.stderr)
-        manifest = build(cfg)
+        build_spec = Build("build_rl", "rl-data", inputs_from(vars(args), NOT_INPUTS))
+        with claim_output(args.out, build_spec, overwrite=args.overwrite) as claim:
+            if cfg.aligned is AlignedMode.OFFLINE_TEMPLATE:
+                print("aligned personas: OFFLINE TEMPLATE placeholders (not question-specific)", file=sys.stderr)
+            manifest = build(replace(cfg, write_dir=claim.dir))
     for split, out in manifest["outputs"].items():
         print(f"{split}: {out['rows']} rows -> {out['path']}")
     print(f"manifest -> {cfg.out_dir / 'manifest.json'}")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from verl_personadual.data.sft_rows import (
     sample_paths,
 )
 from verl_personadual.utils.errors import run_cli, user_errors
+from verl_personadual.utils.outputs import Build, claim_output, inputs_from
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -179,8 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = make_parser().parse_args(argv)
-    with user_errors(ValueError):  # the sources' parsers raise ValueError on bad input
+    with contextlib.ExitStack() as stack, user_errors(ValueError):  # the sources' parsers raise ValueError
         cfg = config_from_args(args)
+        build_spec = Build("build_sft", "sft-data", inputs_from(vars(args), build_rl.NOT_INPUTS))
+        claim = stack.enter_context(claim_output(args.out, build_spec, overwrite=args.overwrite))
         if cfg.base.aligned is AlignedMode.OFFLINE_TEMPLATE:
             print("aligned personas: OFFLINE TEMPLATE placeholders (not question-specific)", file=sys.stderr)
         if samples.is_replay(cfg.expert):
@@ -191,7 +195,7 @@ def _main(argv: Sequence[str] | None) -> int:
             )
         if not cfg.exclude_rl and not args.samples:
             print("warning: no --exclude-rl given: SFT items may also be RL items", file=sys.stderr)
-        manifest = build(cfg)
+        manifest = build(replace(cfg, base=replace(cfg.base, write_dir=claim.dir)))
     for split, out in manifest["outputs"].items():
         print(f"{split}: {out['rows']} rows -> {out['path']}")
     for src, settings in manifest["selection"]["train"].items():

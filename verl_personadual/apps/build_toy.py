@@ -13,6 +13,7 @@ from typing import Sequence
 from verl_personadual.data.preflight import check_output_dir
 from verl_personadual.data.toy import ToyKind, ToySizes, ToyVariant, build
 from verl_personadual.utils.errors import run_cli, user_errors
+from verl_personadual.utils.outputs import OVERWRITE_HELP, Build, claim_output, inputs_from
 
 
 def personalized_share(values: Sequence[str] | None) -> dict[str, float] | None:
@@ -50,7 +51,8 @@ def _main(argv: Sequence[str] | None) -> int:
         description="Write the toy persona task (see the module docstring): RL and SFT parquet, an eval set for "
         "`python -m verl_personadual.eval run --eval-set`, and a manifest.",
     )
-    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--out", required=True, type=Path, help="output directory (a rerun with the same inputs resumes)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
     p.add_argument(
         "--sft-items", type=int, default=d.sft, help="SFT items, one row per mode each (default: %(default)s)"
@@ -74,10 +76,12 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     a = p.parse_args(argv)
     check_output_dir(a.out)
-    with user_errors(ValueError):  # a share that is not one, sizes the generator cannot meet
+    spec = Build("build_toy", "toy-task", inputs_from(vars(a), {"out", "overwrite"}))
+    # a share that is not one, sizes the generator cannot meet
+    with user_errors(ValueError), claim_output(a.out, spec, overwrite=a.overwrite) as claim:
         share = personalized_share(a.personalized_share)
         sizes = ToySizes(a.sft_items, a.rl_items, a.rl_val_items, a.eval_items)
-        manifest = build(a.out, sizes, a.seed, ToyVariant(a.variant), share)
+        manifest = build(claim.dir, sizes, a.seed, ToyVariant(a.variant), share)
     print(json.dumps(manifest["kinds"], sort_keys=True))
     print(f"toy task written to {a.out} (manifest.json lists the files)")
     return 0

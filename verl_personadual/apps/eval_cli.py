@@ -45,12 +45,12 @@ from verl_personadual.eval.run import (
     run,
 )
 from verl_personadual.eval.store import read_predictions
-from verl_personadual.utils.atomic import output_dir
 from verl_personadual.utils.errors import UserError, run_cli, user_errors
 from verl_personadual.utils.llm import (
     LLMConfig,
     needs_endpoint,
 )
+from verl_personadual.utils.outputs import OVERWRITE_HELP, Build, claim_output
 
 __all__ = ["main", "parser"]
 
@@ -169,6 +169,7 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="HF checkpoint directory or hub id (its tokenizer is used too)")
     p.add_argument("--out", required=True, type=Path, help="run directory (created; re-use it to resume)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     data = _selection_arguments(p)
     p.add_argument(
         "--decoding",
@@ -355,6 +356,7 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="artifact directory (created; re-use it to resume); give it to `eval run --fpps`",
     )
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument(
         "--test-eval-set",
         type=Path,
@@ -622,17 +624,22 @@ def _main(argv: Sequence[str] | None) -> int:
             if a.fpps is not None or cfg.system in FPPS_SYSTEMS:
                 generator = fpps_generator(cfg, a.fpps)
                 cfg = replace(cfg, generator_pins={"fpps": generator.artifact.identity()})
-            run(cfg, generator)
+            # inputs: run_config.json and the eval set's selection pin them (run.py), a resumed run is checked there
+            with claim_output(a.out, Build("eval run", "eval-run"), overwrite=a.overwrite) as claim:
+                run(replace(cfg, out_dir=claim.dir), generator)
         elif a.command == "calibration-set":
             check_output_dir(a.out)
             cfg = _calibration_config(a)
-            with output_dir(cfg.out_dir):
+            # inputs: the eval manifest's selection pins them (prepare_eval_set checks a resumed set)
+            with claim_output(a.out, Build("eval calibration-set", "calibration-set"), overwrite=None) as claim:
+                cfg = replace(cfg, out_dir=claim.dir)
                 rows = prepare_eval_set(cfg)
             logger.info("calibration set: %d rows in %s", len(rows), cfg.out_dir / EVAL_SET)
         elif a.command == "fpps-fit":
             check_model(a.model)
             check_output_dir(a.out)
-            fit(_fpps_fit_config(a))
+            with claim_output(a.out, Build("eval fpps-fit", "fpps-artifact"), overwrite=a.overwrite) as claim:
+                fit(replace(_fpps_fit_config(a), out_dir=claim.dir))  # fit_config.json pins the inputs
         elif a.command == "report":
             for path in write_report(a.run_dir):
                 logger.info("wrote %s", path)
@@ -641,9 +648,10 @@ def _main(argv: Sequence[str] | None) -> int:
             check_output_dir(a.out)
             for path in write_comparison(runs, a.out):
                 logger.info("wrote %s", path)
-        elif hasattr(a, "func"):  # the analyses
-            for path in a.func(a):
-                logger.info("wrote %s", path)
+        elif hasattr(a, "func"):  # the analyses (mode-probs and multiturn resume; their config files pin inputs)
+            with claim_output(a.out, Build(f"eval {a.command}", a.command), overwrite=None):
+                for path in a.func(a):
+                    logger.info("wrote %s", path)
         else:
             rows = read_eval_set(a.run_dir / "eval_set.jsonl")
             x, y = router_labels(rows, read_predictions(a.run_dir / PREDICTIONS))

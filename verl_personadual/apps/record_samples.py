@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +27,7 @@ from verl_personadual.utils.llm import (
     ReplyCache,
     cache_key,
 )
+from verl_personadual.utils.outputs import MARKER, Build, claim_output
 
 
 def _sft_recordings() -> dict[str, str]:
@@ -72,17 +73,31 @@ def stale_keys(root: Path = CACHE_DIR) -> list[str]:
 
 
 def record(root: Path = CACHE_DIR) -> int:
-    """Rewrite ``root`` with exactly :func:`recordings` (built next to it, then swapped in); returns the count."""
+    """Rewrite ``root`` with exactly :func:`recordings`; returns the count. ``root`` is written whole, under its
+    lock (``utils.outputs``: built next to it, then swapped in); UserError when it holds anything but a reply
+    cache (``<2 hex>/<key>.json``), which it would replace."""
+    if root.is_dir():
+        stranger = next((p for p in sorted(root.iterdir()) if not _cache_entry(p)), None)
+        if stranger is not None:
+            raise UserError(f"--root {root}: holds {stranger.name!r}, not a reply cache entry; use another --root")
     want = recordings()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
-    cache = ReplyCache(staged)
-    for key, reply in want.items():
-        cache.put(key, Reply(reply))
-    if root.exists():
-        shutil.rmtree(root)
-    staged.rename(root)
+    with claim_output(
+        root, Build("record_samples", "reply-cache"), overwrite=True, staged=True, flag="--root"
+    ) as claim:
+        cache = ReplyCache(claim.dir)
+        for key, reply in want.items():
+            cache.put(key, Reply(reply))
     return len(want)
+
+
+def _cache_entry(path: Path) -> bool:
+    """A shard folder of ``ReplyCache`` (two hex digits: JSON files, and temporaries a killed run left, which the
+    claim removes) or this command's marker."""
+    if path.name == MARKER:
+        return True
+    if not (path.is_dir() and re.fullmatch(r"[0-9a-f]{2}", path.name)):
+        return False
+    return all(p.is_file() and (p.suffix == ".json" or p.name.startswith(".")) for p in path.iterdir())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

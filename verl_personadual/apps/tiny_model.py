@@ -25,7 +25,8 @@ from typing import Iterable, Sequence
 from verl_personadual.core.modes import PREFIX_TEXT, Mode
 from verl_personadual.core.prompts import TaskFamily, answer_instruction, format_answer
 from verl_personadual.data.preflight import check_output_dir
-from verl_personadual.utils.errors import UserError, run_cli, user_errors
+from verl_personadual.utils.errors import run_cli, user_errors
+from verl_personadual.utils.outputs import OVERWRITE_HELP, Build, claim_output, inputs_from
 
 __all__ = [
     "CHAT_TEMPLATE",
@@ -187,7 +188,7 @@ def write_tiny_model(
     if out.exists():
         raise FileExistsError(f"{out} exists; choose another --out or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.staging-") as tmp:
         staged = Path(tmp) / "model"
         tok_dir = build_tokenizer(
             Path(tmp) / "tokenizer",
@@ -208,7 +209,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Write a tiny randomly initialised Qwen3 + a locally trained tokenizer with the two mode "
         "tokens (no download) as a Hugging Face checkpoint, for running the recipes on CPU.",
     )
-    p.add_argument("--out", required=True, type=Path, help="output directory (must not exist)")
+    p.add_argument(
+        "--out", required=True, type=Path, help="output directory (one holding the same model is left as it is)"
+    )
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--hidden", type=int, default=d.hidden_size, help="hidden size (default: %(default)s)")
     p.add_argument("--layers", type=int, default=d.num_layers, help="decoder layers (default: %(default)s)")
     p.add_argument("--vocab", type=int, default=1000, help="BPE vocabulary size (default: %(default)s)")
@@ -238,10 +242,14 @@ def _main(argv: Sequence[str] | None) -> int:
         seed=args.seed,
     )
     check_output_dir(args.out)
-    if args.out.exists():
-        raise UserError(f"--out {args.out}: exists; choose another --out or remove it")
-    with user_errors(ValueError):  # TinyModelSpec's checks of the sizes
-        out = write_tiny_model(args.out, spec, with_mode_tokens=not args.text_prefixes, vocab_size=args.vocab)
+    build = Build("tiny_model", "tiny-model", inputs_from(vars(args), {"out", "overwrite"}))
+    with claim_output(args.out, build, overwrite=args.overwrite, staged=True) as claim:
+        if claim.done:
+            print(f"{args.out} already holds this tiny model (same options); left as it is")
+            return 0
+        with user_errors(ValueError):  # TinyModelSpec's checks of the sizes
+            write_tiny_model(claim.dir, spec, with_mode_tokens=not args.text_prefixes, vocab_size=args.vocab)
+    out = args.out
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(
         f"wrote a random Qwen3 ({spec.hidden_size} hidden x {spec.num_layers} layers) + tokenizer to {out} "

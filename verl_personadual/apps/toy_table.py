@@ -47,6 +47,7 @@ from verl_personadual.data import toy
 from verl_personadual.data.preflight import check_output_dir
 from verl_personadual.eval.baselines import System
 from verl_personadual.utils.errors import UserError, run_cli
+from verl_personadual.utils.outputs import Build, claim_output
 
 __all__ = ["ABLATIONS", "LINES", "PERSONALIZED_SHARE", "TABLE_TASK", "Line", "ToyTable", "main"]
 
@@ -267,8 +268,11 @@ def _main(argv: Sequence[str] | None) -> int:
     if len(set(args.seeds)) != len(args.seeds):
         raise UserError(f"--seeds {args.seeds}: a seed given twice")
     check_output_dir(args.out)
-    table = ToyTable(args.out, args.seeds, progress=not args.no_progress).run_all()
-    print((table / "table1_toy.md").read_text(encoding="utf-8"), end="")
+    # inputs: each seed's quickstart pins its own (stages.py); more seeds extend the table
+    with claim_output(args.out, Build("toy_table", "toy-table"), overwrite=None):
+        table = ToyTable(args.out, args.seeds, progress=not args.no_progress).run_all()
+        text = (table / "table1_toy.md").read_text(encoding="utf-8")
+    print(text, end="")
     return 0
 
 

@@ -98,6 +98,9 @@ class BuildConfig:
     #: Share of each split's rows given a first turn from the other family (``verl_personadual.data.multiturn``).
     multi_turn_ratio: float = 0.0
     overlap_filter: bool = True
+    #: Where the files are written when not ``out_dir`` (the staging folder of a replacement, ``utils.outputs``);
+    #: the manifest names them under ``out_dir``, where they end up.
+    write_dir: Path | None = None
     #: Stop at the first malformed AlignX row instead of skipping and counting it.
     strict: bool = False
 
@@ -328,7 +331,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     outputs = {}
     for split in SPLITS:
         rows = build_rows(assigned, split, cfg.seed)
-        path = cfg.out_dir / f"{split}.parquet"
+        path = (cfg.write_dir or cfg.out_dir) / f"{split}.parquet"
         if cfg.multi_turn_ratio > 0:
             from verl_personadual.data import multiturn
 
@@ -336,7 +339,11 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             multiturn.write_rows(rows, path)
         else:
             write_parquet(rows, path)
-        outputs[split] = {"path": str(path), "rows": len(rows), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        outputs[split] = {
+            "path": str(cfg.out_dir / path.name),
+            "rows": len(rows),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
     manifest = {
         "seed": cfg.seed,
         "sources": provenance,
@@ -354,5 +361,5 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     }
     if cfg.multi_turn_ratio > 0:
         manifest["multi_turn_ratio"] = cfg.multi_turn_ratio
-    write_json(cfg.out_dir / "manifest.json", manifest)
+    write_json((cfg.write_dir or cfg.out_dir) / "manifest.json", manifest)
     return manifest

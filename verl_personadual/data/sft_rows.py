@@ -384,11 +384,11 @@ def build(cfg: SFTConfig) -> dict[str, Any]:
                 too_long.add(k)
                 continue
             out_rows.append(row)
-        path = base.out_dir / f"{split}.parquet"
+        path = (base.write_dir or base.out_dir) / f"{split}.parquet"
         table = pa.Table.from_pylist(out_rows, schema=SFT_ROW_SCHEMA)
         atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp))
         outputs[split] = {
-            "path": str(path),
+            "path": str(base.out_dir / path.name),
             "rows": len(out_rows),
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         }
@@ -420,5 +420,5 @@ def build(cfg: SFTConfig) -> dict[str, Any]:
         "selection": selection,
         "outputs": outputs,
     }
-    write_json(base.out_dir / "manifest.json", manifest)
+    write_json((base.write_dir or base.out_dir) / "manifest.json", manifest)
     return manifest

@@ -7,7 +7,8 @@ so a free-form answer that the rule-based extractor cannot read is still graded.
 ``LLMClient`` (any OpenAI-compatible endpoint; bounded concurrency, retries, on-disk cache keyed by model, prompt
 and sampling parameters, so a re-run or a resumed run asks nothing twice). A reply without a readable verdict is
 rejected by the client's validator (not cached, counted as a failure); an item whose request failed gets no
-verdict (``None``), and the run then keeps the rule verdict for it and says so (``judge_correct`` null).
+verdict (``None``): ``eval run`` then saves no prediction for it and exits with status 2 (``eval.run``), so a
+rerun asks again.
 
 Long inputs are cut: the question to its first :data:`MAX_QUESTION_CHARS` characters, the response to its *last*
 :data:`MAX_RESPONSE_CHARS` (the final answer is at the end).
@@ -118,7 +119,7 @@ class ExtractVerifyJudge:
             )
         except LLMBatchError as err:
             logger.warning(
-                "judge: %d of %d requests failed; those items keep the rule verdict (%s)",
+                "judge: %d of %d requests failed; those responses are not saved (%s)",
                 len(err.failures),
                 len(items),
                 str(err)[:300],

@@ -15,10 +15,11 @@ Output directory layout (``--out``):
   response is in: general / personalized / unknown), ``persona_id``, ``pred`` (extracted answer), ``correct``,
   ``format_ok``, ``has_answer``, ``score`` (the training reward), ``response_tokens``, ``truncated``,
   ``response``; with ``--judge``, for PubMedQA and MATH-500, also ``rule_correct`` (the rules' verdict),
-  ``judge_correct`` (the judge's, null when its request failed), ``judge_pred`` (the answer it extracted) and
-  ``grader`` (``judge`` or ``rule``: what ``correct`` is); with a row-aware generator (``generate.RowGenerator``)
-  also its extra fields (FPPS: ``fpps``, see ``eval.fpps.generator``). Append-only; a crashed run continues where
-  it stopped (``store.PredictionStore``).
+  ``judge_correct`` (the judge's), ``judge_pred`` (the answer it extracted) and ``grader`` (``judge``: what
+  ``correct`` is; a response the judge gave no verdict for is not saved, and the run fails with exit status 2
+  after its last batch, so no rule verdict stands in a judged column and a rerun asks the judge again); with a
+  row-aware generator (``generate.RowGenerator``) also its extra fields (FPPS: ``fpps``, see
+  ``eval.fpps.generator``). Append-only; a crashed run continues where it stopped (``store.PredictionStore``).
 - ``tables/`` and ``plots/``: written by ``report.write_report`` at the end of the run.
 
 Several sampling seeds (``--seeds 0 1 2``: the paper's "averaged over three runs"): the eval set is built once in
@@ -338,7 +339,7 @@ def _check_run_config(cfg: RunConfig) -> None:
             )
             raise RunError(
                 f"{path} differs from this run in {diff}{' (' + shown + ')' if shown else ''}; resume with "
-                "the same model and settings or use another --out"
+                "the same model and settings, use another --out, or --overwrite to replace it"
             )
     else:
         write_json(path, current, sort_keys=True)
@@ -360,7 +361,7 @@ def score_response(row: EvalRow, text: str, mode: int) -> dict[str, Any]:
 def grade_with_judge(result: dict[str, Any], verdict: JudgeVerdict | None) -> dict[str, Any]:
     """A judged benchmark's result (module docstring): ``rule_correct`` = the rules' ``correct``; ``judge_correct``
     / ``judge_pred`` = the judge's verdict and extracted answer (None when its request failed); ``correct`` = the
-    judge's verdict when there is one, else the rules'; ``grader`` says which."""
+    judge's verdict when there is one, else the rules'; ``grader`` says which (``rule``: not saved by ``run``)."""
     out = dict(result, rule_correct=result["correct"], judge_correct=None, judge_pred=None, grader="rule")
     if verdict is not None:
         out.update(judge_correct=1.0 if verdict.correct else 0.0, judge_pred=verdict.extracted, grader="judge")
@@ -473,6 +474,7 @@ def _run_one(cfg: RunConfig, get_generator: _Lazy) -> Path:
         len(rows) * len(cfg.decodings) - len(todo),
         len(todo),
     )
+    asked = unjudged = 0  # judged responses, and those the judge gave no verdict for
     if todo:
         routed: dict[str, Mode] = {}
         router_rows = [r for r, d in todo if d is Decoding.ROUTER]
@@ -505,11 +507,20 @@ def _run_one(cfg: RunConfig, get_generator: _Lazy) -> Path:
                 results = [score_response(u[0], text, mode) for u, text, mode in zip(batch, texts, modes)]
                 if judge is not None:
                     results = _judged(batch, texts, results, judge)
+                    asked += sum(u[0].source in JUDGED_BENCHMARKS for u in batch)
+                    unjudged += sum(r.get("grader") == "rule" for r in results)
                 store.append(
                     _record(row, dec, cfg.prompt_style, mode, res, ids, trunc, text, more)
                     for (row, dec, _), (ids, trunc, more), text, mode, res in zip(batch, outs, texts, modes, results)
+                    if res.get("grader") != "rule"  # no judge verdict: not saved, so a rerun asks again
                 )
                 bar.update(start + len(batch) - bar.n)
+        if unjudged:
+            raise RunError(
+                f"--judge: the judge ({cfg.llm.model if cfg.llm else None}) gave no verdict for {unjudged} of {asked} "
+                f"judged responses (PubMedQA / MATH-500; see the warnings above); those are not saved and the "
+                f"tables not written: rerun the same command to generate and judge them again"
+            )
     written = write_report(cfg.out_dir)
     logger.info("predictions: %s", store.path)
     for path in written:

@@ -3,8 +3,12 @@
 ``predictions.jsonl`` holds one JSON object per line, keyed by ``(row_id, decoding)`` (``row_id`` is item id +
 persona setting). :class:`PredictionStore` reads the completed keys on open, so a resumed run skips them; it
 appends whole lines and fsyncs after each batch. A crash can leave at most a torn last line (no trailing newline
-or not valid JSON): it is cut off on open, with a warning. Any other bad line, or a key that occurs twice, is an
-error naming the line.
+or not valid JSON): it is cut off on open, with a warning. Any other bad line is an error naming the line.
+
+A key that occurs twice (two processes appended to one file, as before ``eval run`` locked its ``--out``): identical
+records are read once, and :class:`PredictionStore` rewrites the file without the repeats on open (atomically, with
+a warning), so the folder is repaired by rerunning its command; two *different* records of one key are an error
+naming both lines and the fix (delete the line that should not count, then rerun).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from verl_personadual.utils.atomic import atomic_write_text
 from verl_personadual.utils.errors import UserError
 
 __all__ = ["PredictionStore", "StoreError", "read_predictions"]
@@ -30,13 +35,14 @@ def _key(record: Mapping[str, Any]) -> tuple[str, str]:
     return str(record["row_id"]), str(record["decoding"])
 
 
-def _scan(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Records of ``path`` and the byte length of its intact part: every line but the last ends with a newline,
-    and the part after the last newline (empty after a clean write) is a torn line, excluded."""
+def _scan(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """Records of ``path`` with their 1-based line numbers, and the byte length of its intact part: every line but
+    the last ends with a newline, and the part after the last newline (empty after a clean write) is a torn line,
+    excluded."""
     with open(path, "rb") as f:
         data = f.read()
     *complete, _torn = data.split(b"\n")
-    records: list[dict[str, Any]] = []
+    records: list[tuple[int, dict[str, Any]]] = []
     good = 0
     for lineno, raw in enumerate(complete, start=1):
         good += len(raw) + 1
@@ -48,20 +54,34 @@ def _scan(path: Path) -> tuple[list[dict[str, Any]], int]:
                 raise ValueError("not an object with 'row_id' and 'decoding'")
         except (ValueError, UnicodeDecodeError) as err:
             raise StoreError(f"{path}, line {lineno}: {err}") from None
-        records.append(rec)
+        records.append((lineno, rec))
     return records, good
 
 
-def read_predictions(path: Path) -> list[dict[str, Any]]:
-    """All intact records of a predictions file (a torn last line ignored); StoreError on a repeated key."""
-    records, _ = _scan(Path(path))
-    seen: set[tuple[str, str]] = set()
-    for lineno, rec in enumerate(records, start=1):
+def _unique(path: Path, records: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``records`` with each repeated identical record once (module docstring); StoreError on a key with two
+    different records."""
+    first: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+    out: list[dict[str, Any]] = []
+    for lineno, rec in records:
         key = _key(rec)
-        if key in seen:
-            raise StoreError(f"{path}, line {lineno}: key {key} occurs twice")
-        seen.add(key)
-    return records
+        if key not in first:
+            first[key] = (lineno, rec)
+            out.append(rec)
+        elif first[key][1] != rec:
+            raise StoreError(
+                f"{path}, lines {first[key][0]} and {lineno}: two different records of key {key} (two processes "
+                "wrote this file at once); delete the line that should not count, then rerun"
+            )
+    return out
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """All intact records of a predictions file (a torn last line ignored, identical repeats once); StoreError on
+    a key with two different records."""
+    path = Path(path)
+    records, _ = _scan(path)
+    return _unique(path, records)
 
 
 class PredictionStore:
@@ -79,7 +99,16 @@ class PredictionStore:
                 )
                 with open(self.path, "r+b") as f:
                     f.truncate(good)
-            self.completed = {_key(r) for r in read_predictions(self.path)}
+            records, _ = _scan(self.path)
+            unique = _unique(self.path, records)
+            if len(unique) < len(records):
+                logger.warning(
+                    "%s: removing %d repeated identical record(s) left by two runs writing it at once",
+                    self.path,
+                    len(records) - len(unique),
+                )
+                atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in unique))
+            self.completed = {_key(r) for r in unique}
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.touch()

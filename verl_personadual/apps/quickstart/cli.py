@@ -12,6 +12,7 @@ from typing import Sequence
 from verl_personadual.apps.quickstart import stages
 from verl_personadual.apps.quickstart.stages import FIRST_STAGES, Quickstart, say
 from verl_personadual.utils.errors import run_cli
+from verl_personadual.utils.outputs import Build, claim_output
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,8 +79,12 @@ def _main(argv: Sequence[str] | None) -> int:
     from verl_personadual.data.preflight import check_output_dir
 
     check_output_dir(args.out)
-    qs = Quickstart(args.out, args.ablation, progress=not args.no_progress, overrides=args.overrides, seed=args.seed)
-    runs = qs.run_all(stop_after=args.stop_after)
+    # inputs: the stage markers and the model's --seed pin them (stages.py); runs with other settings sit side by side
+    with claim_output(args.out, Build("quickstart", "quickstart"), overwrite=None):
+        qs = Quickstart(
+            args.out, args.ablation, progress=not args.no_progress, overrides=args.overrides, seed=args.seed
+        )
+        runs = qs.run_all(stop_after=args.stop_after)
     if runs is None:
         return 0
     say(f"report: {qs.out / 'report.md'}")

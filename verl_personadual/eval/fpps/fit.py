@@ -233,7 +233,7 @@ def _pin(cfg: FitConfig, identity: Mapping[str, Any]) -> None:
     if diff:
         raise FppsError(
             f"{path} differs from this fit in {diff} (its cached generations depend on them); rerun with "
-            "the same calibration set and generation settings, or use another --out"
+            "the same calibration set and generation settings, use another --out, or --overwrite to replace it"
         )
 
 
