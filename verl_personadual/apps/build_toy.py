@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Sequence
 
 from verl_personadual.data.preflight import check_output_dir
 from verl_personadual.data.toy import ToySizes, build
+from verl_personadual.utils.cli import Parser, count, non_negative
 from verl_personadual.utils.errors import run_cli, user_errors
 
 
@@ -22,19 +22,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     d = ToySizes()
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m verl_personadual.apps.build_toy",
         description="Write the toy persona task (see the module docstring): RL and SFT parquet, an eval set for "
         "`python -m verl_personadual.eval run --eval-set`, and a manifest.",
     )
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    p.add_argument("--seed", type=non_negative, default=0, help="generator seed (default: %(default)s)")
     p.add_argument(
-        "--sft-items", type=int, default=d.sft, help="SFT items, one row per mode each (default: %(default)s)"
+        "--sft-items", type=count, default=d.sft, help="SFT items, one row per mode each (default: %(default)s)"
     )
-    p.add_argument("--rl-items", type=int, default=d.rl, help="RL training items (default: %(default)s)")
-    p.add_argument("--rl-val-items", type=int, default=d.rl_val, help="RL validation items (default: %(default)s)")
-    p.add_argument("--eval-items", type=int, default=d.eval, help="held-out eval items (default: %(default)s)")
+    p.add_argument("--rl-items", type=count, default=d.rl, help="RL training items (default: %(default)s)")
+    p.add_argument("--rl-val-items", type=count, default=d.rl_val, help="RL validation items (default: %(default)s)")
+    p.add_argument("--eval-items", type=count, default=d.eval, help="held-out eval items (default: %(default)s)")
     a = p.parse_args(argv)
     check_output_dir(a.out)
     with user_errors(ValueError):  # sizes the generator cannot meet

@@ -7,6 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
+from verl_personadual.utils.cli import count
 from verl_personadual.utils.llm import ENV_API_KEY, ENV_BASE_URL, ENV_CACHE_DIR, ENV_MODEL, LLMConfig
 
 __all__ = ["add_llm_arguments", "llm_config_from_args"]
@@ -29,7 +30,7 @@ def add_llm_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, conc
         "~/.cache/verl_personadual/llm)",
     )
     if concurrency:
-        p.add_argument("--llm-concurrency", type=int, default=16, metavar="N", help="requests in flight (default 16)")
+        p.add_argument("--llm-concurrency", type=count, default=16, metavar="N", help="requests in flight (default 16)")
 
 
 def llm_config_from_args(args: argparse.Namespace) -> LLMConfig | None:

@@ -280,9 +280,16 @@ class _LengthCheck:
     """Token length of a conversation under a tokenizer's chat template."""
 
     def __init__(self, tokenizer_dir: Path):
+        """BuildError naming ``--tokenizer`` when ``tokenizer_dir`` is not a directory or holds no tokenizer."""
         from transformers import AutoTokenizer
 
-        self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+        if not Path(tokenizer_dir).is_dir():
+            raise BuildError(f"--tokenizer {tokenizer_dir}: no such directory")
+        try:
+            self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+        except (OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BuildError(f"--tokenizer {tokenizer_dir}: cannot load a tokenizer ({first})") from None
 
     def __call__(self, messages: list[dict[str, str]]) -> int:
         text = self.tok.apply_chat_template(messages, tokenize=False)
@@ -363,12 +370,12 @@ def prepare(cfg: SFTConfig) -> Prepared:
 def build(cfg: SFTConfig) -> dict[str, Any]:
     """Run the pipeline; returns the manifest (also written to ``out_dir/manifest.json``)."""
     base = cfg.base
+    length = _LengthCheck(cfg.tokenizer) if cfg.tokenizer is not None and cfg.max_length is not None else None
     prep = prepare(cfg)
     loaded, pool_report, rows = prep.loaded, prep.pool_report, prep.rows
     flat = prep.flat_rows()
     replies, expert_report = _ask_expert(cfg, flat)
     judged_flat = judge(flat, replies, cfg)
-    length = _LengthCheck(cfg.tokenizer) if cfg.tokenizer is not None and cfg.max_length is not None else None
 
     outputs, selection = {}, {}
     start = 0

@@ -69,6 +69,7 @@ __all__ = [
     "ToyItem",
     "ToySizes",
     "generate",
+    "distinct_items",
     "better_mode",
     "kind_counts",
     "rl_row",
@@ -264,17 +265,42 @@ class ToySizes:
     eval: int = 200
 
 
+def distinct_items(kind: ToyKind) -> int:
+    """How many distinct items (prompts) of ``kind`` the generator can make: every thing x quality x book verdict,
+    times the persona's occupations (none for kind ``none``)."""
+    questions = sum(len(things) for things in DOMAINS.values()) * len(QUALITIES) * len(VERDICTS)
+    personas = {ToyKind.NONE: 1, ToyKind.MISLEADING: len(OCCUPATIONS)}.get(kind, len(ROLES))
+    return questions * personas
+
+
+def _split_counts(n: int) -> dict[ToyKind, int]:
+    """Items per kind of a split of ``n`` items: the shares of :data:`KINDS`, remainder to the largest share."""
+    counts = {k: int(share * n) for k, (_, share) in KINDS.items()}
+    counts[max(KINDS, key=lambda k: KINDS[k][1])] += n - sum(counts.values())
+    return counts
+
+
 def generate(sizes: ToySizes, seed: int = 0) -> dict[str, list[ToyItem]]:
     """Items of every split, disjoint by prompt (item id), kinds in the shares of :data:`KINDS` (rounded per
-    split, remainder to the largest share)."""
+    split, remainder to the largest share). ValueError, before any item is made, when the sizes ask for more
+    items of a kind than :func:`distinct_items` (or for a negative size)."""
+    order = (("eval", sizes.eval), ("rl_val", sizes.rl_val), ("rl", sizes.rl), ("sft", sizes.sft))
+    if any(n < 0 for _, n in order):
+        raise ValueError(f"negative toy sizes: {sizes}")
+    for kind in KINDS:
+        asked = sum(_split_counts(n)[kind] for _, n in order)
+        if asked > distinct_items(kind):
+            raise ValueError(
+                f"the sizes (sft {sizes.sft}, rl {sizes.rl}, rl_val {sizes.rl_val}, eval {sizes.eval} items) ask "
+                f"for {asked} distinct {kind.value!r} items; the toy generator has {distinct_items(kind)}: ask for "
+                "fewer items"
+            )
     rng = random.Random(f"toy:{seed}")
     seen: set[str] = set()
     splits: dict[str, list[ToyItem]] = {}
-    for split, n in (("eval", sizes.eval), ("rl_val", sizes.rl_val), ("rl", sizes.rl), ("sft", sizes.sft)):
-        counts = {k: int(share * n) for k, (_, share) in KINDS.items()}
-        counts[max(KINDS, key=lambda k: KINDS[k][1])] += n - sum(counts.values())
+    for split, n in order:
         items: list[ToyItem] = []
-        for kind, count in counts.items():
+        for kind, count in _split_counts(n).items():
             made = tries = 0
             while made < count:
                 item = _item(rng, kind)
