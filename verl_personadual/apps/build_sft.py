@@ -33,7 +33,7 @@ from verl_personadual.data.sft_rows import (
     build,
     sample_paths,
 )
-from verl_personadual.utils.cli import Parser, count, non_negative_number
+from verl_personadual.utils.cli import Parser, count, existing_dir, non_negative_number
 from verl_personadual.utils.errors import run_cli, user_errors
 
 
@@ -126,7 +126,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tokenizer",
-        type=Path,
+        type=existing_dir,
         metavar="DIR",
         help="tokenizer of the model to train; with --max-length, drop rows longer than that",
     )

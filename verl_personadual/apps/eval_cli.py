@@ -49,6 +49,7 @@ from verl_personadual.utils.cli import (
     fraction,
     non_negative,
     non_negative_number,
+    number,
     torch_device,
     torch_dtype,
 )
@@ -305,7 +306,7 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-new-tokens",
-        type=int,
+        type=count,
         default=DEFAULT_MAX_NEW_TOKENS,
         help=f"response length cap of the greedy answers (default {DEFAULT_MAX_NEW_TOKENS}); use the one of the "
         "runs FPPS is compared in",
@@ -316,20 +317,20 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--gammas",
         nargs="+",
-        type=float,
+        type=non_negative_number,
         default=list(DEFAULT_GAMMAS),
         help=f"soft strengths gamma >= 0 to search (default {' '.join(map(str, DEFAULT_GAMMAS))})",
     )
     p.add_argument(
         "--taus",
         nargs="+",
-        type=float,
+        type=number("threshold"),
         default=list(DEFAULT_TAUS),
         help=f"hard thresholds tau to search (default {' '.join(map(str, DEFAULT_TAUS))})",
     )
     p.add_argument(
         "--calib-fraction",
-        type=float,
+        type=number("share", 0.0, 1.0, open_min=True, open_max=True),
         default=0.5,
         help="share of the calibration items the layer, probe and s_f are fit on; the rest scores the gamma / tau "
         "grid (default 0.5)",

@@ -280,11 +280,9 @@ class _LengthCheck:
     """Token length of a conversation under a tokenizer's chat template."""
 
     def __init__(self, tokenizer_dir: Path):
-        """BuildError naming ``--tokenizer`` when ``tokenizer_dir`` is not a directory or holds no tokenizer."""
+        """BuildError naming ``--tokenizer`` when ``tokenizer_dir`` holds no tokenizer."""
         from transformers import AutoTokenizer
 
-        if not Path(tokenizer_dir).is_dir():
-            raise BuildError(f"--tokenizer {tokenizer_dir}: no such directory")
         try:
             self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
         except (OSError, ValueError) as err:

@@ -9,6 +9,7 @@ before any work, as one ``error:`` line (the convention of :mod:`verl_personadua
   has a documented meaning), :data:`ratio` (number in [0, 1]), :data:`fraction` (number in (0, 1]),
   :data:`positive` (number > 0), :data:`non_negative_number` (number >= 0), and :func:`integer` / :func:`number`
   to build others. Numbers must be finite. Each message names the bound and the value given.
+- :func:`existing_dir`: a path to an existing directory (as a ``Path``).
 - :func:`torch_device` (a device this host has: ``cpu``, ``cuda[:N]`` with N below the visible GPU count, ``mps``)
   and :func:`torch_dtype` (``auto`` or a torch floating-point dtype name); torch is imported when one is parsed.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from pathlib import Path
 from typing import Callable, NoReturn
 
 from verl_personadual.utils.errors import UserError
@@ -32,6 +34,7 @@ __all__ = [
     "fraction",
     "positive",
     "non_negative_number",
+    "existing_dir",
     "torch_device",
     "torch_dtype",
 ]
@@ -76,9 +79,9 @@ def number(
     ``open_min`` / ``open_max``)."""
     low = "(" if open_min else "["
     high = ")" if open_max else "]"
-    bounds = f"in {low}{minimum:g}, {maximum:g}{high}"
+    bounds = f"a number in {low}{minimum:g}, {maximum:g}{high}"
     if math.isinf(maximum):
-        bounds = f"{'>' if open_min else '>='} {minimum:g}"
+        bounds = f"a number {'>' if open_min else '>='} {minimum:g}" if math.isfinite(minimum) else "a finite number"
 
     def check(text: str) -> float:
         try:
@@ -89,7 +92,7 @@ def number(
             value < maximum if open_max else value <= maximum
         )
         if not math.isfinite(value) or not inside:
-            raise argparse.ArgumentTypeError(f"must be a number {bounds}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
         return value
 
     check.__name__ = name
@@ -108,6 +111,14 @@ fraction = number("fraction", 0.0, 1.0, open_min=True)
 positive = number("positive", 0.0, open_min=True)
 #: A number >= 0 (a temperature, where 0 is greedy).
 non_negative_number = number("non_negative_number", 0.0)
+
+
+def existing_dir(text: str) -> Path:
+    """A ``type=`` check: a path to an existing directory."""
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {'not a directory' if path.exists() else 'no such directory'}")
+    return path
 
 
 def torch_device(text: str) -> str:
