@@ -375,20 +375,28 @@ def build(cfg: SFTConfig) -> dict[str, Any]:
     replies, expert_report = _ask_expert(cfg, flat)
     judged_flat = judge(flat, replies, cfg)
 
-    outputs, selection = {}, {}
+    outputs, selection, kept = {}, {}, {}
     start = 0
     for split in build_rl.SPLITS:
         judged = judged_flat[start : start + len(rows[split])]
         start += len(rows[split])
-        out_rows, too_long = [], set()
+        out_rows, too_long, lengths = [], set(), []
         for k, j in enumerate(judged):
             if j.selection.mode is None:
                 continue
             row = sft_row(j, len(out_rows))
-            if length is not None and length(row["messages"]) > cfg.max_length:
+            if length is not None and (tokens := length(row["messages"])) > cfg.max_length:
                 too_long.add(k)
+                lengths.append(tokens)
                 continue
             out_rows.append(row)
+        if too_long and not out_rows:  # before any file is written
+            raise BuildError(
+                f"--max-length {cfg.max_length}: every selected {split} row is longer ({len(too_long)} rows of "
+                f"{min(lengths)} to {max(lengths)} tokens under --tokenizer {cfg.tokenizer}); raise --max-length"
+            )
+        kept[split] = (judged, out_rows, too_long)
+    for split, (judged, out_rows, too_long) in kept.items():
         path = base.out_dir / f"{split}.parquet"
         table = pa.Table.from_pylist(out_rows, schema=SFT_ROW_SCHEMA)
         atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp))
