@@ -13,8 +13,13 @@ Contract:
   connected to at all (connection refused, unknown host) is not transient: it is retried at most
   :data:`CONNECT_RETRIES` times, at most :data:`CONNECT_BACKOFF_S` apart, and the failure names the (redacted) URL
   and the number of attempts. Other HTTP errors fail at once.
-- No credential is shown: the key is never logged nor in ``repr``, and every URL the project writes (manifests,
-  logs, reports, ``repr``) goes through :func:`redact_url` (user-info and key-like query parameters masked).
+- The endpoint URL (:func:`parse_base_url`, checked by :class:`LLMConfig` and ``--llm-base-url``): ``http(s)://host
+  [:port][/path][?query]``. A key in its user-info (``https://KEY@host/v1``) is sent as the Bearer key (refused when
+  ``PERSONADUAL_LLM_API_KEY`` holds another; ``user:password`` refused), and its query parameters are sent with
+  every request.
+- No credential is shown: the key is never logged nor in ``repr``, and every URL the project writes or prints
+  (manifests, logs, reports, error messages, ``repr``) goes through :func:`redact_url` (user-info, key-like query
+  parameters and key-looking path segments masked).
   httpx's per-request INFO log lines (which carry the URL) are silenced (WARNING and above still show).
 - A content-addressed on-disk cache: key = SHA-256 of (model, messages, sampling params). A reply is cached only
   after it passed validation, written atomically (temp file + rename), so a re-run or a resumed run sends no
