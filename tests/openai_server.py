@@ -13,7 +13,9 @@ Usage::
 - ``script(*actions)``: queue actions consumed one per request, in arrival order: an int HTTP status
   (answered with an OpenAI-style error body), ``"timeout"`` (sleep ``hang_s`` and then drop the connection
   without answering), or ``"garbage"`` (HTTP 200 whose body is not JSON).
-- Counters: ``requests`` (chat-completion requests received), ``max_in_flight``, ``bodies`` (every parsed body).
+- Counters: ``requests`` (chat-completion requests received), ``max_in_flight``, ``bodies`` (every parsed body),
+  ``received`` (of every POST, chat completion or not: the request target, path and query as sent, and the
+  ``Authorization`` header or None).
 - ``start()`` / ``stop()`` (or a ``with`` block) bind a free port; ``base_url`` ends with ``/v1``.
 """
 
@@ -43,6 +45,7 @@ class OpenAITestServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies: list[dict[str, Any]] = []
+        self.received: list[tuple[str, str | None]] = []
         self._actions: collections.deque[int | str] = collections.deque()
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -66,6 +69,7 @@ class OpenAITestServer:
             self.requests = 0
             self.max_in_flight = 0
             self.bodies.clear()
+            self.received.clear()
 
     def start(self) -> "OpenAITestServer":
         server = self
@@ -93,7 +97,9 @@ class OpenAITestServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                if not self.path.rstrip("/").endswith("/chat/completions"):
+                with server._lock:
+                    server.received.append((self.path, self.headers.get("Authorization")))
+                if not self.path.partition("?")[0].rstrip("/").endswith("/chat/completions"):
                     self._send(404, b'{"error": {"message": "not found"}}')
                     return
                 with server._lock:

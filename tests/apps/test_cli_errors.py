@@ -39,7 +39,10 @@ def cases(tmp: Path, model: Path) -> dict[str, tuple[list[str], str]]:
             [*m, "verl_personadual.apps.record_samples", "--root", str(a_file), "--check"],
             f"--root {a_file}: not a directory",
         ),
-        "cost": ([*m, "verl_personadual.apps.cost", "--backbone", "qwen3_8b", "--mfu", "1.5"], "--mfu 1.5"),
+        "cost": (
+            [*m, "verl_personadual.apps.cost", "--backbone", "qwen3_8b", "--mfu", "1.5"],
+            "--mfu: must be a number in (0, 1], got '1.5'",
+        ),
         "recipes sft": (
             [
                 *m,

@@ -1,6 +1,7 @@
-"""No credential reaches a file or a terminal: runs of build_rl, build_sft and eval run against the local OpenAI
-fake server, with a key planted in the endpoint URL (user-info) and in PERSONADUAL_LLM_API_KEY; every file they
-write and their stdout / stderr are searched for both keys."""
+"""No credential reaches a file or a terminal, and each reaches the server as the Bearer key: runs of build_rl,
+build_sft and eval run against the local OpenAI fake server, with a key planted in the endpoint URL (user-info:
+the builders and the failing eval run) or in PERSONADUAL_LLM_API_KEY (the eval run); every file they write and
+their stdout / stderr are searched for both keys."""
 
 from __future__ import annotations
 
@@ -28,9 +29,12 @@ def reply(body: dict) -> str:
 
 
 def run(argv: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, ENV_API_KEY: ENV_KEY, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    for var in (ENV_BASE_URL, ENV_MODEL):
+    """``python -m argv``; with PERSONADUAL_LLM_API_KEY set to ENV_KEY unless the URL holds a key."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    for var in (ENV_BASE_URL, ENV_MODEL, ENV_API_KEY):
         env.pop(var, None)
+    if not any(URL_KEY in arg for arg in argv):
+        env[ENV_API_KEY] = ENV_KEY
     return subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, env=env, timeout=900)
 
 
@@ -38,8 +42,8 @@ def test_planted_keys_appear_in_no_output(tiny_model_dir, tmp_path, closed_port)
     work = tmp_path / "work"
     with OpenAITestServer(reply=reply) as srv:
         port = srv.base_url.split(":")[-1].split("/")[0]
-        url = f"http://alice:{URL_KEY}@127.0.0.1:{port}/v1"
-        dead = f"http://alice:{URL_KEY}@127.0.0.1:{closed_port}/v1"
+        url = f"http://{URL_KEY}@127.0.0.1:{port}/v1"
+        dead = f"http://{URL_KEY}@127.0.0.1:{closed_port}/v1"
 
         def llm(u: str, cache: str) -> list[str]:
             return ["--llm-base-url", u, "--llm-model", "m", "--llm-cache-dir", str(work / cache)]
@@ -83,12 +87,15 @@ def test_planted_keys_appear_in_no_output(tiny_model_dir, tmp_path, closed_port)
                 "--no-progress",
                 *llm(url, "cache_sft"),
             ],
-            "eval": [*eval_args, "--out", str(work / "eval"), *llm(url, "cache_eval")],
+            "eval": [*eval_args, "--out", str(work / "eval"), *llm(f"http://127.0.0.1:{port}/v1", "cache_eval")],
             "eval_dead": [*eval_args, "--out", str(work / "eval_dead"), *llm(dead, "cache_dead")],
         }
         with ThreadPoolExecutor(len(commands)) as pool:
             done = dict(zip(commands, pool.map(run, commands.values())))
         assert srv.requests > 0
+        received = set(srv.received)
+    # every request went to the chat path, with the URL's key or the variable's as the Bearer key
+    assert received == {("/v1/chat/completions", f"Bearer {URL_KEY}"), ("/v1/chat/completions", f"Bearer {ENV_KEY}")}
     for name, proc in done.items():
         assert proc.returncode == (2 if name == "eval_dead" else 0), (name, proc.stderr[-2000:])
         for key in (URL_KEY, ENV_KEY):

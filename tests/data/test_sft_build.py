@@ -418,6 +418,19 @@ def test_length_filter_drops_rows_longer_than_max_length(plan, tokenizer_dir, to
     assert manifest["length_filter"] == {"tokenizer": str(tokenizer_dir), "max_length": limit}
 
 
+def test_a_max_length_no_row_fits_is_refused_before_writing(plan, tokenizer_dir, tmp_path, capsys):
+    """Every row is longer than 8 tokens (the chat template alone takes more): an empty train split is an error,
+    and no parquet is written."""
+    with make_server(plan) as srv:
+        argv = ["--tokenizer", str(tokenizer_dir), "--max-length", "8"]
+        assert run(tmp_path / "out", srv, tmp_path / "cache", *argv) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("error: --max-length 8: every selected train row is longer (") and error.endswith(
+        f"tokens under --tokenizer {tokenizer_dir}); raise --max-length"
+    )
+    assert not list((tmp_path / "out").glob("*.parquet"))
+
+
 def test_failed_request_stops_the_build_and_a_rerun_asks_only_for_it(plan, tmp_path, capsys):
     with make_server(plan) as srv:
         srv.script(400)  # not retryable: the first request to arrive fails for good

@@ -284,7 +284,7 @@ def test_redact_url_masks_user_info_and_key_like_query_parameters():
     )
     assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
     assert redact_url("") == ""
-    cfg = LLMConfig(base_url=f"http://u:{SECRET}@h/v1?key={SECRET}", model="m", api_key=SECRET)
+    cfg = LLMConfig(base_url=f"http://{SECRET}@h/v1?key={SECRET}", model="m", api_key=SECRET)
     assert repr(cfg).startswith("LLMConfig(base_url='http://***@h/v1?key=***', model='m',") and SECRET not in repr(cfg)
 
 
@@ -293,7 +293,7 @@ def test_connection_refused_is_retried_once_and_names_the_url_and_attempts(tmp_p
     it is tried twice, and the failure names the redacted URL and the attempts."""
     port = closed_port
     cfg = LLMConfig(
-        base_url=f"http://bob:{SECRET}@127.0.0.1:{port}/v1",
+        base_url=f"http://{SECRET}@127.0.0.1:{port}/v1",
         model="m",
         api_key=SECRET,
         cache_dir=tmp_path / "c",

@@ -30,7 +30,6 @@ What it does, in order:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -46,6 +45,7 @@ import torch
 
 from verl_personadual.core.modes import PREFIX_TEXT, Mode, resolve_prefixes
 from verl_personadual.data.preflight import check_model
+from verl_personadual.utils.cli import Parser
 from verl_personadual.utils.errors import run_cli, user_errors
 from verl_personadual.utils.fingerprint import checkpoint_fingerprint
 from verl_personadual.utils.outputs import OVERWRITE_HELP, Build, claim_output
@@ -335,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m verl_personadual.apps.add_mode_tokens",
         description=(
             "Copy a Hugging Face causal-LM checkpoint and add the mode prefixes "

@@ -15,6 +15,7 @@ from verl_personadual.data import multiturn
 from verl_personadual.data.families import Selector
 from verl_personadual.data.multiturn import add_first_turns, write_rows
 from verl_personadual.data.preflight import check_files, check_rl_parquet
+from verl_personadual.utils.cli import Parser, non_negative, ratio
 from verl_personadual.utils.errors import run_cli, user_errors
 
 
@@ -24,15 +25,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m verl_personadual.apps.build_multiturn",
         description=multiturn.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--in", dest="src", required=True, type=Path, help="RL parquet (build_rl or toy schema)")
     p.add_argument("--out", required=True, type=Path, help="output parquet")
-    p.add_argument("--ratio", type=float, required=True, help="share of rows given a first turn, in [0, 1]")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--ratio", type=ratio, required=True, help="share of rows given a first turn, in [0, 1]")
+    p.add_argument("--seed", type=non_negative, default=0, help="seed (default 0)")
     p.add_argument(
         "--personalized",
         type=Selector.parse,

@@ -28,6 +28,7 @@ from verl_personadual.data.rl_rows import (
     build,
 )
 from verl_personadual.data.samples import rl_sample_paths
+from verl_personadual.utils.cli import Parser, non_negative, ratio
 from verl_personadual.utils.errors import run_cli, user_errors
 from verl_personadual.utils.llm import (
     ENV_API_KEY,
@@ -110,7 +111,7 @@ def add_input_arguments(
         metavar="SRC=N,...",
         help=f"validation items per source{count_note} (default {val_default})",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--seed", type=non_negative, default=0, help="seed of every random choice (default 0)")
 
 
 #: Options that do not change what a build writes (output, progress, endpoint location and cache): left out of
@@ -119,7 +120,7 @@ NOT_INPUTS = frozenset({"out", "overwrite", "no_progress", "llm_base_url", "llm_
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m verl_personadual.apps.build_rl",
         description=(
             "Build PersonaDual RL data (UltraMedical, FLAN, AlignX with unaligned PersonaHub personas and aligned "
@@ -149,7 +150,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--multi-turn-ratio",
-        type=float,
+        type=ratio,
         default=0.0,
         metavar="R",
         help="share of each split's rows turned into two-turn rows: a finished exchange from the other "

@@ -34,12 +34,13 @@ from verl_personadual.data.sft_rows import (
     build,
     sample_paths,
 )
+from verl_personadual.utils.cli import Parser, count, existing_dir, non_negative_number
 from verl_personadual.utils.errors import run_cli, user_errors
 from verl_personadual.utils.outputs import Build, claim_output, inputs_from
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m verl_personadual.apps.build_sft",
         description=(
             "Build PersonaDual SFT data: expert trajectories in general and personalized mode for UltraMedical, "
@@ -81,13 +82,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--temperature",
-        type=float,
+        type=non_negative_number,
         default=DEFAULT_TEMPERATURE,
         help=f"expert sampling temperature (default {DEFAULT_TEMPERATURE})",
     )
     p.add_argument(
         "--max-tokens",
-        type=int,
+        type=count,
         default=DEFAULT_MAX_TOKENS,
         help=f"expert reply token limit (default {DEFAULT_MAX_TOKENS}); truncated replies have no answer "
         "and are counted as unusable",
@@ -127,13 +128,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tokenizer",
-        type=Path,
+        type=existing_dir,
         metavar="DIR",
         help="tokenizer of the model to train; with --max-length, drop rows longer than that",
     )
     p.add_argument(
         "--max-length",
-        type=int,
+        type=count,
         default=None,
         help="longest row in tokens, counted on --tokenizer's chat template of the whole conversation "
         "(a few template tokens above verl's per-message count for Qwen3, so conservative); the SFT "

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Sequence
 
 from verl_personadual.data.preflight import check_output_dir
 from verl_personadual.data.toy import ToyKind, ToySizes, ToyVariant, build
+from verl_personadual.utils.cli import Parser, count, non_negative
 from verl_personadual.utils.errors import run_cli, user_errors
 from verl_personadual.utils.outputs import OVERWRITE_HELP, Build, claim_output, inputs_from
 
@@ -46,20 +46,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     d = ToySizes()
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m verl_personadual.apps.build_toy",
         description="Write the toy persona task (see the module docstring): RL and SFT parquet, an eval set for "
         "`python -m verl_personadual.eval run --eval-set`, and a manifest.",
     )
     p.add_argument("--out", required=True, type=Path, help="output directory (a rerun with the same inputs resumes)")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    p.add_argument("--seed", type=non_negative, default=0, help="generator seed (default: %(default)s)")
     p.add_argument(
-        "--sft-items", type=int, default=d.sft, help="SFT items, one row per mode each (default: %(default)s)"
+        "--sft-items", type=count, default=d.sft, help="SFT items, one row per mode each (default: %(default)s)"
     )
-    p.add_argument("--rl-items", type=int, default=d.rl, help="RL training items (default: %(default)s)")
-    p.add_argument("--rl-val-items", type=int, default=d.rl_val, help="RL validation items (default: %(default)s)")
-    p.add_argument("--eval-items", type=int, default=d.eval, help="held-out eval items (default: %(default)s)")
+    p.add_argument("--rl-items", type=count, default=d.rl, help="RL training items (default: %(default)s)")
+    p.add_argument("--rl-val-items", type=count, default=d.rl_val, help="RL validation items (default: %(default)s)")
+    p.add_argument("--eval-items", type=count, default=d.eval, help="held-out eval items (default: %(default)s)")
     p.add_argument(
         "--variant",
         choices=[v.value for v in ToyVariant],

@@ -11,7 +11,6 @@ Exit status 0 when every check passes, 1 otherwise.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from verl_personadual.core import names
 from verl_personadual.data.preflight import PreflightError, looks_local
+from verl_personadual.utils.cli import Parser
 from verl_personadual.utils.errors import run_cli
 
 __all__ = ["Check", "registration_checks", "tokenizer_checks", "main"]
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m verl_personadual.check",
         description=(
             "Check that a plain `import verl` sees every registration of verl-personadual (estimator, trainer glue, "

@@ -36,7 +36,8 @@ from typing import Sequence
 from omegaconf import DictConfig
 
 from verl_personadual.apps.recipes import compose as R
-from verl_personadual.utils.errors import UserError, run_cli
+from verl_personadual.utils.cli import Parser, count, fraction, non_negative, positive
+from verl_personadual.utils.errors import run_cli
 
 __all__ = [
     "GPUS",
@@ -385,7 +386,7 @@ def render_sft(plan: SFTPlan, a: Assumptions, rows: int, title: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     d = Assumptions()
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m verl_personadual.apps.cost",
         description=(
             "Print the cost of a PersonaDual run (Markdown): steps, tokens, FLOPs, checkpoint disk, and a rough "
@@ -399,56 +400,40 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", required=True, choices=sorted(MODEL_SHAPES), help="recipe backbone")
     p.add_argument("--stage", choices=["rl", "sft"], default="rl", help="training stage (default: rl)")
     p.add_argument("--ablation", default=R.NO_ABLATION, choices=R.ablations(), help="RL ablation (default: none)")
-    p.add_argument("--nnodes", type=int, default=None, help="nodes (default: the backbone's)")
+    p.add_argument("--nnodes", type=count, default=None, help="nodes (default: the backbone's)")
     p.add_argument(
         "--train-rows",
-        type=int,
+        type=count,
         default=None,
         help=f"training rows (default: the paper's, RL {PAPER_RL_ROWS:,}, SFT {PAPER_SFT_ROWS:,})",
     )
-    p.add_argument("--val-rows", type=int, default=d.val_rows, help=f"RL validation rows (default {d.val_rows})")
-    p.add_argument("--mean-prompt-tokens", type=int, default=None, help="RL: mean prompt length (default: maximum)")
-    p.add_argument("--mean-response-tokens", type=int, default=None, help="RL: mean response length (default: maximum)")
-    p.add_argument("--mean-sft-tokens", type=int, default=None, help="SFT: mean row length (default: maximum)")
+    p.add_argument(
+        "--val-rows", type=non_negative, default=d.val_rows, help=f"RL validation rows (default {d.val_rows})"
+    )
+    p.add_argument("--mean-prompt-tokens", type=count, default=None, help="RL: mean prompt length (default: maximum)")
+    p.add_argument(
+        "--mean-response-tokens", type=count, default=None, help="RL: mean response length (default: maximum)"
+    )
+    p.add_argument("--mean-sft-tokens", type=count, default=None, help="SFT: mean row length (default: maximum)")
     p.add_argument(
         "--mfu",
-        type=float,
+        type=fraction,
         default=d.mfu,
         help=f"model-FLOP utilisation of prefill, log-prob and training passes (default {d.mfu})",
     )
     p.add_argument(
         "--hbm-efficiency",
-        type=float,
+        type=fraction,
         default=d.hbm_efficiency,
         help=f"fraction of HBM bandwidth vLLM decoding reaches (default {d.hbm_efficiency})",
     )
     p.add_argument(
         "--gen-tokens-per-s",
-        type=float,
+        type=positive,
         default=None,
         help="measured generation tokens/s per GPU; replaces the prefill + decode model",
     )
     return p
-
-
-def check_assumptions(a: Assumptions) -> None:
-    """The assumption flags are in range; else a UserError naming the flag and its value."""
-    fractions = {"--mfu": a.mfu, "--hbm-efficiency": a.hbm_efficiency}
-    counts = {
-        "--train-rows": a.train_rows,
-        "--mean-prompt-tokens": a.mean_prompt_tokens,
-        "--mean-response-tokens": a.mean_response_tokens,
-    }
-    for flag, value in fractions.items():
-        if not 0 < value <= 1:
-            raise UserError(f"{flag} {value}: must be a fraction in (0, 1]")
-    for flag, value in counts.items():
-        if value is not None and value < 1:
-            raise UserError(f"{flag} {value}: must be >= 1")
-    if a.val_rows < 0:
-        raise UserError(f"--val-rows {a.val_rows}: must be >= 0")
-    if a.gen_tokens_per_s is not None and a.gen_tokens_per_s <= 0:
-        raise UserError(f"--gen-tokens-per-s {a.gen_tokens_per_s}: must be > 0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -459,7 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     argv, extra = R.split_overrides(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    rows = args.train_rows or (PAPER_RL_ROWS if args.stage == "rl" else PAPER_SFT_ROWS)
+    rows = args.train_rows
+    if rows is None:
+        rows = PAPER_RL_ROWS if args.stage == "rl" else PAPER_SFT_ROWS
     a = Assumptions(
         train_rows=rows,
         val_rows=args.val_rows,
@@ -469,7 +456,6 @@ def _main(argv: Sequence[str] | None) -> int:
         hbm_efficiency=args.hbm_efficiency,
         gen_tokens_per_s=args.gen_tokens_per_s,
     )
-    check_assumptions(a)
     val = ["validation.parquet"] if args.stage == "rl" else []
     ablation = args.ablation if args.stage == "rl" else R.NO_ABLATION
     overrides = R.build_overrides(

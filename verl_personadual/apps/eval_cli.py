@@ -45,6 +45,16 @@ from verl_personadual.eval.run import (
     run,
 )
 from verl_personadual.eval.store import read_predictions
+from verl_personadual.utils.cli import (
+    Parser,
+    count,
+    fraction,
+    non_negative,
+    non_negative_number,
+    number,
+    torch_device,
+    torch_dtype,
+)
 from verl_personadual.utils.errors import UserError, run_cli, user_errors
 from verl_personadual.utils.llm import (
     LLMConfig,
@@ -150,10 +160,10 @@ def _selection_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         + ", ".join(f"{b.value} {n:,}" for b, n in DEFAULT_SIZES.items())
         + "; all if fewer)",
     )
-    data.add_argument("--limit", type=int, help="items per benchmark for every benchmark not in --sizes")
+    data.add_argument("--limit", type=count, help="items per benchmark for every benchmark not in --sizes")
     data.add_argument(
         "--seed",
-        type=int,
+        type=non_negative,
         default=0,
         help="eval-set seed: items, personas, A/B order (default 0); also the sampling seed of a run without --seeds",
     )
@@ -187,16 +197,19 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
     gen.add_argument(
         "--backend", default="auto", choices=BACKENDS, help="auto: vLLM on GPU if installed, else transformers"
     )
-    gen.add_argument("--device", help="transformers device (default cuda if available, else cpu)")
+    gen.add_argument("--device", type=torch_device, help="transformers device (default cuda if available, else cpu)")
     gen.add_argument(
         "--dtype",
+        type=torch_dtype,
         default="auto",
         help="transformers dtype: auto (what the safetensors shards store, else config.json), bfloat16, float32, ...",
     )
-    gen.add_argument("--batch-size", type=int, default=16, help="responses per generation batch (and per JSONL flush)")
+    gen.add_argument(
+        "--batch-size", type=count, default=16, help="responses per generation batch (and per JSONL flush)"
+    )
     gen.add_argument(
         "--max-new-tokens",
-        type=int,
+        type=count,
         default=None,
         help=f"response length cap, mode prefix included (default {DEFAULT_MAX_NEW_TOKENS}; "
         f"{SAMPLES_MAX_NEW_TOKENS} with --samples, a CPU smoke-run setting that cuts real answers)",
@@ -204,7 +217,7 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
     gen.add_argument(
         "--seeds",
         nargs="+",
-        type=int,
+        type=non_negative,
         default=None,
         metavar="S",
         help="one sampled run per seed over the same eval set, reported as mean ± 95 %% t-interval (the paper averages "
@@ -212,12 +225,14 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
     )
     gen.add_argument(
         "--temperature",
-        type=float,
+        type=non_negative_number,
         default=None,
         help=f"0 = greedy (default without --seeds); with --seeds default {SAMPLING_TEMPERATURE}, the "
         "recipes' rollout temperature (paper Table 6)",
     )
-    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling (default 1.0: off)")
+    gen.add_argument(
+        "--top-p", type=fraction, default=1.0, help="nucleus sampling mass when sampling (default 1.0: off)"
+    )
     gen.add_argument("--chat-template-kwargs", default="{}", help="JSON, e.g. '{\"enable_thinking\": false}'")
     gen.add_argument("--engine-kwargs", default="{}", help="JSON for vllm.LLM, e.g. '{\"tensor_parallel_size\": 2}'")
     base = p.add_argument_group("baselines (the paper's Table 1 rows)")
@@ -368,15 +383,19 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
         metavar="FIELD=V[,V...]",
         help="rows that are personalized questions (default: personalized benchmarks; toy: task=helpful)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the fitting / held-out split and the probe (default 0)")
+    p.add_argument(
+        "--seed", type=non_negative, default=0, help="seed of the fitting / held-out split and the probe (default 0)"
+    )
     p.add_argument(
         "--max-new-tokens",
-        type=int,
+        type=count,
         default=DEFAULT_MAX_NEW_TOKENS,
         help=f"response length cap of the greedy answers (default {DEFAULT_MAX_NEW_TOKENS}); use the one of the "
         "runs FPPS is compared in",
     )
-    p.add_argument("--layer", type=int, help="steer at this layer (0-based decoder block output), not the RRF choice")
+    p.add_argument(
+        "--layer", type=non_negative, help="steer at this layer (0-based decoder block output), not the RRF choice"
+    )
     p.add_argument(
         "--grid",
         choices=sorted(GRIDS),
@@ -384,8 +403,15 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
         help="the gamma x tau grid searched: paper (default; gamma 0..3 step 0.2, tau 0.05..1 step 0.01, the "
         "paper's App. G), coarse (gamma 0 1 2 3, tau 0.05..1 step 0.05)",
     )
-    p.add_argument("--gammas", nargs="+", type=float, help="soft strengths gamma >= 0 to search instead of --grid's")
-    p.add_argument("--taus", nargs="+", type=float, help="hard thresholds tau to search instead of --grid's")
+    p.add_argument(
+        "--gammas",
+        nargs="+",
+        type=non_negative_number,
+        help="soft strengths gamma >= 0 to search instead of --grid's",
+    )
+    p.add_argument(
+        "--taus", nargs="+", type=number("threshold"), help="hard thresholds tau to search instead of --grid's"
+    )
     p.add_argument(
         "--fact-mean",
         choices=FACT_MEANS,
@@ -395,18 +421,19 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--calib-fraction",
-        type=float,
+        type=number("share", 0.0, 1.0, open_min=True, open_max=True),
         default=0.5,
         help="share of the calibration items the layer, probe and s_f are fit on; the rest scores the gamma / tau "
         "grid (default 0.5)",
     )
-    p.add_argument("--device", help="transformers device (default cuda if available, else cpu)")
+    p.add_argument("--device", type=torch_device, help="transformers device (default cuda if available, else cpu)")
     p.add_argument(
         "--dtype",
+        type=torch_dtype,
         default="auto",
         help="transformers dtype: auto (what the safetensors shards store, else config.json), bfloat16, float32, ...",
     )
-    p.add_argument("--batch-size", type=int, default=16, help="prompts per generation / forward batch (default 16)")
+    p.add_argument("--batch-size", type=count, default=16, help="prompts per generation / forward batch (default 16)")
     p.add_argument(
         "--chat-template-kwargs",
         default="{}",
@@ -548,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The command line of ``python -m verl_personadual.eval`` and its subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m verl_personadual.eval",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,

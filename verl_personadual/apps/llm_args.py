@@ -7,7 +7,16 @@ import argparse
 import os
 from pathlib import Path
 
-from verl_personadual.utils.llm import ENV_API_KEY, ENV_BASE_URL, ENV_CACHE_DIR, ENV_MODEL, LLMConfig
+from verl_personadual.utils.cli import count
+from verl_personadual.utils.llm import (
+    ENV_API_KEY,
+    ENV_BASE_URL,
+    ENV_CACHE_DIR,
+    ENV_MODEL,
+    LLMConfig,
+    LLMConfigError,
+    parse_base_url,
+)
 
 __all__ = ["add_llm_arguments", "llm_config_from_args"]
 
@@ -16,9 +25,11 @@ def add_llm_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, conc
     """``--llm-base-url``, ``--llm-model``, ``--llm-cache-dir`` and (with ``concurrency``) ``--llm-concurrency``."""
     p.add_argument(
         "--llm-base-url",
+        type=_base_url,
         metavar="URL",
-        help=f"OpenAI-compatible base URL (else {ENV_BASE_URL}); the key comes from {ENV_API_KEY} only, "
-        "and the URL is written to no file unredacted",
+        help=f"OpenAI-compatible base URL, http(s)://host[:port][/path][?query] (else {ENV_BASE_URL}); the key "
+        f"comes from {ENV_API_KEY} or the URL's user-info (https://KEY@host/v1, sent as the Bearer key), query "
+        "parameters are sent with every request, and the URL is written and printed only redacted",
     )
     p.add_argument("--llm-model", metavar="NAME", help=f"model name at that endpoint (else {ENV_MODEL})")
     p.add_argument(
@@ -29,7 +40,16 @@ def add_llm_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, conc
         "~/.cache/verl_personadual/llm)",
     )
     if concurrency:
-        p.add_argument("--llm-concurrency", type=int, default=16, metavar="N", help="requests in flight (default 16)")
+        p.add_argument("--llm-concurrency", type=count, default=16, metavar="N", help="requests in flight (default 16)")
+
+
+def _base_url(text: str) -> str:
+    """``type=`` of ``--llm-base-url``: an http(s) URL with a host (:func:`parse_base_url`)."""
+    try:
+        parse_base_url(text)
+    except LLMConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def llm_config_from_args(args: argparse.Namespace) -> LLMConfig | None:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -21,6 +20,7 @@ from verl_personadual.data.samples import (
     REPLAY_MODEL,
     expert_reply,
 )
+from verl_personadual.utils.cli import Parser
 from verl_personadual.utils.errors import UserError, run_cli
 from verl_personadual.utils.llm import (
     Reply,
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m verl_personadual.apps.record_samples",
         description="Re-record (or --check) the placeholder LLM replies shipped for offline `--samples` runs of "
         "build_sft and eval run (see this module's docstring for what they are).",

@@ -25,6 +25,7 @@ from typing import Iterable, Sequence
 from verl_personadual.core.modes import PREFIX_TEXT, Mode
 from verl_personadual.core.prompts import TaskFamily, answer_instruction, format_answer
 from verl_personadual.data.preflight import check_output_dir
+from verl_personadual.utils.cli import Parser, count, non_negative
 from verl_personadual.utils.errors import run_cli, user_errors
 from verl_personadual.utils.outputs import OVERWRITE_HELP, Build, claim_output, inputs_from
 
@@ -204,7 +205,7 @@ def write_tiny_model(
 
 def _parser() -> argparse.ArgumentParser:
     d = TinyModelSpec()
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m verl_personadual.apps.tiny_model",
         description="Write a tiny randomly initialised Qwen3 + a locally trained tokenizer with the two mode "
         "tokens (no download) as a Hugging Face checkpoint, for running the recipes on CPU.",
@@ -213,10 +214,12 @@ def _parser() -> argparse.ArgumentParser:
         "--out", required=True, type=Path, help="output directory (one holding the same model is left as it is)"
     )
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    p.add_argument("--hidden", type=int, default=d.hidden_size, help="hidden size (default: %(default)s)")
-    p.add_argument("--layers", type=int, default=d.num_layers, help="decoder layers (default: %(default)s)")
-    p.add_argument("--vocab", type=int, default=1000, help="BPE vocabulary size (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="weight initialisation seed (default: %(default)s)")
+    p.add_argument("--hidden", type=count, default=d.hidden_size, help="hidden size (default: %(default)s)")
+    p.add_argument("--layers", type=count, default=d.num_layers, help="decoder layers (default: %(default)s)")
+    p.add_argument("--vocab", type=count, default=1000, help="BPE vocabulary size (default: %(default)s)")
+    p.add_argument(
+        "--seed", type=non_negative, default=d.seed, help="weight initialisation seed (default: %(default)s)"
+    )
     p.add_argument(
         "--text-prefixes",
         action="store_true",

@@ -46,6 +46,7 @@ from verl_personadual.apps.quickstart.stages import EVAL_MAX_NEW_TOKENS, Quickst
 from verl_personadual.data import toy
 from verl_personadual.data.preflight import check_output_dir
 from verl_personadual.eval.baselines import System
+from verl_personadual.utils.cli import Parser, non_negative
 from verl_personadual.utils.errors import UserError, run_cli
 from verl_personadual.utils.outputs import Build, claim_output
 
@@ -254,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m verl_personadual.toy_table",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -262,7 +263,9 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path("outputs/toy_table"), help="output directory (default: %(default)s)"
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="training seeds (default: %(default)s)")
+    parser.add_argument(
+        "--seeds", type=non_negative, nargs="+", default=[1, 2, 3], help="training seeds (default: %(default)s)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):

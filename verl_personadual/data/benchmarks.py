@@ -393,16 +393,17 @@ def sample_items(items: Sequence[Item], k: int | None, seed: int, name: DataSour
 
 
 def parse_sizes(pairs: Iterable[str]) -> dict[DataSource, int]:
-    """``["mmlu_pro=100", ...]`` -> sizes; ValueError naming the bad pair."""
+    """``["mmlu_pro=100", ...]`` -> sizes (each >= 1); ValueError naming the bad pair."""
     out: dict[DataSource, int] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         try:
-            if not sep:
+            if not sep or int(value) < 1:
                 raise ValueError
             out[DataSource(name.strip())] = int(value)
         except ValueError:
             raise ValueError(
-                f"bad size {pair!r}: expected <benchmark>=<int> with a benchmark in {[b.value for b in BENCHMARKS]}"
+                f"bad size {pair!r}: expected <benchmark>=<int >= 1> with a benchmark in "
+                f"{[b.value for b in BENCHMARKS]}"
             ) from None
     return out

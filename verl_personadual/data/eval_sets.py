@@ -150,6 +150,12 @@ def _check_row(data: Mapping[str, Any], where: str) -> EvalRow:
     for name in ("row_id", "item_id", "benchmark", "task", "family", "setting", "question", "gold"):
         if not isinstance(data[name], str):
             raise SchemaError(f"{where}, field {name!r}: expected str")
+    choices = data["choices"]
+    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        raise SchemaError(f"{where}, field 'choices': expected a list of str, got {choices!r:.80}")
+    for name in ("persona", "persona_id"):
+        if data[name] is not None and not isinstance(data[name], str):
+            raise SchemaError(f"{where}, field {name!r}: expected str or null, got {data[name]!r:.80}")
     for name, kind in (("benchmark", DataSource), ("family", TaskFamily), ("setting", PersonaSetting)):
         try:
             kind(data[name])

@@ -280,9 +280,14 @@ class _LengthCheck:
     """Token length of a conversation under a tokenizer's chat template."""
 
     def __init__(self, tokenizer_dir: Path):
+        """BuildError naming ``--tokenizer`` when ``tokenizer_dir`` holds no tokenizer."""
         from transformers import AutoTokenizer
 
-        self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+        try:
+            self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+        except (OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BuildError(f"--tokenizer {tokenizer_dir}: cannot load a tokenizer ({first})") from None
 
     def __call__(self, messages: list[dict[str, str]]) -> int:
         text = self.tok.apply_chat_template(messages, tokenize=False)
@@ -363,27 +368,35 @@ def prepare(cfg: SFTConfig) -> Prepared:
 def build(cfg: SFTConfig) -> dict[str, Any]:
     """Run the pipeline; returns the manifest (also written to ``out_dir/manifest.json``)."""
     base = cfg.base
+    length = _LengthCheck(cfg.tokenizer) if cfg.tokenizer is not None and cfg.max_length is not None else None
     prep = prepare(cfg)
     loaded, pool_report, rows = prep.loaded, prep.pool_report, prep.rows
     flat = prep.flat_rows()
     replies, expert_report = _ask_expert(cfg, flat)
     judged_flat = judge(flat, replies, cfg)
-    length = _LengthCheck(cfg.tokenizer) if cfg.tokenizer is not None and cfg.max_length is not None else None
 
-    outputs, selection = {}, {}
+    outputs, selection, kept = {}, {}, {}
     start = 0
     for split in build_rl.SPLITS:
         judged = judged_flat[start : start + len(rows[split])]
         start += len(rows[split])
-        out_rows, too_long = [], set()
+        out_rows, too_long, lengths = [], set(), []
         for k, j in enumerate(judged):
             if j.selection.mode is None:
                 continue
             row = sft_row(j, len(out_rows))
-            if length is not None and length(row["messages"]) > cfg.max_length:
+            if length is not None and (tokens := length(row["messages"])) > cfg.max_length:
                 too_long.add(k)
+                lengths.append(tokens)
                 continue
             out_rows.append(row)
+        if too_long and not out_rows:  # before any file is written
+            raise BuildError(
+                f"--max-length {cfg.max_length}: every selected {split} row is longer ({len(too_long)} rows of "
+                f"{min(lengths)} to {max(lengths)} tokens under --tokenizer {cfg.tokenizer}); raise --max-length"
+            )
+        kept[split] = (judged, out_rows, too_long)
+    for split, (judged, out_rows, too_long) in kept.items():
         path = (base.write_dir or base.out_dir) / f"{split}.parquet"
         table = pa.Table.from_pylist(out_rows, schema=SFT_ROW_SCHEMA)
         atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp))

@@ -91,6 +91,7 @@ __all__ = [
     "generate",
     "check_personalized_share",
     "sft_modes",
+    "distinct_items",
     "better_mode",
     "kind_counts",
     "rl_row",
@@ -481,13 +482,38 @@ class ToySizes:
     eval: int = 200
 
 
+def distinct_items(kind: ToyKind, variant: ToyVariant = ToyVariant.OCCUPATIONS) -> int:
+    """How many distinct items (prompts) of ``kind`` the generator of ``variant`` can make: every thing x quality x
+    book verdict, times the personas a ``kind`` item can have (none for kind ``none``; for ``relational``
+    misleading items a role of any other domain)."""
+    pool = domains(variant)
+    questions = sum(len(things) for things in pool.values()) * len(QUALITIES) * len(VERDICTS)
+    if kind == ToyKind.NONE:
+        return questions
+    if kind == ToyKind.MISLEADING:
+        return questions * (len(OCCUPATIONS) if variant == ToyVariant.OCCUPATIONS else (len(pool) - 1) * len(ROLES))
+    return questions * len(ROLES)
+
+
 def generate(sizes: ToySizes, seed: int = 0, variant: ToyVariant = ToyVariant.OCCUPATIONS) -> dict[str, list[ToyItem]]:
     """Items of every split of ``variant``, disjoint by prompt (item id), kinds in the shares of :data:`KINDS`
-    (rounded per split: :func:`_kind_counts`)."""
+    (rounded per split: :func:`_kind_counts`). ValueError, before any item is made, when the sizes ask for more
+    items of a kind than :func:`distinct_items` (or for a negative size)."""
+    order = (("eval", sizes.eval), ("rl_val", sizes.rl_val), ("rl", sizes.rl), ("sft", sizes.sft))
+    if any(n < 0 for _, n in order):
+        raise ValueError(f"negative toy sizes: {sizes}")
+    for kind in KINDS:
+        asked = sum(_kind_counts(n, variant)[kind] for _, n in order)
+        if asked > distinct_items(kind, variant):
+            raise ValueError(
+                f"the sizes (sft {sizes.sft}, rl {sizes.rl}, rl_val {sizes.rl_val}, eval {sizes.eval} items) ask "
+                f"for {asked} distinct {kind.value!r} items; the {variant.value} toy generator has "
+                f"{distinct_items(kind, variant)}: ask for fewer items"
+            )
     rng = random.Random(f"toy:{seed}")
     seen: set[str] = set()
     splits: dict[str, list[ToyItem]] = {}
-    for split, n in (("eval", sizes.eval), ("rl_val", sizes.rl_val), ("rl", sizes.rl), ("sft", sizes.sft)):
+    for split, n in order:
         items: list[ToyItem] = []
         counts = _kind_counts(n, variant)
         if variant == ToyVariant.RELATIONAL and 0 < counts[ToyKind.HELPFUL] < 4:

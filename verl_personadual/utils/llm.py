@@ -13,8 +13,13 @@ Contract:
   connected to at all (connection refused, unknown host) is not transient: it is retried at most
   :data:`CONNECT_RETRIES` times, at most :data:`CONNECT_BACKOFF_S` apart, and the failure names the (redacted) URL
   and the number of attempts. Other HTTP errors fail at once.
-- No credential is shown: the key is never logged nor in ``repr``, and every URL the project writes (manifests,
-  logs, reports, ``repr``) goes through :func:`redact_url` (user-info and key-like query parameters masked).
+- The endpoint URL (:func:`parse_base_url`, checked by :class:`LLMConfig` and ``--llm-base-url``): ``http(s)://host
+  [:port][/path][?query]``. A key in its user-info (``https://KEY@host/v1``) is sent as the Bearer key (refused when
+  ``PERSONADUAL_LLM_API_KEY`` holds another; ``user:password`` refused), and its query parameters are sent with
+  every request.
+- No credential is shown: the key is never logged nor in ``repr``, and every URL the project writes or prints
+  (manifests, logs, reports, error messages, ``repr``) goes through :func:`redact_url` (user-info, key-like query
+  parameters and key-looking path segments masked).
   httpx's per-request INFO log lines (which carry the URL) are silenced (WARNING and above still show).
 - A content-addressed on-disk cache: key = SHA-256 of (model, messages, sampling params). A reply is cached only
   after it passed validation, written atomically (temp file + rename), so a re-run or a resumed run sends no
@@ -74,6 +79,8 @@ __all__ = [
     "ReplyCache",
     "cache_key",
     "redact_url",
+    "Endpoint",
+    "parse_base_url",
     "needs_endpoint",
 ]
 
@@ -114,13 +121,30 @@ CONNECT_BACKOFF_S = 0.5
 
 #: Query parameters whose value is masked by :func:`redact_url` (a name containing one of these, any case).
 _SECRET_PARAM = re.compile(r"key|token|sig|secret|passw|auth|credential|session", re.IGNORECASE)
+#: Path segments masked by :func:`redact_url`: the prefixes of common API keys, and long unbroken tokens.
+_SECRET_NAME = re.compile(r"[A-Za-z_-]{1,24}")  # a segment that names what follows (/key/<it>, /api_token/<it>)
+_KEY_PREFIX = re.compile(r"(sk|pk|rk|hf|gsk|xai|key|api)[-_]", re.IGNORECASE)
+_TOKEN_SEGMENT = re.compile(r"[A-Za-z0-9_\-.~+]{32,}")
 _MASK = "***"
 
 
+def _secret_segment(segment: str, previous: str) -> bool:
+    """A path segment that may be a credential: after a key-like segment (``/key/<it>``), a ``name=value`` with a
+    key-like name, a known key prefix (``sk-``, ``hf_``, ...), or a long token (:data:`_TOKEN_SEGMENT`)."""
+    name, sep, _ = segment.partition("=")
+    return bool(
+        (_SECRET_NAME.fullmatch(previous) and _SECRET_PARAM.search(previous))
+        or (sep and _SECRET_PARAM.search(name))
+        or _KEY_PREFIX.match(segment)
+        or _TOKEN_SEGMENT.fullmatch(segment)
+    )
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its user-info (``user:password@``) and the values of key-like query parameters (``key``,
-    ``api_key``, ``token``, ``access_token``, ``sig``, ``X-Amz-Signature``, ..., any case) replaced by ``***``;
-    anything else unchanged. Every URL written to a manifest, cache, log or report goes through this."""
+    """``url`` with its user-info (``user:password@``), the values of key-like query parameters (``key``,
+    ``api_key``, ``token``, ``access_token``, ``sig``, ``X-Amz-Signature``, ..., any case) and the path segments
+    that may be credentials (:func:`_secret_segment`) replaced by ``***``; anything else unchanged. Every URL
+    written to a manifest, cache, log, report or error message goes through this."""
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:  # not parseable as a URL: mask the whole value rather than risk writing a secret
@@ -128,6 +152,10 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{_MASK}@{netloc.rpartition('@')[2]}"
+    segments = parts.path.split("/")
+    path = "/".join(
+        _MASK if _secret_segment(seg, segments[i - 1] if i else "") else seg for i, seg in enumerate(segments)
+    )
     query = parts.query
     if query:
         pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
@@ -135,7 +163,49 @@ def redact_url(url: str) -> str:
             f"{urllib.parse.quote(k, safe='')}={_MASK if _SECRET_PARAM.search(k) else urllib.parse.quote(v, safe='')}"
             for k, v in pairs
         )
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What the client sends to: ``base_url`` without user-info nor query, the query parameters sent with every
+    request (``query``, in their order), and the Bearer key taken from the URL's user-info (None when it has none)."""
+
+    base_url: str
+    query: tuple[tuple[str, str], ...]
+    url_key: str | None
+
+
+def parse_base_url(url: str, source: str = "") -> Endpoint:
+    """Check an endpoint URL and split it (:class:`Endpoint`). A URL that is not
+    ``http(s)://host[:port][/path][?query]``, or whose user-info is ``user:password`` (HTTP Basic auth, which
+    OpenAI-compatible servers do not take), is an :class:`LLMConfigError` naming ``source`` (the flag or variable
+    the URL came from, when given) and the redacted URL."""
+    shown = f"{source} {redact_url(url)!r}".lstrip()
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        parts.port  # noqa: B018  (ValueError on a port that is not a number in 0..65535)
+    except ValueError as err:
+        raise LLMConfigError(f"{shown}: not a URL ({err})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url.strip()):
+        raise LLMConfigError(
+            f"{shown}: not an http(s) URL with a host (expected e.g. http://127.0.0.1:8000/v1 or "
+            "https://api.example.com/v1)"
+        )
+    if parts.fragment:
+        raise LLMConfigError(f"{shown}: a URL fragment (#...) is not sent to a server; remove it")
+    key = None
+    if parts.username is not None or parts.password is not None:
+        if parts.password is not None:
+            raise LLMConfigError(
+                f"{shown}: user:password in the URL is HTTP Basic auth, which OpenAI-compatible servers do "
+                f"not take; put the API key in {ENV_API_KEY} (or write the URL as https://KEY@host/...)"
+            )
+        key = urllib.parse.unquote(parts.username or "") or None
+    host = parts.netloc.rpartition("@")[2]
+    base = urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    query = tuple(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return Endpoint(base, query, key)
 
 
 class LLMError(UserError, RuntimeError):
@@ -207,6 +277,13 @@ class LLMConfig:
             raise LLMConfigError("an offline (replay-only) LLM config needs a cache_dir")
         if not self.base_url and not self.offline:
             raise LLMConfigError(f"no LLM endpoint configured: set {ENV_BASE_URL} (or --llm-base-url)")
+        if self.base_url:
+            url_key = parse_base_url(self.base_url, "base_url").url_key
+            if url_key is not None and self.api_key not in (_NO_KEY, url_key):
+                raise LLMConfigError(
+                    f"the LLM endpoint URL {redact_url(self.base_url)} holds a key and {ENV_API_KEY} another one; "
+                    "keep one of them"
+                )
         if not self.model:
             raise LLMConfigError(f"no LLM model configured: set {ENV_MODEL} (or --llm-model)")
         if self.max_concurrency < 1:
@@ -226,9 +303,12 @@ class LLMConfig:
         """Explicit arguments win over the ``PERSONADUAL_LLM_*`` environment variables.
 
         The cache directory: ``cache_dir``, else ``PERSONADUAL_LLM_CACHE_DIR``, else ``DEFAULT_CACHE_DIR``.
-        Raises :class:`LLMConfigError` naming the variable when the endpoint or model is missing.
+        Raises :class:`LLMConfigError` naming the variable when the endpoint or model is missing, or naming the flag
+        or variable of a malformed endpoint URL (:func:`parse_base_url`).
         """
         cache = cache_dir or os.environ.get(ENV_CACHE_DIR) or DEFAULT_CACHE_DIR
+        if base_url or os.environ.get(ENV_BASE_URL):
+            parse_base_url(base_url or os.environ[ENV_BASE_URL], "--llm-base-url" if base_url else ENV_BASE_URL)
         return cls(
             base_url=base_url or os.environ.get(ENV_BASE_URL, ""),
             model=model or os.environ.get(ENV_MODEL, ""),
@@ -460,9 +540,11 @@ class LLMClient:
         bar = tqdm(total=len(messages_list), desc=desc, disable=not self.progress or desc is None, unit="req")
         bar.update(len(messages_list) - sum(len(v) for v in todo.values()))
         if todo:
+            endpoint = parse_base_url(self.config.base_url)
             client = openai.AsyncOpenAI(
-                base_url=self.config.base_url,
-                api_key=self.config.api_key,
+                base_url=endpoint.base_url,
+                api_key=endpoint.url_key or self.config.api_key,
+                default_query=dict(endpoint.query) or None,
                 max_retries=0,
                 timeout=self.config.timeout_s,
             )

@@ -11,6 +11,7 @@ from typing import Sequence
 
 from verl_personadual.apps.quickstart import stages
 from verl_personadual.apps.quickstart.stages import FIRST_STAGES, Quickstart, say
+from verl_personadual.utils.cli import Parser, non_negative
 from verl_personadual.utils.errors import run_cli
 from verl_personadual.utils.outputs import Build, claim_output
 
@@ -24,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     from verl_personadual.apps.recipes.compose import ablations
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m verl_personadual.quickstart",
         description=stages.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -63,7 +64,7 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=non_negative,
         help="one seed for the tiny model's weights, SFT and RL (default: the recipes' own seeds and model seed "
         f"{stages.MODEL_SEED}, which the README's figures were measured with)",
     )

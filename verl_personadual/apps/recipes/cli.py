@@ -33,11 +33,12 @@ from verl_personadual.data.preflight import (
     check_files,
     check_model,
 )
+from verl_personadual.utils.cli import Parser, count
 from verl_personadual.utils.errors import run_cli, user_errors
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m verl_personadual.recipes",
         description=(
             "Compose a PersonaDual recipe against verl's real Hydra config, validate it with verl's own checks, "
@@ -65,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--nnodes",
-            type=int,
+            type=count,
             default=None,
             help=(
                 "nodes (default: the backbone's, 1). Above 1: run this once, on the head node of a running Ray "

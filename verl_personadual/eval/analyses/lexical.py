@@ -31,6 +31,7 @@ from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.plots import PCT, BarSeries, hbar_figure, pyplot, save_figure, write_table
 from verl_personadual.eval.pools import read_run
 from verl_personadual.utils.atomic import write_json
+from verl_personadual.utils.cli import count, non_negative, positive
 
 __all__ = ["TEXTS", "LexicalResult", "row_text", "fit", "add_parser", "command"]
 
@@ -188,14 +189,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=[Decoding.FREE.value, Decoding.FREE_CONSTRAINED.value, Decoding.ROUTER.value],
         help="whose mode choice to explain (default free)",
     )
-    p.add_argument("--sample", type=int, default=2500, help="rows sampled (default 2500, the paper's; all if fewer)")
-    p.add_argument("--seed", type=int, default=0, help="sampling and solver seed (default 0)")
+    p.add_argument("--sample", type=count, default=2500, help="rows sampled (default 2500, the paper's; all if fewer)")
+    p.add_argument("--seed", type=non_negative, default=0, help="sampling and solver seed (default 0)")
     p.add_argument(
         "--text", default="both", choices=TEXTS, help="words of the persona, the question, or both (default)"
     )
-    p.add_argument("--top", type=int, default=30, help="words reported (default 30)")
-    p.add_argument("--min-rows", type=int, default=2, help="keep words found in at least this many rows (default 2)")
-    p.add_argument("--C", dest="c", type=float, default=1.0, help="inverse L2 strength (default 1.0)")
+    p.add_argument("--top", type=count, default=30, help="words reported (default 30)")
+    p.add_argument("--min-rows", type=count, default=2, help="keep words found in at least this many rows (default 2)")
+    p.add_argument("--C", dest="c", type=positive, default=1.0, help="inverse L2 strength (default 1.0)")
     p.set_defaults(func=command)
 
 

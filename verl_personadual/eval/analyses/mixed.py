@@ -43,6 +43,7 @@ from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.plots import PCT, no_data, pyplot, save_figure, write_table
 from verl_personadual.eval.pools import FinishedRun, parse_labelled, read_run
 from verl_personadual.eval.report import RATIOS
+from verl_personadual.utils.cli import count, non_negative
 
 __all__ = ["MixedSet", "pools", "build_sets", "evaluate", "summarise", "figure", "add_parser", "command"]
 
@@ -206,8 +207,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ratios", nargs="+", type=_ratio, default=RATIOS, help="personalized fractions (default 0, 0.1, ..., 1)"
     )
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="set-sampling seeds (default 0 1 2)")
-    p.add_argument("--size", type=int, help="rows per set (default: the smaller pool)")
+    p.add_argument(
+        "--seeds", nargs="+", type=non_negative, default=[0, 1, 2], help="set-sampling seeds (default 0 1 2)"
+    )
+    p.add_argument("--size", type=count, help="rows per set (default: the smaller pool)")
     p.add_argument(
         "--personalized",
         type=Selector.parse,

@@ -87,6 +87,7 @@ from verl_personadual.eval.pools import (
 )
 from verl_personadual.eval.store import PredictionStore, read_predictions
 from verl_personadual.utils.atomic import write_json
+from verl_personadual.utils.cli import count, torch_device, torch_dtype
 from verl_personadual.utils.fingerprint import model_identity
 
 __all__ = [
@@ -554,13 +555,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--eval-set", type=Path, help="eval_set.jsonl for --model labels without a run (no calibration)")
     p.add_argument("--out", required=True, type=Path, help="output directory (re-use it to resume)")
-    p.add_argument("--bins", type=int, default=10, help="calibration bins (default 10)")
+    p.add_argument("--bins", type=count, default=10, help="calibration bins (default 10)")
     p.add_argument(
         "--backend", default="auto", choices=BACKENDS, help="auto: vLLM on GPU if installed, else transformers"
     )
-    p.add_argument("--device", help="transformers device (default cuda if available, else cpu)")
-    p.add_argument("--dtype", default="auto", help="transformers dtype: auto, bfloat16, float32, ...")
-    p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default 16)")
+    p.add_argument("--device", type=torch_device, help="transformers device (default cuda if available, else cpu)")
+    p.add_argument("--dtype", type=torch_dtype, default="auto", help="transformers dtype: auto, bfloat16, float32, ...")
+    p.add_argument("--batch-size", type=count, default=16, help="sequences per forward pass (default 16)")
     p.add_argument("--engine-kwargs", default="{}", help="JSON for vllm.LLM, e.g. '{\"tensor_parallel_size\": 2}'")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=command)

@@ -79,6 +79,7 @@ from verl_personadual.eval.pools import cell_sort_key, pin_config, read_run
 from verl_personadual.eval.run import read_mode, score_response
 from verl_personadual.eval.store import PredictionStore, read_predictions
 from verl_personadual.utils.atomic import atomic_write_text
+from verl_personadual.utils.cli import count, non_negative, torch_device, torch_dtype
 from verl_personadual.utils.fingerprint import model_identity
 
 __all__ = [
@@ -270,17 +271,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=[Decoding.FREE.value, Decoding.FREE_CONSTRAINED.value],
         help="single-turn reference and second-turn decoding (default free)",
     )
-    p.add_argument("--seed", type=int, default=0, help="pairing seed (default 0)")
+    p.add_argument("--seed", type=non_negative, default=0, help="pairing seed (default 0)")
     p.add_argument(
         "--by", default="benchmark", choices=["benchmark", "task"], help="Table 3 grouping (default benchmark)"
     )
-    p.add_argument("--max-new-tokens", type=int, help="second-turn length cap (default: the run's)")
+    p.add_argument("--max-new-tokens", type=count, help="second-turn length cap (default: the run's)")
     p.add_argument(
         "--backend", default="auto", choices=BACKENDS, help="auto: vLLM on GPU if installed, else transformers"
     )
-    p.add_argument("--device", help="transformers device (default cuda if available, else cpu)")
-    p.add_argument("--dtype", default="auto", help="transformers dtype: auto, bfloat16, float32, ...")
-    p.add_argument("--batch-size", type=int, default=16, help="responses per generation batch (and per JSONL flush)")
+    p.add_argument("--device", type=torch_device, help="transformers device (default cuda if available, else cpu)")
+    p.add_argument("--dtype", type=torch_dtype, default="auto", help="transformers dtype: auto, bfloat16, float32, ...")
+    p.add_argument("--batch-size", type=count, default=16, help="responses per generation batch (and per JSONL flush)")
     p.add_argument("--engine-kwargs", default="{}", help="JSON for vllm.LLM, e.g. '{\"tensor_parallel_size\": 2}'")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=command)
