@@ -118,7 +118,7 @@ CASES: dict[str, tuple[Main, Callable[[Path, Path], list[str]], str]] = {
     "build_toy --eval-items 10000000": (
         *_cmd(build_toy.main, "--eval-items", "10000000"),
         "the sizes (sft 1600, rl 1024, rl_val 64, eval 10000000 items) ask for 1500402 distinct 'none' items; the "
-        "toy generator has 1024: ask for fewer items",
+        "occupations toy generator has 1024: ask for fewer items",
     ),
     "build_multiturn --ratio 1.5": (
         build_multiturn.main,
