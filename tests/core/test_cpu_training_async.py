@@ -71,7 +71,7 @@ def run(tmp_path_factory):
 
 def test_main_ppo_ran_the_colocate_async_trainer_for_every_step(run):
     assert "-m verl.trainer.main_ppo" in run["log"]
-    assert "persona_dual_colocate_async: verl's colocate_async trainer on cpu" in run["log"]
+    assert "trainer.v1.trainer_mode=persona_dual_colocate_async" in run["log"]  # the command the recipe ran
     assert sorted(run["metrics"]) == list(range(1, RL_STEPS + 1))
     for step, m in run["metrics"].items():
         assert m["personadual/train/toy/all/count"] == PROMPTS * N, step
