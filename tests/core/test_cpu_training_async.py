@@ -50,6 +50,7 @@ def run(tmp_path_factory):
         "actor_rollout_ref.actor.optim.lr=1e-3",
         "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
         "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
+        "trainer.max_actor_ckpt_to_keep=null",  # the recipe keeps 2; the checksums need every step's actor
         f"trainer.n_gpus_per_node={RANKS}",
         f"ray_kwargs.ray_init.num_gpus={RANKS}",
         f"trainer.v1.persona_dual.token_dump_dir={dumps}",
