@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -63,3 +65,39 @@ def teach(
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@dataclass(frozen=True)
+class ToySFT:
+    """What :func:`toy_sft` built: the tiny base model, the toy data, the SFT model (HF) and the SFT run's log."""
+
+    base: Path
+    data: Path
+    sft_hf: Path
+    log: str
+
+
+#: The integration tests' recipe command.
+RECIPES = [sys.executable, "-m", "verl_personadual.recipes"]
+
+
+def toy_sft(root: Path, steps: int, timeout_s: float) -> ToySFT:
+    """The tests' model size with the toy's tokenizer (answers are 2-3 tokens), trained ``steps`` SFT steps on the toy
+    through ``recipes sft --backbone cpu_tiny``: a few steps teach the answer format, so DualGRPO groups get rewards
+    that differ and non-zero advantages."""
+    from verl_personadual.apps.tiny_model import TinyModelSpec, write_tiny_model
+    from verl_personadual.data import toy
+
+    data = root / "data"
+    base = write_tiny_model(
+        root / "base",
+        TinyModelSpec(hidden_size=64, num_layers=2, head_dim=16, intermediate_size=128),
+        extra_corpus=toy.corpus(),
+        whole_words=toy.whole_words(),
+    )
+    toy.build(data, toy.ToySizes(sft=48, rl=16, rl_val=4, eval=4))
+    argv = RECIPES + ["sft", "--backbone", "cpu_tiny", "--model", str(base)]
+    argv += ["--train-files", str(data / "sft" / "train.parquet"), "--output-dir", str(root / "sft"), "--"]
+    argv += [f"trainer.total_training_steps={steps}", "optim.lr=3e-3", "optim.lr_warmup_steps=1"]
+    log = run_ok(argv, root, timeout_s)
+    return ToySFT(base, data, root / "sft" / f"global_step_{steps}" / "huggingface", log)

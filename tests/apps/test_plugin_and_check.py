@@ -68,6 +68,8 @@ def test_self_check_passes_on_this_install(tokenizer_dir, capsys):
     assert check_main(["--tokenizer", str(tokenizer_dir)]) == 0
     out = capsys.readouterr().out
     assert "[ok]   estimator dual_grpo" in out
+    for mode in ("sync", "colocate_async", "separate_async"):
+        assert f"[ok]   trainer persona_dual_{mode}" in out
     assert "[General_mode] -> [3], [Personalized_mode] -> [4]" in out
     assert out.strip().endswith("0 failed")
 

@@ -589,3 +589,38 @@ def test_transfer_queue_threads_follow_the_physical_cores(run_files, monkeypatch
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 2)
     monkeypatch.setenv("TQ_NUM_THREADS", "4")
     assert "TQ_NUM_THREADS" not in recipes_launch.run_env(cfg)
+
+
+#: The trainer-mode variants (recipes/config/trainer_mode/): training GPUs and rollout-pool GPUs per node, nodes.
+TRAINER_MODE_VARIANTS = {
+    "colocate_async": ("persona_dual_colocate_async", 8, None),
+    "separate_async": ("persona_dual_separate_async", 4, (1, 4)),
+    "separate_async_multinode": ("persona_dual_separate_async", 8, (1, 8)),
+}
+
+
+@pytest.mark.parametrize("backbone", ["qwen3_8b", "llama31_8b"])
+@pytest.mark.parametrize("variant", sorted(TRAINER_MODE_VARIANTS))
+def test_async_variants_of_the_8b_recipes_compose_validate_and_pass_verls_trainer_checks(
+    variant, backbone, run_files, tiny_model_dir
+):
+    """`-- +trainer_mode=<variant>` over an 8B backbone: the recipe checks pass, and the registered trainer accepts
+    the config (verl's separate_async asserts: batch = parameter_sync_step x mini-batch, a rollout pool, no naive
+    weight transfer)."""
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    mode, trainer_gpus, pool = TRAINER_MODE_VARIANTS[variant]
+    files = [run_files["train"]], [run_files["val"]]
+    overrides = R.build_overrides("rl", backbone, str(tiny_model_dir), *files, R.NO_ABLATION, run_files["out"])
+    cfg = R.compose("rl", overrides + [f"+trainer_mode={variant}"])
+    recipes_validate.validate("rl", cfg)
+    assert cfg.trainer.v1.trainer_mode == mode
+    assert (cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node) == (1, trainer_gpus)
+    if pool is not None:
+        rollout = cfg.actor_rollout_ref.rollout
+        assert (rollout.nnodes, rollout.n_gpus_per_node, rollout.checkpoint_engine.backend) == (*pool, "nccl")
+        assert cfg.trainer.v1.separate_async.parameter_sync_step == 1  # the paper's one update per batch
+        assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size == cfg.data.train_batch_size == 64
+    assert DualGRPOConfig.from_algorithm(cfg.algorithm) == DualGRPOConfig()  # the paper's DualGRPO, unchanged
+    trainer = get_trainer_cls(mode)(config=cfg)
+    assert trainer.trainer_mode == mode.removeprefix("persona_dual_")

@@ -207,7 +207,7 @@ def test_input_validation(bad: str, message: str):
 
 
 def test_registered_estimator_without_trainer_glue_says_what_to_set():
-    with pytest.raises(RuntimeError, match="trainer.v1.trainer_mode=persona_dual_sync"):
+    with pytest.raises(RuntimeError, match="trainer_mode to one of persona_dual_sync, persona_dual_colocate_async, "):
         compute_dual_grpo_advantage(torch.ones(2, 2), torch.ones(2, 2), np.array(["a", "a"], dtype=object), {})
 
 

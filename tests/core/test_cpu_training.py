@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from commands import hf_checksum, hf_params, run_ok
-
-from verl_personadual.apps.tiny_model import TinyModelSpec, write_tiny_model
-from verl_personadual.data import toy
+from commands import RECIPES, hf_checksum, hf_params, run_ok, toy_sft
 
 BETA = 2.0  # recipes/config/persona_dual_rl.yaml: algorithm.dual_grpo.beta (paper Table 6)
 N = 4  # rollouts per prompt in this run: 2 per mode
@@ -43,39 +39,10 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cpu_training")
-    data = root / "data"
-    # the tests' model size with the toy's tokenizer (answers are 2-3 tokens): a few SFT steps teach the answer
-    # format, so DualGRPO groups get rewards that differ and non-zero advantages
-    tiny_model_dir = write_tiny_model(
-        root / "base",
-        TinyModelSpec(hidden_size=64, num_layers=2, head_dim=16, intermediate_size=128),
-        extra_corpus=toy.corpus(),
-        whole_words=toy.whole_words(),
-    )
-    toy.build(data, toy.ToySizes(sft=48, rl=16, rl_val=4, eval=4))
-    recipes = [sys.executable, "-m", "verl_personadual.recipes"]
-    sft_log = _run(
-        recipes
-        + [
-            "sft",
-            "--backbone",
-            "cpu_tiny",
-            "--model",
-            str(tiny_model_dir),
-            "--train-files",
-            str(data / "sft" / "train.parquet"),
-            "--output-dir",
-            str(root / "sft"),
-            "--",
-            f"trainer.total_training_steps={SFT_STEPS}",
-            "optim.lr=3e-3",
-            "optim.lr_warmup_steps=1",
-        ],
-        root,
-    )
-    sft_hf = root / "sft" / f"global_step_{SFT_STEPS}" / "huggingface"
+    sft = toy_sft(root, SFT_STEPS, HANG_LIMIT_S)
+    data, sft_hf = sft.data, sft.sft_hf
     metrics, dumps = root / "rl_metrics.jsonl", root / "tokens"
-    rl_args = recipes + [
+    rl_args = RECIPES + [
         "rl",
         "--backbone",
         "cpu_tiny",
@@ -125,14 +92,14 @@ def runs(tmp_path_factory):
     }
     return {
         "root": root,
-        "sft_log": sft_log,
+        "sft_log": sft.log,
         "sft_hf": sft_hf,
         "rl_log": rl_log,
         "resumed_log": resumed_log,
         "steps": [r["step"] for r in records],
         "metrics": {r["step"]: r["data"] for r in records},
         "tokens": tokens,
-        "base": tiny_model_dir,
+        "base": sft.base,
     }
 
 

@@ -128,3 +128,45 @@ def test_bad_input(change, message: str) -> None:
 def test_bad_split() -> None:
     with pytest.raises(ValueError, match="split must be one of"):
         mode_metrics(*columns(), split="validation")
+
+
+def test_length_metrics_per_mode_without_unknown_and_padding_rows() -> None:
+    from verl_personadual.core.metrics import length_metrics
+
+    modes = np.array([0, 0, 0, 1, 1, -1, 0])
+    lengths = np.array([4, 8, 16, 2, 16, 16, 100])
+    valid = np.array([True] * 6 + [False])  # the last row is balance padding
+    got = length_metrics(modes, lengths, 16, "train", valid=valid)
+    m = "personadual/train/all/all/length_"
+    assert got == pytest.approx(
+        {
+            m + "general_mean": 28 / 3,  # 4, 8, 16
+            m + "general_p95": 15.2,  # 8 + 0.9 * (16 - 8): position 0.95 * 2 = 1.9
+            m + "general_clip_rate": 1 / 3,  # 16 reached the limit
+            m + "personalized_mean": 9.0,  # 2, 16
+            m + "personalized_p95": 15.3,  # 2 + 0.95 * (16 - 2)
+            m + "personalized_clip_rate": 0.5,
+        }
+    )
+    assert set(length_metrics(np.array([1]), np.array([3]), 16, "val")) == {
+        "personadual/val/all/all/length_personalized_mean",
+        "personadual/val/all/all/length_personalized_p95",
+        "personadual/val/all/all/length_personalized_clip_rate",
+    }
+
+
+@pytest.mark.parametrize(
+    ("modes", "settings", "expected"),
+    [
+        ([0] * 19 + [1] + [0] * 20, ["none"] * 20 + ["aligned"] * 20, 0),  # 95 % and 100 % general
+        ([1] * 20 + [1] * 19 + [-1], ["none"] * 20 + ["aligned"] * 20, 1),  # a row without a mode counts against
+        ([0] * 18 + [1] * 2 + [0] * 20, ["none"] * 20 + ["aligned"] * 20, None),  # 90 % in one setting
+        ([0] * 20 + [1] * 20, ["none"] * 20 + ["aligned"] * 20, None),  # the mode follows the persona
+        ([0] * 18 + [-1] * 2, ["unknown"] * 20, None),  # 90 % general, 10 % without a mode
+        ([], [], None),
+    ],
+)
+def test_collapsed_mode(modes, settings, expected) -> None:
+    from verl_personadual.core.metrics import collapsed_mode
+
+    assert collapsed_mode(np.array(modes, dtype=np.int8), settings) == expected

@@ -167,6 +167,14 @@ OURS = {
     ): "verl_personadual.core.trainer:PersonaDualSyncTrainer",
     ("verl.trainer.ppo.v1.trainer_base.TRAINER_REGISTRY", "'cpu_sync'"): "verl_personadual.core.trainer:CPUSyncTrainer",
     (
+        "verl.trainer.ppo.v1.trainer_base.TRAINER_REGISTRY",
+        "'persona_dual_colocate_async'",
+    ): "verl_personadual.core.trainer:PersonaDualColocateAsyncTrainer",
+    (
+        "verl.trainer.ppo.v1.trainer_base.TRAINER_REGISTRY",
+        "'persona_dual_separate_async'",
+    ): "verl_personadual.core.trainer:PersonaDualSeparateAsyncTrainer",
+    (
         "verl.experimental.agent_loop.agent_loop._agent_loop_registry",
         "'personadual_forced'|'_target_'",
     ): "'verl_personadual.core.rollout.ForcedModeAgentLoop'",

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from verl_personadual.core.names import MODE_FIELD
+from verl_personadual.core.names import MODE_FIELD, RESPONSE_LENGTH_FIELD
 from verl_personadual.core.prompts import (
     DataSource,
     PersonaSetting,
@@ -306,6 +306,12 @@ def test_mode_and_persona_fields(mode, setting, expected) -> None:
 def test_per_mode_accuracy_carries_the_correctness() -> None:
     out = compute_score("mmlu_pro", ans("A"), "B", {MODE_FIELD: "general", "persona_setting": "aligned"})
     assert (out["acc_general"], out["acc_persona_aligned"], out["acc_personalized"]) == (0.0, 0.0, None)
+
+
+@pytest.mark.parametrize(("given", "expected"), [(12, 12.0), (0, 0.0), (None, -1.0), (-3, -1.0), (True, -1.0)])
+def test_response_length_is_passed_on_from_the_agent_loop(given, expected) -> None:
+    extra = {MODE_FIELD: "general"} | ({} if given is None else {RESPONSE_LENGTH_FIELD: given})
+    assert compute_score("mmlu_pro", ans("A"), "A", extra)[RESPONSE_LENGTH_FIELD] == expected
 
 
 def test_reward_shape_is_configurable() -> None:

@@ -28,7 +28,7 @@ from verl.workers.rollout.replica import TokenOutput
 
 from verl_personadual.core import plugin
 from verl_personadual.core.modes import Mode, PrefixResolutionError, resolve_prefixes
-from verl_personadual.core.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, MODE_FIELD
+from verl_personadual.core.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, MODE_FIELD, RESPONSE_LENGTH_FIELD
 from verl_personadual.core.rollout import FORCED_FIELD, ForcedModeAgentLoop, forced_mode
 
 MESSAGES = [{"role": "user", "content": "I am a nurse. My question is: which vitamin deficiency causes scurvy?"}]
@@ -178,6 +178,7 @@ def check_forced_group(outs, server: TinyModelServer, tokenizer, n: int, respons
         assert out.attention_mask[0, :PROMPT_LENGTH].sum().item() == len(prompt)
         assert out.extra_fields[MODE_FIELD] == mode.name.lower()
         assert out.extra_fields[FORCED_FIELD] is True
+        assert out.extra_fields[RESPONSE_LENGTH_FIELD] == response_length  # prefix + generated
         assert prefixes.mode_of_ids(out.response_ids[0].tolist()) == int(mode)
         seen[mode] += 1
     assert seen == {Mode.GENERAL: n // 2, Mode.PERSONALIZED: n // 2}
@@ -250,6 +251,7 @@ def test_free_records_what_the_model_chose(
         assert out.response_logprobs[0, :k].tolist() == [-1.0] * k
         assert out.extra_fields[MODE_FIELD] == mode
         assert out.extra_fields[FORCED_FIELD] is False
+        assert out.extra_fields[RESPONSE_LENGTH_FIELD] == k  # unpadded
 
 
 def test_free_with_tiny_model(ppo_config, tiny_model_dir: Path, tokenizer) -> None:

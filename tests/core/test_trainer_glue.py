@@ -3,6 +3,7 @@ reordering, verl's ``_compute_advantage`` and ``compute_advantage``; hand-comput
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import numpy as np
@@ -31,6 +32,9 @@ ROWS = SINGLE_TOKEN_ROWS[:-1]  # verl appends its own padding rows
 EXPECTED = SINGLE_TOKEN_EXPECTED[:-1]
 FILLER = 30  # an ordinary token id
 SETTING = {"a": "aligned", "b": "unaligned", "c": "none"}  # persona setting of each prompt group
+#: [first, last] weight version of each row of ROWS (an async batch: some rows older, some spanning two versions)
+POLICY_STEPS = [(i % 3, 2) for i in range(len(ROWS))]
+MAX_RESPONSE = 4  # data.max_response_length of the glue trainer: rows of 4 tokens were clipped
 
 
 def response_ids(mode: int, n: int, prefixes) -> list[int]:
@@ -61,7 +65,18 @@ def put_rollouts(tq, prefixes, partition: str) -> KVBatchMeta:
         field["old_log_probs"] = torch.zeros(n)  # written by the old-log-prob step before advantages
         fields.append(field)
         keys.append(f"{uid}{run}_{i}_0")
-        tags.append({"status": "success", "prompt_len": 3, "response_len": n, "seq_len": 3 + n, "global_steps": 1})
+        tags.append(
+            {
+                "status": "success",
+                "prompt_len": 3,
+                "response_len": n,
+                "seq_len": 3 + n,
+                "global_steps": 1,
+                # weight versions that generated the row, as verl's replay buffer tags it (async: may lag, span)
+                "min_global_steps": POLICY_STEPS[i][0],
+                "max_global_steps": POLICY_STEPS[i][1],
+            }
+        )
     tq.kv_batch_put(keys=keys, partition_id=partition, fields=list_of_dict_to_tensordict(fields), tags=tags)
     return KVBatchMeta(partition_id=partition, keys=keys, tags=tags)
 
@@ -69,20 +84,28 @@ def put_rollouts(tq, prefixes, partition: str) -> KVBatchMeta:
 def glue_trainer(ppo_config, tokenizer) -> PersonaDualSyncTrainer:
     """The trainer object with only what the advantage step reads (its Ray workers are not needed)."""
     dual_grpo = {"beta": 2.0, "unknown_mode_advantage": "group"}  # the table's prefix-less row: r - group mean
-    config = OmegaConf.merge(ppo_config, {"algorithm": {"adv_estimator": ESTIMATOR, "dual_grpo": dual_grpo}})
+    config = OmegaConf.merge(
+        ppo_config,
+        {
+            "algorithm": {"adv_estimator": ESTIMATOR, "dual_grpo": dual_grpo},
+            "data": {"max_response_length": MAX_RESPONSE},
+        },
+    )
     trainer = object.__new__(PersonaDualSyncTrainer)
     trainer.config = config
     trainer.tokenizer = tokenizer
     trainer.dual_grpo = DualGRPOConfig.from_algorithm(config.algorithm)
-    trainer.settings = TrainerSettings.from_trainer(config.trainer)  # what SyncTrainerBase.__init__ sets
+    trainer.settings = TrainerSettings.from_trainer(config.trainer)  # what PluginTrainer.__init__ sets
     trainer.mode_prefixes = resolve_prefixes(tokenizer, require_single_token=True)
     return trainer
 
 
 @pytest.mark.ray
-def test_advantage_step_through_transfer_queue(ray_tq, ppo_config, tokenizer):
+def test_advantage_step_through_transfer_queue(ray_tq, ppo_config, tokenizer, tmp_path):
     tq = ray_tq
     trainer = glue_trainer(ppo_config, tokenizer)
+    trainer.settings = TrainerSettings(token_dump_dir=str(tmp_path / "dump"))
+    trainer.global_steps, trainer.parameter_sync_step = 3, 1
     batch = put_rollouts(tq, trainer.mode_prefixes, "train")
     real_keys = list(batch.keys)
     batch = upsample_batch_to_divisible_size(batch, 8, tokenizer.eos_token_id)  # 12 rows -> 16
@@ -109,6 +132,12 @@ def test_advantage_step_through_transfer_queue(ray_tq, ppo_config, tokenizer):
     assert metrics[m + "flan/unaligned/personalized_rate"] == 1.0
     assert m + "flan/unaligned/reward_general" not in metrics
     assert metrics[m + "all/none/count"] == 4
+    # Per-mode lengths (ROWS' lengths: general 3, 4, 4, 1; personalized 2, 4, 1, 2, 3, 4, 2; limit 4)
+    assert metrics[m + "all/all/length_general_mean"] == pytest.approx(3.0)
+    assert metrics[m + "all/all/length_general_p95"] == pytest.approx(4.0)
+    assert metrics[m + "all/all/length_general_clip_rate"] == pytest.approx(0.5)
+    assert metrics[m + "all/all/length_personalized_mean"] == pytest.approx(18 / 7)
+    assert metrics[m + "all/all/length_personalized_clip_rate"] == pytest.approx(2 / 7)
 
     got = tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["advantages"]).to_padded_tensor()
     adv = got["advantages"]
@@ -121,6 +150,18 @@ def test_advantage_step_through_transfer_queue(ray_tq, ppo_config, tokenizer):
         else:
             assert key.startswith("pad") and modes[row] == -1 and plen[row] == 0
             assert adv[row].abs().sum() == 0
+
+    # The token dump of the step: each row's own mode and tokens, and the weight versions that generated it.
+    dump = [json.loads(line) for line in (tmp_path / "dump" / "3.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in dump] == list(batch.keys)
+    for r in dump:
+        if r["key"] in real_keys:
+            i = real_keys.index(r["key"])
+            assert (r["mode"], r["padding"], len(r["response_ids"])) == (ROWS[i][1], False, ROWS[i][2])
+            assert r["policy_steps"] == list(POLICY_STEPS[i])
+            assert r["advantages"] == pytest.approx(EXPECTED[i][: ROWS[i][2]], abs=1e-6)
+        else:
+            assert r["padding"] and r["mode"] == -1
 
 
 def test_verl_compute_advantage_uses_the_registered_estimator(tokenizer, ppo_config):
@@ -173,6 +214,56 @@ def test_validation_metrics_add_mode_rates_from_the_reward_fields(tokenizer, ppo
     assert not any(k.endswith("reward_gap") for k in metrics if k.startswith(m))
 
 
+def _val_infos(modes: list[float], settings: list[float], lengths: list[float]) -> dict[str, list[float]]:
+    n = len(modes)
+    return {
+        "reward": [1.0] * n,
+        "acc": [1.0] * n,
+        "mode": modes,
+        "persona_setting": settings,
+        "response_length": lengths,
+    }
+
+
+def test_validation_lengths_and_no_collapse_when_the_mode_follows_the_persona(tokenizer, ppo_config, caplog):
+    """General without a persona, personalized with an aligned one: what PersonaDual is for, no warning."""
+    trainer = glue_trainer(ppo_config, tokenizer)
+    trainer.global_steps = 5
+    # none: 20 general; aligned: 19 personalized + 1 general. Lengths: general 1, 2, ..., 21; personalized 4 each
+    modes = [0.0] * 20 + [1.0] * 19 + [0.0]
+    settings = [0.0] * 20 + [2.0] * 20
+    lengths = [float(x) for x in range(1, 21)] + [4.0] * 19 + [21.0]
+    with caplog.at_level("WARNING", logger="verl_personadual.core.trainer"):
+        metrics = trainer._val_metrics_update(
+            ["flan"] * 40, [f"u{i}" for i in range(40)], _val_infos(modes, settings, lengths), []
+        )
+    m = "personadual/val/all/all/"
+    assert metrics[m + "mode_collapse"] == 0.0
+    assert not [r for r in caplog.records if "mode collapse" in r.getMessage()]
+    assert metrics[m + "length_general_mean"] == pytest.approx(11.0)  # 1..21
+    assert metrics[m + "length_general_p95"] == pytest.approx(20.0)  # 1 + 0.95 * 20
+    assert metrics[m + "length_general_clip_rate"] == pytest.approx(18 / 21)  # >= MAX_RESPONSE (4): 4..21
+    assert metrics[m + "length_personalized_mean"] == 4.0
+    assert metrics[m + "length_personalized_clip_rate"] == 1.0
+
+
+def test_validation_collapse_onto_one_mode_warns_naming_the_metric(tokenizer, ppo_config, caplog):
+    """19 of 20 rows general in every setting (95 %): collapse; the warning names the metric and what to try."""
+    trainer = glue_trainer(ppo_config, tokenizer)
+    trainer.global_steps = 5
+    modes = ([0.0] * 19 + [1.0]) * 3
+    settings = [0.0] * 20 + [1.0] * 20 + [2.0] * 20
+    with caplog.at_level("WARNING", logger="verl_personadual.core.trainer"):
+        metrics = trainer._val_metrics_update(
+            ["flan"] * 60, [f"u{i}" for i in range(60)], _val_infos(modes, settings, [2.0] * 60), []
+        )
+    assert metrics["personadual/val/all/all/mode_collapse"] == 1.0
+    (warning,) = [r.getMessage() for r in caplog.records if "mode collapse" in r.getMessage()]
+    assert "general mode" in warning and "personadual/val/all/all/mode_collapse" in warning
+    assert "personadual/val/all/aligned/personalized_rate" in warning
+    assert "prefix_kl=mass" in warning and "entropy_coeff=0.001" in warning
+
+
 def test_setting_name():
     assert [setting_name(v) for v in ("aligned", 0, 1.0, 2, -1, None, "Aligned", 7, 0.5)] == [
         "aligned",
@@ -218,6 +309,53 @@ def test_constructed_from_the_recipe_it_runs_verls_sync_paths(tmp_path, tiny_mod
     trainer._init_tokenizer()  # verl's HFModelConfig loads the tokenizer from the model path
     assert trainer.mode_prefixes.ids == resolve_prefixes(trainer.tokenizer).ids
     assert trainer.mode_prefixes.single_token
+
+
+@pytest.mark.parametrize("mode", ["colocate_async", "separate_async"])
+def test_each_async_mode_runs_verls_paths_of_that_mode(tmp_path, tiny_model_dir, mode):
+    """One key selects the mode; verl then sees its own mode name: the async replay buffer and the mode's section."""
+    from omegaconf import OmegaConf, open_dict
+    from verl.trainer.ppo.v1 import PPOTrainerColocateAsync, PPOTrainerSeparateAsync
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBufferAsync
+    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+
+    from verl_personadual.core.names import TRAINER_MODES
+    from verl_personadual.core.trainer import PersonaDualGlue
+
+    cfg = _recipe_config(tmp_path, tiny_model_dir, beta=3.0)
+    with open_dict(cfg):
+        cfg.trainer.v1.trainer_mode = TRAINER_MODES[mode]
+        cfg.trainer.v1.persona_dual = {"replay_poll_interval_s": 0.25}
+        if mode == "separate_async":  # verl's own checks: a rollout pool and a GPU checkpoint engine
+            cfg.trainer.v1.separate_async.parameter_sync_step = 2
+            cfg.actor_rollout_ref.actor.ppo_mini_batch_size = cfg.data.train_batch_size // 2
+            cfg.actor_rollout_ref.rollout.nnodes = 1
+            cfg.actor_rollout_ref.rollout.n_gpus_per_node = 4
+            cfg.actor_rollout_ref.rollout.checkpoint_engine.backend = "nccl"
+    OmegaConf.resolve(cfg)
+    trainer = TRAINER_REGISTRY[TRAINER_MODES[mode]](config=cfg)
+    verl_cls = {"colocate_async": PPOTrainerColocateAsync, "separate_async": PPOTrainerSeparateAsync}[mode]
+    assert isinstance(trainer, verl_cls) and isinstance(trainer, PersonaDualGlue)
+    assert trainer.trainer_mode == mode == cfg.trainer.v1.trainer_mode
+    assert type(trainer.replay_buffer) is ReplayBufferAsync
+    assert trainer.replay_buffer.poll_interval == 0.25
+    assert trainer.parameter_sync_step == (2 if mode == "separate_async" else 1)
+    assert trainer.dual_grpo.beta == 3.0
+    trainer._init_tokenizer()
+    assert trainer.mode_prefixes.ids == resolve_prefixes(trainer.tokenizer).ids
+
+
+def test_separate_async_on_cpu_is_refused_naming_the_modes_that_run_there(tmp_path, tiny_model_dir):
+    from omegaconf import open_dict
+    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+
+    cfg = _recipe_config(tmp_path, tiny_model_dir)
+    with open_dict(cfg):
+        cfg.trainer.device = "cpu"
+        cfg.trainer.v1.trainer_mode = "persona_dual_separate_async"
+    with pytest.raises(ValueError, match="persona_dual_separate_async needs a rollout pool of its own") as err:
+        TRAINER_REGISTRY["persona_dual_separate_async"](config=cfg)
+    assert "use persona_dual_sync or persona_dual_colocate_async" in str(err.value)
 
 
 def test_trainer_refuses_a_tokenizer_without_mode_tokens(tmp_path, text_tokenizer_dir):

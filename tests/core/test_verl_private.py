@@ -12,7 +12,7 @@ from verl_personadual.core.cpu.engine import CPUFSDPEngineWithLMHead
 from verl_personadual.core.cpu.rollout import HFRolloutAdapter
 from verl_personadual.core.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, CPU_ROLLOUT
 from verl_personadual.core.plugin import DEFERRED
-from verl_personadual.core.trainer import PersonaDualSyncTrainer, SyncTrainerBase
+from verl_personadual.core.trainer import PersonaDualGlue, PluginTrainer
 from verl_personadual.core.verl_private import (
     OVERRIDDEN_METHODS,
     REGISTRY_HOLDERS,
@@ -23,12 +23,12 @@ from verl_personadual.core.verl_private import (
 #: The plugin class that overrides each listed method (its own class dict holds the override).
 OWNERS = {
     "_build_fsdp_module": CPUFSDPEngineWithLMHead,
-    "_init_resource_pool_mgr": SyncTrainerBase,
-    "_build_replay_buffer": SyncTrainerBase,
-    "_init_tokenizer": PersonaDualSyncTrainer,
-    "_compute_advantage": PersonaDualSyncTrainer,
-    "_compute_ref_log_prob": PersonaDualSyncTrainer,
-    "_val_metrics_update": PersonaDualSyncTrainer,
+    "_init_resource_pool_mgr": PluginTrainer,
+    "_build_replay_buffer": PluginTrainer,
+    "_init_tokenizer": PersonaDualGlue,
+    "_compute_advantage": PersonaDualGlue,
+    "_compute_ref_log_prob": PersonaDualGlue,
+    "_val_metrics_update": PersonaDualGlue,
 }
 
 

@@ -104,7 +104,7 @@ def registration_checks() -> list[Check]:
     checks.append(Check("import verl", True, "fresh interpreter; plugin loaded: " + str(seen["plugin_imported"])))
     wanted = [
         ("estimator", names.ESTIMATOR, seen["estimators"]),
-        ("trainer", names.TRAINER_MODE, seen["trainers"]),
+        *(("trainer", mode, seen["trainers"]) for mode in names.TRAINER_MODES.values()),
         ("agent loop", names.AGENT_LOOP_FORCED, seen["agent_loops"]),
         ("agent loop", names.AGENT_LOOP_FREE, seen["agent_loops"]),
     ]

@@ -35,7 +35,7 @@ from verl.trainer.ppo.core_algos import register_adv_est
 
 from verl_personadual.core.config import DualGRPOConfig
 from verl_personadual.core.modes import UNKNOWN_MODE
-from verl_personadual.core.names import ESTIMATOR, TRAINER_MODE
+from verl_personadual.core.names import ESTIMATOR, TRAINER_MODES
 
 __all__ = ["RowModes", "row_modes", "dual_grpo_advantage", "compute_dual_grpo_advantage"]
 
@@ -197,8 +197,8 @@ def compute_dual_grpo_advantage(
     if rows is None:
         raise RuntimeError(
             f"algorithm.adv_estimator={ESTIMATOR} needs each row's mode, which verl does not pass to estimators. "
-            f"Set trainer.v1.trainer_mode={TRAINER_MODE} (the recipes in recipes/ do), or call the estimator "
-            "inside verl_personadual.core.advantage.row_modes(...)."
+            f"Set trainer.v1.trainer_mode to one of {', '.join(TRAINER_MODES.values())} (the recipes in recipes/ "
+            "do), or call the estimator inside verl_personadual.core.advantage.row_modes(...)."
         )
     if index is None:
         raise ValueError(f"{ESTIMATOR}: verl passed no uid index; prompt groups are unknown")

@@ -160,8 +160,10 @@ class TrainerSettings:
             dominates a small CPU step).
         token_dump_dir: when set, the PersonaDual trainer writes ``<dir>/<step>.jsonl`` per training step: every
             row's token ids with the mode prefix kept, its mode, reward, rollout and actor log-probs and
-            advantages (``trainer.TOKEN_DUMP_FIELDS``). verl's own ``trainer.rollout_data_dir`` decodes with
-            ``skip_special_tokens``, which drops dedicated mode tokens. Off by default.
+            advantages (``trainer.TOKEN_DUMP_FIELDS``); ``<dir>/<step>_<k>.jsonl`` for the k-th actor update of a
+            step when ``trainer.v1.separate_async.parameter_sync_step`` > 1. verl's own
+            ``trainer.rollout_data_dir`` decodes with ``skip_special_tokens``, which drops dedicated mode tokens.
+            Off by default.
     """
 
     replay_poll_interval_s: float = 2.0

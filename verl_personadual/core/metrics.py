@@ -18,6 +18,14 @@ whose data does not say) or ``all``. Every
 - ``reward_gap`` (``train`` only): ``reward_personalized - reward_general``; omitted unless both are present.
   With forced rollouts every prompt contributes n/2 rows to each mode, so this is also the mean over prompts
   of the per-prompt gap.
+
+Length metrics (:func:`length_metrics`), over every source and setting (``all/all``), per mode ``<m>`` =
+``general`` / ``personalized``, omitted for a mode without rows: ``length_<m>_mean`` (response tokens, mode prefix
+included), ``length_<m>_p95`` (numpy's linearly interpolated 95th percentile) and ``length_<m>_clip_rate``
+(fraction of the mode's rows that reached the response-length limit, i.e. were cut off).
+
+Mode collapse (:func:`collapsed_mode`): validation picks the same mode on at least :data:`COLLAPSE_SHARE` of the
+rows of every persona setting; ``all/all/mode_collapse`` is 1.0 then, else 0.0 (``val`` only).
 """
 
 from __future__ import annotations
@@ -29,7 +37,19 @@ import numpy as np
 from verl_personadual.core.modes import MODE_NAMES, UNKNOWN_MODE, Mode, mode_code
 from verl_personadual.core.prompts import PersonaSetting
 
-__all__ = ["ALL", "METRIC_ROOT", "SPLITS", "UNKNOWN_SETTING", "mode_codes", "mode_metrics", "metric_safe_source"]
+__all__ = [
+    "ALL",
+    "COLLAPSE_SHARE",
+    "METRIC_ROOT",
+    "MODE_COLLAPSE_METRIC",
+    "SPLITS",
+    "UNKNOWN_SETTING",
+    "collapsed_mode",
+    "length_metrics",
+    "mode_codes",
+    "mode_metrics",
+    "metric_safe_source",
+]
 
 #: First component of every metric name.
 METRIC_ROOT = "personadual"
@@ -145,3 +165,60 @@ def mode_metrics(
         for name, value in _group_metrics(modes[sel], rewards[sel], with_gap=split == "train").items():
             out[f"{METRIC_ROOT}/{split}/{s}/{p}/{name}"] = value
     return dict(sorted(out.items()))
+
+
+def length_metrics(
+    modes: np.ndarray, lengths: np.ndarray, max_length: int, split: str, valid: np.ndarray | None = None
+) -> dict[str, float]:
+    """Per-mode response-length metrics of one batch (module docstring), named
+    ``personadual/<split>/all/all/length_<mode>_{mean,p95,clip_rate}``.
+
+    Args:
+        modes: (B,) mode codes 0 / 1 / -1; rows without a mode (-1) are left out.
+        lengths: (B,) response tokens of each row.
+        max_length: the response-length limit (``data.max_response_length``); a row at it was clipped.
+        split: ``"train"`` or ``"val"``.
+        valid: optional (B,) bool; rows where it is False (verl's balance padding) are left out.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    modes = np.asarray(modes)
+    lengths = np.asarray(lengths, dtype=np.float64)
+    keep = np.ones(len(modes), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    if modes.shape != lengths.shape or modes.shape != keep.shape or modes.ndim != 1:
+        raise ValueError(f"expected equal-length 1-D inputs, got modes {modes.shape}, lengths {lengths.shape}")
+    if not max_length > 0:
+        raise ValueError(f"max_length must be > 0, got {max_length!r}")
+    out: dict[str, float] = {}
+    for mode in Mode:
+        sel = keep & (modes == mode)
+        if not sel.any():
+            continue
+        name = f"{METRIC_ROOT}/{split}/{ALL}/{ALL}/length_{mode.name.lower()}"
+        out[f"{name}_mean"] = float(lengths[sel].mean())
+        out[f"{name}_p95"] = float(np.percentile(lengths[sel], 95))
+        out[f"{name}_clip_rate"] = float(np.mean(lengths[sel] >= max_length))
+    return dict(sorted(out.items()))
+
+
+#: Share of a persona setting's validation rows in one mode from which that setting counts as collapsed.
+COLLAPSE_SHARE = 0.95
+#: Metric: 1.0 when validation collapsed onto one mode (:func:`collapsed_mode`), else 0.0.
+MODE_COLLAPSE_METRIC = f"{METRIC_ROOT}/val/{ALL}/{ALL}/mode_collapse"
+
+
+def collapsed_mode(modes: np.ndarray, persona_settings: Sequence[str], share: float = COLLAPSE_SHARE) -> Mode | None:
+    """The mode that the rows of every persona setting present pick on at least ``share`` of their rows (rows
+    without a mode count against both), or None (no rows, or some setting below ``share`` for either mode).
+
+    Picking different modes in different settings (general without a persona, personalized with an aligned one)
+    is what PersonaDual is for; the same mode everywhere means the model no longer chooses.
+    """
+    modes = np.asarray(modes)
+    if len(modes) != len(persona_settings):
+        raise ValueError(f"{len(modes)} modes but {len(persona_settings)} persona settings")
+    settings = np.array([str(s) for s in persona_settings], dtype=object)
+    for mode in Mode:
+        if len(modes) and all(np.mean(modes[settings == s] == mode) >= share for s in dict.fromkeys(settings.tolist())):
+            return mode
+    return None

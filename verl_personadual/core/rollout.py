@@ -27,7 +27,8 @@ Two loops are registered with verl's agent-loop registry (a data row picks one t
 
 Both record, in the output's ``extra_fields`` (which verl passes on to the reward's ``extra_info`` and stores
 per row), ``names.MODE_FIELD`` = ``"general"`` / ``"personalized"`` (free: read from the head of the generated
-ids; ``"unknown"`` when they start with no valid prefix) and ``FORCED_FIELD`` (bool).
+ids; ``"unknown"`` when they start with no valid prefix), ``FORCED_FIELD`` (bool) and
+``names.RESPONSE_LENGTH_FIELD`` (response tokens, prefix included; the per-mode length metrics of validation).
 
 Rollout log-probs of forced tokens. The prefix tokens were not sampled, so the server has no log-prob for
 them; the loop records ``0.0`` for each (i.e. probability 1, which is what forcing means for the sampler).
@@ -65,6 +66,7 @@ from verl_personadual.core.names import (
     AGENT_LOOP_FREE,
     CONFIG_NAMESPACE,
     MODE_FIELD,
+    RESPONSE_LENGTH_FIELD,
 )
 
 __all__ = [
@@ -166,7 +168,13 @@ class _DualModeAgentLoop(SingleTurnAgentLoop):
                 f"{list(prefix_ids)}, got {list(output.response_ids[: len(prefix_ids) + 2])}"
             )
         mode_code = int(forced) if forced is not None else self.prefixes.mode_of_ids(output.response_ids)
-        output.extra_fields.update({MODE_FIELD: mode_name(mode_code), FORCED_FIELD: forced is not None})
+        output.extra_fields.update(
+            {
+                MODE_FIELD: mode_name(mode_code),
+                FORCED_FIELD: forced is not None,
+                RESPONSE_LENGTH_FIELD: len(output.response_ids),
+            }
+        )
         return output
 
 

@@ -20,6 +20,8 @@ batch, so every row must have all of them):
   ``acc_persona_aligned``: ``correct`` for rows of that mode / setting, None for the others. verl drops None
   values before averaging, so their means are the accuracy per mode and per setting.
 - ``pred``: the canonical prediction (str, "" when none); verl uses it for majority-vote metrics.
+- ``response_length``: the response's token count from ``extra_info[names.RESPONSE_LENGTH_FIELD]`` (set by the
+  plugin's agent loops), -1.0 when absent; the trainer's validation length metrics read it.
 
 Model output never makes it raise: extraction and the scorers are total by construction (bounded, no
 recursion, see ``extract`` and ``scorers``), and as a last line any exception while reading or scoring
@@ -35,7 +37,7 @@ import logging
 from typing import Any, Iterable, Mapping
 
 from verl_personadual.core.modes import UNKNOWN_MODE, Mode
-from verl_personadual.core.names import MODE_FIELD
+from verl_personadual.core.names import MODE_FIELD, RESPONSE_LENGTH_FIELD
 from verl_personadual.core.prompts import DataSource, PersonaSetting, TaskFamily
 from verl_personadual.core.rewards.extract import NOTHING, Extraction, extract_answer
 from verl_personadual.core.rewards.judge import LLMJudge, default_judge
@@ -92,6 +94,7 @@ RESULT_KEYS: tuple[str, ...] = (
     *_MODE_KEYS.values(),
     *_SETTING_KEYS.values(),
     "pred",
+    RESPONSE_LENGTH_FIELD,
 )
 #: Keywords verl's reward managers may pass that this reward does not use.
 _VERL_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
@@ -132,6 +135,13 @@ def _setting(extra_info: Mapping[str, Any]) -> PersonaSetting | None:
         return PersonaSetting(extra_info.get("persona_setting"))
     except (ValueError, TypeError):
         return None
+
+
+def _response_length(extra_info: Mapping[str, Any]) -> float:
+    value = extra_info.get(RESPONSE_LENGTH_FIELD)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return -1.0
+    return float(value)
 
 
 def _number(name: str, value: Any) -> float:
@@ -221,4 +231,5 @@ def compute_score(
     for s, key in _SETTING_KEYS.items():
         result[key] = correct if setting is s else None
     result["pred"] = verdict.pred or ""
+    result[RESPONSE_LENGTH_FIELD] = _response_length(info)
     return result
