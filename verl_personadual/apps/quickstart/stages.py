@@ -56,6 +56,17 @@ _CHILD_ERROR = re.compile(r"^error: (.*)$")
 _ANY_ERROR = re.compile(r"(Error|error:|Exception)\b")
 
 
+def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the quickstart's child commands: offline, no Ray usage stats, no tokenizer threads."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "TOKENIZERS_PARALLELISM": "false",
+        **(extra or {}),
+    }
+
+
 class StageError(UserError, RuntimeError):
     """A quickstart stage failed; the message names the stage, the reason and where its log is."""
 
@@ -188,13 +199,7 @@ class Quickstart:
         command = shlex.join(argv)
         say(f"    $ {command}")
         say(f"    log: {log}")
-        run_env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "TOKENIZERS_PARALLELISM": "false",
-            **(env or {}),
-        }
+        run_env = _child_env(env)
         last_error, child_error = "", ""
         with (
             open(log, "w", encoding="utf-8") as fh,
@@ -274,6 +279,19 @@ class Quickstart:
             argv += ["--val-files", str(self.data / "rl" / "validation.parquet"), "--ablation", ablation or "none"]
         return argv
 
+    def _rl_argv(self, label: str, model: Path, dry_run: bool = False) -> list[str]:
+        """The ``recipes rl`` command line of run ``label`` from ``model`` (with ``--dry-run`` if ``dry_run``)."""
+        root = self.out / "runs" / label / "checkpoints"
+        return [
+            *self._recipe_argv("rl", model, root, self.runs[label]),
+            *(["--dry-run"] if dry_run else []),
+            "--",
+            "trainer.logger=[console,file]",
+            "trainer.resume_mode=auto",
+            *self._seeds("rl"),
+            *self.overrides,
+        ]
+
     def _seeds(self, stage: str) -> list[str]:
         """The stage's seed overrides (:func:`seed_overrides`), none without ``seed``."""
         return [] if self.seed is None else seed_overrides(stage, self.seed)
@@ -338,13 +356,7 @@ class Quickstart:
             metrics.unlink(missing_ok=True)
         root.mkdir(parents=True, exist_ok=True)
         sft = Path(json.loads(self._marker("sft").read_text())["checkpoint"])
-        argv = self._recipe_argv("rl", sft, ckpt_root, ablation) + [
-            "--",
-            "trainer.logger=[console,file]",
-            "trainer.resume_mode=auto",
-            *self._seeds("rl"),
-            *self.overrides,
-        ]
+        argv = self._rl_argv(label, sft)
         command = self._launch(
             f"rl-{label}", argv, self._steps("rl", ablation), env={"VERL_FILE_LOGGER_PATH": str(metrics)}
         )
@@ -445,6 +457,19 @@ class Quickstart:
             except ValueError as err:  # PreflightError and our / verl's config checks
                 raise StageError(f"--set for run rl-{label}: {err}") from None
 
+    def check_rl_launches(self) -> None:
+        """Once the data and the model exist, before SFT: each RL run's ``recipes rl`` command as :meth:`train_rl`
+        starts it, with ``--dry-run``, so every check of the launch runs (``recipes.cli.plan_run``: the data and the
+        tokenizer against the recipe with ``--set``, the batch fill, ...); the tiny model stands in for the SFT
+        checkpoint (same tokenizer). A refusal is a StageError naming the run and the recipes' error line."""
+        for label in self.runs:
+            argv = self._rl_argv(label, self.model, dry_run=True)
+            proc = subprocess.run(argv, capture_output=True, text=True, env=_child_env(), cwd=self.out)
+            if proc.returncode != 0:
+                errors = [m.group(1) for m in map(_CHILD_ERROR.match, proc.stderr.splitlines()) if m]
+                reason = errors[-1] if errors else proc.stderr.strip()[-300:]
+                raise StageError(f"--set for run rl-{label}: {reason}")
+
     def check_seed(self) -> None:
         """Before the first stage: an ``--out`` whose model was made with another ``--seed`` is refused (its
         checkpoints would be mixed with this seed's runs)."""
@@ -457,7 +482,8 @@ class Quickstart:
                 )
 
     def run_all(self, stop_after: str | None = None) -> dict | None:
-        """Every stage in order (the ``--set`` overrides and the seed checked first); returns the report's runs
+        """Every stage in order (the ``--set`` overrides and the seed checked first, each RL launch's every check once
+        the model exists: :meth:`check_rl_launches`); returns the report's runs
         (label -> figures), or None when it stopped after stage ``stop_after`` (one of :data:`FIRST_STAGES`)."""
         self.check_overrides()
         self.check_seed()
@@ -476,6 +502,8 @@ class Quickstart:
         assert tuple(first) == FIRST_STAGES
         for name, (title, fn) in first.items():
             self.stage(next(i), n, name, title, fn)
+            if name == "model":
+                self.check_rl_launches()
             if name == stop_after:
                 say(f"stopped after stage {name} (--stop-after); rerun without it to continue from there")
                 return None
