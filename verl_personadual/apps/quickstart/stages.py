@@ -8,7 +8,8 @@ RL run killed mid-way continues from its last checkpoint, saved every 4 steps):
 1. check     the plugin's registrations, seen by a fresh ``import verl``;
 2. data      the toy persona task (``python -m verl_personadual.apps.build_toy``): RL + SFT parquet and a held-out eval
 set;
-3. model     a tiny random Qwen3 with untied embeddings and a tokenizer made for the toy (``tiny_model``);
+3. model     a tiny random Qwen3 with untied embeddings and a tokenizer made for the toy (``tiny_model``); then
+             every check of each RL run's launch (``recipes rl --dry-run`` with the ``--set`` overrides), before SFT;
 4. sft       Stage 1 with verl's SFT trainer, recipe backbone ``cpu_toy`` (both modes on every item, no preference);
 5. eval-sft  the eval harness on the held-out set (free, forced general, forced personalized) + mode probabilities;
 6. rl        Stage 2 with verl's real ``main_ppo`` and ``algorithm.adv_estimator=dual_grpo`` (recipe ``cpu_toy``),
