@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from verl_personadual.apps.check import Check, environment_checks, tokenizer_checks
 from verl_personadual.apps.check import main as check_main
-from verl_personadual.apps.check import tokenizer_checks
 from verl_personadual.core.modes import Mode, PrefixResolutionError, resolve_prefixes
 
 PROBE = (
@@ -123,3 +125,41 @@ def test_modes_of_reads_the_head_of_each_response(tokenizer, text_tokenizer):
     assert modes.tolist() == [0, 1, -1, -1]
     assert plen.tolist() == [k, len(p), 0, 0]
     assert text.mode_of_ids(p + [1, 2]) == 1 and text.mode_of_ids(g[:2]) == -1
+
+
+def test_self_check_prints_the_versions_and_the_platform(capsys):
+    assert check_main([]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in out[:2]] == ["versions", "platform"]
+
+
+def test_environment_checks_name_the_versions():
+    import importlib.util
+
+    import torch
+    import verl
+
+    versions = environment_checks()[0]
+    assert versions.name == "versions" and versions.ok
+    assert versions.detail.startswith(f"verl {verl.__version__}, torch {torch.__version__}, vLLM ")
+    if importlib.util.find_spec("vllm") is None:
+        assert versions.detail.endswith("vLLM not installed")
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None or bool(glob.glob("/dev/nvidia*")), reason="a GPU host")
+def test_environment_checks_name_the_platform_verl_resolves_and_why(monkeypatch):
+    assert environment_checks()[1] == Check(
+        "platform",
+        True,
+        "cpu (torch device cpu): no platform's probe succeeded, torch sees no CUDA device and there is no "
+        "/dev/nvidia* file: the CPU platform",
+    )
+    monkeypatch.setenv("VERL_PLATFORM", "nvidia")
+    assert environment_checks()[1] == Check("platform", True, "nvidia (torch device cuda): VERL_PLATFORM=nvidia")
+    monkeypatch.setenv("VERL_PLATFORM", "tpu")
+    assert environment_checks()[1] == Check(
+        "platform",
+        False,
+        "verl cannot resolve a platform: ValueError: Unknown platform 'tpu'. Registered: ('nvidia', 'huawei', 'amd', "
+        "'cpu'). Use @PlatformRegistry.register() to add a new platform.",
+    )

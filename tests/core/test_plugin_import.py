@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -252,14 +253,19 @@ print(json.dumps(names))
 # A second detection in the same process (verl detects once; this calls the probe verl's detection calls).
 DETECT_AGAIN = "assert PlatformRegistry.get('cpu')().is_platform_available(use_smi_check=True)\n"
 
-WARNING_START = "verl_personadual: no accelerator platform is available (probed: nvidia, huawei, amd), so verl runs on"
+WARNING_START = (
+    "verl_personadual: no accelerator platform is available (probed: nvidia, huawei, amd) and this host shows no GPU "
+    "(torch sees no CUDA device, no /dev/nvidia* file), so verl runs on the CPU platform 'cpu'."
+)
 
 
 def warning_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "no accelerator platform is available" in line]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="verl picks the GPU platform on a machine with a GPU")
+@pytest.mark.skipif(
+    torch.cuda.is_available() or bool(glob.glob("/dev/nvidia*")), reason="never the CPU platform on a GPU host"
+)
 def test_cpu_fallback_warns_once_naming_verl_platform():
     result, stderr = run_probe(FALLBACK_PROBE + DETECT_AGAIN)
     assert result == ["cpu", "cpu", "cpu"]

@@ -1,9 +1,10 @@
-"""Self-check: is the plugin visible to a plain ``import verl``, and do the mode prefixes encode as expected?
+"""Self-check: is the plugin visible to a plain ``import verl``, which verl platform will a run use and why, and do
+the mode prefixes encode as expected?
 
 verl loads entry points and swallows their errors at DEBUG level, so a broken install otherwise shows up only
 mid-run as "Unknown advantage estimator simply: dual_grpo". Run::
 
-    python -m verl_personadual.check                       # registrations, in a fresh interpreter
+    python -m verl_personadual.check                       # versions, platform, registrations (fresh interpreters)
     python -m verl_personadual.check --tokenizer PATH      # ... and the mode prefixes of a tokenizer/model
 
 Exit status 0 when every check passes, 1 otherwise.
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 
 from verl_personadual.core import names
@@ -25,7 +26,7 @@ from verl_personadual.data.preflight import PreflightError, looks_local
 from verl_personadual.utils.cli import Parser
 from verl_personadual.utils.errors import run_cli
 
-__all__ = ["Check", "registration_checks", "tokenizer_checks", "main"]
+__all__ = ["Check", "environment_checks", "registration_checks", "tokenizer_checks", "main"]
 
 ENTRY_POINT_GROUP = "verl.plugins"
 ENTRY_POINT_TARGET = "verl_personadual.core.plugin"
@@ -53,6 +54,59 @@ class Check:
     name: str
     ok: bool
     detail: str
+
+
+#: Distributions whose versions the check prints (name shown -> distribution).
+VERSIONED = {"verl": "verl", "torch": "torch", "vLLM": "vllm"}
+
+# Runs in a fresh interpreter: the platform verl's first get_platform() resolves there, and the plugin's account of
+# why (core/cpu/platform.choose_platform on this host's facts).
+_PLATFORM_PROBE = textwrap.dedent(
+    """
+    import json, os, sys
+    import verl
+    from verl.plugin.platform import get_platform
+    from verl.plugin.platform.platform_manager import PlatformRegistry
+    platform = get_platform()
+    names = [n for n in PlatformRegistry.registered_names() if PlatformRegistry.get(n) is type(platform)]
+    from verl_personadual.core.cpu.platform import PlatformCPU, accelerators_available, choose_platform
+    probed, available = accelerators_available()
+    requested = os.environ.get("VERL_PLATFORM", "").strip().lower()
+    choice = choose_platform(requested, available, PlatformCPU.gpu_probe())
+    json.dump({
+        "resolved": names[0] if names else type(platform).__qualname__,
+        "device": platform.device_name,
+        "chosen": choice.name,
+        "reason": choice.reason,
+    }, sys.stdout)
+    """
+)
+
+
+def _version(distribution: str) -> str:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def environment_checks() -> list[Check]:
+    """The versions of verl, torch and vLLM, and the verl platform a run in this environment resolves (in a fresh
+    interpreter, as a run does), with the reason; failed when verl resolves another platform than the plugin's
+    rule says (the plugin is not loaded) or cannot resolve one."""
+    checks = [Check("versions", True, ", ".join(f"{name} {_version(d)}" for name, d in VERSIONED.items()))]
+    proc = subprocess.run([sys.executable, "-c", _PLATFORM_PROBE], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
+        return checks + [Check("platform", False, f"verl cannot resolve a platform: {tail}")]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    if seen["resolved"] != seen["chosen"]:
+        detail = (
+            f"verl resolves {seen['resolved']!r}, but the plugin's rule gives {seen['chosen']!r} ({seen['reason']}): "
+            "is the plugin loaded?"
+        )
+        return checks + [Check("platform", False, detail)]
+    return checks + [Check("platform", True, f"{seen['resolved']} (torch device {seen['device']}): {seen['reason']}")]
 
 
 def _entry_point_check() -> Check:
@@ -152,7 +206,8 @@ def _main(argv: list[str] | None) -> int:
     parser = Parser(
         prog="python -m verl_personadual.check",
         description=(
-            "Check that a plain `import verl` sees every registration of verl-personadual (estimator, trainer glue, "
+            "Print the versions of verl, torch and vLLM and the verl platform a run here resolves (and why); check "
+            "that a plain `import verl` sees every registration of verl-personadual (estimator, trainer glue, "
             "agent loops) and, with --tokenizer, that the mode prefixes encode as the configuration expects. "
             "To make a plugin import failure abort `import verl` itself, set "
             "VERL_USE_EXTERNAL_MODULES=verl_personadual.core.plugin."
@@ -170,7 +225,7 @@ def _main(argv: list[str] | None) -> int:
 
     if args.tokenizer and looks_local(args.tokenizer) and not Path(args.tokenizer).expanduser().exists():
         raise PreflightError(f"--tokenizer {args.tokenizer}: no such directory")
-    checks = registration_checks()
+    checks = environment_checks() + registration_checks()
     if args.tokenizer:
         require = None if args.any_prefix_kind else (False if args.text_prefixes else True)
         checks += tokenizer_checks(args.tokenizer, require)

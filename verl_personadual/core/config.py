@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from verl_personadual.core.modes import Mode
-from verl_personadual.core.names import CONFIG_NAMESPACE, TRAINER_SETTINGS
+from verl_personadual.core.names import AGENT_LOOP_FORCED, CONFIG_NAMESPACE, TRAINER_SETTINGS
 from verl_personadual.utils.text import closest
 
 __all__ = [
@@ -28,6 +28,8 @@ PREFIX_KL_CHOICES = ("ref", "mass", "rollout")
 BASELINE_CHOICES = ("mode", "group")
 #: Values of ``algorithm.dual_grpo.unknown_mode_advantage`` (see ``DualGRPOConfig``).
 UNKNOWN_MODE_ADVANTAGE_CHOICES = ("zero", "group")
+#: ``algorithm.rollout_correction`` settings that would consume the forced tokens' placeholder log-probs.
+ROLLOUT_CORRECTION_KEYS = ("rollout_is", "rollout_rs")
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,36 @@ class DualGRPOConfig:
     def prefix_requirement(self) -> bool | None:
         """``require_single_token`` for ``modes.resolve_prefixes``: True (dedicated tokens) or None (either kind)."""
         return True if self.require_mode_tokens else None
+
+    def check_forced_rollout(self, n: int, rollout_correction: Mapping[str, Any] | None) -> None:
+        """The settings the forced-mode agent loop (``AGENT_LOOP_FORCED``, the training rows') accepts, checked
+        where it is built and before a launch (``apps/recipes/validate.validate``); raises ``ValueError``.
+
+        With ``prefix_forcing`` (default) each group of ``n = actor_rollout_ref.rollout.n`` rollouts is split in
+        half between the two modes: ``n`` must be even and >= 2 (``only_mode``: any ``n >= 1``); and
+        ``algorithm.rollout_correction`` must not use rollout log-probs (``rollout_is`` / ``rollout_rs`` set, or
+        ``bypass_mode``), which are placeholders on the forced prefix tokens. Nothing applies without forcing.
+        """
+        if not self.prefix_forcing:
+            return
+        if self.single_mode is None and (n < 2 or n % 2):
+            raise ValueError(
+                f"{AGENT_LOOP_FORCED} splits each group exactly in half between the two modes, so "
+                f"actor_rollout_ref.rollout.n must be even and >= 2; got n={n}"
+            )
+        if self.single_mode is not None and n < 1:
+            raise ValueError(f"actor_rollout_ref.rollout.n must be >= 1; got n={n}")
+        correction = rollout_correction or {}
+        misuse = [f"{k}={correction.get(k)!r}" for k in ROLLOUT_CORRECTION_KEYS if correction.get(k) is not None]
+        if correction.get("bypass_mode", False):
+            misuse.append("bypass_mode=True")
+        if misuse:
+            raise ValueError(
+                f"{AGENT_LOOP_FORCED}: forced prefix tokens were not sampled, so their rollout log-probs are "
+                f"placeholders (0.0); algorithm.rollout_correction {', '.join(misuse)} would use them. Leave "
+                "rollout_is/rollout_rs null and bypass_mode false, or set "
+                f"algorithm.{CONFIG_NAMESPACE}.prefix_forcing=false"
+            )
 
     @classmethod
     def from_algorithm(cls, algorithm: Any) -> "DualGRPOConfig":

@@ -64,7 +64,6 @@ from verl_personadual.core.modes import Mode, ModePrefixes, mode_name, resolve_p
 from verl_personadual.core.names import (
     AGENT_LOOP_FORCED,
     AGENT_LOOP_FREE,
-    CONFIG_NAMESPACE,
     MODE_FIELD,
     RESPONSE_LENGTH_FIELD,
 )
@@ -81,9 +80,6 @@ logger = logging.getLogger(__name__)
 
 #: ``extra_fields`` key: True when the rollout's prefix was forced, False when the model chose it.
 FORCED_FIELD = "forced"
-
-#: ``algorithm.rollout_correction`` settings that would consume the forced tokens' placeholder log-probs.
-_ROLLOUT_CORRECTION_KEYS = ("rollout_is", "rollout_rs")
 
 
 def forced_mode(session_id: int, n: int) -> Mode:
@@ -190,9 +186,10 @@ class FreeModeAgentLoop(_DualModeAgentLoop):
 class ForcedModeAgentLoop(_DualModeAgentLoop):
     """Training loop: session ``i`` of a group of ``n`` is forced into ``forced_mode(i, n)``.
 
-    Raises (at construction) ``ValueError`` for odd ``n`` or ``n < 2``, for a ``response_length`` that leaves
-    no room after the longest prefix, and for rollout-correction settings that would use the forced tokens'
-    placeholder log-probs; ``PrefixResolutionError`` for a tokenizer that does not resolve as configured.
+    Raises (at construction) ``ValueError`` for what ``DualGRPOConfig.check_forced_rollout`` refuses (odd ``n``
+    or ``n < 2``, rollout-correction settings that would use the forced tokens' placeholder log-probs; the same
+    check runs before a launch) and for a ``response_length`` that leaves no room after the longest prefix;
+    ``PrefixResolutionError`` for a tokenizer that does not resolve as configured.
     With ``algorithm.dual_grpo.prefix_forcing = false`` none of this applies and it behaves like the free loop.
     """
 
@@ -203,27 +200,13 @@ class ForcedModeAgentLoop(_DualModeAgentLoop):
             return
         self.n: int = int(self.rollout_config.n)
         self.single_mode: Mode | None = self.dual_grpo.single_mode
-        if self.single_mode is None and (self.n < 2 or self.n % 2):
-            raise ValueError(
-                f"{AGENT_LOOP_FORCED} splits each group exactly in half between the two modes, so "
-                f"actor_rollout_ref.rollout.n must be even and >= 2; got n={self.n}"
-            )
+        correction = self.config.get("algorithm", {}).get("rollout_correction", None)
+        self.dual_grpo.check_forced_rollout(self.n, correction)
         longest = max(self.prefixes.length(m) for m in Mode)
         if self.response_length <= longest:
             raise ValueError(
                 f"actor_rollout_ref.rollout.response_length={self.response_length} leaves no room to generate "
                 f"after a forced prefix of {longest} token(s)"
-            )
-        correction = self.config.get("algorithm", {}).get("rollout_correction", None) or {}
-        misuse = [f"{k}={correction.get(k)!r}" for k in _ROLLOUT_CORRECTION_KEYS if correction.get(k) is not None]
-        if correction.get("bypass_mode", False):
-            misuse.append("bypass_mode=True")
-        if misuse:
-            raise ValueError(
-                f"{AGENT_LOOP_FORCED}: forced prefix tokens were not sampled, so their rollout log-probs are "
-                f"placeholders (0.0); algorithm.rollout_correction {', '.join(misuse)} would use them. Leave "
-                "rollout_is/rollout_rs null and bypass_mode false, or set "
-                f"algorithm.{CONFIG_NAMESPACE}.prefix_forcing=false"
             )
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:

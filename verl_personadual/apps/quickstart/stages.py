@@ -8,7 +8,8 @@ RL run killed mid-way continues from its last checkpoint, saved every 4 steps):
 1. check     the plugin's registrations, seen by a fresh ``import verl``;
 2. data      the toy persona task (``python -m verl_personadual.apps.build_toy``): RL + SFT parquet and a held-out eval
 set;
-3. model     a tiny random Qwen3 with untied embeddings and a tokenizer made for the toy (``tiny_model``);
+3. model     a tiny random Qwen3 with untied embeddings and a tokenizer made for the toy (``tiny_model``); then
+             every check of each RL run's launch (``recipes rl --dry-run`` with the ``--set`` overrides), before SFT;
 4. sft       Stage 1 with verl's SFT trainer, recipe backbone ``cpu_toy`` (both modes on every item, no preference);
 5. eval-sft  the eval harness on the held-out set (free, forced general, forced personalized) + mode probabilities;
 6. rl        Stage 2 with verl's real ``main_ppo`` and ``algorithm.adv_estimator=dual_grpo`` (recipe ``cpu_toy``),
@@ -55,6 +56,17 @@ _STEP = re.compile(r"\bstep:(\d+)\b")
 #: A child command's own user-error line (``errors.run_cli``), and, failing that, any line that looks like an error.
 _CHILD_ERROR = re.compile(r"^error: (.*)$")
 _ANY_ERROR = re.compile(r"(Error|error:|Exception)\b")
+
+
+def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the quickstart's child commands: offline, no Ray usage stats, no tokenizer threads."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "TOKENIZERS_PARALLELISM": "false",
+        **(extra or {}),
+    }
 
 
 class StageError(UserError, RuntimeError):
@@ -192,13 +204,7 @@ class Quickstart:
         command = shlex.join(argv)
         say(f"    $ {command}")
         say(f"    log: {log}")
-        run_env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "TOKENIZERS_PARALLELISM": "false",
-            **(env or {}),
-        }
+        run_env = _child_env(env)
         last_error, child_error = "", ""
         with (
             open(log, "w", encoding="utf-8") as fh,
@@ -277,6 +283,19 @@ class Quickstart:
             argv += ["--val-files", str(self.data / "rl" / "validation.parquet"), "--ablation", ablation or "none"]
         return argv
 
+    def _rl_argv(self, label: str, model: Path, dry_run: bool = False) -> list[str]:
+        """The ``recipes rl`` command line of run ``label`` from ``model`` (with ``--dry-run`` if ``dry_run``)."""
+        root = self.out / "runs" / label / "checkpoints"
+        return [
+            *self._recipe_argv("rl", model, root, self.runs[label]),
+            *(["--dry-run"] if dry_run else []),
+            "--",
+            "trainer.logger=[console,file]",
+            "trainer.resume_mode=auto",
+            *self._seeds("rl"),
+            *self.overrides,
+        ]
+
     def _seeds(self, stage: str) -> list[str]:
         """The stage's seed overrides (:func:`seed_overrides`), none without ``seed``."""
         return [] if self.seed is None else seed_overrides(stage, self.seed)
@@ -341,13 +360,7 @@ class Quickstart:
             metrics.unlink(missing_ok=True)
         root.mkdir(parents=True, exist_ok=True)
         sft = Path(json.loads(self._marker("sft").read_text())["checkpoint"])
-        argv = self._recipe_argv("rl", sft, ckpt_root, ablation) + [
-            "--",
-            "trainer.logger=[console,file]",
-            "trainer.resume_mode=auto",
-            *self._seeds("rl"),
-            *self.overrides,
-        ]
+        argv = self._rl_argv(label, sft)
         command = self._launch(
             f"rl-{label}", argv, self._steps("rl", ablation), env={"VERL_FILE_LOGGER_PATH": str(metrics)}
         )
@@ -448,6 +461,19 @@ class Quickstart:
             except ValueError as err:  # PreflightError and our / verl's config checks
                 raise StageError(f"--set for run rl-{label}: {err}") from None
 
+    def check_rl_launches(self) -> None:
+        """Once the data and the model exist, before SFT: each RL run's ``recipes rl`` command as :meth:`train_rl`
+        starts it, with ``--dry-run``, so every check of the launch runs (``recipes.cli.plan_run``: the data and the
+        tokenizer against the recipe with ``--set``, the batch fill, ...); the tiny model stands in for the SFT
+        checkpoint (same tokenizer). A refusal is a StageError naming the run and the recipes' error line."""
+        for label in self.runs:
+            argv = self._rl_argv(label, self.model, dry_run=True)
+            proc = subprocess.run(argv, capture_output=True, text=True, env=_child_env(), cwd=self.out)
+            if proc.returncode != 0:
+                errors = [m.group(1) for m in map(_CHILD_ERROR.match, proc.stderr.splitlines()) if m]
+                reason = errors[-1] if errors else proc.stderr.strip()[-300:]
+                raise StageError(f"--set for run rl-{label}: {reason}")
+
     def check_seed(self) -> None:
         """Before the first stage: an ``--out`` whose model was made with another ``--seed``, or whose data is
         another toy task, is refused (its checkpoints would be mixed with this run's). A data marker that records
@@ -469,7 +495,8 @@ class Quickstart:
                 )
 
     def run_all(self, stop_after: str | None = None) -> dict | None:
-        """Every stage in order (the ``--set`` overrides and the seed checked first); returns the report's runs
+        """Every stage in order (the ``--set`` overrides and the seed checked first, each RL launch's every check once
+        the model exists: :meth:`check_rl_launches`); returns the report's runs
         (label -> figures), or None when it stopped after stage ``stop_after`` (one of :data:`FIRST_STAGES`)."""
         self.check_overrides()
         self.check_seed()
@@ -488,6 +515,8 @@ class Quickstart:
         assert tuple(first) == FIRST_STAGES
         for name, (title, fn) in first.items():
             self.stage(next(i), n, name, title, fn)
+            if name == "model":
+                self.check_rl_launches()
             if name == stop_after:
                 say(f"stopped after stage {name} (--stop-after); rerun without it to continue from there")
                 return None

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -23,6 +25,7 @@ from verl_personadual.apps.recipes.compose import (
 )
 from verl_personadual.apps.recipes.launch import launch_command, output_paths, run_env
 from verl_personadual.apps.recipes.validate import (
+    OverlongRows,
     check_batch_fits,
     check_inputs,
     configure,
@@ -102,22 +105,38 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--dry-run",
             action="store_true",
-            help="print the composed config and command; start nothing (the SFT data length check does not run)",
+            help="run every check the launch runs (the SFT data length check included), print the composed config "
+            "and the command; start nothing, write nothing",
         )
     return parser
 
 
-def _sft_data_check(args: argparse.Namespace, cfg: DictConfig) -> dict[str, list[str]] | None:
-    """Run ``find_overlong_rows``; return replacement ``{"train": files, "val": files}`` or ``None`` if all fit.
+@dataclass(frozen=True)
+class RunPlan:
+    """A checked run: what :func:`plan_run` found, what the dry run prints and the launch starts.
+
+    Attributes:
+        cfg: the composed, validated recipe (with ``--drop-overlong``: on the copies the launch writes).
+        command: verl's command line.
+        checks_log: what verl's validation printed.
+        drops: ``(over-long rows of one file, the copy without them)`` for each file with such rows.
+    """
+
+    cfg: DictConfig
+    command: list[str]
+    checks_log: str
+    drops: tuple[tuple[OverlongRows, Path], ...] = ()
+
+
+def _overlong_drops(args: argparse.Namespace, cfg: DictConfig) -> list[tuple[str, int, OverlongRows, Path]]:
+    """``(split, index in the split's files, rows, copy)`` of each data file with rows over ``data.max_length``.
 
     Raises ``ValueError`` with the offending files and rows unless ``args.drop_overlong``.
     """
-    with contextlib.redirect_stdout(sys.stderr):  # verl's dataset prints progress
+    with contextlib.redirect_stdout(io.StringIO()):  # verl's dataset prints its length
         found = find_overlong_rows(cfg)
     bad = [f for files in found.values() for f in files if f.over]
-    if not bad:
-        return None
-    if not args.drop_overlong:
+    if bad and not args.drop_overlong:
         listing = "\n  ".join(f.describe() for f in bad)
         raise ValueError(
             f"SFT rows longer than data.max_length={cfg.data.max_length} tokens (verl's SFT trainer stops on the "
@@ -126,18 +145,39 @@ def _sft_data_check(args: argparse.Namespace, cfg: DictConfig) -> dict[str, list
             f"{cfg.data.max_length}`."
         )
     out_dir = Path(cfg.trainer.default_local_dir) / "sft_data"
-    files: dict[str, list[str]] = {}
-    for split, found_files in found.items():
-        files[split] = []
-        for i, f in enumerate(found_files):
-            if f.over:
-                target = out_dir / f"{split}{i}_{Path(f.path).stem}.max{f.max_length}.parquet"
-                drop_overlong_rows(f, target)
-                print(f"[persona_dual] dropped {f.describe()}; training on {target}", flush=True)
-                files[split].append(str(target))
-            else:
-                files[split].append(f.path)
-    return files
+    return [
+        (split, i, f, out_dir / f"{split}{i}_{Path(f.path).stem}.max{f.max_length}.parquet")
+        for split, files in found.items()
+        for i, f in enumerate(files)
+        if f.over
+    ]
+
+
+def plan_run(args: argparse.Namespace, extra: Sequence[str]) -> RunPlan:
+    """Every check of a run, in the order the launch needs them; the dry run and the launch both call this, so a
+    config or data that one refuses the other refuses with the same error. Writes nothing.
+
+    The model and files exist; the recipe composes and passes verl's and our config checks (``configure``); the
+    data and the model's mode prefixes fit it (``check_inputs``) and fills a batch (``check_batch_fits``); SFT: no
+    row is longer than ``data.max_length`` (or, with ``--drop-overlong``, the run trains on copies without those
+    rows, which must still fill a batch); verl's command line can be built.
+    """
+    check_model(args.model)
+    check_files(args.train_files, "--train-files")
+    check_files(args.val_files, "--val-files")
+    train, val = list(args.train_files), list(args.val_files)
+    overrides, cfg, checks_log = configure(args, extra, train, val)
+    check_inputs(args.stage, args.model, cfg, train, val, text_prefixes=getattr(args, "text_prefixes", False))
+    check_batch_fits(args.stage, cfg, train, val)
+    drops = _overlong_drops(args, cfg) if args.stage == "sft" else []
+    if drops:
+        check_batch_fits(args.stage, cfg, train, val, {split: len(f.over) for split, _, f, _ in drops})
+        files = {"train": train, "val": val}
+        for split, i, _, copy in drops:
+            files[split][i] = str(copy)
+        overrides, cfg, checks_log = configure(args, extra, files["train"], files["val"])
+    command = launch_command(args.stage, cfg, overrides, getattr(args, "rdzv_endpoint", None))
+    return RunPlan(cfg, command, checks_log, tuple((f, copy) for _, _, f, copy in drops))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,31 +190,24 @@ def _main(argv: Sequence[str] | None) -> int:
     argv, extra = split_overrides(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     with user_errors(ValueError):  # the recipe checks here and verl's validation raise ValueError on bad config
-        check_model(args.model)
-        check_files(args.train_files, "--train-files")
-        check_files(args.val_files, "--val-files")
-        train, val = args.train_files, args.val_files
-        overrides, cfg, checks_log = configure(args, extra, train, val)
-        check_inputs(args.stage, args.model, cfg, train, val, text_prefixes=getattr(args, "text_prefixes", False))
-        if args.stage == "sft" and not args.dry_run:
-            replaced = _sft_data_check(args, cfg)
-            if replaced is not None:
-                train, val = replaced["train"], replaced["val"]
-                overrides, cfg, checks_log = configure(args, extra, train, val)
-        check_batch_fits(args.stage, cfg, train, val)
-        sys.stderr.write(checks_log)  # verl's validation output, once every check passed
-        command = launch_command(args.stage, cfg, overrides, getattr(args, "rdzv_endpoint", None))
-    outputs = output_paths(args.stage, cfg)
+        plan = plan_run(args, extra)
+    sys.stderr.write(plan.checks_log)  # verl's validation output, once every check passed
+    outputs = output_paths(args.stage, plan.cfg)
     if args.dry_run:
-        print(OmegaConf.to_yaml(cfg, resolve=True), end="")
-        print(f"# dry run: nothing started. The run would be:\n# {shlex.join(command)}", file=sys.stderr)
+        print(OmegaConf.to_yaml(plan.cfg, resolve=True), end="")
+        for found, copy in plan.drops:
+            print(f"# --drop-overlong: the run drops {found.describe()} and trains on {copy}", file=sys.stderr)
+        print(f"# dry run: nothing started. The run would be:\n# {shlex.join(plan.command)}", file=sys.stderr)
         for what, path in outputs.items():
             print(f"# {what}: {path}", file=sys.stderr)
         return 0
-    print(f"[persona_dual] {args.stage}: running {shlex.join(command)}", flush=True)
+    for found, copy in plan.drops:
+        drop_overlong_rows(found, copy)
+        print(f"[persona_dual] dropped {found.describe()}; training on {copy}", flush=True)
+    print(f"[persona_dual] {args.stage}: running {shlex.join(plan.command)}", flush=True)
     for what, path in outputs.items():
         print(f"[persona_dual] {what}: {path}", flush=True)
-    return subprocess.call(command, env={**os.environ, **run_env(cfg)})
+    return subprocess.call(plan.command, env={**os.environ, **run_env(plan.cfg)})
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,7 +21,6 @@ from verl_personadual.apps.recipes.compose import (
 )
 from verl_personadual.core.config import DualGRPOConfig
 from verl_personadual.core.cpu.vllm_settings import check_cpu_vllm_rollout
-from verl_personadual.core.names import ESTIMATOR
 from verl_personadual.data.preflight import (
     PreflightError,
     check_mode_tokens,
@@ -92,6 +91,25 @@ def check_rl_layout(cfg: DictConfig) -> None:
             f"actor_rollout_ref.rollout.max_model_len={rollout.max_model_len} must be >= data.max_prompt_length + "
             f"data.max_response_length = {longest} (set it together with the data lengths)"
         )
+
+
+def check_step_counts(cfg: DictConfig) -> None:
+    """``trainer.total_epochs`` >= 1 and ``trainer.total_training_steps`` null or >= 1 (both stages); raises
+    ``ValueError`` naming the key.
+
+    verl takes both as they are (``trainer/ppo/v1/trainer_base.py:767-771``, ``trainer/sft_trainer.py:181-184``):
+    0 epochs or a step count below 1 runs no training step, and the learning-rate schedule is sized with it.
+    """
+    counts = {"trainer.total_epochs": (cfg.trainer.total_epochs, False)}
+    counts["trainer.total_training_steps"] = (cfg.trainer.get("total_training_steps"), True)
+    for key, (value, null_ok) in counts.items():
+        if value is None and null_ok:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            allowed = (
+                "null (from the data and trainer.total_epochs) or an integer >= 1" if null_ok else "an integer >= 1"
+            )
+            raise ValueError(f"{key} must be {allowed}, got {value!r}")
 
 
 def check_sft_layout(cfg: DictConfig) -> None:
@@ -203,9 +221,10 @@ def validate(stage: str, cfg: DictConfig) -> None:
 
     RL: ``verl.utils.config.validate_config`` exactly as ``main_ppo.main`` calls it (it converts the actor
     section to its dataclass and checks batch divisibility), the rollout and checkpoint-engine dataclass
-    conversions verl's workers do, the DualGRPO namespace, and ``check_rl_layout``. SFT: the dataclass
-    conversions of ``SFTTrainer._build_config`` that need no model on disk (engine, optim, checkpoint, profiler)
-    and ``check_sft_layout``.
+    conversions verl's workers do, the DualGRPO namespace, what the training rows' forced-mode agent loop accepts
+    (``DualGRPOConfig.check_forced_rollout``: ``rollout.n`` even and >= 2, ...), and ``check_rl_layout``. SFT: the
+    dataclass conversions of ``SFTTrainer._build_config`` that need no model on disk (engine, optim, checkpoint,
+    profiler) and ``check_sft_layout``. Both: ``check_step_counts``.
     """
     from verl.utils.config import omega_conf_to_dataclass
 
@@ -216,14 +235,15 @@ def validate(stage: str, cfg: DictConfig) -> None:
         validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
         omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)
         omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout.checkpoint_engine)
-        if cfg.algorithm.adv_estimator == ESTIMATOR:
-            DualGRPOConfig.from_algorithm(cfg.algorithm)
+        dual_grpo = DualGRPOConfig.from_algorithm(cfg.algorithm)
+        dual_grpo.check_forced_rollout(int(cfg.actor_rollout_ref.rollout.n), cfg.algorithm.get("rollout_correction"))
         check_rl_layout(cfg)
         check_cpu_vllm_rollout(cfg)
     else:
         for section in ("engine", "optim", "checkpoint", "profiler"):
             omega_conf_to_dataclass(cfg[section])
         check_sft_layout(cfg)
+    check_step_counts(cfg)
 
 
 #: What to do about an SFT base model without dedicated mode tokens.
@@ -272,18 +292,26 @@ def _rows(paths: Sequence[str], flag: str) -> int:
     return total
 
 
-def check_batch_fits(stage: str, cfg: DictConfig, train_files: Sequence[str], val_files: Sequence[str]) -> None:
+def check_batch_fits(
+    stage: str,
+    cfg: DictConfig,
+    train_files: Sequence[str],
+    val_files: Sequence[str],
+    dropped: Mapping[str, int] | None = None,
+) -> None:
     """verl drops the last partial batch: fewer training rows than ``data.train_batch_size`` means no training step
     (SFT then divides by zero), and for SFT, whose validation uses that batch size too, no validation batch
-    (``val/loss`` nan)."""
+    (``val/loss`` nan). ``dropped``: ``{"train": k, "val": k}``, rows the run leaves out of the files
+    (``--drop-overlong``)."""
     batch = int(cfg.data.train_batch_size)
-    checks = [("--train-files", train_files, "no training step would run")]
+    dropped = dropped or {}
+    checks = [("--train-files", train_files, "train", "no training step would run")]
     if stage == "sft" and val_files:
-        checks.append(("--val-files", val_files, "validation would have no batch (val/loss nan)"))
-    for flag, paths, effect in checks:
-        rows = _rows(paths, flag)
+        checks.append(("--val-files", val_files, "val", "validation would have no batch (val/loss nan)"))
+    for flag, paths, split, effect in checks:
+        rows = _rows(paths, flag) - dropped.get(split, 0)
         if rows == 0:
-            raise PreflightError(f"{flag}: no rows")
+            raise PreflightError(f"{flag}: no rows" + (" left without the over-long ones" if split in dropped else ""))
         if rows < batch:
             raise PreflightError(
                 f"{flag}: {rows} rows, fewer than data.train_batch_size={batch}; verl drops partial batches, so "
