@@ -50,6 +50,7 @@ import psutil
 import torch
 
 from verl_personadual.apps.quickstart.stages import EVAL_MAX_NEW_TOKENS, Quickstart
+from verl_personadual.utils.atomic import write_json
 
 #: RL overrides that restore the engine's micro-batch sizes of before issue 32 (``rl_backbone/cpu_toy.yaml``).
 BEFORE_RL_OVERRIDES = (
@@ -68,7 +69,7 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
 SFT_MARKS = (
     ("sft: launcher (interpreter, imports, compose, validate)", r"^\[persona_dual\] sft: running"),
     ("sft: trainer process start (interpreter, imports, Hydra)", r"Platform override from VERL_PLATFORM"),
-    ("sft: data + engine set-up", r"^step:1 - "),
+    ("sft: data + engine set-up", r"\bstep:1 - "),
     ("sft: steps", r"^Saving checkpoint to"),
     ("sft: checkpoint save + HF export", r"^Updated checkpoint tracker"),
 )
@@ -149,6 +150,7 @@ def profile(
             else:
                 os.environ[k] = v
     wall = time.monotonic() - t0
+    write_json(out / "timeline.json", timeline)
     (label,) = qs.runs
     prof = Profile()
     seconds = {name: qs.finished(name)["seconds"] for name in ("check", "data", "model", "eval-sft")}
@@ -168,7 +170,8 @@ def profile(
     prof.phases["quickstart total"] = wall
     records = [json.loads(line)["data"] for line in metrics.read_text().splitlines() if line.strip()]
     counts = {k: sum(1 for r in records if f"timing_s/{k}" in r) for k in ("step", "testing", "save_checkpoint")}
-    sft_steps = sum(1 for _, line in sft if re.match(r"^step:\d+ - ", line))
+    # verl's console logger prints ``step:N - ...`` right after tqdm's bar, on the bar's line
+    sft_steps = max(int(m.group(1)) for _, line in sft for m in [re.search(r"\bstep:(\d+) - ", line)] if m)
     return prof, qs, sft_steps, counts
 
 
