@@ -624,3 +624,17 @@ def test_async_variants_of_the_8b_recipes_compose_validate_and_pass_verls_traine
     assert DualGRPOConfig.from_algorithm(cfg.algorithm) == DualGRPOConfig()  # the paper's DualGRPO, unchanged
     trainer = get_trainer_cls(mode)(config=cfg)
     assert trainer.trainer_mode == mode.removeprefix("persona_dual_")
+
+
+def test_cpu_runs_use_one_torch_thread_unless_told(run_files, monkeypatch):
+    """A CPU run on the hf_cpu path (SFT, or RL with rollout hf_cpu) gets OMP_NUM_THREADS=1 (its trainer and, through
+    Ray, its workers and rollout server); a user's setting is kept, and neither a vLLM rollout nor a GPU run gets it."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for stage in ("sft", "rl"):
+        assert recipes_launch.run_env(composed(stage, "cpu_toy", run_files))["OMP_NUM_THREADS"] == "1"
+        assert "OMP_NUM_THREADS" not in recipes_launch.run_env(composed(stage, "qwen3_8b", run_files))
+    vllm = composed("rl", "cpu_toy", run_files)
+    vllm.actor_rollout_ref.rollout.name = "vllm"
+    assert "OMP_NUM_THREADS" not in recipes_launch.run_env(vllm)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert "OMP_NUM_THREADS" not in recipes_launch.run_env(composed("rl", "cpu_toy", run_files))

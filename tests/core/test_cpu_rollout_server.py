@@ -79,3 +79,15 @@ def test_a_weight_sync_starts_the_next_steps_seeds(make_server):
     before, continued = asyncio.run(run_on())
     assert continued == asyncio.run(resumed())
     assert continued != before
+
+
+def test_server_threads_default_to_torchs_own(monkeypatch):
+    """Without ``num_threads`` the server keeps torch's thread count (which OMP_NUM_THREADS sets: the CPU recipes'
+    launcher sets 1); an explicit value wins."""
+    import torch
+
+    from verl_personadual.core.cpu.rollout import ServerOptions
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert ServerOptions.from_engine_kwargs({}).num_threads == 3
+    assert ServerOptions.from_engine_kwargs({"hf_cpu": {"num_threads": 2}}).num_threads == 2

@@ -146,13 +146,18 @@ class Quickstart:
         overrides: Sequence[str] = (),
         seed: int | None = None,
         toy_task: ToyTask = ToyTask(),
+        timeline: list[tuple[str, float, str]] | None = None,
     ) -> None:
         """``seed`` None: the recipes' own seeds and :data:`MODEL_SEED` (the README's figures); an int: that seed
         for the tiny model's weights and for SFT and RL (:func:`seed_overrides`), one training seed of a
         multi-seed comparison. ``toy_task``: the toy to build (default: the quickstart's, the occupations variant
-        with both modes of every SFT item; the toy table passes its own)."""
+        with both modes of every SFT item; the toy table passes its own). ``timeline``: a list that gets
+        ``(stage, time.monotonic(), line)`` for every line a training command prints, and ``(stage, time, "")``
+        when it is started and when it has exited (``benchmarks/bench_cpu_path.py`` splits a stage's wall time with
+        it)."""
         self.out = out.absolute()
         self.toy_task = toy_task
+        self.timeline = timeline
         self.overrides = list(overrides)
         self.seed = seed
         #: run label -> ablation
@@ -210,12 +215,16 @@ class Quickstart:
             open(log, "w", encoding="utf-8") as fh,
             tqdm(total=total_steps, desc=name, unit="step", disable=not self.progress) as bar,
         ):
+            if self.timeline is not None:
+                self.timeline.append((name, time.monotonic(), ""))
             proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env, cwd=self.out
             )
             assert proc.stdout is not None
             for line in proc.stdout:
                 fh.write(line)
+                if self.timeline is not None:
+                    self.timeline.append((name, time.monotonic(), line))
                 m = _STEP.search(line)
                 if m and int(m.group(1)) > bar.n:
                     bar.update(int(m.group(1)) - bar.n)
@@ -225,6 +234,8 @@ class Quickstart:
                 elif _ANY_ERROR.search(line):
                     last_error = line.strip()[:300]
             rc = proc.wait()
+            if self.timeline is not None:
+                self.timeline.append((name, time.monotonic(), ""))
         if rc != 0:
             reason = child_error or last_error or "see the log"
             raise StageError(f"stage {name} failed (exit {rc}): {reason} (log: {log})")

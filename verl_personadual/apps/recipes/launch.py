@@ -9,13 +9,20 @@ import sys
 from typing import Sequence
 
 import psutil
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from verl_personadual.apps.recipes.compose import CONFIG_DIR, STAGES, quote
-from verl_personadual.core.names import CPU_DEVICE
+from verl_personadual.core.names import CPU_DEVICE, CPU_ROLLOUT
 
 #: transfer_queue's torch threads for its puts and gets unless TQ_NUM_THREADS is set (transfer_queue/client.py).
 TQ_DEFAULT_THREADS = 8
+
+
+#: torch threads of every process of a CPU run on the ``hf_cpu`` path (its trainer, Ray workers and rollout server)
+#: unless OMP_NUM_THREADS is set: the tiny models' operations are too small to gain from more, and on a machine
+#: that other processes keep busy, torch's default (one thread per physical core) makes every operation wait for
+#: its slowest thread (benchmarks/bench_cpu_path.py: README "Where a CPU run's time goes").
+CPU_TORCH_THREADS = 1
 
 
 #: Environment for launched runs: verl imports the plugin without swallowing errors (see plugin.py).
@@ -34,8 +41,13 @@ def run_env(cfg: DictConfig) -> dict[str, str]:
     """Environment variables of a launched run of ``cfg``: :data:`RUN_ENV`, plus ``VERL_PLATFORM=cpu`` when it runs
     on CPU (verl then never probes for an accelerator), plus ``TQ_NUM_THREADS`` = the physical cores when there are
     fewer than transfer_queue's default of 8 threads (else it clamps to them itself, with a warning on every
-    put / get: hundreds of lines per run) and the variable is not set already."""
+    put / get: hundreds of lines per run) and the variable is not set already, plus ``OMP_NUM_THREADS`` =
+    :data:`CPU_TORCH_THREADS` for a CPU run whose rollout (if any) is ``hf_cpu`` and the variable is not set already
+    (Ray's workers inherit it; the vLLM rollout sets its own threads)."""
     env = dict(RUN_ENV)
+    rollout = OmegaConf.select(cfg, "actor_rollout_ref.rollout.name", default=CPU_ROLLOUT)
+    if "OMP_NUM_THREADS" not in os.environ and cfg.trainer.device == CPU_DEVICE and rollout == CPU_ROLLOUT:
+        env["OMP_NUM_THREADS"] = str(CPU_TORCH_THREADS)
     cores = psutil.cpu_count(logical=False)
     if "TQ_NUM_THREADS" not in os.environ and cores and cores < TQ_DEFAULT_THREADS:
         env["TQ_NUM_THREADS"] = str(cores)

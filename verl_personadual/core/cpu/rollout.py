@@ -17,8 +17,8 @@ Three pieces, as verl splits every rollout backend:
 
 Configuration: verl's rollout config (``prompt_length``, ``response_length``, ``max_model_len``, ``max_num_seqs``,
 ``dtype``, ``seed``, ``repetition_penalty``, ``ignore_eos``) plus ``rollout.engine_kwargs.hf_cpu``:
-``num_threads`` (torch threads of the server, default: every core this process may use), ``batch_wait_ms``
-(default 5) and ``max_batch_wait_ms`` (default 50).
+``num_threads`` (torch threads of the server, default: torch's own, ``OMP_NUM_THREADS`` when set, else the
+physical cores), ``batch_wait_ms`` (default 5) and ``max_batch_wait_ms`` (default 50).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class ServerOptions:
                 f"unknown key(s) {unknown} under actor_rollout_ref.rollout.engine_kwargs.{CPU_ROLLOUT}; "
                 "known: num_threads, batch_wait_ms, max_batch_wait_ms"
             )
-        threads = int(section.pop("num_threads", 0) or len(os.sched_getaffinity(0)))
+        threads = int(section.pop("num_threads", 0) or torch.get_num_threads())
         options = cls(num_threads=threads, **{k: float(v) for k, v in section.items()})
         if options.num_threads < 1 or options.batch_wait_ms < 0 or options.max_batch_wait_ms < options.batch_wait_ms:
             raise ValueError(f"invalid actor_rollout_ref.rollout.engine_kwargs.{CPU_ROLLOUT}: {options}")
