@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from openai_server import OpenAITestServer
 
-from verl_personadual.apps import build_rl, build_sft, build_toy, eval_cli, record_samples, tiny_model
+from verl_personadual.apps import build_multiturn, build_rl, build_sft, build_toy, eval_cli, record_samples, tiny_model
 from verl_personadual.eval.store import read_predictions
 from verl_personadual.utils.llm import ENV_BASE_URL, ENV_MODEL
 from verl_personadual.utils.outputs import MARKER
@@ -254,3 +254,22 @@ def test_record_samples_refuses_a_root_that_is_not_a_reply_cache(tmp_path: Path,
     assert record_samples.main(["--root", str(root)]) == 2  # was: deleted, then replaced by the recordings
     assert errors(capsys) == [f"error: --root {root}: holds 'notes.txt', not a reply cache entry; use another --root"]
     assert snapshot(root) == {"notes.txt": b"keep\n"}
+
+
+def test_compare_refuses_a_run_folder_and_multiturn_its_own_input(tmp_path: Path, capsys) -> None:
+    """``eval compare --out`` on a folder another command wrote (here a toy build) is refused and left as it was;
+    ``build_multiturn --out`` naming its ``--in`` file is refused before the file is rewritten."""
+    toy = tmp_path / "toy"
+    assert build_toy.main(["--out", str(toy), "--sft-items", "20", "--rl-items", "20", "--eval-items", "20"]) == 0
+    before = snapshot(toy)
+    capsys.readouterr()
+    assert eval_cli.main(["compare", "--run", f"a={tmp_path / 'nowhere'}", "--out", str(toy)]) == 2
+    assert errors(capsys) == [
+        f"error: --out {toy}: holds the output of `build_toy` (toy-task), not of `eval compare` (comparison); use "
+        "another --out, or remove it"
+    ]
+    assert snapshot(toy) == before
+    rl = toy / "rl" / "train.parquet"
+    assert build_multiturn.main(["--in", str(rl), "--out", str(rl), "--ratio", "0.5"]) == 2
+    assert errors(capsys) == [f"error: --out {rl}: is the --in file; write the multi-turn rows to another file"]
+    assert snapshot(toy) == before

@@ -673,8 +673,10 @@ def _main(argv: Sequence[str] | None) -> int:
         elif a.command == "compare":
             runs = _compared_runs(a.run, a.system)
             check_output_dir(a.out)
-            for path in write_comparison(runs, a.out):
-                logger.info("wrote %s", path)
+            # no inputs: a comparison is redrawn from its runs on every call; another command's folder is refused
+            with claim_output(a.out, Build("eval compare", "comparison"), overwrite=None) as claim:
+                for path in write_comparison(runs, claim.dir):
+                    logger.info("wrote %s", path)
         elif hasattr(a, "func"):  # the analyses (mode-probs and multiturn resume; their config files pin inputs)
             with claim_output(a.out, Build(f"eval {a.command}", a.command), overwrite=None):
                 for path in a.func(a):
