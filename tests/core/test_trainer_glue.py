@@ -373,3 +373,20 @@ def test_trainer_refuses_a_tokenizer_without_mode_tokens(tmp_path, text_tokenize
     )
     allowed._init_tokenizer()
     assert not allowed.mode_prefixes.single_token
+
+
+def test_one_mode_at_step_0_is_the_starting_checkpoint_not_a_collapse(tokenizer, ppo_config, caplog):
+    """The validation before any update (step 0) of an SFT checkpoint that greedily picks one mode everywhere (the
+    quickstart's): the metric says so, an info line explains it, no collapse warning."""
+    trainer = glue_trainer(ppo_config, tokenizer)
+    trainer.global_steps = 0
+    modes = [0.0] * 60
+    settings = [0.0] * 20 + [1.0] * 20 + [2.0] * 20
+    with caplog.at_level("INFO", logger="verl_personadual.core.trainer"):
+        metrics = trainer._val_metrics_update(
+            ["flan"] * 60, [f"u{i}" for i in range(60)], _val_infos(modes, settings, [2.0] * 60), []
+        )
+    assert metrics["personadual/val/all/all/mode_collapse"] == 1.0
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "mode collapse" in r.getMessage()]
+    (info,) = [r.getMessage() for r in caplog.records if "starting checkpoint" in r.getMessage()]
+    assert info.startswith("step 0: the starting checkpoint's free validation picks the general mode")

@@ -436,9 +436,20 @@ class PersonaDualGlue(PluginTrainer):
         return int(self.config.data.max_response_length)
 
     def _collapse_check(self, modes: np.ndarray, settings: list[str]) -> dict[str, float]:
-        """:data:`MODE_COLLAPSE_METRIC`, and a warning when free validation collapsed onto one mode."""
+        """:data:`MODE_COLLAPSE_METRIC`, and a warning when free validation collapsed onto one mode after training
+        steps (at step 0, the starting checkpoint's validation, an info line: an SFT checkpoint that picks one mode
+        greedily is what DualGRPO starts from, not a collapse)."""
         mode = collapsed_mode(modes, settings)
-        if mode is not None:
+        if mode is not None and self.global_steps == 0:
+            logger.info(
+                "step 0: the starting checkpoint's free validation picks the %s mode on >= %.0f%% of the rows of every "
+                "persona setting (%s = 1): it does not choose its mode yet; prefix forcing trains both modes, and a "
+                "warning follows if this persists after training steps",
+                mode.name.lower(),
+                100 * COLLAPSE_SHARE,
+                MODE_COLLAPSE_METRIC,
+            )
+        elif mode is not None:
             names = ", ".join(f"{METRIC_ROOT}/val/all/{s}/personalized_rate" for s in dict.fromkeys(settings))
             logger.warning(
                 "step %s: mode collapse: free validation picks the %s mode on >= %.0f%% of the rows of every persona "
