@@ -265,7 +265,9 @@ def test_sft_length_check_finds_the_long_row(sft_file, tiny_model_dir, tokenizer
 def test_sft_launch_is_refused_with_file_and_row(sft_file, tiny_model_dir, tokenizer_dir, tmp_path, capsys):
     limit = sum(_lengths_by_hand(tokenizer_dir)[:2]) // 2
     args = ["sft", "--backbone", "llama31_8b", "--model", str(tiny_model_dir), "--train-files", str(sft_file)]
-    rc = recipes_cli.main([*args, "--output-dir", str(tmp_path / "out"), "--", f"data.max_length={limit}"])
+    # one GPU and a batch the 3 rows fill: plan_run checks the batch before the row lengths
+    extra = ["--", f"data.max_length={limit}", "data.train_batch_size=2", "trainer.n_gpus_per_node=1"]
+    rc = recipes_cli.main([*args, "--output-dir", str(tmp_path / "out"), *extra])
     err = capsys.readouterr().err
     assert rc == 2
     assert f"SFT rows longer than data.max_length={limit}" in err and f"{sft_file}: 1 of 3 rows (row 1:" in err

@@ -154,9 +154,13 @@ def test_recipes_dry_run_checks_data_and_mode_tokens(toy, tmp_path, tiny_model_d
         "--text-prefixes "
         "(the RL stage then needs algorithm.dual_grpo.require_mode_tokens=false)"
     )
-    assert R.main(_dry("sft", text_model, sft, None, "--text-prefixes")) == 0
+    # the suite's tokenizers (not trained on the toy's words) make the toy rows longer than cpu_toy's
+    # data.max_length (128): the dry run checks that too, as the launch does
+    assert R.main(_dry("sft", text_model, sft, None, "--text-prefixes")) == 2
+    assert "SFT rows longer than data.max_length=128 tokens" in _last_error(capsys)
+    assert R.main(_dry("sft", text_model, sft, None, "--text-prefixes", "--", "data.max_length=256")) == 0
     capsys.readouterr()
-    assert R.main(_dry("sft", tiny_model_dir, sft, None)) == 0
+    assert R.main(_dry("sft", tiny_model_dir, sft, None, "--", "data.max_length=256")) == 0
 
 
 def test_eval_run_refuses_a_model_without_mode_tokens_unless_a_baseline(tmp_path, text_tokenizer_dir, capsys, caplog):

@@ -547,7 +547,12 @@ def test_single_mode_baseline_pipeline_composes_end_to_end(mode, ablation, tiny_
     sft = tmp_path / f"sft_{mode}"
     assert (
         build_sft_app.main(
-            ["--samples", "--only-mode", mode, "--out", str(sft), "--exclude-rl", str(tmp_path / "rl"), "--no-progress"]
+            [
+                *("--samples", "--only-mode", mode, "--out", str(sft), "--exclude-rl", str(tmp_path / "rl")),
+                # as recipes/README.md builds it: rows longer than the SFT recipe's data.max_length (cpu_tiny: 512)
+                # left out, which the dry run would refuse
+                *("--tokenizer", str(tiny_model_dir), "--max-length", "512", "--no-progress"),
+            ]
         )
         == 0
     )
