@@ -1,7 +1,7 @@
 """The toy Table 1 command (``python -m verl_personadual.toy_table``): its data (the persona-following base's SFT rows,
 the calibration set), its seeds, and how it lays the runs out for ``eval compare``.
 
-The whole command trains 3 seeds x (2 SFT + 4 RL runs), about an hour on 2 cores, so it is not run here; the
+The whole command trains 5 seeds x (2 SFT + 4 RL runs), over an hour on 2 cores, so it is not run here; the
 README's table comes from it. What compare makes of such runs is tested in tests/eval/test_toy_table.py.
 """
 

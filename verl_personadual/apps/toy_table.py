@@ -1,6 +1,6 @@
 """The toy Table 1: every system side by side on 200 held-out items of the relational toy, over several training seeds.
 
-    python -m verl_personadual.toy_table [--out outputs/toy_table] [--seeds 1 2 3] [--no-progress]
+    python -m verl_personadual.toy_table [--out outputs/toy_table] [--seeds 1 2 3 4 5] [--no-progress]
 
 The task is :data:`TABLE_TASK`: the relational toy (``verl_personadual.data.toy``, variant ``relational``: only the
 relation between persona and question says which mode is right) with an SFT that prefers the general mode
@@ -264,7 +264,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "--out", type=Path, default=Path("outputs/toy_table"), help="output directory (default: %(default)s)"
     )
     parser.add_argument(
-        "--seeds", type=non_negative, nargs="+", default=[1, 2, 3], help="training seeds (default: %(default)s)"
+        "--seeds", type=non_negative, nargs="+", default=[1, 2, 3, 4, 5], help="training seeds (default: %(default)s)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
