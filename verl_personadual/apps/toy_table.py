@@ -42,15 +42,33 @@ from pathlib import Path
 from typing import Sequence
 
 from verl_personadual.apps import eval_cli
+from verl_personadual.apps.quickstart.report import metric_curves, read_jsonl
 from verl_personadual.apps.quickstart.stages import EVAL_MAX_NEW_TOKENS, Quickstart, StageError, say
+from verl_personadual.core.metrics import ALL, MODE_MASS_METRIC, metric_name
+from verl_personadual.core.prompts import PersonaSetting
 from verl_personadual.data import toy
 from verl_personadual.data.preflight import check_output_dir
-from verl_personadual.eval.baselines import System
+from verl_personadual.eval.baselines import SYSTEMS, System
+from verl_personadual.eval.report import read_complete_run
+from verl_personadual.eval.toy_evidence import (
+    HELPFUL_MISLEADING,
+    Claim,
+    CurveAtMost,
+    Curves,
+    Greater,
+    Panel,
+    SeedValues,
+    Within,
+    WithinOf,
+    seed_values,
+    write_evidence,
+)
+from verl_personadual.eval.toy_table import P_BETTER, PERSONALIZED, SELECTION, UNALIGNED, toy_part
 from verl_personadual.utils.cli import Parser, non_negative
 from verl_personadual.utils.errors import UserError, run_cli
 from verl_personadual.utils.outputs import Build, claim_output
 
-__all__ = ["ABLATIONS", "LINES", "PERSONALIZED_SHARE", "TABLE_TASK", "Line", "ToyTable", "main"]
+__all__ = ["ABLATIONS", "CLAIMS", "LINES", "PANELS", "PERSONALIZED_SHARE", "TABLE_TASK", "Line", "ToyTable", "main"]
 
 #: The RL recipes trained from each seed's SFT checkpoint (``--ablation`` of the quickstart).
 ABLATIONS = ("none", "no_dual_adv", "no_dual_adv_no_prefix_forcing", "grpo")
@@ -104,6 +122,44 @@ LINES: tuple[Line, ...] = (
     Line("fpps_h", System.FPPS_H, "FPPS-H (on the base)", "eval/fpps_h"),
     Line("fpps_s", System.FPPS_S, "FPPS-S (on the base)", "eval/fpps_s"),
     Line("fpps_m", System.FPPS_M, "FPPS-M (on the base)", "eval/fpps_m"),
+)
+
+
+#: Rollout personalized rate of a training step (every row of the batch).
+ROLLOUT_RATE = metric_name("train", ALL, ALL, "personalized_rate")
+#: The README's pre-registered setting checks (S) and claims (C) on the table's lines, in its order ("Toy Table 1:
+#: predictions"); ``rests_on`` names the setting checks a claim's mechanism assumes (the README says which).
+CLAIMS: tuple[Claim, ...] = (
+    Within("S1", "sft", ((PERSONALIZED, None, 10.0), (UNALIGNED, 90.0, None))),
+    Within("S2", "router", ((SELECTION, 40.0, 60.0),)),
+    Within("S3", "base", ((UNALIGNED, None, 10.0),)),
+    Greater("C1", "rl-none", "sft", SELECTION),
+    Greater("C2", "rl-none", "sft", PERSONALIZED, ("S1",)),
+    Greater("C3", "rl-none", "rl-no_dual_adv_no_prefix_forcing", SELECTION, ("S1",)),
+    Greater("C4", "rl-none", "rl-no_dual_adv_no_prefix_forcing", P_BETTER, ("S1",)),
+    Greater("C5", "rl-none", "rl-no_dual_adv", P_BETTER),
+    Greater("C6", "rl-no_dual_adv", "rl-no_dual_adv_no_prefix_forcing", P_BETTER, ("S1",)),
+    CurveAtMost("C7a", "rl-no_dual_adv_no_prefix_forcing", ROLLOUT_RATE, 0.2, ("S1",)),
+    CurveAtMost("C7b", "rl-grpo", ROLLOUT_RATE, 0.2, ("S1",)),
+    Greater("C8", "rl-none", "router", SELECTION, ("S2",)),
+    Greater("C9", "rl-none", "prompt", SELECTION),
+    Greater("C10", "rl-none", "base", UNALIGNED, ("S3",)),
+    Greater("C11", "rl-none", "fpps_h", HELPFUL_MISLEADING, ("S3",)),
+    Greater("C12", "rl-none", "fpps_m", HELPFUL_MISLEADING, ("S3",)),
+    WithinOf("C13", "fpps_s", "base", UNALIGNED, 10.0),
+)
+#: The columns of ``dynamics.png`` (one row per RL variant, a line per seed).
+PANELS: tuple[Panel, ...] = (
+    Panel("rollout personalized rate", (ROLLOUT_RATE,), "rate"),
+    Panel("mode-token mass (forced prefixes)", (MODE_MASS_METRIC,), "mass"),
+    Panel(
+        "validation personalized rate: aligned (solid), unaligned (dashed)",
+        tuple(
+            metric_name("val", ALL, s.value, "personalized_rate")
+            for s in (PersonaSetting.ALIGNED, PersonaSetting.UNALIGNED)
+        ),
+        "rate",
+    ),
 )
 
 
@@ -238,6 +294,26 @@ class ToyTable:
             args += ["--system", f"{line.system.value}:{line.label}={folder}"]
         return args
 
+    def seed_values(self) -> list[SeedValues]:
+        """Every line's :class:`SeedValues` on every seed, from the runs :meth:`link_systems` links."""
+        out = []
+        for line in LINES:
+            decoding = SYSTEMS[line.system].decoding.value
+            for seed in self.seeds:
+                run = self.out / f"seed_{seed}" / line.run
+                (records,) = read_complete_run(f"{line.key} seed {seed}", run)
+                out.append(seed_values(line.key, seed, toy_part(records, run), decoding))
+        return out
+
+    def curves(self) -> dict[tuple[str, int], Curves]:
+        """(``rl-<ablation>``, seed) -> the RL run's training curves (its verl file-logger ``metrics.jsonl``)."""
+        out: dict[tuple[str, int], Curves] = {}
+        for seed in self.seeds:
+            for ablation in ABLATIONS:
+                metrics = self.out / f"seed_{seed}" / "runs" / ablation / "metrics.jsonl"
+                out[(f"rl-{ablation}", seed)] = metric_curves(read_jsonl(metrics)) if metrics.is_file() else {}
+        return out
+
     def run_all(self) -> Path:
         """Every seed, then the table; returns ``--out/table``."""
         start = time.monotonic()
@@ -245,6 +321,16 @@ class ToyTable:
             self.seed(i, seed)
         table = self.out / "table"
         _eval(["compare", *self.link_systems(), "--out", str(table)])
+        written = write_evidence(
+            table,
+            self.seed_values(),
+            CLAIMS,
+            self.curves(),
+            {line.key: line.label for line in LINES},
+            [f"rl-{a}" for a in ABLATIONS],
+            PANELS,
+        )
+        say(f"per-seed values, claims and plots -> {', '.join(p.name for p in written)}")
         say(f"toy Table 1 over seeds {self.seeds} -> {table / 'table1_toy.md'} ({time.monotonic() - start:.0f} s)")
         return table
 

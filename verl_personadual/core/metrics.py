@@ -42,11 +42,13 @@ __all__ = [
     "COLLAPSE_SHARE",
     "METRIC_ROOT",
     "MODE_COLLAPSE_METRIC",
+    "MODE_MASS_METRIC",
     "SPLITS",
     "UNKNOWN_SETTING",
     "collapsed_mode",
     "length_metrics",
     "mode_codes",
+    "metric_name",
     "mode_metrics",
     "metric_safe_source",
 ]
@@ -205,6 +207,16 @@ def length_metrics(
 COLLAPSE_SHARE = 0.95
 #: Metric: 1.0 when validation collapsed onto one mode (:func:`collapsed_mode`), else 0.0.
 MODE_COLLAPSE_METRIC = f"{METRIC_ROOT}/val/{ALL}/{ALL}/mode_collapse"
+
+#: Metric: mean over prompt groups of pi(general prefix) + pi(personalized prefix) at the first response
+#: position, from the actor's old log-probs of the forced prefixes (single-token prefixes only). verl computes them
+#: at the rollout temperature, so this reads higher than the mass at temperature 1 (greedy eval's mode_mass).
+MODE_MASS_METRIC = f"{METRIC_ROOT}/train/mode_token_mass"
+
+
+def metric_name(split: str, data_source: str, persona_setting: str, metric: str) -> str:
+    """``personadual/<split>/<data_source>/<persona_setting>/<metric>`` (module docstring's naming scheme)."""
+    return f"{METRIC_ROOT}/{split}/{data_source}/{persona_setting}/{metric}"
 
 
 def collapsed_mode(modes: np.ndarray, persona_settings: Sequence[str], share: float = COLLAPSE_SHARE) -> Mode | None:

@@ -74,6 +74,7 @@ from verl_personadual.core.metrics import (
     COLLAPSE_SHARE,
     METRIC_ROOT,
     MODE_COLLAPSE_METRIC,
+    MODE_MASS_METRIC,
     UNKNOWN_SETTING,
     collapsed_mode,
     length_metrics,
@@ -148,10 +149,6 @@ def read_step_rows(batch: KVBatchMeta, prefixes: ModePrefixes) -> StepRows:
     )
 
 
-#: Metric: mean over prompt groups of pi(general prefix) + pi(personalized prefix) at the first response
-#: position, from the actor's old log-probs of the forced prefixes (single-token prefixes only). verl computes them
-#: at the rollout temperature, so this reads higher than the mass at temperature 1 (greedy eval's mode_mass).
-MODE_MASS_METRIC = "personadual/train/mode_token_mass"
 #: Metric: mean over rows of (advantage on the prefix tokens) / (advantage on the other response tokens);
 #: equals beta whenever the advantage is not zero.
 PREFIX_RATIO_METRIC = "personadual/train/prefix_advantage_ratio"

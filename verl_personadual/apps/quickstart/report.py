@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from verl_personadual.core.metrics import MODE_MASS_METRIC
 from verl_personadual.core.modes import Mode
 from verl_personadual.core.prompts import PersonaSetting
 from verl_personadual.eval.generate import Decoding
@@ -56,7 +57,7 @@ CURVES: tuple[tuple[str, str, str], ...] = (
     ("training reward, forced general", "personadual/train/toy/{setting}/reward_general", "mean reward"),
     ("training reward, forced personalized", "personadual/train/toy/{setting}/reward_personalized", "mean reward"),
 )
-MASS_KEY = "personadual/train/mode_token_mass"
+MASS_KEY = MODE_MASS_METRIC
 SCORE_KEY = "critic/score/mean"
 
 
