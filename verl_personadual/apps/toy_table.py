@@ -153,7 +153,7 @@ PANELS: tuple[Panel, ...] = (
     Panel("rollout personalized rate", (ROLLOUT_RATE,), "rate"),
     Panel("mode-token mass (forced prefixes)", (MODE_MASS_METRIC,), "mass"),
     Panel(
-        "validation personalized rate: aligned (solid), unaligned (dashed)",
+        "validation personalized rate:\naligned (solid), unaligned (dashed)",
         tuple(
             metric_name("val", ALL, s.value, "personalized_rate")
             for s in (PersonaSetting.ALIGNED, PersonaSetting.UNALIGNED)

@@ -314,16 +314,16 @@ def strip_figure(values: Sequence[SeedValues], lines: Sequence[str], labels: Map
     axes[0].set_yticks(range(len(lines)), [labels.get(line, line) for line in lines], fontsize=8)
     axes[0].invert_yaxis()
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=cmap(i % 10)) for i in range(len(seeds))]
-    fig.legend(handles, [f"seed {s}" for s in seeds], loc="upper center", ncol=len(seeds), fontsize=8)
-    fig.subplots_adjust(top=0.8)
+    fig.legend(handles, [f"seed {s}" for s in seeds], loc="lower center", ncol=len(seeds), fontsize=8)
+    fig.subplots_adjust(bottom=0.22)
     return fig
 
 
 def dynamics_figure(
     curves: Mapping[tuple[str, int], Curves], lines: Sequence[str], labels: Mapping[str, str], panels: Sequence[Panel]
 ) -> object:
-    """A row per line (training variant), a column per :class:`Panel`, a line per seed (solid: the panel's first
-    metric, dashed: its second) over training steps."""
+    """A row per line (training variant, named on the left), a column per :class:`Panel` (titled on top), a line per
+    seed (solid: the panel's first metric, dashed: its second) over training steps."""
     plt = pyplot()
     seeds = sorted({s for _, s in curves})
     cmap = plt.get_cmap("tab10")
@@ -343,9 +343,10 @@ def dynamics_figure(
             if not drawn:
                 no_data(ax, "not logged by this variant")
             ax.set_ylim(-0.05, 1.05)
-            ax.set_title(f"{labels.get(line, line)}: {panel.title}", fontsize=8)
+            if i == 0:
+                ax.set_title(panel.title, fontsize=8)
             if j == 0:
-                ax.set_ylabel(panel.ylabel, fontsize=8)
+                ax.set_ylabel(f"{labels.get(line, line)}\n{panel.ylabel}", fontsize=8)
             if i == len(lines) - 1:
                 ax.set_xlabel("training step", fontsize=8)
     handles = [plt.Line2D([], [], color=cmap(i % 10)) for i in range(len(seeds))]
