@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
@@ -81,10 +82,11 @@ class ToySFT:
 RECIPES = [sys.executable, "-m", "verl_personadual.recipes"]
 
 
-def toy_sft(root: Path, steps: int, timeout_s: float) -> ToySFT:
+def toy_sft(root: Path, steps: int, timeout_s: float, personalized_share: Mapping[str, float] | None = None) -> ToySFT:
     """The tests' model size with the toy's tokenizer (answers are 2-3 tokens), trained ``steps`` SFT steps on the toy
     through ``recipes sft --backbone cpu_tiny``: a few steps teach the answer format, so DualGRPO groups get rewards
-    that differ and non-zero advantages."""
+    that differ and non-zero advantages. ``personalized_share`` is the SFT data's mode mix (``toy.build``; None: both
+    modes of every item)."""
     from verl_personadual.apps.tiny_model import TinyModelSpec, write_tiny_model
     from verl_personadual.data import toy
 
@@ -95,7 +97,7 @@ def toy_sft(root: Path, steps: int, timeout_s: float) -> ToySFT:
         extra_corpus=toy.corpus(),
         whole_words=toy.whole_words(),
     )
-    toy.build(data, toy.ToySizes(sft=48, rl=16, rl_val=4, eval=4))
+    toy.build(data, toy.ToySizes(sft=48, rl=16, rl_val=4, eval=4), personalized_share=personalized_share)
     argv = RECIPES + ["sft", "--backbone", "cpu_tiny", "--model", str(base)]
     argv += ["--train-files", str(data / "sft" / "train.parquet"), "--output-dir", str(root / "sft"), "--"]
     argv += [f"trainer.total_training_steps={steps}", "optim.lr=3e-3", "optim.lr_warmup_steps=1"]

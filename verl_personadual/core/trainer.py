@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -298,6 +299,19 @@ def setting_name(value: Any) -> str:
     return UNKNOWN_SETTING
 
 
+#: verl's variable for the level of its own loggers (``verl.utils.logging_utils.configure_verl_logging``: INFO unset).
+VERL_LOGGING_LEVEL_ENV = "VERL_LOGGING_LEVEL"
+
+
+def _show_plugin_logs() -> None:
+    """Give the plugin's loggers verl's level (``VERL_LOGGING_LEVEL``, INFO unset), as ``main_ppo``'s task runner
+    does for verl's loggers before it builds the trainer. ``import verl`` sets the root logger to WARNING
+    (``logging.basicConfig``), which would drop the trainer's info lines (the step-0 mode line of
+    :meth:`PersonaDualGlue._collapse_check`); with a level of their own they reach the root's handler. Called from
+    :meth:`PluginTrainer.init` (a run's trainer, not the unit tests' bare ones)."""
+    logging.getLogger("verl_personadual").setLevel(os.getenv(VERL_LOGGING_LEVEL_ENV, "INFO"))
+
+
 class PluginTrainer(PPOTrainer):
     """What every trainer of the plugin adds to verl's trainer of its mode (a mixin over verl's ``PPOTrainer``;
     the registered classes below put it before verl's ``PPOTrainerSync`` / ``PPOTrainerColocateAsync`` /
@@ -316,6 +330,12 @@ class PluginTrainer(PPOTrainer):
         _check_device(config, mode, self.verl_mode)
         logger.info("%s: verl's %s trainer on %s; %s", mode, self.verl_mode, config.trainer.device, self.settings)
         super().__init__(config)
+
+    def init(self) -> None:
+        """verl's :meth:`init` (workers, rollout servers, reward loop), the plugin's log lines shown from here on
+        (:func:`_show_plugin_logs`)."""
+        _show_plugin_logs()
+        super().init()
 
     def _build_replay_buffer(self):
         buffer = super()._build_replay_buffer()
@@ -447,7 +467,8 @@ class PersonaDualGlue(PluginTrainer):
                 MODE_COLLAPSE_METRIC,
             )
         elif mode is not None:
-            names = ", ".join(f"{METRIC_ROOT}/val/all/{s}/personalized_rate" for s in dict.fromkeys(settings))
+            # sorted: the validation rows come back in the order their rewards finished
+            names = ", ".join(f"{METRIC_ROOT}/val/all/{s}/personalized_rate" for s in sorted(set(settings)))
             logger.warning(
                 "step %s: mode collapse: free validation picks the %s mode on >= %.0f%% of the rows of every persona "
                 "setting (%s; %s). The model no longer chooses its mode. Check that the SFT checkpoint emits both "
