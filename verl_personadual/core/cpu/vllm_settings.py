@@ -2,7 +2,8 @@
 
 Light on purpose (no vLLM import): the CPU platform reads :func:`vllm_cpu_env` for verl's vLLM server actor, the
 eval backend reads :data:`EVAL_ENGINE_DEFAULTS`. The recipe side (sleep mode off, eager, batched-token budget, the
-worker extension) is config: ``recipes/config/cpu_rollout/vllm.yaml``, selected by the ``cpu_*_vllm`` backbones.
+worker extension) is config: ``recipes/config/cpu_rollout/vllm.yaml``, selected over a CPU backbone
+by the override ``+cpu_rollout=vllm``.
 
 - Threads: left to vLLM (``VLLM_CPU_OMP_THREADS_BIND=auto``: one core reserved for its scheduler, its OpenMP
   threads pinned to the others; on 2 cores, core 0). With ``nobind`` (vLLM's threads on every core), measured once
