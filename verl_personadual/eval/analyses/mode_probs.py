@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 
 from verl_personadual.core.modes import Mode, resolve_prefixes
 from verl_personadual.data.eval_sets import EvalRow, read_eval_set
+from verl_personadual.data.preflight import PreflightError
 from verl_personadual.eval.baselines import PromptStyle, build_messages
 from verl_personadual.eval.generate import (
     BACKENDS,
@@ -573,17 +574,17 @@ def command(a: argparse.Namespace) -> list[Path]:
     models = parse_labelled(a.model, "--model")
     labels = list(runs) + [m for m in models if m not in runs]
     if not labels:
-        raise ValueError("mode-probs needs at least one --run LABEL=DIR or --model LABEL=PATH")
+        raise PreflightError("mode-probs needs at least one --run LABEL=DIR or --model LABEL=PATH")
     loose = [m for m in models if m not in runs]
     if loose and a.eval_set is None:
-        raise ValueError(f"--model {loose[0]}=... has no --run: give --eval-set for its rows")
+        raise PreflightError(f"--model {loose[0]}=... has no --run: give --eval-set for its rows")
     out = Path(a.out)
     results: dict[str, tuple[list[EvalRow], list[ModeProb]]] = {}
     for label in labels:
         run = runs.get(label)
         model = models.get(label) or (run.config.get("model") if run else None)
         if not model:
-            raise ValueError(
+            raise PreflightError(
                 f"label {label!r}: {run.path if run else ''}/run_config.json names no model; give --model {label}=PATH"
             )
         rows = run.rows if run else read_eval_set(a.eval_set)
