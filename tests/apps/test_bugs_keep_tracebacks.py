@@ -83,6 +83,12 @@ def test_data_builders(monkeypatch, tmp_path, toy_dir, capsys):
     )
     assert "needs a first turn from the other family" in bad
 
+    (tmp_path / "not_rl").mkdir()
+    (tmp_path / "not_rl" / "train.parquet").write_text("x")
+    argv = ["--samples", "--exclude-rl", str(tmp_path / "not_rl"), "--out", str(tmp_path / "s"), "--no-progress"]
+    bad = assert_one_error_line(build_sft.main, argv, capsys)
+    assert bad.startswith(f"error: --exclude-rl {tmp_path / 'not_rl'}: {tmp_path / 'not_rl' / 'train.parquet'} is not")
+
     monkeypatch.setattr("verl_personadual.data.rl_rows.build_prompt", planted)
     assert_bug_propagates(build_rl.main, ["--samples", "--out", str(tmp_path / "rl"), "--no-progress"], capsys)
     monkeypatch.setattr("verl_personadual.data.sft_rows.sft_row", planted)
@@ -113,6 +119,10 @@ def test_eval(monkeypatch, tmp_path, tiny_model_dir, capsys):
     assert bad.startswith("error: --judge needs an LLM endpoint")
     bad = assert_one_error_line(eval_cli.main, ["train-router", str(tmp_path / "nope"), "--out", "r.json"], capsys)
     assert bad == f"error: {tmp_path / 'nope' / 'eval_set.jsonl'}: No such file or directory"
+    bad = assert_one_error_line(
+        eval_cli.main, [*argv, "--eval-set", str(tmp_path / "nope.jsonl"), "--out", "o"], capsys
+    )
+    assert bad.startswith(f"error: --eval-set: {tmp_path / 'nope.jsonl'}: no such file")
     monkeypatch.setattr(HFGenerator, "generate", planted)
     assert_bug_propagates(eval_cli.main, [*argv, "--out", str(tmp_path / "run")], capsys)
 

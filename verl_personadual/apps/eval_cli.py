@@ -48,6 +48,7 @@ from verl_personadual.eval.store import read_predictions
 from verl_personadual.utils.cli import (
     Parser,
     count,
+    existing_file,
     fraction,
     non_negative,
     non_negative_number,
@@ -198,7 +199,7 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
         "(default: free general personalized, or the --system's decoding)",
     )
     data.add_argument(
-        "--eval-set", type=Path, help="evaluate the rows of a saved eval_set.jsonl (same items and personas)"
+        "--eval-set", type=existing_file, help="evaluate the rows of a saved eval_set.jsonl (same items and personas)"
     )
     gen = p.add_argument_group("generation")
     gen.add_argument(
@@ -269,7 +270,7 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
         "--system) refuses a tokenizer without the dedicated mode tokens",
     )
     base.add_argument(
-        "--router", type=Path, help="router file from `train-router` (PersonaDual-Router, --decoding router)"
+        "--router", type=existing_file, help="router file from `train-router` (PersonaDual-Router, --decoding router)"
     )
     base.add_argument(
         "--fpps",
@@ -317,7 +318,7 @@ def _calibration_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--disjoint-from",
         required=True,
-        type=Path,
+        type=existing_file,
         metavar="EVAL_SET",
         help="eval_set.jsonl whose items the new set leaves out (e.g. the test run's --out/eval_set.jsonl)",
     )
@@ -369,7 +370,7 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--eval-set",
         required=True,
-        type=Path,
+        type=existing_file,
         help="calibration eval_set.jsonl; its items must be disjoint from those FPPS is evaluated on",
     )
     p.add_argument(
@@ -381,7 +382,7 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument(
         "--test-eval-set",
-        type=Path,
+        type=existing_file,
         help="the eval set FPPS will be evaluated on: refused if it shares an item with --eval-set",
     )
     p.add_argument(

@@ -88,7 +88,7 @@ from verl_personadual.eval.pools import (
 )
 from verl_personadual.eval.store import PredictionStore, read_predictions
 from verl_personadual.utils.atomic import write_json
-from verl_personadual.utils.cli import count, torch_device, torch_dtype
+from verl_personadual.utils.cli import count, existing_file, torch_device, torch_dtype
 from verl_personadual.utils.fingerprint import model_identity
 
 __all__ = [
@@ -554,7 +554,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="LABEL=PATH",
         help="checkpoint of a label (overrides its run's model); a label with no --run needs --eval-set",
     )
-    p.add_argument("--eval-set", type=Path, help="eval_set.jsonl for --model labels without a run (no calibration)")
+    p.add_argument(
+        "--eval-set", type=existing_file, help="eval_set.jsonl for --model labels without a run (no calibration)"
+    )
     p.add_argument("--out", required=True, type=Path, help="output directory (re-use it to resume)")
     p.add_argument("--bins", type=count, default=10, help="calibration bins (default 10)")
     p.add_argument(
