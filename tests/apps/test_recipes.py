@@ -85,7 +85,7 @@ CPUS = sorted(CPU_SFT)
 
 
 def test_cpu_backbones_are_the_ones_named_cpu(run_files):
-    """tests/test_recipes_gpu.py tells GPU backbones by name: every cpu_* backbone, and only those, runs on CPU."""
+    """tests/apps/test_recipes_gpu.py tells GPU backbones by name: every cpu_* backbone, and only those, runs on CPU."""
     for stage in ("sft", "rl"):
         for backbone in R.backbones(stage):
             device = composed(stage, backbone, run_files).trainer.device

@@ -22,7 +22,8 @@ from verl_personadual.apps.recipes import validate as recipes_validate
 
 EIGHT_B = ["qwen3_8b", "llama31_8b"]
 SMALL = "qwen3_0p6b"
-#: Every backbone for a GPU machine (the cpu_* backbones set trainer.device=cpu; tests/test_recipes.py covers them).
+#: Every backbone for a GPU machine (the cpu_* backbones set trainer.device=cpu; tests/apps/test_recipes.py covers
+#: them).
 GPU_BACKBONES = [b for b in R.backbones("rl") if not b.startswith("cpu_")]
 #: Paper: prompt 2048 + response 1024.
 LONGEST = 2048 + 1024

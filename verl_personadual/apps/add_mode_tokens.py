@@ -44,9 +44,9 @@ from typing import Any, Sequence
 import torch
 
 from verl_personadual.core.modes import PREFIX_TEXT, Mode, resolve_prefixes
-from verl_personadual.data.preflight import check_model
+from verl_personadual.data.preflight import PreflightError, check_model
 from verl_personadual.utils.cli import Parser
-from verl_personadual.utils.errors import run_cli, user_errors
+from verl_personadual.utils.errors import run_cli
 from verl_personadual.utils.fingerprint import checkpoint_fingerprint
 from verl_personadual.utils.outputs import OVERWRITE_HELP, Build, claim_output
 
@@ -165,11 +165,11 @@ def add_mode_tokens(model: Any, tokenizer: Any) -> tuple[ModeTokenReport, Any]:
     special tokens were renamed (step 3b of the module doc), which needs a new tokenizer object.
 
     Raises:
-        ValueError: the tokenizer is larger than the embedding before anything is added (mismatched pair).
+        PreflightError: the tokenizer is larger than the embedding before anything is added (mismatched pair).
     """
     rows_before = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows_before:
-        raise ValueError(
+        raise PreflightError(
             f"tokenizer has {len(tokenizer)} tokens but the model has only {rows_before} embedding rows; "
             "the tokenizer does not belong to this checkpoint"
         )
@@ -367,8 +367,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if claim.done:
             print(f"{args.out_dir} already holds {base} with mode tokens; left as it is")
             return 0
-        with user_errors(ValueError):  # a tokenizer that does not belong to the checkpoint
-            prepare_checkpoint(base, claim.dir)
+        prepare_checkpoint(base, claim.dir)
     return 0
 
 

@@ -16,7 +16,7 @@ from verl_personadual.data.families import Selector
 from verl_personadual.data.multiturn import add_first_turns, write_rows
 from verl_personadual.data.preflight import check_files, check_rl_parquet
 from verl_personadual.utils.cli import Parser, non_negative, ratio
-from verl_personadual.utils.errors import UserError, run_cli, user_errors
+from verl_personadual.utils.errors import UserError, run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,13 +45,12 @@ def _main(argv: Sequence[str] | None) -> int:
     check_rl_parquet(str(a.src), "--in")
     if a.out.resolve() == a.src.resolve():
         raise UserError(f"--out {a.out}: is the --in file; write the multi-turn rows to another file")
-    with user_errors(ValueError):  # add_first_turns and the parquet reader raise ValueError on bad input
-        rows = pq.read_table(a.src).to_pylist()
-        splits = {r["extra_info"]["split"] for r in rows}
-        if len(splits) != 1:
-            raise ValueError(f"{a.src}: rows of several splits {sorted(splits)}; give one split's file")
-        out = add_first_turns(rows, a.ratio, a.seed, splits.pop(), a.personalized)
-        write_rows(out, a.out)
+    rows = pq.read_table(a.src).to_pylist()
+    splits = {r["extra_info"]["split"] for r in rows}
+    if len(splits) != 1:
+        raise UserError(f"{a.src}: rows of several splits {sorted(splits)}; give one split's file")
+    out = add_first_turns(rows, a.ratio, a.seed, splits.pop(), a.personalized)
+    write_rows(out, a.out)
     two = sum(r["extra_info"]["turns"] == 2 for r in out)
     print(f"{two} of {len(out)} rows with a first turn -> {a.out}")
     return 0

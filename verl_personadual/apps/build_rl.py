@@ -29,7 +29,7 @@ from verl_personadual.data.rl_rows import (
 )
 from verl_personadual.data.samples import rl_sample_paths
 from verl_personadual.utils.cli import Parser, non_negative, ratio
-from verl_personadual.utils.errors import run_cli, user_errors
+from verl_personadual.utils.errors import run_cli
 from verl_personadual.utils.llm import (
     ENV_API_KEY,
     ENV_BASE_URL,
@@ -193,13 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = make_parser().parse_args(argv)
-    with user_errors(ValueError):  # the sources' parsers raise ValueError on bad input
-        cfg = config_from_args(args)
-        build_spec = Build("build_rl", "rl-data", inputs_from(vars(args), NOT_INPUTS))
-        with claim_output(args.out, build_spec, overwrite=args.overwrite) as claim:
-            if cfg.aligned is AlignedMode.OFFLINE_TEMPLATE:
-                print("aligned personas: OFFLINE TEMPLATE placeholders (not question-specific)", file=sys.stderr)
-            manifest = build(replace(cfg, write_dir=claim.dir))
+    cfg = config_from_args(args)
+    build_spec = Build("build_rl", "rl-data", inputs_from(vars(args), NOT_INPUTS))
+    with claim_output(args.out, build_spec, overwrite=args.overwrite) as claim:
+        if cfg.aligned is AlignedMode.OFFLINE_TEMPLATE:
+            print("aligned personas: OFFLINE TEMPLATE placeholders (not question-specific)", file=sys.stderr)
+        manifest = build(replace(cfg, write_dir=claim.dir))
     for split, out in manifest["outputs"].items():
         print(f"{split}: {out['rows']} rows -> {out['path']}")
     print(f"manifest -> {cfg.out_dir / 'manifest.json'}")

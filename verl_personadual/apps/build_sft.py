@@ -35,7 +35,7 @@ from verl_personadual.data.sft_rows import (
     sample_paths,
 )
 from verl_personadual.utils.cli import Parser, count, existing_dir, non_negative_number
-from verl_personadual.utils.errors import run_cli, user_errors
+from verl_personadual.utils.errors import run_cli
 from verl_personadual.utils.outputs import Build, claim_output, inputs_from
 
 
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = make_parser().parse_args(argv)
-    with contextlib.ExitStack() as stack, user_errors(ValueError):  # the sources' parsers raise ValueError
+    with contextlib.ExitStack() as stack:
         cfg = config_from_args(args)
         build_spec = Build("build_sft", "sft-data", inputs_from(vars(args), build_rl.NOT_INPUTS))
         claim = stack.enter_context(claim_output(args.out, build_spec, overwrite=args.overwrite))

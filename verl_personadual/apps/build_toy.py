@@ -9,16 +9,16 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from verl_personadual.data.preflight import check_output_dir
+from verl_personadual.data.preflight import PreflightError, check_output_dir
 from verl_personadual.data.toy import ToyKind, ToySizes, ToyVariant, build
 from verl_personadual.utils.cli import Parser, count, non_negative
-from verl_personadual.utils.errors import run_cli, user_errors
+from verl_personadual.utils.errors import run_cli
 from verl_personadual.utils.outputs import OVERWRITE_HELP, Build, claim_output, inputs_from
 
 
 def personalized_share(values: Sequence[str] | None) -> dict[str, float] | None:
     """``--personalized-share``: one share for every kind (``0.2``) or ``KIND=SHARE`` for each kind; None stays
-    None. A ValueError names a value that is neither (``toy.check_personalized_share`` checks kinds and range)."""
+    None. A PreflightError names a value that is neither (``toy.check_personalized_share`` checks kinds and range)."""
     if values is None:
         return None
     if len(values) == 1 and "=" not in values[0]:
@@ -27,7 +27,7 @@ def personalized_share(values: Sequence[str] | None) -> dict[str, float] | None:
     for value in values:
         kind, sep, share = value.partition("=")
         if not sep:
-            raise ValueError(f"--personalized-share {value!r}: expected one SHARE for every kind, or KIND=SHARE")
+            raise PreflightError(f"--personalized-share {value!r}: expected one SHARE for every kind, or KIND=SHARE")
         out[kind] = _share(share)
     return out
 
@@ -36,7 +36,7 @@ def _share(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"--personalized-share: {text!r} is not a number") from None
+        raise PreflightError(f"--personalized-share: {text!r} is not a number") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,8 +77,7 @@ def _main(argv: Sequence[str] | None) -> int:
     a = p.parse_args(argv)
     check_output_dir(a.out)
     spec = Build("build_toy", "toy-task", inputs_from(vars(a), {"out", "overwrite"}))
-    # a share that is not one, sizes the generator cannot meet
-    with user_errors(ValueError), claim_output(a.out, spec, overwrite=a.overwrite) as claim:
+    with claim_output(a.out, spec, overwrite=a.overwrite) as claim:
         share = personalized_share(a.personalized_share)
         sizes = ToySizes(a.sft_items, a.rl_items, a.rl_val_items, a.eval_items)
         manifest = build(claim.dir, sizes, a.seed, ToyVariant(a.variant), share)

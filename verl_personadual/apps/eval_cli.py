@@ -9,7 +9,7 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import verl_personadual.eval.baselines as baselines_module
 import verl_personadual.eval.fpps.fit as fpps_fit_module
@@ -48,6 +48,7 @@ from verl_personadual.eval.store import read_predictions
 from verl_personadual.utils.cli import (
     Parser,
     count,
+    existing_file,
     fraction,
     non_negative,
     non_negative_number,
@@ -102,6 +103,13 @@ its answers are wrong; it exercises the harness, not the method).
 #: --max-new-tokens with --samples unless given: a smoke run on CPU, not an accuracy measurement.
 SAMPLES_MAX_NEW_TOKENS = 32
 DEFAULT_MAX_NEW_TOKENS = DecodingParams.max_new_tokens
+
+
+def _json_option(text: str) -> Any:
+    """The value of a JSON option (``--chat-template-kwargs``, ``--engine-kwargs``); text that is not JSON is a
+    user error with the parser's message."""
+    with user_errors(ValueError):
+        return json.loads(text)
 
 
 def _path_pairs(pairs: Sequence[str]) -> dict[str, Path]:
@@ -191,7 +199,7 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
         "(default: free general personalized, or the --system's decoding)",
     )
     data.add_argument(
-        "--eval-set", type=Path, help="evaluate the rows of a saved eval_set.jsonl (same items and personas)"
+        "--eval-set", type=existing_file, help="evaluate the rows of a saved eval_set.jsonl (same items and personas)"
     )
     gen = p.add_argument_group("generation")
     gen.add_argument(
@@ -262,7 +270,7 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
         "--system) refuses a tokenizer without the dedicated mode tokens",
     )
     base.add_argument(
-        "--router", type=Path, help="router file from `train-router` (PersonaDual-Router, --decoding router)"
+        "--router", type=existing_file, help="router file from `train-router` (PersonaDual-Router, --decoding router)"
     )
     base.add_argument(
         "--fpps",
@@ -310,7 +318,7 @@ def _calibration_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--disjoint-from",
         required=True,
-        type=Path,
+        type=existing_file,
         metavar="EVAL_SET",
         help="eval_set.jsonl whose items the new set leaves out (e.g. the test run's --out/eval_set.jsonl)",
     )
@@ -362,7 +370,7 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--eval-set",
         required=True,
-        type=Path,
+        type=existing_file,
         help="calibration eval_set.jsonl; its items must be disjoint from those FPPS is evaluated on",
     )
     p.add_argument(
@@ -374,7 +382,7 @@ def _fpps_fit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument(
         "--test-eval-set",
-        type=Path,
+        type=existing_file,
         help="the eval set FPPS will be evaluated on: refused if it shares an item with --eval-set",
     )
     p.add_argument(
@@ -458,7 +466,7 @@ def _fpps_fit_config(a: argparse.Namespace) -> FitConfig:
         device=a.device,
         dtype=a.dtype,
         batch_size=a.batch_size,
-        chat_template_kwargs=json.loads(a.chat_template_kwargs),
+        chat_template_kwargs=_json_option(a.chat_template_kwargs),
     )
 
 
@@ -537,8 +545,8 @@ def _run_config(a: argparse.Namespace) -> RunConfig:
         seeds=a.seeds,
         system=system,
         llm=llm,
-        chat_template_kwargs=json.loads(a.chat_template_kwargs),
-        engine_kwargs=json.loads(a.engine_kwargs),
+        chat_template_kwargs=_json_option(a.chat_template_kwargs),
+        engine_kwargs=_json_option(a.engine_kwargs),
         progress=not a.no_progress,
     )
 
@@ -640,52 +648,51 @@ def parser() -> argparse.ArgumentParser:
 def _main(argv: Sequence[str] | None) -> int:
     a = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # the analyses and the input parsers raise ValueError / FileNotFoundError for a bad argument or input file
-    with user_errors(ValueError, FileNotFoundError):
-        if a.command == "run":
-            check_model(a.model)
-            check_output_dir(a.out)
-            cfg = _run_config(a)
-            check_model_modes(cfg, a.text_prefixes)
-            generator = None
-            if a.fpps is not None or cfg.system in FPPS_SYSTEMS:
-                generator = fpps_generator(cfg, a.fpps)
-                cfg = replace(cfg, generator_pins={"fpps": generator.artifact.identity()})
-            # inputs: run_config.json and the eval set's selection pin them (run.py), a resumed run is checked there
-            with claim_output(a.out, Build("eval run", "eval-run"), overwrite=a.overwrite) as claim:
-                run(replace(cfg, out_dir=claim.dir), generator)
-        elif a.command == "calibration-set":
-            check_output_dir(a.out)
-            cfg = _calibration_config(a)
-            # inputs: the eval manifest's selection pins them (prepare_eval_set checks a resumed set)
-            with claim_output(a.out, Build("eval calibration-set", "calibration-set"), overwrite=None) as claim:
-                cfg = replace(cfg, out_dir=claim.dir)
-                rows = prepare_eval_set(cfg)
-            logger.info("calibration set: %d rows in %s", len(rows), cfg.out_dir / EVAL_SET)
-        elif a.command == "fpps-fit":
-            check_model(a.model)
-            check_output_dir(a.out)
-            with claim_output(a.out, Build("eval fpps-fit", "fpps-artifact"), overwrite=a.overwrite) as claim:
-                fit(replace(_fpps_fit_config(a), out_dir=claim.dir))  # fit_config.json pins the inputs
-        elif a.command == "report":
-            for path in write_report(a.run_dir):
+    if a.command == "run":
+        check_model(a.model)
+        check_output_dir(a.out)
+        cfg = _run_config(a)
+        check_model_modes(cfg, a.text_prefixes)
+        generator = None
+        if a.fpps is not None or cfg.system in FPPS_SYSTEMS:
+            generator = fpps_generator(cfg, a.fpps)
+            cfg = replace(cfg, generator_pins={"fpps": generator.artifact.identity()})
+        # inputs: run_config.json and the eval set's selection pin them (run.py), a resumed run is checked there
+        with claim_output(a.out, Build("eval run", "eval-run"), overwrite=a.overwrite) as claim:
+            run(replace(cfg, out_dir=claim.dir), generator)
+    elif a.command == "calibration-set":
+        check_output_dir(a.out)
+        cfg = _calibration_config(a)
+        # inputs: the eval manifest's selection pins them (prepare_eval_set checks a resumed set)
+        with claim_output(a.out, Build("eval calibration-set", "calibration-set"), overwrite=None) as claim:
+            cfg = replace(cfg, out_dir=claim.dir)
+            rows = prepare_eval_set(cfg)
+        logger.info("calibration set: %d rows in %s", len(rows), cfg.out_dir / EVAL_SET)
+    elif a.command == "fpps-fit":
+        check_model(a.model)
+        check_output_dir(a.out)
+        with claim_output(a.out, Build("eval fpps-fit", "fpps-artifact"), overwrite=a.overwrite) as claim:
+            fit(replace(_fpps_fit_config(a), out_dir=claim.dir))  # fit_config.json pins the inputs
+    elif a.command == "report":
+        for path in write_report(a.run_dir):
+            logger.info("wrote %s", path)
+    elif a.command == "compare":
+        runs = _compared_runs(a.run, a.system)
+        check_output_dir(a.out)
+        # no inputs: a comparison is redrawn from its runs on every call; another command's folder is refused
+        with claim_output(a.out, Build("eval compare", "comparison"), overwrite=None) as claim:
+            for path in write_comparison(runs, claim.dir):
                 logger.info("wrote %s", path)
-        elif a.command == "compare":
-            runs = _compared_runs(a.run, a.system)
-            check_output_dir(a.out)
-            # no inputs: a comparison is redrawn from its runs on every call; another command's folder is refused
-            with claim_output(a.out, Build("eval compare", "comparison"), overwrite=None) as claim:
-                for path in write_comparison(runs, claim.dir):
-                    logger.info("wrote %s", path)
-        elif hasattr(a, "func"):  # the analyses (mode-probs and multiturn resume; their config files pin inputs)
-            with claim_output(a.out, Build(f"eval {a.command}", a.command), overwrite=None):
-                for path in a.func(a):
-                    logger.info("wrote %s", path)
-        else:
-            rows = read_eval_set(a.run_dir / "eval_set.jsonl")
-            x, y = router_labels(rows, read_predictions(a.run_dir / PREDICTIONS))
-            Router.train(x, y).save(a.out)
-            logger.info("router trained on %d rows (%d personalized) -> %s", len(y), sum(int(m) for m in y), a.out)
+    elif hasattr(a, "func"):  # the analyses (mode-probs and multiturn resume; their config files pin inputs)
+        with claim_output(a.out, Build(f"eval {a.command}", a.command), overwrite=None):
+            for path in a.func(a):
+                logger.info("wrote %s", path)
+    else:
+        with user_errors(FileNotFoundError):  # a run_dir that is not a run
+            rows, records = read_eval_set(a.run_dir / "eval_set.jsonl"), read_predictions(a.run_dir / PREDICTIONS)
+        x, y = router_labels(rows, records)
+        Router.train(x, y).save(a.out)
+        logger.info("router trained on %d rows (%d personalized) -> %s", len(y), sum(int(m) for m in y), a.out)
     return 0
 
 

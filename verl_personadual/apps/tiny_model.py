@@ -26,7 +26,7 @@ from verl_personadual.core.modes import PREFIX_TEXT, Mode
 from verl_personadual.core.prompts import TaskFamily, answer_instruction, format_answer
 from verl_personadual.data.preflight import check_output_dir
 from verl_personadual.utils.cli import Parser, count, non_negative
-from verl_personadual.utils.errors import run_cli, user_errors
+from verl_personadual.utils.errors import run_cli
 from verl_personadual.utils.outputs import OVERWRITE_HELP, Build, claim_output, inputs_from
 
 __all__ = [
@@ -250,8 +250,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if claim.done:
             print(f"{args.out} already holds this tiny model (same options); left as it is")
             return 0
-        with user_errors(ValueError):  # TinyModelSpec's checks of the sizes
-            write_tiny_model(claim.dir, spec, with_mode_tokens=not args.text_prefixes, vocab_size=args.vocab)
+        write_tiny_model(claim.dir, spec, with_mode_tokens=not args.text_prefixes, vocab_size=args.vocab)
     out = args.out
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(

@@ -12,9 +12,11 @@ from typing import Any, Mapping
 
 from verl_personadual.core.modes import Mode
 from verl_personadual.core.names import AGENT_LOOP_FORCED, CONFIG_NAMESPACE, TRAINER_SETTINGS
+from verl_personadual.utils.errors import UserError
 from verl_personadual.utils.text import closest
 
 __all__ = [
+    "ConfigError",
     "DualGRPOConfig",
     "TrainerSettings",
     "PREFIX_KL_CHOICES",
@@ -30,6 +32,10 @@ BASELINE_CHOICES = ("mode", "group")
 UNKNOWN_MODE_ADVANTAGE_CHOICES = ("zero", "group")
 #: ``algorithm.rollout_correction`` settings that would consume the forced tokens' placeholder log-probs.
 ROLLOUT_CORRECTION_KEYS = ("rollout_is", "rollout_rs")
+
+
+class ConfigError(UserError, ValueError):
+    """A config value the plugin refuses; the message names the key (``algorithm.dual_grpo.beta``)."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +85,11 @@ class DualGRPOConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.beta, (int, float)) or self.beta < 0:
-            raise ValueError(f"algorithm.{CONFIG_NAMESPACE}.beta must be a number >= 0, got {self.beta!r}")
+            raise ConfigError(f"algorithm.{CONFIG_NAMESPACE}.beta must be a number >= 0, got {self.beta!r}")
         if not isinstance(self.epsilon, (int, float)) or self.epsilon <= 0:
-            raise ValueError(f"algorithm.{CONFIG_NAMESPACE}.epsilon must be > 0, got {self.epsilon!r}")
+            raise ConfigError(f"algorithm.{CONFIG_NAMESPACE}.epsilon must be > 0, got {self.epsilon!r}")
         if self.prefix_kl not in PREFIX_KL_CHOICES:
-            raise ValueError(
+            raise ConfigError(
                 f"algorithm.{CONFIG_NAMESPACE}.prefix_kl must be one of {PREFIX_KL_CHOICES}, got {self.prefix_kl!r}"
             )
         for name, choices in (
@@ -91,14 +97,16 @@ class DualGRPOConfig:
             ("unknown_mode_advantage", UNKNOWN_MODE_ADVANTAGE_CHOICES),
         ):
             if getattr(self, name) not in choices:
-                raise ValueError(
+                raise ConfigError(
                     f"algorithm.{CONFIG_NAMESPACE}.{name} must be one of {choices}, got {getattr(self, name)!r}"
                 )
         for name in ("inter_mode", "norm_by_std", "prefix_forcing", "require_mode_tokens"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"algorithm.{CONFIG_NAMESPACE}.{name} must be true/false, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"algorithm.{CONFIG_NAMESPACE}.{name} must be true/false, got {getattr(self, name)!r}"
+                )
         if self.baseline == "group" and self.inter_mode:
-            raise ValueError(
+            raise ConfigError(
                 f"algorithm.{CONFIG_NAMESPACE}.baseline=group compares each reward with the whole group's mean, which "
                 "already holds the mode difference; adding inter_mode's mu_m - mu_other on top is neither DualGRPO "
                 "nor GRPO. Set inter_mode=false (the no_dual_adv ablation) or baseline=mode"
@@ -107,9 +115,9 @@ class DualGRPOConfig:
             try:
                 Mode.parse(self.only_mode)
             except ValueError as exc:
-                raise ValueError(f"algorithm.{CONFIG_NAMESPACE}.only_mode: {exc}") from None
+                raise ConfigError(f"algorithm.{CONFIG_NAMESPACE}.only_mode: {exc}") from None
             if not self.prefix_forcing:
-                raise ValueError(
+                raise ConfigError(
                     f"algorithm.{CONFIG_NAMESPACE}.only_mode={self.only_mode!r} forces one mode, which contradicts "
                     "prefix_forcing=false"
                 )
@@ -126,7 +134,7 @@ class DualGRPOConfig:
 
     def check_forced_rollout(self, n: int, rollout_correction: Mapping[str, Any] | None) -> None:
         """The settings the forced-mode agent loop (``AGENT_LOOP_FORCED``, the training rows') accepts, checked
-        where it is built and before a launch (``apps/recipes/validate.validate``); raises ``ValueError``.
+        where it is built and before a launch (``apps/recipes/validate.validate``); raises ``ConfigError``.
 
         With ``prefix_forcing`` (default) each group of ``n = actor_rollout_ref.rollout.n`` rollouts is split in
         half between the two modes: ``n`` must be even and >= 2 (``only_mode``: any ``n >= 1``); and
@@ -136,18 +144,18 @@ class DualGRPOConfig:
         if not self.prefix_forcing:
             return
         if self.single_mode is None and (n < 2 or n % 2):
-            raise ValueError(
+            raise ConfigError(
                 f"{AGENT_LOOP_FORCED} splits each group exactly in half between the two modes, so "
                 f"actor_rollout_ref.rollout.n must be even and >= 2; got n={n}"
             )
         if self.single_mode is not None and n < 1:
-            raise ValueError(f"actor_rollout_ref.rollout.n must be >= 1; got n={n}")
+            raise ConfigError(f"actor_rollout_ref.rollout.n must be >= 1; got n={n}")
         correction = rollout_correction or {}
         misuse = [f"{k}={correction.get(k)!r}" for k in ROLLOUT_CORRECTION_KEYS if correction.get(k) is not None]
         if correction.get("bypass_mode", False):
             misuse.append("bypass_mode=True")
         if misuse:
-            raise ValueError(
+            raise ConfigError(
                 f"{AGENT_LOOP_FORCED}: forced prefix tokens were not sampled, so their rollout log-probs are "
                 f"placeholders (0.0); algorithm.rollout_correction {', '.join(misuse)} would use them. Leave "
                 "rollout_is/rollout_rs null and bypass_mode false, or set "
@@ -172,7 +180,7 @@ class DualGRPOConfig:
         if unknown:
             guesses = [g for g in (closest(k, sorted(known)) for k in unknown) if g]
             hint = f"; did you mean {', '.join(repr(g) for g in guesses)}?" if guesses else ""
-            raise ValueError(
+            raise ConfigError(
                 f"unknown key(s) under algorithm.{CONFIG_NAMESPACE}: {unknown}; known keys: {sorted(known)}{hint}"
             )
         return cls(**given)
@@ -204,9 +212,9 @@ class TrainerSettings:
     def __post_init__(self) -> None:
         value = self.replay_poll_interval_s
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"trainer.v1.{TRAINER_SETTINGS}.replay_poll_interval_s must be > 0, got {value!r}")
+            raise ConfigError(f"trainer.v1.{TRAINER_SETTINGS}.replay_poll_interval_s must be > 0, got {value!r}")
         if self.token_dump_dir is not None and not (isinstance(self.token_dump_dir, str) and self.token_dump_dir):
-            raise ValueError(
+            raise ConfigError(
                 f"trainer.v1.{TRAINER_SETTINGS}.token_dump_dir must be a directory path or null, got "
                 f"{self.token_dump_dir!r}"
             )
@@ -219,7 +227,7 @@ class TrainerSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(section) - known)
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown key(s) under trainer.v1.{TRAINER_SETTINGS}: {unknown}; known keys: {sorted(known)}"
             )
         return cls(**dict(section.items()))

@@ -5,7 +5,7 @@ verl has no public way to register the worker-side adapter of a rollout backend 
 ``verl/workers/rollout/base.py``. And the plugin's subclasses override some of verl's underscore methods.
 The plugin also relies on where verl defines the registries it registers with: it registers when verl imports
 the module that holds a registry (``verl_personadual.core.plugin.DEFERRED``), so a registry moved elsewhere would be
-imported without our names in it (:data:`REGISTRY_HOLDERS`). ``tests/test_verl_private.py`` checks every name
+imported without our names in it (:data:`REGISTRY_HOLDERS`). ``tests/core/test_verl_private.py`` checks every name
 below against the installed verl, so an upgrade that moves one fails loudly in CI instead of silently skipping an
 override or a registration.
 
@@ -15,7 +15,7 @@ dict ``_agent_loop_registry`` of ``verl/experimental/agent_loop/agent_loop.py`` 
 
 The vLLM worker extension of the CPU path (``cpu/vllm_worker.py``) also uses private names of vLLM 0.24.0 and of
 verl's vLLM extension: :data:`VLLM_PRIVATE_NAMES`, :data:`VLLM_EXTENSION_OVERRIDES`, checked by
-``tests/test_vllm_path.py`` in the CPU vLLM environment (strings here: this module never imports vLLM).
+``tests/core/test_vllm_path.py`` in the CPU vLLM environment (strings here: this module never imports vLLM).
 """
 
 from __future__ import annotations

@@ -69,6 +69,7 @@ from verl_personadual.data.common import (
     require,
     stable_id,
 )
+from verl_personadual.data.preflight import PreflightError
 
 __all__ = [
     "BENCHMARKS",
@@ -393,7 +394,7 @@ def sample_items(items: Sequence[Item], k: int | None, seed: int, name: DataSour
 
 
 def parse_sizes(pairs: Iterable[str]) -> dict[DataSource, int]:
-    """``["mmlu_pro=100", ...]`` -> sizes (each >= 1); ValueError naming the bad pair."""
+    """``["mmlu_pro=100", ...]`` -> sizes (each >= 1); PreflightError naming the bad pair."""
     out: dict[DataSource, int] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -402,7 +403,7 @@ def parse_sizes(pairs: Iterable[str]) -> dict[DataSource, int]:
                 raise ValueError
             out[DataSource(name.strip())] = int(value)
         except ValueError:
-            raise ValueError(
+            raise PreflightError(
                 f"bad size {pair!r}: expected <benchmark>=<int >= 1> with a benchmark in "
                 f"{[b.value for b in BENCHMARKS]}"
             ) from None

@@ -47,6 +47,7 @@ __all__ = [
     "MAX_PERSONA_CHARS",
     "Item",
     "Record",
+    "BuildError",
     "SchemaError",
     "SourceUnavailableError",
     "SkipCounts",
@@ -78,6 +79,10 @@ class SchemaError(UserError, ValueError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class BuildError(UserError, ValueError):
+    """The inputs cannot produce the requested data (the message says what to change)."""
 
 
 class SourceUnavailableError(UserError, ValueError):

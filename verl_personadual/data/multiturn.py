@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from verl_personadual.core.modes import Mode
 from verl_personadual.core.prompts import TaskFamily, build_dialogue, format_answer
+from verl_personadual.data.common import BuildError
 from verl_personadual.data.families import PERSONALIZED, Selector, family_of
 from verl_personadual.data.schema import EXTRA_INFO_TYPE, ROW_SCHEMA
 from verl_personadual.utils.atomic import atomic_write
@@ -71,9 +72,9 @@ def add_first_turns(
 ) -> list[dict[str, Any]]:
     """The rows of one split, some as two-turn rows (module docstring), in their order.
 
-    Raises ValueError for a ratio outside [0, 1] or when a row needs a first turn from an empty family."""
+    Raises BuildError for a ratio outside [0, 1] or when a row needs a first turn from an empty family."""
     if not 0 <= ratio <= 1:
-        raise ValueError(f"multi-turn ratio {ratio} is not in [0, 1]")
+        raise BuildError(f"multi-turn ratio {ratio} is not in [0, 1]")
     rng = random.Random(f"{seed}:multiturn:{split}")
     chosen = set(rng.sample(range(len(rows)), math.floor(ratio * len(rows) + 0.5)))
     families = [family_of(r, selector) for r in rows]
@@ -84,7 +85,7 @@ def add_first_turns(
         if i in chosen:
             others = [j for j, fam in enumerate(families) if fam != families[i]]
             if not others:
-                raise ValueError(
+                raise BuildError(
                     f"{split}: row {row['extra_info']['source_id']} needs a first turn from the other "
                     f"family, but every row is {families[i]} (check --personalized)"
                 )

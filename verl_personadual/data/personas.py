@@ -26,7 +26,7 @@ from verl_personadual.core.prompts import (
     TaskFamily,
     build_aligned_persona_request,
 )
-from verl_personadual.data.common import Item, has_content, stable_id
+from verl_personadual.data.common import BuildError, Item, has_content, stable_id
 from verl_personadual.data.personahub import Persona
 from verl_personadual.utils.llm import LLMClient
 from verl_personadual.utils.strenum import StrEnum
@@ -49,9 +49,9 @@ class AlignedMode(StrEnum):
 
 
 def unaligned_personas(pool: Sequence[Persona], k: int, seed: int) -> list[Persona]:
-    """``k`` personas drawn from ``pool`` (see module docstring); raises ValueError on an empty pool."""
+    """``k`` personas drawn from ``pool`` (see module docstring); raises BuildError on an empty pool."""
     if k and not pool:
-        raise ValueError("the PersonaHub pool is empty but unaligned personas are needed")
+        raise BuildError("the PersonaHub pool is empty but unaligned personas are needed")
     rng = random.Random(f"{seed}:unaligned")
     out: list[Persona] = []
     while len(out) < k:

@@ -44,6 +44,7 @@ from verl_personadual.core import names
 from verl_personadual.core.prompts import PersonaSetting, build_prompt
 from verl_personadual.data import alignx, flan, overlap, personahub, ultramedical
 from verl_personadual.data.common import (
+    BuildError,
     Item,
     LoadedSource,
     SchemaError,
@@ -58,7 +59,6 @@ from verl_personadual.data.personas import (
 )
 from verl_personadual.data.schema import ROW_SCHEMA
 from verl_personadual.utils.atomic import atomic_write, write_json
-from verl_personadual.utils.errors import UserError
 from verl_personadual.utils.llm import (
     LLMBatchError,
     LLMClient,
@@ -78,10 +78,6 @@ SAMPLE_TRAIN_COUNTS = {"ultramedical": 6, "flan": 10, "alignx": 4}
 SAMPLE_VAL_COUNTS = {"ultramedical": 2, "flan": 4, "alignx": 2}
 SPLITS = ("train", "validation")
 AGENT_FOR_SPLIT = {"train": names.AGENT_LOOP_FORCED, "validation": names.AGENT_LOOP_FREE}
-
-
-class BuildError(UserError, ValueError):
-    """The inputs cannot produce the requested data (the message says what to change)."""
 
 
 @dataclass

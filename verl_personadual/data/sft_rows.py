@@ -168,7 +168,10 @@ def excluded_ids(dirs: Sequence[Path]) -> dict[str, set[str]]:
             path = Path(d) / f"{split}.parquet"
             if not path.is_file():
                 raise BuildError(f"--exclude-rl {d}: {path} does not exist (expected a build_rl output directory)")
-            table = pq.read_table(path, columns=["data_source", "extra_info"]).to_pylist()
+            try:
+                table = pq.read_table(path, columns=["data_source", "extra_info"]).to_pylist()
+            except pa.ArrowException as err:  # not parquet, or without those columns
+                raise SchemaError(f"--exclude-rl {d}: {path} is not a build_rl parquet file ({err})") from None
             for i, row in enumerate(table):
                 info = row.get("extra_info") or {}
                 if not isinstance(info.get("source_id"), str):

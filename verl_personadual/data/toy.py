@@ -69,7 +69,7 @@ from verl_personadual.core.prompts import (
     build_prompt,
     format_answer,
 )
-from verl_personadual.data.common import stable_id
+from verl_personadual.data.common import BuildError, stable_id
 from verl_personadual.data.rl_rows import AGENT_FOR_SPLIT, write_parquet
 from verl_personadual.utils.atomic import atomic_write, atomic_write_text, write_json
 from verl_personadual.utils.strenum import StrEnum
@@ -497,15 +497,15 @@ def distinct_items(kind: ToyKind, variant: ToyVariant = ToyVariant.OCCUPATIONS) 
 
 def generate(sizes: ToySizes, seed: int = 0, variant: ToyVariant = ToyVariant.OCCUPATIONS) -> dict[str, list[ToyItem]]:
     """Items of every split of ``variant``, disjoint by prompt (item id), kinds in the shares of :data:`KINDS`
-    (rounded per split: :func:`_kind_counts`). ValueError, before any item is made, when the sizes ask for more
+    (rounded per split: :func:`_kind_counts`). BuildError, before any item is made, when the sizes ask for more
     items of a kind than :func:`distinct_items` (or for a negative size)."""
     order = (("eval", sizes.eval), ("rl_val", sizes.rl_val), ("rl", sizes.rl), ("sft", sizes.sft))
     if any(n < 0 for _, n in order):
-        raise ValueError(f"negative toy sizes: {sizes}")
+        raise BuildError(f"negative toy sizes: {sizes}")
     for kind in KINDS:
         asked = sum(_kind_counts(n, variant)[kind] for _, n in order)
         if asked > distinct_items(kind, variant):
-            raise ValueError(
+            raise BuildError(
                 f"the sizes (sft {sizes.sft}, rl {sizes.rl}, rl_val {sizes.rl_val}, eval {sizes.eval} items) ask "
                 f"for {asked} distinct {kind.value!r} items; the {variant.value} toy generator has "
                 f"{distinct_items(kind, variant)}: ask for fewer items"
@@ -518,7 +518,7 @@ def generate(sizes: ToySizes, seed: int = 0, variant: ToyVariant = ToyVariant.OC
         counts = _kind_counts(n, variant)
         if variant == ToyVariant.RELATIONAL and 0 < counts[ToyKind.HELPFUL] < 4:
             least = next(m for m in range(n, 100) if _kind_counts(m, variant)[ToyKind.HELPFUL] >= 4)
-            raise ValueError(
+            raise BuildError(
                 f"the relational toy pairs 0 or at least 4 helpful items per split: {split} of {n} items has "
                 f"{counts[ToyKind.HELPFUL]}; ask for 0 or at least {least} {split} items"
             )
@@ -533,7 +533,7 @@ def generate(sizes: ToySizes, seed: int = 0, variant: ToyVariant = ToyVariant.OC
 
 
 def check_personalized_share(share: Mapping[str, float] | None) -> dict[ToyKind, float] | None:
-    """``share`` as kind -> share of personalized SFT trajectories (None stays None); a ValueError naming the
+    """``share`` as kind -> share of personalized SFT trajectories (None stays None); a BuildError naming the
     problem unless it gives every kind of :data:`KINDS` a share in [0, 1] and nothing else."""
     if share is None:
         return None
@@ -541,14 +541,14 @@ def check_personalized_share(share: Mapping[str, float] | None) -> dict[ToyKind,
     unknown = sorted(str(k) for k in share if str(k) not in names)
     missing = [k for k in names if k not in {str(x) for x in share}]
     if unknown or missing:
-        raise ValueError(
+        raise BuildError(
             f"personalized share: kinds {unknown or missing} {'unknown' if unknown else 'missing'}; "
             f"give each of {names} a share"
         )
     out = {ToyKind(str(k)): float(v) for k, v in share.items()}
     bad = {k.value: v for k, v in out.items() if not 0.0 <= v <= 1.0}
     if bad:
-        raise ValueError(f"personalized share {bad}: a share is a fraction in [0, 1]")
+        raise BuildError(f"personalized share {bad}: a share is a fraction in [0, 1]")
     return {k: out[k] for k in ToyKind}
 
 

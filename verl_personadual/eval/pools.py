@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from verl_personadual.core.prompts import PersonaSetting
 from verl_personadual.data.benchmarks import BENCHMARKS
 from verl_personadual.data.eval_sets import EvalRow, read_eval_set
+from verl_personadual.data.preflight import PreflightError
 from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.store import read_predictions
 from verl_personadual.utils.atomic import write_json
@@ -55,12 +56,12 @@ class FinishedRun:
 def read_run(run_dir: Path, need: Sequence[str] = ()) -> FinishedRun:
     """Read a run directory; ``need``: decodings that must have a record for every row of its eval set.
 
-    Raises FileNotFoundError for a directory without ``eval_set.jsonl`` / ``predictions.jsonl``, ValueError for a
+    Raises PreflightError for a directory without ``eval_set.jsonl`` / ``predictions.jsonl`` or for a
     needed decoding that is missing or unfinished (the message names it and the command that finishes it)."""
     run_dir = Path(run_dir)
     for name in ("eval_set.jsonl", "predictions.jsonl"):
         if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir}: no {name} (not an `eval run` output directory, or never started)")
+            raise PreflightError(f"{run_dir}: no {name} (not an `eval run` output directory, or never started)")
     rows = read_eval_set(run_dir / "eval_set.jsonl")
     records = read_predictions(run_dir / "predictions.jsonl")
     cfg_path = run_dir / "run_config.json"
@@ -70,7 +71,7 @@ def read_run(run_dir: Path, need: Sequence[str] = ()) -> FinishedRun:
     for dec in need:
         done = set(run.by_decoding(dec)) & ids
         if len(done) < len(ids):
-            raise ValueError(
+            raise PreflightError(
                 f"{run_dir}: decoding {dec!r} has {len(done)} of {len(ids)} rows; run `eval run ... --decoding {dec}` "
                 "with the same --out to finish it"
             )
@@ -88,14 +89,14 @@ def outcomes(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[float, flo
 
 
 def parse_labelled(pairs: Sequence[str], what: str) -> dict[str, str]:
-    """``["a=X", "b=Y"]`` -> ``{"a": "X", "b": "Y"}`` in order; ValueError on a bad pair or a repeated label."""
+    """``["a=X", "b=Y"]`` -> ``{"a": "X", "b": "Y"}`` in order; PreflightError on a bad pair or a repeated label."""
     out: dict[str, str] = {}
     for pair in pairs:
         label, sep, value = pair.partition("=")
         if not sep or not label or not value:
-            raise ValueError(f"bad {what} {pair!r}: expected LABEL=VALUE")
+            raise PreflightError(f"bad {what} {pair!r}: expected LABEL=VALUE")
         if label in out:
-            raise ValueError(f"bad {what} {pair!r}: label {label!r} given twice")
+            raise PreflightError(f"bad {what} {pair!r}: label {label!r} given twice")
         out[label] = value
     return out
 
@@ -116,7 +117,7 @@ def cell_sort_key(benchmark: str, setting: str) -> tuple[int, str, int, str]:
 
 
 def pin_config(path: Path, config: Mapping[str, Any]) -> None:
-    """Record what a resumable output was made with, or check a resumed one against it: ValueError naming the keys
+    """Record what a resumable output was made with, or check a resumed one against it: PreflightError naming the keys
     that differ (the output would mix two configurations; use another --out)."""
     path = Path(path)
     current = json.loads(json.dumps(config, sort_keys=True))
@@ -124,7 +125,7 @@ def pin_config(path: Path, config: Mapping[str, Any]) -> None:
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved != current:
             diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-            raise ValueError(
+            raise PreflightError(
                 f"{path} was made with other settings ({diff}); resume with the same ones or use another --out"
             )
     else:

@@ -76,6 +76,7 @@ from verl_personadual.data.benchmarks import (
     PERSONALIZED_BENCHMARKS,
 )
 from verl_personadual.data.eval_sets import read_eval_set
+from verl_personadual.data.preflight import PreflightError
 from verl_personadual.eval.baselines import SYSTEMS, System
 from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.intervals import (
@@ -684,12 +685,12 @@ def _comparison(runs: Sequence[ComparedRun]) -> tuple[list[Table1Line], list[Toy
         spec = SYSTEMS[r.system]
         where = f"system {r.system.value!r} ({r.path})"
         if not any(c[2] == spec.decoding.value for cells in per_seed for c in cells):
-            raise ValueError(
+            raise IncompleteRunError(
                 f"{where}: no {spec.decoding.value!r} decoding; evaluate it with `eval run --system {r.system.value}`"
             )
         style = _run_prompt_style(r.path)
         if style != spec.prompt_style.value:
-            raise ValueError(
+            raise PreflightError(
                 f"{where}: generated with prompt style {style!r}, but {spec.label} uses {spec.prompt_style.value!r}; "
                 f"evaluate it with `eval run --system {r.system.value}`"
             )
@@ -700,8 +701,8 @@ def _comparison(runs: Sequence[ComparedRun]) -> tuple[list[Table1Line], list[Toy
 
 def comparison_lines(runs: Sequence[ComparedRun]) -> list[Table1Line]:
     """Table 1 lines of the runs given to ``compare`` (module docstring), every run checked complete first; system
-    lines in the paper's order. Raises IncompleteRunError, or ValueError for a system run that lacks its decoding or
-    was generated with another prompt style."""
+    lines in the paper's order. Raises IncompleteRunError (also for a system run that lacks its decoding), or
+    PreflightError for a system run generated with another prompt style."""
     return _comparison(runs)[0]
 
 

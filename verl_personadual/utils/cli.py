@@ -9,7 +9,7 @@ before any work, as one ``error:`` line (the convention of :mod:`verl_personadua
   has a documented meaning), :data:`ratio` (number in [0, 1]), :data:`fraction` (number in (0, 1]),
   :data:`positive` (number > 0), :data:`non_negative_number` (number >= 0), and :func:`integer` / :func:`number`
   to build others. Numbers must be finite. Each message names the bound and the value given.
-- :func:`existing_dir`: a path to an existing directory (as a ``Path``).
+- :func:`existing_dir`: a path to an existing directory (as a ``Path``); :func:`existing_file`: to a file.
 - :func:`torch_device` (a device this host has: ``cpu``, ``cuda[:N]`` with N below the visible GPU count, ``mps``)
   and :func:`torch_dtype` (``auto`` or a torch floating-point dtype name); torch is imported when one is parsed.
 """
@@ -35,6 +35,7 @@ __all__ = [
     "positive",
     "non_negative_number",
     "existing_dir",
+    "existing_file",
     "torch_device",
     "torch_dtype",
 ]
@@ -118,6 +119,14 @@ def existing_dir(text: str) -> Path:
     path = Path(text).expanduser()
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: {'not a directory' if path.exists() else 'no such directory'}")
+    return path
+
+
+def existing_file(text: str) -> Path:
+    """A ``type=`` check: a path to an existing file."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: {'not a file' if path.exists() else 'no such file'}")
     return path
 
 

@@ -469,7 +469,7 @@ class Quickstart:
             )
             try:
                 recipes_validate.compose_and_validate("rl", overrides)
-            except ValueError as err:  # PreflightError and our / verl's config checks
+            except UserError as err:  # PreflightError, ConfigError: our and verl's config checks
                 raise StageError(f"--set for run rl-{label}: {err}") from None
 
     def check_rl_launches(self) -> None:

@@ -33,11 +33,12 @@ from verl_personadual.apps.recipes.validate import (
     find_overlong_rows,
 )
 from verl_personadual.data.preflight import (
+    PreflightError,
     check_files,
     check_model,
 )
 from verl_personadual.utils.cli import Parser, count
-from verl_personadual.utils.errors import run_cli, user_errors
+from verl_personadual.utils.errors import run_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -131,14 +132,14 @@ class RunPlan:
 def _overlong_drops(args: argparse.Namespace, cfg: DictConfig) -> list[tuple[str, int, OverlongRows, Path]]:
     """``(split, index in the split's files, rows, copy)`` of each data file with rows over ``data.max_length``.
 
-    Raises ``ValueError`` with the offending files and rows unless ``args.drop_overlong``.
+    Raises ``PreflightError`` with the offending files and rows unless ``args.drop_overlong``.
     """
     with contextlib.redirect_stdout(io.StringIO()):  # verl's dataset prints its length
         found = find_overlong_rows(cfg)
     bad = [f for files in found.values() for f in files if f.over]
     if bad and not args.drop_overlong:
         listing = "\n  ".join(f.describe() for f in bad)
-        raise ValueError(
+        raise PreflightError(
             f"SFT rows longer than data.max_length={cfg.data.max_length} tokens (verl's SFT trainer stops on the "
             f"first one, data.truncation=error):\n  {listing}\nPass --drop-overlong to train without them, or "
             f"rebuild the data with `python -m verl_personadual.apps.build_sft --tokenizer MODEL --max-length "
@@ -189,8 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     argv, extra = split_overrides(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    with user_errors(ValueError):  # the recipe checks here and verl's validation raise ValueError on bad config
-        plan = plan_run(args, extra)
+    plan = plan_run(args, extra)
     sys.stderr.write(plan.checks_log)  # verl's validation output, once every check passed
     outputs = output_paths(args.stage, plan.cfg)
     if args.dry_run:

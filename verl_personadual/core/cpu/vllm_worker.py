@@ -1,8 +1,8 @@
 """vLLM worker extension that lets verl's weight sync load the actor into vLLM's CPU build.
 
 Selected by config only: ``actor_rollout_ref.rollout.engine_kwargs.vllm.worker_extension_cls`` (the
-``cpu_*_vllm`` backbones set it; verl spreads ``engine_kwargs`` over its own default of this argument). Importing
-this module needs vLLM.
+``recipes/config/cpu_rollout/vllm.yaml`` sets it, selected by ``+cpu_rollout=vllm``; verl spreads
+``engine_kwargs`` over its own default of this argument). Importing this module needs vLLM.
 
 Why: after loading a checkpoint, vLLM's CPU build pre-packs every unquantized linear weight into a oneDNN handle and
 leaves the layer's ``weight`` parameter empty (``process_weights_after_loading``). verl's sync calls

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from verl_personadual.data.eval_sets import EvalRow
+from verl_personadual.data.preflight import PreflightError
 from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.plots import PCT, BarSeries, hbar_figure, pyplot, save_figure, write_table
 from verl_personadual.eval.pools import read_run
@@ -77,7 +78,7 @@ def fit(
 ) -> LexicalResult:
     """Fit the regression (module docstring) on ``rows`` whose ``modes[row_id]`` is general or personalized.
 
-    Raises ValueError when the sample holds only one mode (nothing to predict) or no word survives ``min_rows``."""
+    Raises PreflightError when the sample holds only one mode (nothing to predict) or no word survives ``min_rows``."""
     import numpy as np
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -91,7 +92,7 @@ def fit(
     )
     y = np.array([int(modes[r.row_id] == "personalized") for r in picked])
     if len(set(y.tolist())) < 2:
-        raise ValueError(
+        raise PreflightError(
             f"the {len(picked)} sampled rows all chose one mode ({modes[picked[0].row_id] if picked else 'none'}): "
             "nothing to predict"
         )
@@ -99,7 +100,7 @@ def fit(
     try:
         x = vec.fit_transform([row_text(r, text) for r in picked])
     except ValueError:
-        raise ValueError(
+        raise PreflightError(
             f"no word occurs in {min_rows} or more of the {len(picked)} sampled rows; lower --min-rows"
         ) from None
     model = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(x, y)

@@ -39,6 +39,7 @@ from verl_personadual.data.families import (
     Selector,
     split_families,
 )
+from verl_personadual.data.preflight import PreflightError
 from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.plots import PCT, no_data, pyplot, save_figure, write_table
 from verl_personadual.eval.pools import FinishedRun, parse_labelled, read_run
@@ -84,17 +85,17 @@ def build_sets(
     seeds: Sequence[int],
     size: int | None = None,
 ) -> list[MixedSet]:
-    """The mixed sets (module docstring); ValueError when a pool is too small for ``size``."""
+    """The mixed sets (module docstring); PreflightError when a pool is too small for ``size``."""
     n = min(len(personalized), len(objective)) if size is None else size
     if n < 1 or n > len(personalized) or n > len(objective):
-        raise ValueError(
+        raise PreflightError(
             f"set size {n} needs that many rows in each pool; the pools have {len(personalized)} "
             f"personalized and {len(objective)} objective rows (lower --size, or check --personalized)"
         )
     sets = []
     for ratio in ratios:
         if not 0 <= ratio <= 1:
-            raise ValueError(f"ratio {ratio} is not in [0, 1]")
+            raise PreflightError(f"ratio {ratio} is not in [0, 1]")
         k = math.floor(ratio * n + 0.5)
         for seed in seeds:
             rng = random.Random(f"mixed:{seed}:{ratio}")

@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 
 from verl_personadual.core.modes import Mode, resolve_prefixes
 from verl_personadual.data.eval_sets import EvalRow, read_eval_set
+from verl_personadual.data.preflight import PreflightError
 from verl_personadual.eval.baselines import PromptStyle, build_messages
 from verl_personadual.eval.generate import (
     BACKENDS,
@@ -87,7 +88,7 @@ from verl_personadual.eval.pools import (
 )
 from verl_personadual.eval.store import PredictionStore, read_predictions
 from verl_personadual.utils.atomic import write_json
-from verl_personadual.utils.cli import count, torch_device, torch_dtype
+from verl_personadual.utils.cli import count, existing_file, torch_device, torch_dtype
 from verl_personadual.utils.fingerprint import model_identity
 
 __all__ = [
@@ -553,7 +554,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="LABEL=PATH",
         help="checkpoint of a label (overrides its run's model); a label with no --run needs --eval-set",
     )
-    p.add_argument("--eval-set", type=Path, help="eval_set.jsonl for --model labels without a run (no calibration)")
+    p.add_argument(
+        "--eval-set", type=existing_file, help="eval_set.jsonl for --model labels without a run (no calibration)"
+    )
     p.add_argument("--out", required=True, type=Path, help="output directory (re-use it to resume)")
     p.add_argument("--bins", type=count, default=10, help="calibration bins (default 10)")
     p.add_argument(
@@ -573,17 +576,17 @@ def command(a: argparse.Namespace) -> list[Path]:
     models = parse_labelled(a.model, "--model")
     labels = list(runs) + [m for m in models if m not in runs]
     if not labels:
-        raise ValueError("mode-probs needs at least one --run LABEL=DIR or --model LABEL=PATH")
+        raise PreflightError("mode-probs needs at least one --run LABEL=DIR or --model LABEL=PATH")
     loose = [m for m in models if m not in runs]
     if loose and a.eval_set is None:
-        raise ValueError(f"--model {loose[0]}=... has no --run: give --eval-set for its rows")
+        raise PreflightError(f"--model {loose[0]}=... has no --run: give --eval-set for its rows")
     out = Path(a.out)
     results: dict[str, tuple[list[EvalRow], list[ModeProb]]] = {}
     for label in labels:
         run = runs.get(label)
         model = models.get(label) or (run.config.get("model") if run else None)
         if not model:
-            raise ValueError(
+            raise PreflightError(
                 f"label {label!r}: {run.path if run else ''}/run_config.json names no model; give --model {label}=PATH"
             )
         rows = run.rows if run else read_eval_set(a.eval_set)

@@ -64,6 +64,7 @@ from verl_personadual.data.families import (
     family_of,
     split_families,
 )
+from verl_personadual.data.preflight import PreflightError
 from verl_personadual.eval.baselines import PromptStyle, build_messages, mode_from_text
 from verl_personadual.eval.generate import (
     BACKENDS,
@@ -125,11 +126,11 @@ def build_dialogues(
     """One dialogue per row as its second turn (module docstring), in the order of ``ORDERS`` then of ``rows``;
     ``single``: row_id -> the run's single-turn record (its response finishes a first turn).
 
-    Raises ValueError when a family is empty (the message names ``--personalized``)."""
+    Raises PreflightError when a family is empty (the message names ``--personalized``)."""
     fam = split_families(rows, selector)
     for name, members in fam.items():
         if not members:
-            raise ValueError(
+            raise PreflightError(
                 f"no {name} row among {len(rows)} rows "
                 f"({'--personalized ' + str(selector) if selector else 'personalized = a personalized benchmark'}): "
                 "a dialogue needs both families; for the toy task use --personalized task=helpful"
@@ -291,7 +292,7 @@ def _dialogues_file(out: Path, dialogues: Sequence[Dialogue]) -> None:
     text = "".join(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in dialogues)
     path = out / "dialogues.jsonl"
     if path.exists() and path.read_text(encoding="utf-8") != text:
-        raise ValueError(f"{path} holds other dialogues (another run, seed or --personalized); use another --out")
+        raise PreflightError(f"{path} holds other dialogues (another run, seed or --personalized); use another --out")
     atomic_write_text(path, text)
 
 
@@ -301,7 +302,7 @@ def command(a: argparse.Namespace) -> list[Path]:
     run = read_run(a.run, need=[decoding.value])
     model = a.model or run.config.get("model")
     if not model:
-        raise ValueError(f"{a.run}/run_config.json names no model; give --model")
+        raise PreflightError(f"{a.run}/run_config.json names no model; give --model")
     single = run.by_decoding(decoding.value)
     rows = {r.row_id: r for r in run.rows}
     dialogues = build_dialogues(run.rows, single, a.personalized, a.seed)

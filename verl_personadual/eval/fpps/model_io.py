@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from verl_personadual.data.preflight import PreflightError
+
 __all__ = ["DecoderParts", "LeftPadded", "decoder_parts", "left_pad", "on_layer_output", "require_eval"]
 
 
@@ -48,22 +50,22 @@ class DecoderParts:
 
 def decoder_parts(model: nn.Module) -> DecoderParts:
     """The decoder blocks ``model.model.layers``, final norm ``model.model.norm`` and head ``model.lm_head`` of a
-    Hugging Face decoder-only causal LM (Qwen2, Qwen3, Llama and their kin). ValueError naming what is missing for
-    any other model."""
+    Hugging Face decoder-only causal LM (Qwen2, Qwen3, Llama and their kin). PreflightError (a user error) naming
+    what is missing for any other model."""
     name = type(model).__name__
     base = getattr(model, "model", None)
     layers = getattr(base, "layers", None)
     if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
-        raise ValueError(
+        raise PreflightError(
             f"{name}: FPPS needs a decoder-only causal LM whose decoder blocks are `model.model.layers` "
             "(a non-empty nn.ModuleList, as in Qwen2/Qwen3/Llama); this model has none"
         )
     norm = getattr(base, "norm", None)
     if not isinstance(norm, nn.Module):
-        raise ValueError(f"{name}: FPPS needs the final norm at `model.model.norm`; this model has none")
+        raise PreflightError(f"{name}: FPPS needs the final norm at `model.model.norm`; this model has none")
     lm_head = getattr(model, "lm_head", None)
     if not isinstance(lm_head, nn.Module):
-        raise ValueError(f"{name}: FPPS needs the LM head at `model.lm_head`; this model has none")
+        raise PreflightError(f"{name}: FPPS needs the LM head at `model.lm_head`; this model has none")
     return DecoderParts(layers=layers, norm=norm, lm_head=lm_head)
 
 
