@@ -62,8 +62,9 @@ CASES: dict[str, tuple[Main, Callable[[Path, Path], list[str]], str]] = {
     "eval fpps-fit --calib-fraction 1": (
         eval_cli.main,
         lambda tmp, model: (
-            ["fpps-fit", "--model", str(model), "--eval-set", str(tmp / "e.jsonl"), "--out", str(tmp / "o")]
-            + ["--calib-fraction", "1"]
+            # the bad option before --eval-set: argparse checks options in order and the eval set does not exist
+            ["fpps-fit", "--calib-fraction", "1", "--model", str(model), "--out", str(tmp / "o")]
+            + ["--eval-set", str(tmp / "e.jsonl")]
         ),
         "--calib-fraction: must be a number in (0, 1), got '1'",
     ),
@@ -75,8 +76,9 @@ CASES: dict[str, tuple[Main, Callable[[Path, Path], list[str]], str]] = {
     "eval fpps-fit --taus inf": (
         eval_cli.main,
         lambda tmp, model: (
-            ["fpps-fit", "--model", str(model), "--eval-set", str(tmp / "e.jsonl"), "--out", str(tmp / "o")]
-            + ["--taus", "0.5", "inf"]
+            # the bad option before --eval-set: argparse checks options in order and the eval set does not exist
+            ["fpps-fit", "--taus", "0.5", "inf", "--model", str(model), "--out", str(tmp / "o")]
+            + ["--eval-set", str(tmp / "e.jsonl")]
         ),
         "--taus: must be a finite number, got 'inf'",
     ),
