@@ -185,6 +185,7 @@ def test_written_files_hold_the_per_seed_values_and_verdicts(tmp_path: Path) -> 
     assert rows[5]["claim"] == "C5" and rows[5]["d"] == "0.0000" and rows[5]["result"] == "not confirmed"
     md = (tmp_path / "claims.md").read_text()
     assert "| C1 | a > b on selection | 61.00 − 50.00 = 11.00 |" in md
+    assert "| C5 | a > b on P(better) | 0.500 − 0.500 = 0.000 |" in md  # probabilities with 3 decimals
     assert "| 5 of 5 | 0.031 | confirmed |" in md and "| 0 of 5 | 1.000 | not confirmed |" in md
     assert (tmp_path / "strip.png").read_bytes()[:4] == b"\x89PNG"
 

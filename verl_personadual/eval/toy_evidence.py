@@ -30,6 +30,7 @@ from verl_personadual.eval.plots import csv_table, no_data, pyplot, save_figure
 from verl_personadual.eval.toy_table import (
     COLUMNS,
     MARKDOWN_NAMES,
+    P_BETTER,
     PERSONALIZED,
     UNALIGNED,
     ToyPart,
@@ -163,8 +164,13 @@ class ClaimResult:
     detail: Mapping[int, tuple[float | None, ...]] = field(default_factory=dict)
 
 
-def _fmt(v: float | None) -> str:
-    return "–" if v is None else f"{v:.3f}" if abs(v) <= 1.0 and v != 0 else f"{v:.2f}"
+def _fmt(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _digits(column: str) -> int:
+    """Decimals of a column's values in ``claims.md``: 3 for probabilities, 2 for percentages."""
+    return 3 if column == P_BETTER else 2
 
 
 def _statement(claim: Claim) -> str:
@@ -193,11 +199,13 @@ def _judge(
             if isinstance(claim, Greater):
                 d = None if a is None or b is None else a - b
                 ok = d is not None and d > 0
-                cells[s] = f"{_fmt(a)} − {_fmt(b)} = {_fmt(d)}"
+                k = _digits(claim.column)
+                cells[s] = f"{_fmt(a, k)} − {_fmt(b, k)} = {_fmt(d, k)}"
                 raw[s] = (a, b, d)
             else:
                 ok = a is not None and b is not None and a <= b + claim.offset
-                cells[s] = f"{_fmt(a)} vs {_fmt(b)} + {claim.offset:g}"
+                k = _digits(claim.column)
+                cells[s] = f"{_fmt(a, k)} vs {_fmt(b, k)} + {claim.offset:g}"
                 raw[s] = (a, b)
         elif isinstance(claim, Within):
             sv = by.get((claim.line, s))
@@ -206,13 +214,13 @@ def _judge(
                 v is not None and (lo is None or v >= lo) and (hi is None or v <= hi)
                 for v, (_, lo, hi) in zip(vals, claim.bounds)
             )
-            cells[s] = ", ".join(_fmt(v) for v in vals)
+            cells[s] = ", ".join(_fmt(v, _digits(c)) for v, (c, _, _) in zip(vals, claim.bounds))
             raw[s] = vals
         else:
             points = list(curves.get((claim.line, s), {}).get(claim.metric, ()))
             top = max((v for _, v in points), default=None)
             ok = top is not None and top <= claim.bound
-            cells[s] = f"max {_fmt(top)} over {len(points)} steps"
+            cells[s] = f"max {_fmt(top, 3)} over {len(points)} steps"
             raw[s] = (top,)
         holds[s] = ok
     return cells, holds, raw
