@@ -27,6 +27,7 @@ from verl.experimental.agent_loop.agent_loop import (
 from verl.workers.rollout.replica import TokenOutput
 
 from verl_personadual.core import plugin
+from verl_personadual.core.config import ConfigError
 from verl_personadual.core.modes import Mode, PrefixResolutionError, resolve_prefixes
 from verl_personadual.core.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, MODE_FIELD, RESPONSE_LENGTH_FIELD
 from verl_personadual.core.rollout import FORCED_FIELD, ForcedModeAgentLoop, forced_mode
@@ -275,7 +276,7 @@ def construction_error(cfg: DictConfig, agent_name: str = AGENT_LOOP_FORCED, kin
 
 @pytest.mark.parametrize("n", [1, 3, 5])
 def test_odd_or_small_n_refused(n: int, ppo_config, tiny_model_dir: Path) -> None:
-    err = construction_error(make_config(ppo_config, tiny_model_dir, n, 8))
+    err = construction_error(make_config(ppo_config, tiny_model_dir, n, 8), kind=ConfigError)
     assert f"rollout.n must be even and >= 2; got n={n}" in str(err)
 
 
@@ -286,7 +287,7 @@ def test_odd_or_small_n_refused(n: int, ppo_config, tiny_model_dir: Path) -> Non
 def test_rollout_correction_refused(key: str, value: Any, ppo_config, tiny_model_dir: Path) -> None:
     cfg = make_config(ppo_config, tiny_model_dir, 4, 8)
     cfg.algorithm.rollout_correction[key] = value
-    err = construction_error(cfg)
+    err = construction_error(cfg, kind=ConfigError)
     assert "placeholders (0.0)" in str(err) and key in str(err)
     # honest log-probs everywhere without forcing: accepted
     cfg.algorithm.dual_grpo = {"prefix_forcing": False}
