@@ -19,12 +19,12 @@ and mostly measures the modes' orchestration cost, not what a GPU node gains.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import tempfile
 from pathlib import Path
 
+from verl_personadual.apps.quickstart.report import read_jsonl
 from verl_personadual.apps.quickstart.stages import TOY_BACKBONE, Quickstart, run_label
 
 MODES = ("sync", "colocate_async")
@@ -78,10 +78,10 @@ def main() -> int:
         timeline: list[tuple[str, float, str]] = []
         qs = Quickstart(out, ["none"], progress=False, overrides=overrides, timeline=timeline)
         qs.run_all()
-        label = f"rl-{run_label('none', overrides)}"
-        times = {int(m.group(1)): t for stage, t, line in timeline if stage == label and (m := STEP_LINE.search(line))}
-        run = qs.out / "runs" / run_label("none", overrides)
-        records = [json.loads(line)["data"] for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+        label = run_label("none", overrides)
+        stage_name = f"rl-{label}"
+        times = {int(m.group(1)): t for st, t, line in timeline if st == stage_name and (m := STEP_LINE.search(line))}
+        records = [r["data"] for r in read_jsonl(qs.out / "runs" / label / "metrics.jsonl")]
         batch = train_batch_size(qs, overrides)
         rows.append(
             (
