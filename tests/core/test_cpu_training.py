@@ -7,9 +7,9 @@ device cpu, the `hf_cpu` rollout backend, the `persona_dual_sync` trainer, the f
 reward). The RL run uses two FSDP2 ranks over gloo (`trainer.n_gpus_per_node=2`, two logical Ray GPUs): verl
 balances and pads the rows across ranks before the advantage step, shards the actor, gathers it for the rollout
 server and saves a 2-rank sharded checkpoint; a second run resumes it (`trainer.resume_mode=auto`) for one more
-step. The quickstart (run by `.ci/run`) covers the one-rank path. Nothing is mocked. One SFT run and the two RL
-runs are shared by the tests of this module (about 3 minutes on 2 cores); each test asserts something that would
-be false if a part broke.
+step. The quickstart (run by `.ci/run`) covers the one-rank path. Nothing is mocked. The SFT run (conftest's
+`toy_sft_run`, shared with the other CPU training tests) and the two RL runs are shared by the tests of this module;
+each test asserts something that would be false if a part broke.
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from commands import RECIPES, hf_checksum, hf_params, run_ok, toy_sft
+from commands import TOY_SFT_STEPS as SFT_STEPS
+from commands import hf_checksum, hf_params, run_ok, tiny_rl_argv
 
 BETA = 2.0  # recipes/config/persona_dual_rl.yaml: algorithm.dual_grpo.beta (paper Table 6)
-N = 4  # rollouts per prompt in this run: 2 per mode
-SFT_STEPS, RL_STEPS, RESUMED_STEPS = 24, 2, 3
+N = 4  # rollouts per prompt in this run (commands.TINY_RL_OVERRIDES): 2 per mode
+RL_STEPS, RESUMED_STEPS = 2, 3
 RANKS = 2
 #: A generous bound against a hung run; no assertion depends on time.
 HANG_LIMIT_S = 1500
-#: The module's shared runs (SFT + two RL runs) set up in its first test: bounded per run above, not by pytest's 900 s.
+#: The module's two RL runs (after the shared SFT), set up in its first test: bounded per run above, not by
+#: pytest's 900 s.
 pytestmark = pytest.mark.timeout(3 * HANG_LIMIT_S)
 
 
@@ -37,40 +39,26 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, toy_sft_run):
     root = tmp_path_factory.mktemp("cpu_training")
-    sft = toy_sft(root, SFT_STEPS, HANG_LIMIT_S)
-    data, sft_hf = sft.data, sft.sft_hf
+    sft = toy_sft_run
+    sft_hf = sft.sft_hf
     metrics, dumps = root / "rl_metrics.jsonl", root / "tokens"
-    rl_args = RECIPES + [
-        "rl",
-        "--backbone",
-        "cpu_tiny",
-        "--model",
-        str(sft_hf),
-        "--train-files",
-        str(data / "rl" / "train.parquet"),
-        "--val-files",
-        str(data / "rl" / "validation.parquet"),
-        "--output-dir",
-        str(root / "rl"),
-        "--",
-        "data.train_batch_size=4",
-        "data.max_prompt_length=64",
-        "data.max_response_length=16",
-        "actor_rollout_ref.rollout.max_model_len=80",
-        f"actor_rollout_ref.rollout.n={N}",
-        "trainer.save_freq=1",
-        "trainer.test_freq=-1",
-        "trainer.val_before_train=false",
-        "trainer.logger=[console,file]",
-        "actor_rollout_ref.actor.optim.lr=1e-3",
-        "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
-        "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
-        f"trainer.n_gpus_per_node={RANKS}",
-        f"ray_kwargs.ray_init.num_gpus={RANKS}",
-        f"trainer.v1.persona_dual.token_dump_dir={dumps}",
-    ]
+    rl_args = tiny_rl_argv(
+        sft,
+        root / "rl",
+        overrides=[
+            "trainer.save_freq=1",
+            "trainer.test_freq=-1",
+            "trainer.val_before_train=false",
+            "actor_rollout_ref.actor.optim.lr=1e-3",
+            "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
+            "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
+            f"trainer.n_gpus_per_node={RANKS}",
+            f"ray_kwargs.ray_init.num_gpus={RANKS}",
+            f"trainer.v1.persona_dual.token_dump_dir={dumps}",
+        ],
+    )
     resumed_metrics = root / "rl_resumed_metrics.jsonl"  # verl's file logger starts its file anew
     # RAY_DEDUP_LOGS=0: the two rollout servers print identical sync lines, which Ray would fold into one
     rl_log = _run(

@@ -6,7 +6,8 @@ keeps generating while the actor trains, so a step may train on rows the previou
 still hand every row's own mode to the estimator (token dump), and the rollout servers must carry the actor's
 weights after each sync (checksums). `separate_async` does not run on CPU (its rollout needs a pool of its own and
 a GPU checkpoint engine; `test_trainer_glue` checks the refusal and its construction from the recipe). Nothing is
-mocked; one SFT run and one RL run are shared by the tests of this module; no assertion depends on time.
+mocked; the SFT run (conftest's `toy_sft_run`) and one RL run are shared by the tests of this module; no assertion
+depends on time.
 """
 
 from __future__ import annotations
@@ -16,45 +17,40 @@ import re
 from pathlib import Path
 
 import pytest
-from commands import RECIPES, hf_checksum, run_ok, toy_sft
+from commands import hf_checksum, run_ok, tiny_rl_argv
 
 BETA = 2.0  # recipes/config/persona_dual_rl.yaml: algorithm.dual_grpo.beta (paper Table 6)
-N = 4  # rollouts per prompt: 2 per mode
-SFT_STEPS, RL_STEPS, RANKS, PROMPTS = 24, 3, 2, 4
+N = 4  # rollouts per prompt (commands.TINY_RL_OVERRIDES): 2 per mode
+RL_STEPS, RANKS, PROMPTS = 3, 2, 4  # PROMPTS: commands.TINY_RL_OVERRIDES data.train_batch_size
 #: A generous bound against a hung run; no assertion depends on time.
 HANG_LIMIT_S = 1500
 pytestmark = pytest.mark.timeout(2 * HANG_LIMIT_S)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, toy_sft_run):
     root = tmp_path_factory.mktemp("cpu_training_async")
-    sft = toy_sft(root, SFT_STEPS, HANG_LIMIT_S)
+    sft = toy_sft_run
     metrics, dumps = root / "rl_metrics.jsonl", root / "tokens"
-    argv = RECIPES + ["rl", "--backbone", "cpu_tiny", "--model", str(sft.sft_hf), "--output-dir", str(root / "rl")]
-    argv += ["--train-files", str(sft.data / "rl" / "train.parquet")]
-    argv += ["--val-files", str(sft.data / "rl" / "validation.parquet"), "--"]
-    argv += [
-        "trainer.v1.trainer_mode=persona_dual_colocate_async",
-        "trainer.v1.colocate_async.num_warmup_batches=1",
-        f"data.train_batch_size={PROMPTS}",
-        "data.max_prompt_length=64",
-        "data.max_response_length=16",
-        "actor_rollout_ref.rollout.max_model_len=80",
-        f"actor_rollout_ref.rollout.n={N}",
-        f"trainer.total_training_steps={RL_STEPS}",
-        "trainer.save_freq=1",
-        "trainer.test_freq=-1",
-        "trainer.val_before_train=false",
-        "trainer.logger=[console,file]",
-        "actor_rollout_ref.actor.optim.lr=1e-3",
-        "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
-        "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
-        "trainer.max_actor_ckpt_to_keep=null",  # the recipe keeps 2; the checksums need every step's actor
-        f"trainer.n_gpus_per_node={RANKS}",
-        f"ray_kwargs.ray_init.num_gpus={RANKS}",
-        f"trainer.v1.persona_dual.token_dump_dir={dumps}",
-    ]
+    argv = tiny_rl_argv(
+        sft,
+        root / "rl",
+        overrides=[
+            "trainer.v1.trainer_mode=persona_dual_colocate_async",
+            "trainer.v1.colocate_async.num_warmup_batches=1",
+            f"trainer.total_training_steps={RL_STEPS}",
+            "trainer.save_freq=1",
+            "trainer.test_freq=-1",
+            "trainer.val_before_train=false",
+            "actor_rollout_ref.actor.optim.lr=1e-3",
+            "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
+            "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
+            "trainer.max_actor_ckpt_to_keep=null",  # the recipe keeps 2; the checksums need every step's actor
+            f"trainer.n_gpus_per_node={RANKS}",
+            f"ray_kwargs.ray_init.num_gpus={RANKS}",
+            f"trainer.v1.persona_dual.token_dump_dir={dumps}",
+        ],
+    )
     log = run_ok(argv, root, HANG_LIMIT_S, {"VERL_FILE_LOGGER_PATH": str(metrics), "RAY_DEDUP_LOGS": "0"})
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     tokens = {
