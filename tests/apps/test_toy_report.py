@@ -8,6 +8,7 @@ import math
 import pytest
 
 from verl_personadual.apps.quickstart.report import (
+    collapse_missed,
     metric_curves,
     read_jsonl,
     selection_line,
@@ -15,6 +16,7 @@ from verl_personadual.apps.quickstart.report import (
     targets_met,
     write_report,
 )
+from verl_personadual.apps.quickstart.stages import Quickstart
 
 
 def _pred(row, setting, decoding, mode, correct):
@@ -75,6 +77,53 @@ def test_targets_met_at_the_bounds():
     assert not targets_met({**s, "unknown_rate": 0.005})["unknown_rate"]
     assert not targets_met({**s, "p_better": None})["p_better"]
     assert not targets_met({**s, "p_better": 0.649})["p_better"]
+
+
+COLLAPSE = "personadual/val/all/all/mode_collapse"
+
+
+def _rl_run(tmp_path, collapse_by_step):
+    """A finished quickstart RL run ``none`` whose metrics log (verl's file logger: one record per step) has training
+    metrics at steps 1..12, validation at steps 0, 4, 8, 12, and ``collapse_by_step`` as its collapse metric."""
+    qs = Quickstart(tmp_path / "qs", ["none"], progress=False)
+    metrics = qs.out / "runs" / "none" / "metrics.jsonl"
+    metrics.parent.mkdir(parents=True)
+    records = []
+    for step in range(13):
+        data = {} if step == 0 else {"critic/score/mean": 0.5}
+        if step % 4 == 0:
+            data["personadual/val/all/all/personalized_rate"] = 0.25
+        if step in collapse_by_step:
+            data[COLLAPSE] = collapse_by_step[step]
+        records.append({"step": step, "data": data})
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (qs.out / "stages").mkdir()
+    (qs.out / "stages" / "rl-none.json").write_text(json.dumps({"metrics": str(metrics), "command": "x"}))
+    return collapse_missed(qs.rl_curves("none"))
+
+
+def test_collapse_at_step_0_only_meets_the_target(tmp_path):
+    """The quickstart's CI runs: the SFT checkpoint's validation (step 0) collapsed, none after training steps."""
+    assert _rl_run(tmp_path, {0: 1.0, 4: 0.0, 8: 0.0, 12: 0.0}) is None
+
+
+def test_collapse_after_step_0_misses_the_target_naming_metric_and_steps(tmp_path):
+    assert _rl_run(tmp_path, {0: 1.0, 4: 0.0, 8: 1.0, 12: 0.0}) == (
+        "personadual/val/all/all/mode_collapse not 0 at step(s) 8: validation collapsed onto one mode "
+        "(target 0 at every validation step after step 0)"
+    )
+    assert "not 0 at step(s) 8, 12:" in _rl_run(tmp_path / "b", {0: 0.0, 4: 0.0, 8: 1.0, 12: 1.0})
+
+
+def test_collapse_metric_missing_misses_the_target(tmp_path):
+    """Not logged (no validation, e.g. trainer.test_freq=-1; or logged at step 0 only): the check cannot be made, so
+    the target is missed, saying so."""
+    missing = (
+        "personadual/val/all/all/mode_collapse not logged at any validation step after step 0 "
+        "(target 0 at every validation step after step 0)"
+    )
+    assert _rl_run(tmp_path, {}) == missing
+    assert _rl_run(tmp_path / "b", {0: 0.0}) == missing
 
 
 def test_unfinished_runs_are_refused(tmp_path):

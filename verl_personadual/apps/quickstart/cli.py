@@ -53,7 +53,8 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument(
         "--check-targets",
         action="store_true",
-        help="exit 3 unless every RL run reaches the targets of verl_personadual.apps.quickstart.report.TARGETS",
+        help="exit 3 unless every RL run reaches the targets of verl_personadual.apps.quickstart.report.TARGETS "
+        "and its validation shows no mode collapse after step 0 (report.collapse_missed)",
     )
     parser.add_argument(
         "--stop-after",
@@ -73,6 +74,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     from verl_personadual.apps.quickstart.report import (
         TARGETS,
+        collapse_missed,
         fmt,
         selection_line,
         targets_met,
@@ -97,6 +99,9 @@ def _main(argv: Sequence[str] | None) -> int:
         missed = [
             f"{k} {fmt(after.get(k))} (target {TARGETS[k][0]} {TARGETS[k][1]})" for k, ok in met.items() if not ok
         ]
+        collapse = collapse_missed(qs.rl_curves(a))
+        if collapse:
+            missed.append(collapse)
         say(
             f"rl-{a}: p(better mode) {fmt(before['p_better'])} -> {fmt(after['p_better'])}; free accuracy "
             f"{fmt(after['free_acc'])} of upper bound {fmt(after['upper_bound'])}; unknown-mode rate "

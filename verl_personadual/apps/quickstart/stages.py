@@ -424,13 +424,16 @@ class Quickstart:
         say(f"    eval of {label} ({checkpoint}) -> {out}")
         return {"checkpoint": str(checkpoint), "predictions": str(predictions), "mode_probs": str(probs)}
 
+    def rl_curves(self, label: str) -> dict[str, list[tuple[int, float]]]:
+        """The metric curves (``report.metric_curves``) of finished RL run ``label`` from its metrics log; none when
+        the run logged no metrics file."""
+        from verl_personadual.apps.quickstart.report import metric_curves, read_jsonl
+
+        metrics = Path(self.finished(f"rl-{label}")["metrics"])
+        return metric_curves(read_jsonl(metrics)) if metrics.exists() else {}
+
     def report(self) -> tuple[dict, list[Path]]:
-        from verl_personadual.apps.quickstart.report import (
-            metric_curves,
-            read_jsonl,
-            summarize,
-            write_report,
-        )
+        from verl_personadual.apps.quickstart.report import summarize, write_report
         from verl_personadual.eval.store import read_predictions
 
         runs, curves, commands = {}, {}, [json.loads(self._marker("sft").read_text())["command"]]
@@ -444,10 +447,8 @@ class Quickstart:
                 read_predictions(Path(info["predictions"])), read_predictions(Path(info["mode_probs"]))
             )
         for a in rl_labels:
-            info = json.loads(self._marker(f"rl-{a}").read_text())
-            commands.append(info["command"])
-            metrics = Path(info["metrics"])
-            curves[f"rl-{a}"] = metric_curves(read_jsonl(metrics)) if metrics.exists() else {}
+            commands.append(self.finished(f"rl-{a}")["command"])
+            curves[f"rl-{a}"] = self.rl_curves(a)
         return runs, write_report(self.out, runs, curves, commands)
 
     def check_overrides(self) -> None:
