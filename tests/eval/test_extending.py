@@ -1,7 +1,8 @@
 """docs/extending.md's worked example, run as written: a reward family and a benchmark registered from a file
 outside the project are listed by ``eval run --help``, evaluated by ``eval run`` and reported in Table 1 (run and
 ``compare``), with accuracies computed by hand. Each command runs in its own process (a registration holds for the
-process that makes it, so none leaks into other tests)."""
+process that makes it, so none leaks into other tests). Then the registries' checks: a benchmark names a
+registered reward family, and no registration changes a record already registered."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from commands import teach
 
+from verl_personadual.core.prompts import answer_format
+from verl_personadual.core.rewards.families import register_family, reward_family
+from verl_personadual.data.benchmarks import DEFAULT_SIZES, Benchmark, get_benchmark, is_benchmark, register_benchmark
 from verl_personadual.eval.generate import prompt_ids
 from verl_personadual.eval.store import read_predictions
 
@@ -143,3 +148,28 @@ def test_a_benchmark_registered_outside_the_project_is_listed_run_and_in_table1(
             assert f"| {prefix}{d} | {v:.2f} | {v:.2f} |" in markdown
         for d in ("general", "personalized"):
             assert f"| {prefix}{d} (no persona) | {want[d]:.2f} | {want[d]:.2f} |" in markdown
+
+
+def _record(**changes) -> Benchmark:
+    return replace(get_benchmark("pubmedqa"), **changes)
+
+
+def test_a_benchmark_must_name_a_registered_reward_family() -> None:
+    with pytest.raises(ValueError, match="'yes_no_or_so' is not a registered reward family"):
+        register_benchmark(_record(name="pubmedqa_copy", family="yes_no_or_so"))
+    assert not is_benchmark("pubmedqa_copy") and "pubmedqa_copy" not in DEFAULT_SIZES
+
+
+def test_registrations_that_would_change_a_record_are_refused() -> None:
+    with pytest.raises(ValueError, match="benchmark 'pubmedqa' is already registered with another record"):
+        register_benchmark(_record(default_size=5))
+    with pytest.raises(ValueError, match="names no training source"):
+        register_benchmark(_record(name="flan"))
+    with pytest.raises(ValueError, match="give exactly one of parse and load"):
+        register_benchmark(_record(name="pubmedqa_copy", load=get_benchmark("personafeedback").load))
+    math = reward_family("math")
+    with pytest.raises(ValueError, match="reward family 'math' is already registered with another record"):
+        register_family(replace(math, instruction="a number"))
+    assert register_benchmark(get_benchmark("pubmedqa")) is get_benchmark("pubmedqa")  # the same record: a no-op
+    assert DEFAULT_SIZES["pubmedqa"] == 1000 and not is_benchmark("pubmedqa_copy")
+    assert reward_family("math") is math and "simplest form" in answer_format("math")
