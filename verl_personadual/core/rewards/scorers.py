@@ -1,4 +1,7 @@
-"""Rule scorers, one per ``prompts.TaskFamily``: extracted answer text + validated gold -> :class:`Verdict`.
+"""Rule scorers, one per ``prompts.TaskFamily``: extracted answer text + validated gold -> :class:`Verdict`. Each
+built-in family is registered at the end of this module (``families.register_family``: its answer-format clause,
+gold parser and scorer); :func:`parse_gold` and :func:`score` dispatch through that registry, so a family registered
+elsewhere is graded the same way.
 
 Gold encodings (``reward_model.ground_truth`` of a row; data builders follow these):
 
