@@ -76,7 +76,9 @@ PERSONALIZED_SOURCES = frozenset({DataSource.ALIGNX})
 
 
 class TaskFamily(StrEnum):
-    """How an item's gold answer is encoded, hence which scorer grades it (stored in ``extra_info``)."""
+    """The built-in reward families: how an item's gold answer is encoded, hence which scorer grades it (stored in
+    ``extra_info``). A family is registered, with its scorer, in ``verl_personadual.core.rewards.families``; one
+    registered elsewhere has a name but no member here."""
 
     MULTIPLE_CHOICE = "multiple_choice"  # gold: a letter A-J; options listed with letters in the question
     OPTION_TEXT = "option_text"  # gold: the text of one listed option (FLAN "OPTIONS:" items)
