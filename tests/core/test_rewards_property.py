@@ -22,6 +22,7 @@ from verl_personadual.core.rewards import (
     extract_answer,
 )
 from verl_personadual.core.rewards.mathcheck import MathServerError
+from verl_personadual.data import benchmarks  # noqa: F401  (registers the benchmarks' data sources)
 
 GOLD = {
     DataSource.ULTRAMEDICAL: ("B", {}),

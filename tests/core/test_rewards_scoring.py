@@ -16,7 +16,9 @@ from verl_personadual.core.prompts import (
     format_answer,
 )
 from verl_personadual.core.rewards import RESULT_KEYS, RewardInputError, compute_score
-from verl_personadual.core.rewards.dispatch import DEFAULT_FAMILY, resolve_family
+from verl_personadual.core.rewards.dispatch import resolve_family
+from verl_personadual.core.rewards.families import source_names
+from verl_personadual.data import benchmarks  # noqa: F401  (registers the benchmarks' data sources)
 
 MMLU_CHOICES = ["4", "5", "6", "N/A", "N/A"]
 GPQA_CHOICES = ["joule", "newton", "watt", "pascal"]
@@ -268,7 +270,7 @@ def test_contractions_and_punctuation(data_source, gold, extra, response, score,
 
 def test_every_data_source_is_covered_by_the_table() -> None:
     assert {r[0] for r in ROWS} == {s.value for s in DataSource}
-    assert set(DEFAULT_FAMILY) == set(DataSource)
+    assert set(source_names()) == {s.value for s in DataSource}
 
 
 @pytest.mark.parametrize(
@@ -335,11 +337,11 @@ def test_verl_keywords_are_accepted_and_typos_rejected() -> None:
 
 
 def test_task_family_overrides_the_source_default() -> None:
-    assert resolve_family("flan", {}) is TaskFamily.FREE_TEXT
-    assert resolve_family("pubmedqa", {"task_family": ""}) is TaskFamily.YES_NO_MAYBE
-    assert resolve_family("flan", {"choices": ["yes", "no"]}) is TaskFamily.OPTION_TEXT
-    assert resolve_family("ultramedical", {"task_family": "yes_no_maybe"}) is TaskFamily.YES_NO_MAYBE
-    assert resolve_family("some_new_benchmark", {"task_family": "open_qa"}) is TaskFamily.OPEN_QA
+    assert resolve_family("flan", {}) == TaskFamily.FREE_TEXT
+    assert resolve_family("pubmedqa", {"task_family": ""}) == TaskFamily.YES_NO_MAYBE
+    assert resolve_family("flan", {"choices": ["yes", "no"]}) == TaskFamily.OPTION_TEXT
+    assert resolve_family("ultramedical", {"task_family": "yes_no_maybe"}) == TaskFamily.YES_NO_MAYBE
+    assert resolve_family("some_new_benchmark", {"task_family": "open_qa"}) == TaskFamily.OPEN_QA
 
 
 @pytest.mark.parametrize(

@@ -177,7 +177,7 @@ def triviaqa_file(tmp_path) -> Path:
 
 @pytest.mark.parametrize("inputs", TRIVIA_TEMPLATED, ids=[f"template{i + 1}" for i in range(10)])
 def test_triviaqa_filter_recognises_each_flan_template(inputs, triviaqa_file):
-    filt = overlap.load_filter("triviaqa", overlap.TRIVIAQA, triviaqa_file)
+    filt = overlap.load_filter("triviaqa", overlap.hub_source("triviaqa"), triviaqa_file)
     item = Item(DataSource.FLAN, "t", "trivia_qa_10templates", TaskFamily.FREE_TEXT, inputs, "florida")
     assert filt.match(item) == "text"
     other = Item(

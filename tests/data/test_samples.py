@@ -59,8 +59,8 @@ def test_eval_personas_are_recorded_per_objective_benchmark():
         for k in ReplyCache(samples.CACHE_DIR).keys()
         if (r := ReplyCache(samples.CACHE_DIR).get(k)) and r.content.startswith("{")
     }
-    assert replies == set(samples.EVAL_PERSONAS.values())
-    assert set(samples.EVAL_PERSONAS) == {
+    assert replies == set(samples.eval_personas().values())
+    assert set(samples.eval_personas()) == {
         DataSource.MMLU_PRO,
         DataSource.SUPERGPQA,
         DataSource.TRIVIAQA,

@@ -62,8 +62,8 @@ def test_samples_run_needs_no_endpoint(tiny_model_dir, tmp_path, capsys):
     assert len(rows) == 4 * 2 * 3  # 4 items x 2 benchmarks x (none, unaligned, aligned)
     aligned = {(r["benchmark"], r["persona"]) for r in rows if r["setting"] == "aligned"}
     assert aligned == {
-        ("triviaqa", sample_replies.EVAL_PERSONAS["triviaqa"]),
-        ("math500", sample_replies.EVAL_PERSONAS["math500"]),
+        ("triviaqa", sample_replies.eval_personas()["triviaqa"]),
+        ("math500", sample_replies.eval_personas()["math500"]),
     }
     manifest = json.loads((out / "eval_manifest.json").read_text())
     assert manifest["persona_llm"]["model"] == sample_replies.REPLAY_MODEL

@@ -15,7 +15,7 @@ from openai_server import OpenAITestServer
 
 from verl_personadual.apps.eval_cli import main
 from verl_personadual.core.prompts import build_prompt
-from verl_personadual.data.benchmarks import BENCHMARKS, load_benchmark
+from verl_personadual.data.benchmarks import load_benchmark
 from verl_personadual.data.samples import eval_sample_paths
 from verl_personadual.eval.generate import prompt_ids
 from verl_personadual.eval.store import read_predictions
@@ -50,8 +50,8 @@ def taught_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFact
     answer = {g: tok.encode('{"answer": "B"}', add_special_tokens=False), p: tok.encode("C", add_special_tokens=False)}
     seqs = []
     paths = eval_sample_paths()
-    for bench in BENCHMARKS:
-        for item in load_benchmark(bench, paths[bench.value])[0].items:
+    for bench in OBJECTIVE + PERSONALIZED:
+        for item in load_benchmark(bench, paths[bench])[0].items:
             for persona in [None, "A sailor."] if item.persona is None else [item.persona]:
                 ids = prompt_ids(tok, build_prompt(item.question, item.family, persona), {})
                 seqs.append((ids, [p if persona else g]))

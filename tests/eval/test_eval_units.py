@@ -14,7 +14,7 @@ from verl_personadual.apps.eval_cli import main
 from verl_personadual.core.modes import PREFIX_TEXT, Mode
 from verl_personadual.core.prompts import DataSource, PersonaSetting
 from verl_personadual.data.benchmarks import (
-    BENCHMARKS,
+    benchmark_names,
     load_benchmark,
     parse_sizes,
     sample_items,
@@ -47,8 +47,9 @@ def _items(name: str, seed: int = 0):
 
 
 def test_fixtures_load_in_hub_schema() -> None:
-    counts = {b.value: len(_items(b.value)) for b in BENCHMARKS}
-    assert counts == {b.value: 4 for b in BENCHMARKS}
+    built_in = ["mmlu_pro", "supergpqa", "triviaqa", "pubmedqa", "math500", "personafeedback", "fspo_roleplay"]
+    assert benchmark_names() == built_in
+    assert {b: len(_items(b)) for b in built_in} == dict.fromkeys(built_in, 4)
     mmlu = _items("mmlu_pro")[0]
     assert (mmlu.source_id, mmlu.gold, mmlu.task) == ("mmlu_pro:7", "B", "math")
     assert mmlu.question == "What is 2 + 3?\n\nA. 4\nB. 5\nC. 6"  # "N/A" padding dropped

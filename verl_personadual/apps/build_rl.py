@@ -74,7 +74,7 @@ def add_input_arguments(
             type=Path,
             metavar="FILE",
             help=f"local {name} file (.jsonl or .parquet, hub schema); else the hub"
-            + ("; its questions are removed from the training items" if name in overlap.FILTERS else ""),
+            + ("; its questions are removed from the training items" if name in overlap.filter_rules() else ""),
         )
     p.add_argument(
         "--no-overlap-filter",

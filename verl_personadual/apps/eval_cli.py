@@ -17,7 +17,7 @@ import verl_personadual.eval.run as run_module
 from verl_personadual.apps.llm_args import add_llm_arguments, llm_config_from_args
 from verl_personadual.core.prompts import DataSource, PersonaSetting
 from verl_personadual.data import samples
-from verl_personadual.data.benchmarks import BENCHMARKS, DEFAULT_SIZES, parse_sizes
+from verl_personadual.data.benchmarks import DEFAULT_SIZES, benchmark_names, parse_sizes
 from verl_personadual.data.eval_sets import read_eval_set
 from verl_personadual.data.families import Selector
 from verl_personadual.data.preflight import check_model, check_output_dir
@@ -113,7 +113,7 @@ def _json_option(text: str) -> Any:
 
 
 def _path_pairs(pairs: Sequence[str]) -> dict[str, Path]:
-    valid = [b.value for b in BENCHMARKS] + ["personahub"]
+    valid = benchmark_names() + ["personahub"]
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -129,9 +129,10 @@ def _selection_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     p.add_argument(
         "--benchmarks",
         nargs="+",
-        default=[b.value for b in BENCHMARKS],
-        choices=[b.value for b in BENCHMARKS] + [DataSource.TOY.value],
-        help="benchmarks to evaluate (default: the paper's seven; toy: the rows of a toy eval set, "
+        default=benchmark_names(),
+        choices=benchmark_names() + [DataSource.TOY.value],
+        help="benchmarks to evaluate (default: every registered one, the paper's seven unless another is "
+        "registered, verl_personadual.data.benchmarks; toy: the rows of a toy eval set, "
         "`python -m verl_personadual.apps.build_toy`, given with --eval-set)",
     )
     p.add_argument(
@@ -165,7 +166,7 @@ def _selection_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         default=[],
         metavar="NAME=N",
         help="items per benchmark (default: the paper's Table 7, "
-        + ", ".join(f"{b.value} {n:,}" for b, n in DEFAULT_SIZES.items())
+        + ", ".join(f"{b} {n:,}" for b, n in DEFAULT_SIZES.items())
         + "; all if fewer)",
     )
     data.add_argument("--limit", type=count, help="items per benchmark for every benchmark not in --sizes")
@@ -342,12 +343,12 @@ def _calibration_config(a: argparse.Namespace) -> RunConfig:
         )
     paths = dict(eval_sample_paths()) if a.samples else {}
     paths.update(_path_pairs(a.data))
-    sizes = {b: a.limit for b in BENCHMARKS} if a.limit is not None else {}
+    sizes = {b: a.limit for b in benchmark_names()} if a.limit is not None else {}
     sizes.update(parse_sizes(a.sizes))
     return RunConfig(
         model="",
         out_dir=a.out,
-        benchmarks=[DataSource(b) for b in a.benchmarks],
+        benchmarks=list(a.benchmarks),
         settings=[PersonaSetting(s) for s in a.settings],
         decodings=[],
         paths={k: Path(v) for k, v in paths.items()},
@@ -512,7 +513,7 @@ def _run_config(a: argparse.Namespace) -> RunConfig:
         )
     paths = dict(eval_sample_paths()) if a.samples else {}
     paths.update(_path_pairs(a.data))
-    sizes = {b: a.limit for b in BENCHMARKS} if a.limit is not None else {}
+    sizes = {b: a.limit for b in benchmark_names()} if a.limit is not None else {}
     sizes.update(parse_sizes(a.sizes))
     llm = _llm_config(a)
     max_new_tokens = a.max_new_tokens
@@ -527,7 +528,7 @@ def _run_config(a: argparse.Namespace) -> RunConfig:
     return RunConfig(
         model=a.model,
         out_dir=a.out,
-        benchmarks=[DataSource(b) for b in a.benchmarks],
+        benchmarks=list(a.benchmarks),
         settings=[PersonaSetting(s) for s in a.settings],
         decodings=decodings,
         paths={k: Path(v) for k, v in paths.items()},

@@ -16,8 +16,8 @@ from verl_personadual.core.prompts import (
 )
 from verl_personadual.data.samples import (
     CACHE_DIR,
-    EVAL_PERSONAS,
     REPLAY_MODEL,
+    eval_personas,
     expert_reply,
 )
 from verl_personadual.utils.cli import Parser
@@ -46,15 +46,15 @@ def _sft_recordings() -> dict[str, str]:
 
 def _eval_recordings() -> dict[str, str]:
     from verl_personadual.core.prompts import build_aligned_persona_request
-    from verl_personadual.data.benchmarks import OBJECTIVE_BENCHMARKS, load_benchmark
+    from verl_personadual.data.benchmarks import load_benchmark
     from verl_personadual.data.personas import ALIGNED_SAMPLING
     from verl_personadual.data.samples import eval_sample_paths
 
     paths = eval_sample_paths()
     out = {}
-    for bench in OBJECTIVE_BENCHMARKS:
-        reply = json.dumps({PERSONA_KEY: EVAL_PERSONAS[bench]})
-        for item in load_benchmark(bench, paths[bench.value])[0].items:
+    for bench, persona in eval_personas().items():
+        reply = json.dumps({PERSONA_KEY: persona})
+        for item in load_benchmark(bench, paths[bench])[0].items:
             out[cache_key(REPLAY_MODEL, build_aligned_persona_request(item.question), ALIGNED_SAMPLING)] = reply
     return out
 

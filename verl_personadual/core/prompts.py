@@ -23,6 +23,8 @@ __all__ = [
     "OBJECTIVE_SOURCES",
     "PERSONALIZED_SOURCES",
     "render_persona",
+    "answer_format",
+    "register_answer_format",
     "answer_instruction",
     "format_choices",
     "build_user_message",
@@ -49,7 +51,9 @@ ANSWER_KEY = "answer"
 
 
 class DataSource(StrEnum):
-    """``data_source`` values of every row we write (training sources, then benchmarks)."""
+    """Names of the ``data_source`` values this project writes: the training sources, then the built-in evaluation
+    benchmarks (registered, with everything else about them, in ``verl_personadual.data.benchmarks``; a benchmark
+    registered elsewhere has a name but no member here)."""
 
     ULTRAMEDICAL = "ultramedical"
     FLAN = "flan"
@@ -64,25 +68,17 @@ class DataSource(StrEnum):
     TOY = "toy"  # the toy persona task of verl_personadual.data.toy (quickstart, CPU tests)
 
 
-#: Sources whose items have an objective answer (persona optional).
-OBJECTIVE_SOURCES = frozenset(
-    {
-        DataSource.ULTRAMEDICAL,
-        DataSource.FLAN,
-        DataSource.MMLU_PRO,
-        DataSource.SUPERGPQA,
-        DataSource.TRIVIAQA,
-        DataSource.PUBMEDQA,
-        DataSource.MATH500,
-        DataSource.TOY,
-    }
-)
-#: Sources whose answer depends on the user (each item carries its own persona).
-PERSONALIZED_SOURCES = frozenset({DataSource.ALIGNX, DataSource.PERSONAFEEDBACK, DataSource.FSPO_ROLEPLAY})
+#: Training sources whose items have an objective answer (persona optional). Whether an evaluation benchmark is
+#: objective is part of its registration (``verl_personadual.data.benchmarks.is_personalized``).
+OBJECTIVE_SOURCES = frozenset({DataSource.ULTRAMEDICAL, DataSource.FLAN, DataSource.TOY})
+#: Training sources whose answer depends on the user (each item carries its own persona).
+PERSONALIZED_SOURCES = frozenset({DataSource.ALIGNX})
 
 
 class TaskFamily(StrEnum):
-    """How an item's gold answer is encoded, hence which scorer grades it (stored in ``extra_info``)."""
+    """The built-in reward families: how an item's gold answer is encoded, hence which scorer grades it (stored in
+    ``extra_info``). A family is registered, with its scorer, in ``verl_personadual.core.rewards.families``; one
+    registered elsewhere has a name but no member here."""
 
     MULTIPLE_CHOICE = "multiple_choice"  # gold: a letter A-J; options listed with letters in the question
     OPTION_TEXT = "option_text"  # gold: the text of one listed option (FLAN "OPTIONS:" items)
@@ -121,7 +117,9 @@ def render_persona(persona: str) -> str:
     return text
 
 
-_INSTRUCTIONS: dict[TaskFamily, str] = {
+#: The answer-format clause of every reward family: the built-in ones here, others added by
+#: ``verl_personadual.core.rewards.families.register_family`` (through :func:`register_answer_format`).
+_INSTRUCTIONS: dict[str, str] = {
     TaskFamily.MULTIPLE_CHOICE: 'the letter of the correct option, e.g. {"answer": "B"}',
     TaskFamily.OPTION_TEXT: 'the exact text of the correct option, e.g. {"answer": "yes"}',
     TaskFamily.FREE_TEXT: 'a short final answer, e.g. {"answer": "your answer"}',
@@ -132,12 +130,28 @@ _INSTRUCTIONS: dict[TaskFamily, str] = {
 }
 
 
+def answer_format(family: TaskFamily | str) -> str:
+    """The answer-format clause of ``family`` (what its final answer must be); ValueError for an unknown one."""
+    try:
+        return _INSTRUCTIONS[str(family)]
+    except KeyError:
+        raise ValueError(f"{family!r} is not a registered reward family ({sorted(_INSTRUCTIONS)})") from None
+
+
+def register_answer_format(family: str, clause: str) -> None:
+    """Record the answer-format clause of a reward family; ValueError when it already has another one."""
+    if not clause.strip():
+        raise ValueError(f"reward family {family!r}: empty answer-format clause")
+    if _INSTRUCTIONS.get(str(family), clause) != clause:
+        raise ValueError(f"reward family {family!r} already has the answer format {_INSTRUCTIONS[str(family)]!r}")
+    _INSTRUCTIONS[str(family)] = clause
+
+
 def answer_instruction(family: TaskFamily | str) -> str:
     """The sentence appended to every question: reason first, then a final JSON answer object."""
-    fam = TaskFamily(family)
     return (
         "Reason step by step, then give your final answer on the last line as a JSON object "
-        f'with the key "{ANSWER_KEY}": {_INSTRUCTIONS[fam]}.'
+        f'with the key "{ANSWER_KEY}": {answer_format(family)}.'
     )
 
 

@@ -1,4 +1,12 @@
-"""The seven evaluation benchmarks: loaders by hub id or from local files in the hub schema, and seeded sampling.
+"""The registry of evaluation benchmarks, the paper's seven registered in it, their loaders (by hub id or from
+local files in the hub schema), and seeded sampling.
+
+A benchmark is one :class:`Benchmark` record added by one :func:`register_benchmark` call: spec, row parser or
+loader, default size, reward family (a registered one, ``verl_personadual.core.rewards.families``), Table 1
+section and column, judge and overlap rules, shipped sample. ``eval run`` (choices, defaults, loading, persona
+settings, judge), the reports (Table 1's columns and names, the other tables' order), ``--samples``, the recorded
+sample replies and ``build_rl``'s overlap filters read the registry. The built-in benchmarks are registered at the
+end of this module, in Table 7's order; a worked example of another is in ``docs/extending.md``.
 
 Every loader turns raw rows (schemas in ``shared/datasets.md``) into ``verl_personadual.data.common.Item`` s whose
 ``gold`` is in the reward encoding of their family (``verl_personadual.core.rewards.scorers``):
@@ -58,6 +66,7 @@ from verl_personadual.core.prompts import (
     TaskFamily,
     format_choices,
 )
+from verl_personadual.core.rewards.families import register_source
 from verl_personadual.data.common import (
     Item,
     LoadedSource,
@@ -70,46 +79,31 @@ from verl_personadual.data.common import (
     stable_id,
 )
 from verl_personadual.data.preflight import PreflightError
+from verl_personadual.data.ultramedical import pubmed_id
+from verl_personadual.utils.strenum import StrEnum
 
 __all__ = [
-    "BENCHMARKS",
-    "OBJECTIVE_BENCHMARKS",
-    "PERSONALIZED_BENCHMARKS",
-    "DEFAULT_SIZES",
+    "Benchmark",
     "BenchmarkSpec",
+    "OverlapRule",
+    "Section",
+    "register_benchmark",
+    "get_benchmark",
+    "benchmarks",
+    "benchmark_names",
+    "is_benchmark",
+    "is_personalized",
+    "table1_columns",
+    "DEFAULT_SIZES",
     "load_benchmark",
     "sample_items",
     "render_feedback_persona",
     "PERSONAFEEDBACK_FILES",
     "PERSONAFEEDBACK_PERSONAS",
-    "SPECS",
     "parse_sizes",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Benchmarks in table order: objective first, then personalized.
-OBJECTIVE_BENCHMARKS: tuple[DataSource, ...] = (
-    DataSource.MMLU_PRO,
-    DataSource.SUPERGPQA,
-    DataSource.TRIVIAQA,
-    DataSource.PUBMEDQA,
-    DataSource.MATH500,
-)
-PERSONALIZED_BENCHMARKS: tuple[DataSource, ...] = (DataSource.PERSONAFEEDBACK, DataSource.FSPO_ROLEPLAY)
-BENCHMARKS: tuple[DataSource, ...] = OBJECTIVE_BENCHMARKS + PERSONALIZED_BENCHMARKS
-assert set(OBJECTIVE_BENCHMARKS) <= OBJECTIVE_SOURCES and set(PERSONALIZED_BENCHMARKS) <= PERSONALIZED_SOURCES
-
-#: Items per benchmark unless overridden: the paper's Table 7 (see module docstring).
-DEFAULT_SIZES: dict[DataSource, int] = {
-    DataSource.MMLU_PRO: 1000,
-    DataSource.SUPERGPQA: 1000,
-    DataSource.TRIVIAQA: 1000,
-    DataSource.PUBMEDQA: 1000,
-    DataSource.MATH500: 500,
-    DataSource.PERSONAFEEDBACK: 1000,
-    DataSource.FSPO_ROLEPLAY: 1500,
-}
 
 PERSONAFEEDBACK_FILES: tuple[str, ...] = tuple(
     f"data/{kind}/{tier}.jsonl" for kind in ("general", "spedific") for tier in ("easy", "medium", "hard")
@@ -118,28 +112,139 @@ PERSONAFEEDBACK_PERSONAS = "persona/all_personas.jsonl"
 _PERSONA_FIELDS = ("Name", "Demographics", "Personality", "Preference", "Bias")
 
 
+class Section(StrEnum):
+    """A benchmark's kind, hence its Table 1 section: objective answers (evaluated without a persona and under
+    each persona setting) or personalized ones (each item carries its own user's persona, setting ``aligned``)."""
+
+    OBJECTIVE = "objective"
+    PERSONALIZED = "personalized"
+
+
 @dataclass(frozen=True)
 class BenchmarkSpec:
     """Where a benchmark lives on the hub (PersonaFeedback: raw files, ``split`` unused)."""
 
-    name: DataSource
     hub_id: str
     config: str | None
     split: str
 
 
-SPECS: dict[DataSource, BenchmarkSpec] = {
-    s.name: s
-    for s in (
-        BenchmarkSpec(DataSource.MMLU_PRO, "TIGER-Lab/MMLU-Pro", None, "test"),
-        BenchmarkSpec(DataSource.SUPERGPQA, "m-a-p/SuperGPQA", None, "train"),
-        BenchmarkSpec(DataSource.TRIVIAQA, "mandarjoshi/trivia_qa", "rc.nocontext", "validation"),
-        BenchmarkSpec(DataSource.PUBMEDQA, "qiaojin/PubMedQA", "pqa_labeled", "train"),
-        BenchmarkSpec(DataSource.MATH500, "HuggingFaceH4/MATH-500", None, "test"),
-        BenchmarkSpec(DataSource.PERSONAFEEDBACK, "PersonalAILab/PersonaFeedback", None, "files"),
-        BenchmarkSpec(DataSource.FSPO_ROLEPLAY, "sher222/persona-iterative-responses", None, "test"),
-    )
-}
+@dataclass(frozen=True)
+class OverlapRule:
+    """Training items of data source ``target`` whose question is one of this benchmark's (its field
+    ``question``) are removed from the RL and SFT data (``verl_personadual.data.overlap``); with ``id_field``, also
+    those whose id (``item_id(source_id)``, None when the item has none) equals that field of a benchmark row."""
+
+    target: str
+    id_field: str | None = None
+    item_id: Callable[[str], str | None] | None = None
+
+
+#: ``(local path or None for the hub, seed, hub revision) -> (items, provenance)``: a benchmark's own loader.
+Loader = Callable[[Path | None, int, str | None], tuple[LoadedSource, dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One evaluation benchmark: everything the harness needs to know about it, in one record.
+
+    Attributes:
+        name: its ``data_source`` / ``benchmark`` value, the ``--benchmarks`` choice and the sampling-seed salt.
+        family: the registered reward family (``core.rewards.families``) of its items and, for rows without one,
+            of its data source.
+        section: objective or personalized (:class:`Section`); personalized items carry their own persona.
+        spec: where it lives on the hub.
+        default_size: items sampled unless ``--sizes`` / ``--limit`` say otherwise.
+        table1_name: its column header in Table 1's Markdown.
+        parse: ``(raw row, seed) -> Item`` (None: skip the row, counted as ``no_gold``) for a benchmark whose rows
+            are one file or hub split; read by :func:`load_benchmark`, which drops repeated item ids.
+        load: a loader of its own (:data:`Loader`) instead of ``parse`` (PersonaFeedback's raw file tree).
+        table1_column: its position among its section's Table 1 columns (the paper's order); None: after those.
+        judged: ``eval run --judge`` grades it with the extract-then-verify LLM judge (``eval.judge``).
+        overlap: its questions are removed from a training source (:class:`OverlapRule`).
+        sample_file: its shipped sample under ``verl_personadual/samples/eval`` (``--samples``).
+        sample_persona: the recorded aligned persona of its sample items (``data.samples``; objective only).
+    """
+
+    name: str
+    family: str
+    section: Section
+    spec: BenchmarkSpec
+    default_size: int
+    table1_name: str
+    parse: Callable[[Record, int], Item | None] | None = None
+    load: Loader | None = None
+    table1_column: int | None = None
+    judged: bool = False
+    overlap: OverlapRule | None = None
+    sample_file: str | None = None
+    sample_persona: str | None = None
+
+    @property
+    def personalized(self) -> bool:
+        return self.section is Section.PERSONALIZED
+
+
+_REGISTRY: dict[str, Benchmark] = {}
+#: Items per benchmark unless overridden, filled by :func:`register_benchmark` (the paper's Table 7 for the built-in
+#: ones: see the module docstring).
+DEFAULT_SIZES: dict[str, int] = {}
+
+
+def register_benchmark(bench: Benchmark) -> Benchmark:
+    """Add ``bench`` to the registry (and its data source's default reward family to ``core.rewards.families``);
+    returns it. ValueError when its reward family is not registered, when it gives both or neither of ``parse`` and
+    ``load``, or when its name is registered with another record."""
+    name = str(bench.name)
+    if not isinstance(bench.name, str) or not name or name in OBJECTIVE_SOURCES | PERSONALIZED_SOURCES:
+        raise ValueError(f"benchmark name {bench.name!r}: expected a non-empty str that names no training source")
+    if (bench.parse is None) == (bench.load is None):
+        raise ValueError(f"benchmark {name!r}: give exactly one of parse and load")
+    if bench.default_size < 1:
+        raise ValueError(f"benchmark {name!r}: default_size must be >= 1, got {bench.default_size}")
+    known = _REGISTRY.get(name)
+    if known is not None and known != bench:
+        raise ValueError(f"benchmark {name!r} is already registered with another record")
+    register_source(name, bench.family)  # checks that the family is registered
+    _REGISTRY[name] = bench
+    DEFAULT_SIZES[name] = bench.default_size
+    return bench
+
+
+def get_benchmark(name: Any) -> Benchmark:
+    """The registered benchmark called ``name``; ValueError naming the registered ones."""
+    try:
+        return _REGISTRY[str(name)]
+    except KeyError:
+        raise ValueError(f"{name!r} is not a registered benchmark ({benchmark_names()})") from None
+
+
+def benchmarks(section: Section | None = None) -> list[Benchmark]:
+    """The registered benchmarks in registration order (the built-in ones in Table 7's order), optionally those of
+    one section only."""
+    return [b for b in _REGISTRY.values() if section is None or b.section is section]
+
+
+def benchmark_names(section: Section | None = None) -> list[str]:
+    """Names of :func:`benchmarks`."""
+    return [b.name for b in benchmarks(section)]
+
+
+def is_benchmark(name: Any) -> bool:
+    return str(name) in _REGISTRY
+
+
+def is_personalized(source: Any) -> bool:
+    """True for a personalized benchmark and a personalized training source (``prompts.PERSONALIZED_SOURCES``)."""
+    bench = _REGISTRY.get(str(source))
+    return bench.personalized if bench is not None else source in PERSONALIZED_SOURCES
+
+
+def table1_columns(section: Section) -> list[Benchmark]:
+    """A section's benchmarks in Table 1's column order: by ``table1_column``, then the others in registration
+    order."""
+    order = benchmarks(section)
+    return sorted(order, key=lambda b: (b.table1_column is None, b.table1_column or 0, order.index(b)))
 
 
 def _text(rec: Record, name: str) -> str:
@@ -313,23 +418,13 @@ def _personafeedback(root: Path, seed: int, report: LoadedSource) -> None:
             )
 
 
-_PARSERS: dict[DataSource, Callable[[Record, int], Item | None]] = {
-    DataSource.MMLU_PRO: _mmlu_pro,
-    DataSource.SUPERGPQA: _supergpqa,
-    DataSource.TRIVIAQA: _triviaqa,
-    DataSource.PUBMEDQA: _pubmedqa,
-    DataSource.MATH500: _math500,
-    DataSource.FSPO_ROLEPLAY: _fspo,
-}
-
-
 def _download_personafeedback(revision: str | None) -> Path:
     """The local snapshot root of the PersonaFeedback files; a data file missing on the hub is skipped (the
     loader then reads the ones present), the persona file is required."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
-    spec = SPECS[DataSource.PERSONAFEEDBACK]
+    spec = get_benchmark(DataSource.PERSONAFEEDBACK).spec
     for rel in PERSONAFEEDBACK_FILES:
         try:
             hf_hub_download(spec.hub_id, rel, repo_type="dataset", revision=revision)
@@ -339,10 +434,20 @@ def _download_personafeedback(revision: str | None) -> Path:
     return Path(personas).parent.parent
 
 
+def _load_personafeedback(path: Path | None, seed: int, revision: str | None) -> tuple[LoadedSource, dict[str, str]]:
+    report = LoadedSource(DataSource.PERSONAFEEDBACK.value, [])
+    root = Path(path) if path is not None else _download_personafeedback(revision)
+    if not root.is_dir():
+        raise SchemaError(f"{root}: PersonaFeedback needs a directory with {PERSONAFEEDBACK_PERSONAS} and data/")
+    _personafeedback(root, seed, report)
+    hub_id = get_benchmark(DataSource.PERSONAFEEDBACK).spec.hub_id
+    return report, {"dir": str(root)} if path is not None else {"hub_id": hub_id, "revision": revision or "main"}
+
+
 def load_benchmark(
-    name: DataSource | str, path: Path | None = None, seed: int = 0, revision: str | None = None
+    name: str, path: Path | None = None, seed: int = 0, revision: str | None = None
 ) -> tuple[LoadedSource, dict[str, str]]:
-    """All usable items of one benchmark in file order, and the provenance of its input.
+    """All usable items of one registered benchmark in file order, and the provenance of its input.
 
     Args:
         path: a local file in the hub schema (``.jsonl`` / ``.json`` / ``.parquet``; a directory for
@@ -351,22 +456,18 @@ def load_benchmark(
     Raises:
         SchemaError naming file, row and field on bad input, or when no usable item is left.
     """
-    source = DataSource(name)
-    spec = SPECS[source]
-    report = LoadedSource(source.value, [])
-    if source is DataSource.PERSONAFEEDBACK:
-        root = Path(path) if path is not None else _download_personafeedback(revision)
-        if not root.is_dir():
-            raise SchemaError(f"{root}: PersonaFeedback needs a directory with {PERSONAFEEDBACK_PERSONAS} and data/")
-        _personafeedback(root, seed, report)
-        provenance = {"dir": str(root)} if path is not None else {"hub_id": spec.hub_id, "revision": revision or "main"}
+    bench = get_benchmark(name)
+    if bench.load is not None:
+        report, provenance = bench.load(path, seed, revision)
     else:
+        assert bench.parse is not None  # register_benchmark checks it
+        report = LoadedSource(bench.name, [])
+        spec = bench.spec
         src = SourceSpec(spec.hub_id, spec.config, spec.split, Path(path) if path is not None else None, revision)
         seen: set[str] = set()
-        parse = _PARSERS[source]
         for rec in iter_records(src):
             report.rows_read += 1
-            item = parse(rec, seed)
+            item = bench.parse(rec, seed)
             if item is None:
                 report.skipped["no_gold"] += 1
             elif item.source_id in seen:
@@ -377,34 +478,137 @@ def load_benchmark(
         provenance = src.describe()
     if not report.items:
         raise SchemaError(
-            f"{source.value}: no usable item ({report.rows_read} rows read, skipped {report.skipped.as_dict()})"
+            f"{bench.name}: no usable item ({report.rows_read} rows read, skipped {report.skipped.as_dict()})"
         )
     return report, provenance
 
 
-def sample_items(items: Sequence[Item], k: int | None, seed: int, name: DataSource | str) -> list[Item]:
+def sample_items(items: Sequence[Item], k: int | None, seed: int, name: str) -> list[Item]:
     """``k`` items (all when ``k`` is None or >= the pool) drawn with ``random.Random(f"{seed}:{name}")``, in
     pool order."""
     if k is not None and k < 0:
         raise ValueError(f"sample size for {name} must be >= 0, got {k}")
     if k is None or k >= len(items):
         return list(items)
-    picked = sorted(random.Random(f"{seed}:{DataSource(name).value}").sample(range(len(items)), k))
+    picked = sorted(random.Random(f"{seed}:{name}").sample(range(len(items)), k))
     return [items[i] for i in picked]
 
 
-def parse_sizes(pairs: Iterable[str]) -> dict[DataSource, int]:
-    """``["mmlu_pro=100", ...]`` -> sizes (each >= 1); PreflightError naming the bad pair."""
-    out: dict[DataSource, int] = {}
+def parse_sizes(pairs: Iterable[str]) -> dict[str, int]:
+    """``["mmlu_pro=100", ...]`` -> sizes (each >= 1) of registered benchmarks; PreflightError naming the bad
+    pair."""
+    out: dict[str, int] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         try:
-            if not sep or int(value) < 1:
+            if not sep or int(value) < 1 or not is_benchmark(name.strip()):
                 raise ValueError
-            out[DataSource(name.strip())] = int(value)
+            out[name.strip()] = int(value)
         except ValueError:
             raise PreflightError(
-                f"bad size {pair!r}: expected <benchmark>=<int >= 1> with a benchmark in "
-                f"{[b.value for b in BENCHMARKS]}"
+                f"bad size {pair!r}: expected <benchmark>=<int >= 1> with a benchmark in {benchmark_names()}"
             ) from None
     return out
+
+
+# The built-in benchmarks, one registration each, in Table 7's order (the default ``--benchmarks`` order).
+register_benchmark(
+    Benchmark(
+        DataSource.MMLU_PRO.value,
+        TaskFamily.MULTIPLE_CHOICE.value,
+        Section.OBJECTIVE,
+        BenchmarkSpec("TIGER-Lab/MMLU-Pro", None, "test"),
+        1000,
+        "MMLU-Pro",
+        parse=_mmlu_pro,
+        table1_column=2,
+        sample_file="mmlu_pro.jsonl",
+        sample_persona="A university student revising for a broad multiple-choice exam.",
+    )
+)
+register_benchmark(
+    Benchmark(
+        DataSource.SUPERGPQA.value,
+        TaskFamily.MULTIPLE_CHOICE.value,
+        Section.OBJECTIVE,
+        BenchmarkSpec("m-a-p/SuperGPQA", None, "train"),
+        1000,
+        "SuperGPQA",
+        parse=_supergpqa,
+        table1_column=3,
+        sample_file="supergpqa.jsonl",
+        sample_persona="A graduate student preparing for a qualifying exam in their field.",
+    )
+)
+register_benchmark(
+    Benchmark(
+        DataSource.TRIVIAQA.value,
+        TaskFamily.OPEN_QA.value,
+        Section.OBJECTIVE,
+        BenchmarkSpec("mandarjoshi/trivia_qa", "rc.nocontext", "validation"),
+        1000,
+        "TriviaQA",
+        parse=_triviaqa,
+        table1_column=1,
+        overlap=OverlapRule(DataSource.FLAN.value),
+        sample_file="triviaqa.jsonl",
+        sample_persona="A pub-quiz regular who collects trivia facts.",
+    )
+)
+register_benchmark(
+    Benchmark(
+        DataSource.PUBMEDQA.value,
+        TaskFamily.YES_NO_MAYBE.value,
+        Section.OBJECTIVE,
+        BenchmarkSpec("qiaojin/PubMedQA", "pqa_labeled", "train"),
+        1000,
+        "PubMedQA",
+        parse=_pubmedqa,
+        table1_column=0,
+        judged=True,
+        overlap=OverlapRule(DataSource.ULTRAMEDICAL.value, "pubid", pubmed_id),
+        sample_file="pubmedqa.jsonl",
+        sample_persona="A clinician who reads medical research abstracts.",
+    )
+)
+register_benchmark(
+    Benchmark(
+        DataSource.MATH500.value,
+        TaskFamily.MATH.value,
+        Section.OBJECTIVE,
+        BenchmarkSpec("HuggingFaceH4/MATH-500", None, "test"),
+        500,
+        "MATH500",
+        parse=_math500,
+        table1_column=4,
+        judged=True,
+        sample_file="math500.jsonl",
+        sample_persona="A high-school student training for a mathematics competition.",
+    )
+)
+register_benchmark(
+    Benchmark(
+        DataSource.PERSONAFEEDBACK.value,
+        TaskFamily.PREFERENCE.value,
+        Section.PERSONALIZED,
+        BenchmarkSpec("PersonalAILab/PersonaFeedback", None, "files"),
+        1000,
+        "P.FB.",
+        load=_load_personafeedback,
+        table1_column=0,
+        sample_file="personafeedback",
+    )
+)
+register_benchmark(
+    Benchmark(
+        DataSource.FSPO_ROLEPLAY.value,
+        TaskFamily.PREFERENCE.value,
+        Section.PERSONALIZED,
+        BenchmarkSpec("sher222/persona-iterative-responses", None, "test"),
+        1500,
+        "F.RP.",
+        parse=_fspo,
+        table1_column=1,
+        sample_file="fspo_roleplay.jsonl",
+    )
+)

@@ -99,10 +99,10 @@ class Item:
     ``persona_id`` are set only for sources that carry their own user (AlignX).
     """
 
-    source: DataSource
+    source: str  # a ``DataSource`` or a registered benchmark's name
     source_id: str
     task: str
-    family: TaskFamily
+    family: str  # a registered reward family (``TaskFamily`` for the built-in ones)
     question: str
     gold: str
     choices: tuple[str, ...] = ()

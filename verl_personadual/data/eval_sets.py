@@ -20,13 +20,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from verl_personadual.core.prompts import (
-    PERSONALIZED_SOURCES,
-    DataSource,
-    PersonaSetting,
-    TaskFamily,
-    render_persona,
-)
+from verl_personadual.core.prompts import DataSource, PersonaSetting, render_persona
+from verl_personadual.core.rewards.families import family_names
+from verl_personadual.data.benchmarks import is_benchmark, is_personalized
 from verl_personadual.data.common import Item, SchemaError, iter_jsonl
 from verl_personadual.data.personahub import Persona
 from verl_personadual.data.personas import aligned_personas_llm, unaligned_personas
@@ -59,17 +55,17 @@ class EvalRow:
     persona_id: str | None
 
     @property
-    def source(self) -> DataSource:
-        return DataSource(self.benchmark)
+    def source(self) -> str:
+        return self.benchmark
 
 
 def _row(item: Item, setting: PersonaSetting, persona: Persona | None) -> EvalRow:
     return EvalRow(
         row_id=f"{item.source_id}|{setting.value}",
         item_id=item.source_id,
-        benchmark=item.source.value,
+        benchmark=str(item.source),
         task=item.task,
-        family=item.family.value,
+        family=str(item.family),
         setting=setting.value,
         question=item.question,
         gold=item.gold,
@@ -93,7 +89,7 @@ def build_eval_set(
             failed (the others are cached), an offline client has no recorded reply for some, or unaligned
             personas are needed and ``pool`` is empty.
     """
-    objective = [it for it in items if it.source not in PERSONALIZED_SOURCES]
+    objective = [it for it in items if not is_personalized(it.source)]
     personas: dict[PersonaSetting, list[Persona | None]] = {PersonaSetting.NONE: [None] * len(objective)}
     if PersonaSetting.UNALIGNED in settings and objective:
         if not pool:
@@ -117,7 +113,7 @@ def build_eval_set(
     index = {it.source_id: i for i, it in enumerate(objective)}
     rows: list[EvalRow] = []
     for item in items:
-        if item.source in PERSONALIZED_SOURCES:
+        if is_personalized(item.source):
             if item.persona is None:
                 raise PersonaAssignmentError(f"{item.source_id}: a personalized item without its user persona")
             rows.append(_row(item, PersonaSetting.ALIGNED, Persona(item.persona_id or "", item.persona)))
@@ -156,11 +152,13 @@ def _check_row(data: Mapping[str, Any], where: str) -> EvalRow:
     for name in ("persona", "persona_id"):
         if data[name] is not None and not isinstance(data[name], str):
             raise SchemaError(f"{where}, field {name!r}: expected str or null, got {data[name]!r:.80}")
-    for name, kind in (("benchmark", DataSource), ("family", TaskFamily), ("setting", PersonaSetting)):
-        try:
-            kind(data[name])
-        except ValueError:
-            raise SchemaError(f"{where}, field {name!r}: {data[name]!r} is not a valid {kind.__name__}") from None
+    for name, valid, kind in (
+        ("benchmark", is_benchmark(data["benchmark"]) or data["benchmark"] in set(DataSource), "data source"),
+        ("family", data["family"] in family_names(), "reward family"),
+        ("setting", data["setting"] in set(PersonaSetting), "persona setting"),
+    ):
+        if not valid:
+            raise SchemaError(f"{where}, field {name!r}: {data[name]!r} is not a registered {kind}")
     if data["setting"] != PersonaSetting.NONE.value and not _usable_persona(data["persona"]):
         raise SchemaError(
             f"{where} (row_id {data['row_id']!r}), field 'persona': setting {data['setting']!r} needs a non-empty "

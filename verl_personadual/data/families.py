@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, Iterable, Mapping
 
-from verl_personadual.core.prompts import PERSONALIZED_SOURCES
+from verl_personadual.data.benchmarks import is_personalized
 
 PERSONALIZED = "personalized"
 
@@ -62,7 +62,7 @@ def family_of(row: Any, selector: Selector | None = None) -> str:
         return PERSONALIZED if selector.matches(row) else GENERAL
     data = _as_mapping(row)
     source = next((data[f] for f in _SOURCE_FIELDS if f in data), None)
-    return PERSONALIZED if source in {s.value for s in PERSONALIZED_SOURCES} else GENERAL
+    return PERSONALIZED if isinstance(source, str) and is_personalized(source) else GENERAL
 
 
 def split_families(rows: Iterable[Any], selector: Selector | None = None) -> dict[str, list[Any]]:

@@ -1,5 +1,6 @@
 """Evaluation question lists for overlap filtering: UltraMedical items that overlap PubMedQA and FLAN items that
-overlap TriviaQA are removed from the RL and SFT data (paper, Table 5).
+overlap TriviaQA are removed from the RL and SFT data (paper, Table 5). Which benchmark filters which training
+source is its registration's ``overlap`` rule (``verl_personadual.data.benchmarks.OverlapRule``).
 
 The lists are the benchmarks exactly as the evaluation harness loads them (``qiaojin/PubMedQA`` ``pqa_labeled``
 train, ``mandarjoshi/trivia_qa`` ``rc.nocontext`` validation; field ``question``): from a local file in that
@@ -8,8 +9,8 @@ schema when one is given, else from the hub. An item overlaps when a key matches
 - ``text``: one of the item's question forms equals the normal form of an evaluation question. The forms are
   ``common.question_segments(item.question)`` and, for FLAN items, the questions recovered by undoing the
   task's QA templates (``flan.template_questions``: all ten ``trivia_qa`` templates, whatever their lead-in);
-- ``id`` (where the benchmark has an id the item carries, :data:`ID_MATCH`): exact equality, e.g. the PubMed id
-  of UltraMedical's ``PubMedQA,<pmid>`` items and PubMedQA's ``pubid``.
+- ``id`` (where the benchmark's rule names an id the item carries, ``OverlapRule.id_field``): exact equality, e.g.
+  the PubMed id of UltraMedical's ``PubMedQA,<pmid>`` items and PubMedQA's ``pubid``.
 
 Whether each filter ran, on what input, how many items it removed and by which key (``text``, ``id`` or
 ``id_and_text``) goes to the manifest.
@@ -20,11 +21,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from verl_personadual.core.prompts import DataSource
-from verl_personadual.data import flan, ultramedical
-from verl_personadual.data.benchmarks import SPECS
+from verl_personadual.data import flan
+from verl_personadual.data.benchmarks import OverlapRule, benchmarks, get_benchmark
 from verl_personadual.data.common import (
     Item,
     SourceSpec,
@@ -38,24 +38,28 @@ from verl_personadual.data.common import (
 KEYS = ("text", "id", "id_and_text")
 
 
-def _benchmark(source: DataSource) -> SourceSpec:
+def hub_source(name: str) -> SourceSpec:
     """The hub source of an evaluation benchmark, as the harness loads it (one source of truth)."""
-    spec = SPECS[source]
+    spec = get_benchmark(name).spec
     return SourceSpec(spec.hub_id, spec.config, spec.split)
 
 
-PUBMEDQA = _benchmark(DataSource.PUBMEDQA)
-TRIVIAQA = _benchmark(DataSource.TRIVIAQA)
-#: Filter name -> the benchmark's hub source (the build's ``--<name>`` option replaces it with a local file).
-FILTERS: dict[str, SourceSpec] = {"pubmedqa": PUBMEDQA, "triviaqa": TRIVIAQA}
-#: Filter name -> (the benchmark's id field, the benchmark id an item carries, or None): matched exactly.
-ID_MATCH: dict[str, tuple[str, Callable[[str], str | None]]] = {"pubmedqa": ("pubid", ultramedical.pubmed_id)}
+def filter_rules() -> dict[str, OverlapRule]:
+    """Filter name (the benchmark's) -> its rule, for every registered benchmark with one, by name (the build's
+    ``--<name>`` option gives its question list as a local file)."""
+    rules = {b.name: b.overlap for b in benchmarks() if b.overlap is not None}
+    return {name: rules[name] for name in sorted(rules)}
+
+
+def _id_rule(name: str) -> OverlapRule | None:
+    rule = get_benchmark(name).overlap
+    return rule if rule is not None and rule.id_field is not None and rule.item_id is not None else None
 
 
 def item_questions(item: Item) -> set[str]:
     """The normal forms an item's question is matched on (module docstring, key ``text``)."""
     forms = question_segments(item.question)
-    if item.source is DataSource.FLAN:
+    if item.source == DataSource.FLAN:
         forms |= {normalize_question(q) for q in flan.template_questions(item.task, item.question)} - {""}
     return forms
 
@@ -80,14 +84,15 @@ class OverlapFilter:
     @property
     def keys(self) -> tuple[str, ...]:
         """The keys this filter matches on."""
-        return ("text", "id") if self.name in ID_MATCH else ("text",)
+        return ("text", "id") if _id_rule(self.name) is not None else ("text",)
 
     def match(self, item: Item) -> str | None:
         """The key ``item`` overlaps by (one of :data:`KEYS`), or None."""
         by_text = not item_questions(item).isdisjoint(self.questions)
         by_id = False
-        if self.name in ID_MATCH:
-            item_id = ID_MATCH[self.name][1](item.source_id)
+        rule = _id_rule(self.name)
+        if rule is not None and rule.item_id is not None:
+            item_id = rule.item_id(item.source_id)
             by_id = item_id is not None and item_id in self.ids
         if by_id and by_text:
             return "id_and_text"
@@ -114,11 +119,12 @@ def _benchmark_id(value: int | str) -> str:
 
 
 def load_filter(name: str, hub: SourceSpec, path: Path | None = None, revision: str | None = None) -> OverlapFilter:
-    """Normalised questions (and, for :data:`ID_MATCH` filters, ids) of an evaluation set, read from ``path`` (a
-    local file in its hub schema) or, when ``path`` is None, from ``hub`` at ``revision``;
+    """Normalised questions (and, for a rule with an ``id_field``, ids) of the evaluation benchmark ``name``, read
+    from ``path`` (a local file in its hub schema) or, when ``path`` is None, from ``hub`` at ``revision``;
     ``SourceUnavailableError`` when the hub cannot serve it."""
     source = SourceSpec(hub.hub_id, hub.config, hub.split, path, None if path is not None else revision)
-    id_field = ID_MATCH[name][0] if name in ID_MATCH else None
+    rule = _id_rule(name)
+    id_field = rule.id_field if rule is not None else None
     questions, ids = set(), set()
     for rec in iter_records(source):
         norm = normalize_question(require(rec, "question", str))

@@ -98,9 +98,9 @@ def aligned_personas_llm(items: Sequence[Item], client: LLMClient) -> list[Perso
 
 
 def _template_key(item: Item) -> str:
-    if item.source is DataSource.FLAN:
-        return "flan/math" if item.family is TaskFamily.MATH else "flan"
-    return item.source.value
+    if item.source == DataSource.FLAN:
+        return "flan/math" if item.family == TaskFamily.MATH else "flan"
+    return str(item.source)
 
 
 def aligned_personas_offline(items: Sequence[Item]) -> list[Persona]:
@@ -109,6 +109,6 @@ def aligned_personas_offline(items: Sequence[Item]) -> list[Persona]:
     for item in items:
         key = _template_key(item)
         if key not in OFFLINE_TEMPLATES:
-            raise ValueError(f"no offline persona template for source {item.source.value!r}")
+            raise ValueError(f"no offline persona template for source {str(item.source)!r}")
         out.append(Persona(f"offline-template:{key}", OFFLINE_TEMPLATES[key]))
     return out

@@ -68,7 +68,7 @@ from verl_personadual.utils.llm import (
 )
 
 SOURCES = ("ultramedical", "flan", "alignx")
-FILE_INPUTS = SOURCES + ("personahub", "pubmedqa", "triviaqa")
+FILE_INPUTS = SOURCES + ("personahub", *overlap.filter_rules())
 #: Table 5, RL column.
 DEFAULT_TRAIN_COUNTS = {"ultramedical": 3000, "flan": 5998, "alignx": 1000}
 #: Held-out validation items per source (about 5 % of training).
@@ -157,7 +157,8 @@ def apply_filters(cfg: BuildConfig, loaded: dict[str, LoadedSource]) -> dict[str
     """Remove the items overlapping an evaluation benchmark (module docstring, step 1) in place; returns the
     manifest's ``filters`` section. Raises ``BuildError`` when a question list cannot be loaded."""
     report: dict[str, Any] = {}
-    for name, hub, target in (("pubmedqa", overlap.PUBMEDQA, "ultramedical"), ("triviaqa", overlap.TRIVIAQA, "flan")):
+    for name, rule in overlap.filter_rules().items():
+        hub, target = overlap.hub_source(name), rule.target
         if not cfg.overlap_filter:
             report[name] = {"ran": False, "applies_to": target, "removed": 0, "reason": "--no-overlap-filter"}
             continue
@@ -257,7 +258,7 @@ def attach_personas(
             generated = aligned_personas_llm(items, client) if items else []
         except LLMBatchError as err:
             details = "; ".join(
-                f"{items[i].source.value} {items[i].source_id}: {msg}" for i, msg in sorted(err.failures.items())[:5]
+                f"{items[i].source} {items[i].source_id}: {msg}" for i, msg in sorted(err.failures.items())[:5]
             )
             raise BuildError(
                 f"{len(err.failures)} of {len(items)} aligned-persona requests failed ({details}). "
@@ -285,7 +286,7 @@ def build_rows(assigned: Sequence[Assigned], split: str, seed: int) -> list[dict
         assert persona is not None
         rows.append(
             {
-                "data_source": item.source.value,
+                "data_source": str(item.source),
                 "prompt": build_prompt(item.question, item.family, persona.text),
                 "reward_model": {"style": "rule", "ground_truth": item.gold},
                 "extra_info": {
@@ -293,7 +294,7 @@ def build_rows(assigned: Sequence[Assigned], split: str, seed: int) -> list[dict
                     "split": split,
                     "source_id": item.source_id,
                     "task": item.task,
-                    "task_family": item.family.value,
+                    "task_family": str(item.family),
                     "persona_setting": a.setting.value,
                     "persona_id": persona.persona_id,
                     "persona": persona.text,
@@ -314,7 +315,7 @@ def write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
 def _counts(assigned: Sequence[Assigned]) -> dict[str, dict[str, dict[str, int]]]:
     table: dict[str, dict[str, Counter[str]]] = {s: defaultdict(Counter) for s in SPLITS}
     for a in assigned:
-        table[a.split][a.item.source.value][a.setting.value] += 1
+        table[a.split][str(a.item.source)][a.setting.value] += 1
     return {s: {src: dict(sorted(c.items())) for src, c in sorted(t.items())} for s, t in table.items()}
 
 

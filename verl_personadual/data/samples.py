@@ -10,7 +10,7 @@
   items and general ones for unaligned items, so both modes occur in the SFT data, as with a real expert whom the
   aligned persona helps;
 - the aligned personas of ``python -m verl_personadual.eval run --samples``: one template persona per benchmark
-  (:data:`EVAL_PERSONAS`), not question-specific.
+  (:func:`eval_personas`), not question-specific.
 
 With ``--samples`` and no endpoint configured, those commands replay this cache (``LLMConfig(offline=True)``:
 nothing is sent); a request outside the recording fails with :data:`MISS_HINT`. The manifests name
@@ -28,12 +28,11 @@ from typing import Any, Mapping, Sequence
 
 from verl_personadual.core.modes import Mode
 from verl_personadual.core.prompts import (
-    DataSource,
     PersonaSetting,
     TaskFamily,
     format_answer,
 )
-from verl_personadual.data.benchmarks import BENCHMARKS
+from verl_personadual.data.benchmarks import benchmarks
 from verl_personadual.data.rl_rows import FILE_INPUTS
 from verl_personadual.utils.llm import (
     ENV_BASE_URL,
@@ -45,7 +44,7 @@ __all__ = [
     "REPLAY_MODEL",
     "CACHE_DIR",
     "MISS_HINT",
-    "EVAL_PERSONAS",
+    "eval_personas",
     "replay_config",
     "is_replay",
     "expert_reply",
@@ -60,15 +59,12 @@ MISS_HINT = (
     "the recorded sample replies cover only `--samples` runs with the default --seed, counts and sampling; for "
     f"anything else set {ENV_BASE_URL} and {ENV_MODEL} (or --llm-base-url / --llm-model)"
 )
-#: The recorded aligned persona of each objective evaluation benchmark.
-EVAL_PERSONAS: dict[DataSource, str] = {
-    DataSource.MMLU_PRO: "A university student revising for a broad multiple-choice exam.",
-    DataSource.SUPERGPQA: "A graduate student preparing for a qualifying exam in their field.",
-    DataSource.TRIVIAQA: "A pub-quiz regular who collects trivia facts.",
-    DataSource.PUBMEDQA: "A clinician who reads medical research abstracts.",
-    DataSource.MATH500: "A high-school student training for a mathematics competition.",
-}
 _PLACEHOLDER = "Placeholder reasoning recorded for the shipped samples (not written by an expert model)"
+
+
+def eval_personas() -> dict[str, str]:
+    """The recorded aligned persona of each benchmark that has one (``benchmarks.Benchmark.sample_persona``)."""
+    return {b.name: b.sample_persona for b in benchmarks() if b.sample_persona is not None}
 
 
 def replay_config() -> LLMConfig:
@@ -110,9 +106,9 @@ def rl_sample_paths() -> dict[str, Path]:
 
 
 def eval_sample_paths() -> dict[str, Path]:
-    """The shipped fixture files (a few rows of each benchmark in its hub schema, and a PersonaHub sample)."""
+    """The shipped fixture files (a few rows of each benchmark that has one, ``benchmarks.Benchmark.sample_file``,
+    in its hub schema, and a PersonaHub sample)."""
     root = Path(str(resources.files("verl_personadual") / "samples" / "eval"))
-    paths = {b.value: root / f"{b.value}.jsonl" for b in BENCHMARKS if b is not DataSource.PERSONAFEEDBACK}
-    paths[DataSource.PERSONAFEEDBACK.value] = root / "personafeedback"
+    paths = {b.name: root / b.sample_file for b in benchmarks() if b.sample_file is not None}
     paths["personahub"] = root / "personahub.jsonl"
     return paths

@@ -21,16 +21,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from verl_personadual.core.prompts import (
-    EXTRACTED_KEY,
-    DataSource,
-    build_extract_verify_prompt,
-)
+from verl_personadual.core.prompts import EXTRACTED_KEY, build_extract_verify_prompt
 from verl_personadual.core.rewards import extract_answer
+from verl_personadual.data.benchmarks import benchmark_names, get_benchmark, is_benchmark
 from verl_personadual.utils.llm import LLMBatchError, LLMClient
 
 __all__ = [
-    "JUDGED_BENCHMARKS",
+    "is_judged",
+    "judged_benchmarks",
     "JUDGE_PARAMS",
     "MAX_QUESTION_CHARS",
     "MAX_RESPONSE_CHARS",
@@ -41,12 +39,21 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The benchmarks the paper grades with the judge.
-JUDGED_BENCHMARKS: frozenset[DataSource] = frozenset({DataSource.PUBMEDQA, DataSource.MATH500})
 #: Sampling parameters of every judge request (part of the cache key).
 JUDGE_PARAMS: dict[str, Any] = {"temperature": 0.0}
 MAX_QUESTION_CHARS = 8000
 MAX_RESPONSE_CHARS = 8000
+
+
+def is_judged(benchmark: str) -> bool:
+    """True for a benchmark registered as graded by the judge (``benchmarks.Benchmark.judged``: the paper's
+    PubMedQA and MATH-500)."""
+    return is_benchmark(benchmark) and get_benchmark(benchmark).judged
+
+
+def judged_benchmarks() -> list[str]:
+    """The judged benchmarks, in registration order."""
+    return [name for name in benchmark_names() if is_judged(name)]
 
 
 @dataclass(frozen=True)

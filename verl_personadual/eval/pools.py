@@ -3,7 +3,7 @@
 
 Family of a row: *personalized* when it matches the :class:`Selector` (``FIELD=V1,V2,...``: the row's ``FIELD``
 is one of the values); without a selector, when its source (``benchmark`` of an eval row, ``data_source`` of an
-RL row) is a personalized source (``prompts.PERSONALIZED_SOURCES``: PersonaFeedback, FSPO, AlignX). Every other
+RL row) is a personalized source (``benchmarks.is_personalized``: PersonaFeedback, FSPO, AlignX). Every other
 row is *general*. The toy task has no personalized source; its personalized questions are those whose persona is
 right (``--personalized task=helpful``).
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from verl_personadual.core.prompts import PersonaSetting
-from verl_personadual.data.benchmarks import BENCHMARKS
+from verl_personadual.data.benchmarks import benchmark_names
 from verl_personadual.data.eval_sets import EvalRow, read_eval_set
 from verl_personadual.data.preflight import PreflightError
 from verl_personadual.eval.generate import Decoding
@@ -101,15 +101,15 @@ def parse_labelled(pairs: Sequence[str], what: str) -> dict[str, str]:
     return out
 
 
-_BENCH_RANK = {b.value: i for i, b in enumerate(BENCHMARKS)}
 _SETTING_RANK = {s.value: i for i, s in enumerate(PersonaSetting)}
 
 
 def cell_sort_key(benchmark: str, setting: str) -> tuple[int, str, int, str]:
-    """Table order of a (benchmark, setting) cell: the seven benchmarks in Table 1 order, any other (the toy task)
-    after them by name; settings none, unaligned, aligned."""
+    """Table order of a (benchmark, setting) cell: the registered benchmarks in registration order (Table 7's for
+    the built-in ones), any other (the toy task) after them by name; settings none, unaligned, aligned."""
+    rank = {name: i for i, name in enumerate(benchmark_names())}
     return (
-        _BENCH_RANK.get(benchmark, len(_BENCH_RANK)),
+        rank.get(benchmark, len(rank)),
         benchmark,
         _SETTING_RANK.get(setting, len(_SETTING_RANK)),
         setting,

@@ -70,11 +70,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from verl_personadual.core.modes import MODE_NAMES
 from verl_personadual.core.prompts import PersonaSetting
-from verl_personadual.data.benchmarks import (
-    BENCHMARKS,
-    OBJECTIVE_BENCHMARKS,
-    PERSONALIZED_BENCHMARKS,
-)
+from verl_personadual.data.benchmarks import Section, benchmark_names, get_benchmark, table1_columns
 from verl_personadual.data.eval_sets import read_eval_set
 from verl_personadual.data.preflight import PreflightError
 from verl_personadual.eval.baselines import SYSTEMS, System
@@ -114,8 +110,7 @@ __all__ = [
     "read_complete_run",
     "seed_cells",
     "judge_agreement",
-    "TABLE1_OBJECTIVE",
-    "TABLE1_PERSONALIZED",
+    "table1_benchmarks",
     "UPPER_BOUND",
     "accuracy_cells",
     "table1",
@@ -137,28 +132,26 @@ logger = logging.getLogger(__name__)
 
 UPPER_BOUND = "upper_bound"
 LINE_ORDER = [d.value for d in Decoding] + [UPPER_BOUND]
-#: Table 1's column order (the paper's, not Table 7's) and the names its Markdown header uses.
-TABLE1_OBJECTIVE = ("pubmedqa", "triviaqa", "mmlu_pro", "supergpqa", "math500")
-TABLE1_PERSONALIZED = ("personafeedback", "fspo_roleplay")
-TABLE1_NAMES = {
-    "pubmedqa": "PubMedQA",
-    "triviaqa": "TriviaQA",
-    "mmlu_pro": "MMLU-Pro",
-    "supergpqa": "SuperGPQA",
-    "math500": "MATH500",
-    "personafeedback": "P.FB.",
-    "fspo_roleplay": "F.RP.",
-}
 #: Objective persona settings of Table 1's main cells, in its order ("Unalign./Align."); ``none`` comes apart.
 TABLE1_SETTINGS = (PersonaSetting.UNALIGNED.value, PersonaSetting.ALIGNED.value)
 #: Sub-run directories of a multi-seed run.
 SEED_DIR = re.compile(r"seed_(-?\d+)")
 SETTING_ORDER = [s.value for s in PersonaSetting]
 RATIOS = [round(i / 10, 1) for i in range(11)]
-_OBJ = {b.value for b in OBJECTIVE_BENCHMARKS}
-_PERS = {b.value for b in PERSONALIZED_BENCHMARKS}
 
 Cell = tuple[str, str, str]  # (benchmark, setting, decoding)
+
+
+def table1_benchmarks(section: Section) -> list[str]:
+    """The registered benchmarks of a Table 1 section in its column order (``benchmarks.table1_columns``: the
+    paper's order, PubMedQA, TriviaQA, MMLU-Pro, SuperGPQA, MATH500, not Table 7's; then any other registered
+    benchmark); their header names are their ``table1_name``."""
+    return [b.name for b in table1_columns(section)]
+
+
+def _bench_rank() -> dict[str, int]:
+    """Registration order of the benchmarks (Table 7's for the built-in ones), the order of the other tables."""
+    return {name: i for i, name in enumerate(benchmark_names())}
 
 
 class IncompleteRunError(UserError, ValueError):
@@ -252,7 +245,7 @@ def seed_cells(per_seed: Sequence[Mapping[Cell, tuple[int, float]]]) -> dict[Cel
 
 def _ordered_cells(cells: Mapping[Cell, Any]) -> tuple[list[tuple[str, str]], list[str]]:
     pairs = {(b, s) for b, s, _ in cells}
-    bench_rank = {b.value: i for i, b in enumerate(BENCHMARKS)}
+    bench_rank = _bench_rank()
     ordered = sorted(pairs, key=lambda p: (bench_rank.get(p[0], len(bench_rank)), SETTING_ORDER.index(p[1])))
     lines = [d for d in LINE_ORDER if any(c[2] == d for c in cells)]
     return ordered, lines
@@ -275,8 +268,8 @@ class _Column:
 def _table1_columns(pairs: set[tuple[str, str]]) -> tuple[list[_Column], list[_Column]]:
     """Main columns (objective unaligned / aligned, their averages, personalized, its average) and no-persona
     columns (objective ``none`` and its average) for the (benchmark, setting) pairs that occur."""
-    obj = [b for b in TABLE1_OBJECTIVE if any(p[0] == b for p in pairs)]
-    pers = [b for b in TABLE1_PERSONALIZED if any(p[0] == b for p in pairs)]
+    obj = [b for b in table1_benchmarks(Section.OBJECTIVE) if any(p[0] == b for p in pairs)]
+    pers = [b for b in table1_benchmarks(Section.PERSONALIZED) if any(p[0] == b for p in pairs)]
     main = [_Column(f"{b}/{st}{PCT}", ((b, st),)) for b in obj for st in TABLE1_SETTINGS if (b, st) in pairs]
     for st in TABLE1_SETTINGS:
         block = tuple((b, st) for b in obj if (b, st) in pairs)
@@ -370,14 +363,16 @@ def table1_markdown(lines: Sequence[Table1Line]) -> str:
     "(no persona)" row for every line that has no-persona cells."""
     pairs = {p for line in lines for p in line.pairs}
     main, no_persona = _table1_columns(pairs)
-    obj = [b for b in TABLE1_OBJECTIVE if any(p[0] == b and p[1] in TABLE1_SETTINGS for p in pairs)]
+    objective, personalized = table1_benchmarks(Section.OBJECTIVE), table1_benchmarks(Section.PERSONALIZED)
+    obj = [b for b in objective if any(p[0] == b and p[1] in TABLE1_SETTINGS for p in pairs)]
     obj_avg = [c for c in main if c.name.startswith("objective/")]
-    pers = [c for c in main if c.name.startswith(TABLE1_PERSONALIZED)]
+    pers = [c for c in main if c.name.removesuffix(PCT) in personalized]
     pers_avg = [c for c in main if c.name.startswith("personalized")]
-    settings = [st for st in TABLE1_SETTINGS if any(p[1] == st and p[0] in TABLE1_OBJECTIVE for p in pairs)]
+    settings = [st for st in TABLE1_SETTINGS if any(p[1] == st and p[0] in objective for p in pairs)]
     by_name = {c.name: c for c in main + no_persona}
-    header = ["system"] + [TABLE1_NAMES[b] for b in obj] + (["Obj. avg."] if obj_avg else [])
-    header += [TABLE1_NAMES[c.name.removesuffix(PCT)] for c in pers] + (["Pers. avg."] if pers_avg else [])
+    header = ["system"] + [get_benchmark(b).table1_name for b in obj] + (["Obj. avg."] if obj_avg else [])
+    header += [get_benchmark(c.name.removesuffix(PCT)).table1_name for c in pers]
+    header += ["Pers. avg."] if pers_avg else []
 
     def cell(col: _Column | None, line: Table1Line) -> str:
         return "–" if col is None else format_interval(line.value(col))
@@ -416,7 +411,8 @@ def _table1_caption(lines: Sequence[Table1Line], settings: Sequence[str], object
     if not objective and not personalized:
         return (
             "No Table 1 benchmark in these runs (Table 1's benchmarks: "
-            f"{', '.join(TABLE1_OBJECTIVE + TABLE1_PERSONALIZED)}). Runs of the toy task have "
+            f"{', '.join(table1_benchmarks(Section.OBJECTIVE) + table1_benchmarks(Section.PERSONALIZED))}). "
+            "Runs of the toy task have "
             f"their table in {MARKDOWN_FILE}."
         )
     spread = seeds_caption(line.seeds for line in lines)
@@ -451,7 +447,7 @@ def mode_rates(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[li
     for r in records:
         if r["decoding"] in (Decoding.FREE.value, Decoding.ROUTER.value, Decoding.FREE_CONSTRAINED.value):
             counts[(r["decoding"], r["benchmark"], r["setting"])][r["mode"]] += 1
-    rank = {b.value: i for i, b in enumerate(BENCHMARKS)}
+    rank = _bench_rank()
     keys = sorted(counts, key=lambda k: (LINE_ORDER.index(k[0]), rank.get(k[1], len(rank)), SETTING_ORDER.index(k[2])))
     header = ["decoding", "benchmark", "setting", "items"] + [f"{m}{PCT}" for m in MODE_NAMES]
     lines = []
@@ -465,8 +461,9 @@ def mixed_ratio(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[l
     """Figure 3a: expected accuracy of a mixed set vs the fraction of personalized items, per decoding."""
     obj: dict[str, list[float]] = defaultdict(list)
     pers: dict[str, list[float]] = defaultdict(list)
+    personalized = set(benchmark_names(Section.PERSONALIZED))
     for r in records:
-        if r["benchmark"] in _PERS:
+        if r["benchmark"] in personalized:
             pers[r["decoding"]].append(float(r["correct"]))
         elif r["setting"] != PersonaSetting.NONE.value:
             obj[r["decoding"]].append(float(r["correct"]))
@@ -487,10 +484,11 @@ def _bar_series(
     """Legend label -> (bench indices, accuracies) of one decoding; personalized benchmarks' rows are labelled
     :data:`OWN_PERSONA` (their setting is always "aligned"), objective ones by their setting."""
     series: dict[str, tuple[list[int], list[float]]] = {}
+    personalized = set(benchmark_names(Section.PERSONALIZED))
     for s in SETTING_ORDER:
         for i, b in enumerate(benches):
             if (b, s, dec) in cells:
-                label = OWN_PERSONA if b in _PERS else s
+                label = OWN_PERSONA if b in personalized else s
                 xs, ys = series.setdefault(label, ([], []))
                 xs.append(i)
                 ys.append(cells[(b, s, dec)][1])
@@ -501,7 +499,8 @@ def _bar_series(
 def mode_rates_figure(rates: tuple[list[str], list[list[Any]]]) -> Any:
     """Figure 3b as a matplotlib figure: stacked bars (0-100 % of responses), legend = the modes that occur."""
     _, lines = rates
-    labels = [f"{l[0]}: {l[1]}/{OWN_PERSONA if l[1] in _PERS else l[2]}" for l in lines]
+    personalized = set(benchmark_names(Section.PERSONALIZED))
+    labels = [f"{l[0]}: {l[1]}/{OWN_PERSONA if l[1] in personalized else l[2]}" for l in lines]
     series = [BarSeries(mode, [l[4 + k] for l in lines], COLORS[mode]) for k, mode in enumerate(MODE_NAMES)]
     return hbar_figure(
         labels,
@@ -576,7 +575,7 @@ def judge_agreement(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], li
     for r in records:
         if "judge_correct" in r:
             by_bench[r["benchmark"]].append(r)
-    rank = {b.value: i for i, b in enumerate(BENCHMARKS)}
+    rank = _bench_rank()
     header = [
         "benchmark",
         "responses",

@@ -60,14 +60,10 @@ from verl_personadual.core.modes import (
     resolve_prefixes,
 )
 from verl_personadual.core.names import MODE_FIELD
-from verl_personadual.core.prompts import (
-    PERSONALIZED_SOURCES,
-    DataSource,
-    PersonaSetting,
-)
+from verl_personadual.core.prompts import PersonaSetting
 from verl_personadual.core.rewards import compute_score
 from verl_personadual.data import personahub
-from verl_personadual.data.benchmarks import DEFAULT_SIZES, load_benchmark, sample_items
+from verl_personadual.data.benchmarks import DEFAULT_SIZES, is_personalized, load_benchmark, sample_items
 from verl_personadual.data.common import Item
 from verl_personadual.data.eval_sets import (
     EvalRow,
@@ -93,9 +89,9 @@ from verl_personadual.eval.generate import (
     request_seed,
 )
 from verl_personadual.eval.judge import (
-    JUDGED_BENCHMARKS,
     ExtractVerifyJudge,
     JudgeVerdict,
+    is_judged,
 )
 from verl_personadual.eval.mode_choice import choose_modes
 from verl_personadual.eval.report import write_report
@@ -145,11 +141,11 @@ class RunConfig:
 
     model: str
     out_dir: Path
-    benchmarks: list[DataSource]
+    benchmarks: list[str]  # registered benchmark names (``data.benchmarks``), or the toy task with ``eval_set``
     settings: list[PersonaSetting]
     decodings: list[Decoding]
     paths: dict[str, Path] = field(default_factory=dict)  # benchmark or "personahub" -> local file / dir
-    sizes: dict[DataSource, int] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
     seed: int = 0
     eval_set: Path | None = None
     backend: str = "auto"
@@ -172,9 +168,9 @@ class RunConfig:
 
 def _selection(cfg: RunConfig) -> dict[str, Any]:
     selection = {
-        "benchmarks": [b.value for b in cfg.benchmarks],
+        "benchmarks": [str(b) for b in cfg.benchmarks],
         "settings": [s.value for s in cfg.settings],
-        "sizes": {b.value: cfg.sizes.get(b, DEFAULT_SIZES.get(b)) for b in cfg.benchmarks},
+        "sizes": {str(b): cfg.sizes.get(b, DEFAULT_SIZES.get(b)) for b in cfg.benchmarks},
         "seed": cfg.seed,
     }
     if cfg.disjoint_from is not None:  # only then: the manifests of sets built before the key existed still match
@@ -191,7 +187,7 @@ def _client(cfg: RunConfig, purpose: str) -> LLMClient:
 def _keep(row: EvalRow, cfg: RunConfig) -> bool:
     if row.source not in cfg.benchmarks:
         return False
-    return row.source in PERSONALIZED_SOURCES or PersonaSetting(row.setting) in cfg.settings
+    return is_personalized(row.source) or PersonaSetting(row.setting) in cfg.settings
 
 
 def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
@@ -236,33 +232,34 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
     excluded = set() if cfg.disjoint_from is None else {r.item_id for r in read_eval_set(cfg.disjoint_from)}
     exhausted: list[str] = []
     for bench in cfg.benchmarks:
-        loaded, provenance = load_benchmark(bench, cfg.paths.get(bench.value), seed=cfg.seed)
+        name = str(bench)
+        loaded, provenance = load_benchmark(name, cfg.paths.get(name), seed=cfg.seed)
         left = [it for it in loaded.items if it.source_id not in excluded]
         if excluded and not left:
-            exhausted.append(bench.value)
+            exhausted.append(name)
             logger.warning(
                 "%s: all %d usable items are in %s; the set gets no %s item",
-                bench.value,
+                name,
                 len(loaded.items),
                 cfg.disjoint_from,
-                bench.value,
+                name,
             )
-        picked = sample_items(left, cfg.sizes.get(bench, DEFAULT_SIZES[bench]), cfg.seed, bench)
+        picked = sample_items(left, cfg.sizes.get(name, DEFAULT_SIZES[name]), cfg.seed, name)
         items.extend(picked)
-        inputs[bench.value] = {
+        inputs[name] = {
             **provenance,
             "rows_read": loaded.rows_read,
             "usable": len(loaded.items),
             **({"in_disjoint_from": len(loaded.items) - len(left)} if excluded else {}),
             "sampled": len(picked),
         }
-        skipped[bench.value] = loaded.skipped.as_dict()
+        skipped[name] = loaded.skipped.as_dict()
     if excluded and not items:
         raise RunError(
-            f"every usable item of {[b.value for b in cfg.benchmarks]} is in {cfg.disjoint_from}: no item is left "
+            f"every usable item of {[str(b) for b in cfg.benchmarks]} is in {cfg.disjoint_from}: no item is left "
             "for a disjoint set (give more data with --data, or evaluate on fewer items)"
         )
-    has_objective = any(b not in PERSONALIZED_SOURCES for b in cfg.benchmarks)
+    has_objective = any(not is_personalized(b) for b in cfg.benchmarks)
     pool: list[personahub.Persona] = []
     if PersonaSetting.UNALIGNED in cfg.settings and has_objective:
         spec = personahub.spec(cfg.paths.get("personahub"))
@@ -507,7 +504,7 @@ def _run_one(cfg: RunConfig, get_generator: _Lazy) -> Path:
                 results = [score_response(u[0], text, mode) for u, text, mode in zip(batch, texts, modes)]
                 if judge is not None:
                     results = _judged(batch, texts, results, judge)
-                    asked += sum(u[0].source in JUDGED_BENCHMARKS for u in batch)
+                    asked += sum(is_judged(u[0].source) for u in batch)
                     unjudged += sum(r.get("grader") == "rule" for r in results)
                 store.append(
                     _record(row, dec, cfg.prompt_style, mode, res, ids, trunc, text, more)
@@ -550,7 +547,7 @@ def _judged(
     judge: ExtractVerifyJudge,
 ) -> list[dict[str, Any]]:
     """``results`` with the judged benchmarks' responses graded by ``judge`` (one concurrent batch of requests)."""
-    index = [k for k, (row, _, _) in enumerate(batch) if row.source in JUDGED_BENCHMARKS]
+    index = [k for k, (row, _, _) in enumerate(batch) if is_judged(row.source)]
     verdicts = judge.judge_many([(batch[k][0].question, batch[k][0].gold, texts[k]) for k in index])
     out = list(results)
     for k, verdict in zip(index, verdicts):

@@ -5,9 +5,10 @@ verl loads this package as ``reward.custom_reward_function.path=pkg://verl_perso
 and imports no heavy library (math-verify runs in a small pool of child processes, started on demand and
 ready before any check is timed; see ``mathcheck``).
 
-Modules: ``extract`` (answer extraction), ``normalize`` (text normalisation), ``scorers`` (gold encodings and
-rule scorers), ``mathcheck`` (math equivalence, child pool), ``mathserver`` (the child), ``judge`` (optional LLM
-judge), ``dispatch`` (the entry point).
+Modules: ``extract`` (answer extraction), ``normalize`` (text normalisation), ``families`` (the registry of reward
+families and of data sources' default families), ``scorers`` (gold encodings and rule scorers of the built-in
+families, registered there), ``mathcheck`` (math equivalence, child pool), ``mathserver`` (the child), ``judge``
+(optional LLM judge), ``dispatch`` (the entry point).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The reward entry point: ``compute_score`` as verl 0.9.1's reward managers call it.
 
 Family: ``extra_info["task_family"]`` (a ``prompts.TaskFamily`` value) when present (None and "" count as
-absent), else the default of the row's ``data_source`` (``DEFAULT_FAMILY``; FLAN rows with
-``extra_info["choices"]`` -> ``option_text``).
+absent), else the default of the row's ``data_source`` (``families.source_family``: the training sources registered
+below, an evaluation benchmark once ``verl_personadual.data.benchmarks`` is imported; FLAN rows with
+``extra_info["choices"]`` -> ``option_text``). Families are the registered ones (``families.family_names``).
 
 Reward shape (keyword arguments, settable as ``+reward.custom_reward_function.reward_kwargs.<key>=<value>``):
 ``score = correct_weight * correct + format_weight * format_ok`` when an answer was extracted
@@ -40,6 +41,7 @@ from verl_personadual.core.modes import UNKNOWN_MODE, Mode
 from verl_personadual.core.names import MODE_FIELD, RESPONSE_LENGTH_FIELD
 from verl_personadual.core.prompts import DataSource, PersonaSetting, TaskFamily
 from verl_personadual.core.rewards.extract import NOTHING, Extraction, extract_answer
+from verl_personadual.core.rewards.families import family_names, register_source, source_family, source_names
 from verl_personadual.core.rewards.judge import LLMJudge, default_judge
 from verl_personadual.core.rewards.mathcheck import DEFAULT_TIMEOUT_S, MathServerError
 from verl_personadual.core.rewards.scorers import (
@@ -53,7 +55,6 @@ from verl_personadual.core.rewards.scorers import (
 __all__ = [
     "compute_score",
     "resolve_family",
-    "DEFAULT_FAMILY",
     "RESULT_KEYS",
     "CORRECT_WEIGHT",
     "FORMAT_WEIGHT",
@@ -64,20 +65,12 @@ CORRECT_WEIGHT = 0.9
 FORMAT_WEIGHT = 0.1
 NO_ANSWER_SCORE = 0.0
 
-#: Family of a row without ``extra_info["task_family"]``.
-DEFAULT_FAMILY: dict[DataSource, TaskFamily] = {
-    DataSource.ULTRAMEDICAL: TaskFamily.MULTIPLE_CHOICE,
-    DataSource.FLAN: TaskFamily.FREE_TEXT,
-    DataSource.ALIGNX: TaskFamily.PREFERENCE,
-    DataSource.MMLU_PRO: TaskFamily.MULTIPLE_CHOICE,
-    DataSource.SUPERGPQA: TaskFamily.MULTIPLE_CHOICE,
-    DataSource.TRIVIAQA: TaskFamily.OPEN_QA,
-    DataSource.PUBMEDQA: TaskFamily.YES_NO_MAYBE,
-    DataSource.MATH500: TaskFamily.MATH,
-    DataSource.PERSONAFEEDBACK: TaskFamily.PREFERENCE,
-    DataSource.FSPO_ROLEPLAY: TaskFamily.PREFERENCE,
-    DataSource.TOY: TaskFamily.FREE_TEXT,
-}
+# The training sources' default reward families (``families.register_source``); each evaluation benchmark
+# registers its own with its record (``verl_personadual.data.benchmarks``).
+register_source(DataSource.ULTRAMEDICAL, TaskFamily.MULTIPLE_CHOICE)
+register_source(DataSource.FLAN, TaskFamily.FREE_TEXT)
+register_source(DataSource.ALIGNX, TaskFamily.PREFERENCE)
+register_source(DataSource.TOY, TaskFamily.FREE_TEXT)
 
 _SETTING_CODE = {setting: float(i) for i, setting in enumerate(PersonaSetting)}
 _MODE_KEYS = {Mode.GENERAL: "acc_general", Mode.PERSONALIZED: "acc_personalized"}
@@ -102,25 +95,21 @@ _VERL_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
 logger = logging.getLogger(__name__)
 
 
-def resolve_family(data_source: Any, extra_info: Mapping[str, Any]) -> TaskFamily:
-    """The task family of a row (see the module docstring); raises RewardInputError naming the field."""
+def resolve_family(data_source: Any, extra_info: Mapping[str, Any]) -> str:
+    """The reward family of a row (see the module docstring); raises RewardInputError naming the field."""
     raw = extra_info.get("task_family")
     if raw is not None and raw != "":
-        try:
-            return TaskFamily(raw)
-        except (ValueError, TypeError) as err:
-            valid = [f.value for f in TaskFamily]
-            raise RewardInputError(f"extra_info['task_family']={raw!r} is not one of {valid}") from err
-    try:
-        source = DataSource(data_source)
-    except (ValueError, TypeError) as err:
-        valid = [s.value for s in DataSource]
+        if not isinstance(raw, str) or raw not in family_names():
+            raise RewardInputError(f"extra_info['task_family']={raw!r} is not one of {family_names()}")
+        return raw
+    family = source_family(data_source) if isinstance(data_source, str) else None
+    if family is None:
         raise RewardInputError(
-            f"data_source={data_source!r} is not one of {valid} and the row has no extra_info['task_family']"
-        ) from err
-    if source is DataSource.FLAN and extra_info.get("choices") is not None:
-        return TaskFamily.OPTION_TEXT
-    return DEFAULT_FAMILY[source]
+            f"data_source={data_source!r} is not one of {source_names()} and the row has no extra_info['task_family']"
+        )
+    if data_source == DataSource.FLAN and extra_info.get("choices") is not None:
+        return TaskFamily.OPTION_TEXT.value
+    return family
 
 
 def _mode(extra_info: Mapping[str, Any]) -> Mode | None:
@@ -168,7 +157,7 @@ def _grade(
     except MathServerError:
         raise
     except Exception:
-        logger.exception("reward: error while scoring a %s response; scored as no answer", gold.family.value)
+        logger.exception("reward: error while scoring a %s response; scored as no answer", gold.family)
         return NOTHING, Verdict(None, False)
 
 

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from verl_personadual.core.prompts import TaskFamily, build_judge_prompt
 from verl_personadual.core.rewards.extract import extract_answer
+from verl_personadual.core.rewards.families import reward_family
 from verl_personadual.core.rewards.normalize import tokens
 
 __all__ = ["CompletionClient", "LLMJudge", "DEFAULT_JUDGE_FAMILIES", "DEFAULT_PARAMS", "default_judge"]
@@ -51,7 +52,7 @@ class LLMJudge:
 
     Args:
         client: the chat client.
-        families: task families the judge is consulted for (``compute_score`` reads this).
+        families: registered reward families the judge is consulted for (``compute_score`` reads this).
         max_chars: question, reference and candidate are each cut to this many characters.
         params: sampling parameters of every request (default: greedy, ``temperature=0``).
     """
@@ -64,7 +65,7 @@ class LLMJudge:
         params: Mapping[str, Any] | None = None,
     ) -> None:
         self.client = client
-        self.families = frozenset(TaskFamily(f) for f in families)
+        self.families = frozenset(str(reward_family(f).name) for f in families)
         self.max_chars = max_chars
         self.params = dict(DEFAULT_PARAMS if params is None else params)
 

@@ -1,4 +1,7 @@
-"""Rule scorers, one per ``prompts.TaskFamily``: extracted answer text + validated gold -> :class:`Verdict`.
+"""Rule scorers, one per ``prompts.TaskFamily``: extracted answer text + validated gold -> :class:`Verdict`. Each
+built-in family is registered at the end of this module (``families.register_family``: its answer-format clause,
+gold parser and scorer); :func:`parse_gold` and :func:`score` dispatch through that registry, so a family registered
+elsewhere is graded the same way.
 
 Gold encodings (``reward_model.ground_truth`` of a row; data builders follow these):
 
@@ -65,7 +68,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
-from verl_personadual.core.prompts import LETTERS, TaskFamily
+from verl_personadual.core.prompts import LETTERS, TaskFamily, answer_format
+from verl_personadual.core.rewards.families import RewardFamily, register_family, reward_family
 from verl_personadual.core.rewards.mathcheck import DEFAULT_TIMEOUT_S, math_equal
 from verl_personadual.core.rewards.normalize import (
     contains_tokens,
@@ -146,12 +150,12 @@ class Gold:
     """A validated row (:func:`parse_gold`).
 
     Attributes:
-        family: the task family.
+        family: the reward family's name (``families.RewardFamily.name``).
         value: the canonical gold: a letter, a text, "yes"/"no"/"maybe", or a tuple of aliases (``open_qa``).
         choices: the options / response texts in order; empty when unknown.
     """
 
-    family: TaskFamily
+    family: str
     value: Any
     choices: tuple[str, ...] = ()
 
@@ -305,20 +309,20 @@ def _valid_letters(choices: tuple[str, ...]) -> str:
     return "".join(LETTERS[i] for i, c in enumerate(choices[: len(LETTERS)]) if c.strip() != "N/A")
 
 
-def _gold_letter(gold: Any, letters: str, family: TaskFamily) -> str:
+def _gold_letter(gold: Any, letters: str, family: str) -> str:
     text = gold.strip().upper() if isinstance(gold, str) else None
     if not text or len(text) != 1 or text not in letters:
-        raise RewardInputError(f"ground_truth of a {family.value} item must be one of {letters!r}, got {gold!r:.200}")
+        raise RewardInputError(f"ground_truth of a {family} item must be one of {letters!r}, got {gold!r:.200}")
     return text
 
 
-def _gold_text(gold: Any, family: TaskFamily) -> str:
+def _gold_text(gold: Any, family: str) -> str:
     if not isinstance(gold, str) or not gold.strip():
-        raise RewardInputError(f"ground_truth of a {family.value} item must be a non-empty str, got {gold!r:.200}")
+        raise RewardInputError(f"ground_truth of a {family} item must be a non-empty str, got {gold!r:.200}")
     return gold
 
 
-def _gold_aliases(gold: Any) -> tuple[str, ...]:
+def _gold_aliases(gold: Any, _: tuple[str, ...]) -> tuple[str, ...]:
     value = gold.tolist() if hasattr(gold, "tolist") else gold
     if isinstance(value, str):
         stripped = value.strip()
@@ -334,26 +338,39 @@ def _gold_aliases(gold: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def parse_gold(family: TaskFamily, gold: Any, extra_info: dict[str, Any]) -> Gold:
-    """Validate and canonicalise the gold and options of one row (see the module docstring); raises
-    RewardInputError naming the field."""
+def _gold_choice_letter(gold: Any, choices: tuple[str, ...]) -> str:
+    return _gold_letter(gold, _valid_letters(choices), TaskFamily.MULTIPLE_CHOICE.value)
+
+
+def _gold_preference(gold: Any, choices: tuple[str, ...]) -> str:
+    if len(choices) not in (0, len(PREFERENCE_LETTERS)):
+        raise RewardInputError(f"extra_info['choices'] of a preference item must hold 2 responses, got {len(choices)}")
+    return _gold_letter(gold, PREFERENCE_LETTERS, TaskFamily.PREFERENCE.value)
+
+
+def _gold_label(gold: Any, _: tuple[str, ...]) -> str:
+    text = gold.strip().lower() if isinstance(gold, str) else None
+    if text not in YES_NO_MAYBE:
+        raise RewardInputError(f"ground_truth of a yes_no_maybe item must be yes/no/maybe, got {gold!r:.200}")
+    return text
+
+
+def _text_gold(family: TaskFamily) -> Callable[[Any, tuple[str, ...]], str]:
+    def parse(gold: Any, _: tuple[str, ...]) -> str:
+        return _gold_text(gold, family.value)
+
+    return parse
+
+
+def parse_gold(family: TaskFamily | str, gold: Any, extra_info: dict[str, Any]) -> Gold:
+    """Validate and canonicalise the gold and options of one row with its registered family's gold parser (see
+    the module docstring); raises RewardInputError naming the field (or the family, when it is not registered)."""
+    try:
+        parser = reward_family(family).parse_gold
+    except ValueError as err:
+        raise RewardInputError(str(err)) from None
     choices = _choices(extra_info)
-    if family is TaskFamily.MULTIPLE_CHOICE:
-        return Gold(family, _gold_letter(gold, _valid_letters(choices), family), choices)
-    if family is TaskFamily.PREFERENCE:
-        if len(choices) not in (0, len(PREFERENCE_LETTERS)):
-            raise RewardInputError(
-                f"extra_info['choices'] of a preference item must hold 2 responses, got {len(choices)}"
-            )
-        return Gold(family, _gold_letter(gold, PREFERENCE_LETTERS, family), choices)
-    if family is TaskFamily.YES_NO_MAYBE:
-        text = gold.strip().lower() if isinstance(gold, str) else None
-        if text not in YES_NO_MAYBE:
-            raise RewardInputError(f"ground_truth of a yes_no_maybe item must be yes/no/maybe, got {gold!r:.200}")
-        return Gold(family, text, choices)
-    if family is TaskFamily.OPEN_QA:
-        return Gold(family, _gold_aliases(gold), choices)
-    return Gold(family, _gold_text(gold, family), choices)
+    return Gold(str(family), parser(gold, choices), choices)
 
 
 def _short(text: str) -> str:
@@ -447,17 +464,33 @@ def _math(answer: str, gold: Gold, timeout_s: float) -> Verdict:
     return Verdict(_short(answer.strip()), math_equal(gold.value, answer, timeout_s))
 
 
-_SCORERS: dict[TaskFamily, Callable[[str, Gold, float], Verdict]] = {
-    TaskFamily.MULTIPLE_CHOICE: _multiple_choice,
-    TaskFamily.OPTION_TEXT: _option_text,
-    TaskFamily.FREE_TEXT: _free_text,
-    TaskFamily.YES_NO_MAYBE: _yes_no_maybe,
-    TaskFamily.OPEN_QA: _open_qa,
-    TaskFamily.MATH: _math,
-    TaskFamily.PREFERENCE: _preference,
-}
-
-
 def score(gold: Gold, answer: str, math_timeout_s: float = DEFAULT_TIMEOUT_S) -> Verdict:
-    """Score one extracted ``answer`` against a :func:`parse_gold`-checked ``gold``."""
-    return _SCORERS[gold.family](answer, gold, math_timeout_s)
+    """Score one extracted ``answer`` against a :func:`parse_gold`-checked ``gold`` with its family's scorer."""
+    return reward_family(gold.family).score(answer, gold, math_timeout_s)
+
+
+# The built-in reward families, one registration each (``families.register_family``; their answer-format clauses
+# are the prompt texts of ``prompts.answer_format``).
+register_family(
+    RewardFamily(
+        TaskFamily.MULTIPLE_CHOICE, answer_format(TaskFamily.MULTIPLE_CHOICE), _gold_choice_letter, _multiple_choice
+    )
+)
+register_family(
+    RewardFamily(
+        TaskFamily.OPTION_TEXT, answer_format(TaskFamily.OPTION_TEXT), _text_gold(TaskFamily.OPTION_TEXT), _option_text
+    )
+)
+register_family(
+    RewardFamily(
+        TaskFamily.FREE_TEXT, answer_format(TaskFamily.FREE_TEXT), _text_gold(TaskFamily.FREE_TEXT), _free_text
+    )
+)
+register_family(
+    RewardFamily(TaskFamily.YES_NO_MAYBE, answer_format(TaskFamily.YES_NO_MAYBE), _gold_label, _yes_no_maybe)
+)
+register_family(RewardFamily(TaskFamily.OPEN_QA, answer_format(TaskFamily.OPEN_QA), _gold_aliases, _open_qa))
+register_family(RewardFamily(TaskFamily.MATH, answer_format(TaskFamily.MATH), _text_gold(TaskFamily.MATH), _math))
+register_family(
+    RewardFamily(TaskFamily.PREFERENCE, answer_format(TaskFamily.PREFERENCE), _gold_preference, _preference)
+)
