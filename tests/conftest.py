@@ -29,10 +29,29 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
+#: The multi-minute modules (``--durations``), longest first: they run first, so that with pytest-xdist's
+#: ``--dist loadfile`` (which hands each worker two modules, then one at a time, in collection order) the workers
+#: finish together instead of one starting the longest run last. test_cpu_training trains the shared toy SFT
+#: that test_cpu_training_async then reads: they share the second worker.
+HEAVY_MODULES = (
+    "test_quickstart_resume.py",
+    "test_cpu_training.py",
+    "test_cpu_collapse.py",
+    "test_cpu_training_async.py",
+    "test_readme_pipeline.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the ``vllm`` tests where vLLM is not installed (the main environment keeps torch 2.13.0+cpu)."""
+    """Order the :data:`HEAVY_MODULES` first (the rest keep their order); skip the ``vllm`` tests where vLLM is not
+    installed (the main environment keeps torch 2.13.0+cpu)."""
     import importlib.util
 
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return HEAVY_MODULES.index(name) if name in HEAVY_MODULES else len(HEAVY_MODULES)
+
+    items.sort(key=rank)
     if importlib.util.find_spec("vllm") is not None:
         return
     for item in items:
