@@ -1,7 +1,8 @@
 """DualGRPO through verl's real `main_ppo` in the `separate_async` trainer mode, on CPU: 1 training rank + 1 rollout
 rank.
 
-`trainer.v1.trainer_mode=persona_dual_separate_async` with `actor_rollout_ref.hybrid_engine=false`: the actor and
+`-- +trainer_mode=separate_async_cpu` (`trainer.v1.trainer_mode=persona_dual_separate_async`,
+`actor_rollout_ref.hybrid_engine=false`, checkpoint engine `gloo`, Ray with 2 logical GPUs): the actor and
 reference train on one rank (verl's DetachActorWorker, the plugin's CPU subclass), a standalone `hf_cpu` replica
 generates continuously on a rank of its own, and after every step the actor's weights reach it through the plugin's
 `gloo` checkpoint engine (verl's CheckpointEngineWorker on the rollout rank receives them). Two actor updates per
@@ -44,16 +45,9 @@ def run(tmp_path_factory):
     argv += ["--train-files", str(sft.data / "rl" / "train.parquet")]
     argv += ["--val-files", str(sft.data / "rl" / "validation.parquet"), "--"]
     argv += [
-        "trainer.v1.trainer_mode=persona_dual_separate_async",
-        "trainer.v1.separate_async.num_warmup_batches=1",
+        "+trainer_mode=separate_async_cpu",  # 1 training + 1 rollout rank, hybrid_engine=false, gloo transfer
         f"trainer.v1.separate_async.parameter_sync_step={SYNC_STEP}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={UPDATE_PROMPTS}",
-        "actor_rollout_ref.hybrid_engine=false",  # the training rank never generates
-        "actor_rollout_ref.rollout.nnodes=1",
-        "actor_rollout_ref.rollout.n_gpus_per_node=1",
-        f"actor_rollout_ref.rollout.checkpoint_engine.backend={CPU_CHECKPOINT_ENGINE}",
-        "trainer.n_gpus_per_node=1",
-        "ray_kwargs.ray_init.num_gpus=2",  # 1 training + 1 rollout rank
         f"data.train_batch_size={PROMPTS}",
         "data.max_prompt_length=64",
         "data.max_response_length=16",
@@ -93,7 +87,7 @@ def actor_dir(run, step: int) -> Path:
 
 def test_main_ppo_ran_the_separate_async_trainer_with_one_standalone_rollout(run):
     assert "-m verl.trainer.main_ppo" in run["log"]
-    assert "trainer.v1.trainer_mode=persona_dual_separate_async" in run["log"]  # the command the recipe ran
+    assert "+trainer_mode=separate_async_cpu" in run["log"]  # the command the recipe ran
     assert "the rollout is served by 1 standalone replica(s) only" in run["log"]
     assert re.findall(r"LLMServerManager: \[(.*?)\]", run["log"]) == ["'hf_cpu_server_0'"]
     assert sorted(run["metrics"]) == list(range(1, RL_STEPS + 1))
