@@ -380,7 +380,7 @@ def test_separate_async_on_cpu_needs_the_gloo_checkpoint_engine_and_gets_the_cpu
     mapping = trainer.role_worker_mapping
     assert set(mapping) == {Role.Actor, Role.RefPolicy}  # hybrid_engine=false: no rollout on the training ranks
     for role in mapping:
-        assert mapping[role].__ray_metadata__.modified_class.__mro__[1] is CPUDetachActorWorker, role
+        assert mapping[role].__ray_actor_class__ is CPUDetachActorWorker, role
 
 
 def test_trainer_refuses_a_tokenizer_without_mode_tokens(tmp_path, text_tokenizer_dir):
