@@ -201,13 +201,13 @@ class HFRolloutServer:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         self._arrived.set()
-        result = await future
+        result, steps = await future
         return TokenOutput(
             token_ids=result.token_ids,
             log_probs=result.log_probs,
             stop_reason=result.stop_reason,
             num_preempted=0,
-            extra_fields={"global_steps": self.global_steps},
+            extra_fields={"global_steps": steps},
         )
 
     def _ensure_batcher(self) -> None:
@@ -230,6 +230,9 @@ class HFRolloutServer:
             if not self._pending:
                 self._arrived.clear()
             async with self._model_lock:
+                # the weight version that generates this batch: a sync waiting for the lock runs before the callers
+                # resume, so they must not read self.global_steps then
+                steps = self.global_steps
                 try:
                     results = await asyncio.to_thread(self.engine.generate, [r for r, _ in batch])
                 except Exception as err:  # the batch's callers see the error; the server keeps serving
@@ -244,7 +247,7 @@ class HFRolloutServer:
             self.batch_sizes.append(len(batch))
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
-                    future.set_result(result)
+                    future.set_result((result, steps))
 
     # ---- weights ---------------------------------------------------------------------------------------------
     async def update_weights(
