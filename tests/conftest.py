@@ -32,12 +32,13 @@ def pytest_configure(config: pytest.Config) -> None:
 #: The multi-minute modules (``--durations``), longest first: they run first, so that with pytest-xdist's
 #: ``--dist loadfile`` (which hands each worker two modules, then one at a time, in collection order) the workers
 #: finish together instead of one starting the longest run last. test_cpu_training trains the shared toy SFT
-#: that test_cpu_training_async then reads: they share the second worker.
+#: that the two async modules then read.
 HEAVY_MODULES = (
     "test_quickstart_resume.py",
     "test_cpu_training.py",
     "test_cpu_collapse.py",
     "test_cpu_training_async.py",
+    "test_cpu_training_separate_async.py",
     "test_readme_pipeline.py",
 )
 

@@ -626,6 +626,28 @@ def test_async_variants_of_the_8b_recipes_compose_validate_and_pass_verls_traine
     assert trainer.trainer_mode == mode.removeprefix("persona_dual_")
 
 
+def test_the_cpu_separate_async_variant_composes_validates_and_passes_verls_trainer_checks(run_files, tiny_model_dir):
+    """`-- +trainer_mode=separate_async_cpu` over cpu_tiny: 1 training + 1 rollout rank (2 logical GPUs for Ray), no
+    rollout on the training rank, the gloo weight transfer; the registered trainer accepts it (verl's asserts)."""
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    from verl_personadual.core.names import CPU_CHECKPOINT_ENGINE
+
+    files = [run_files["train"]], [run_files["val"]]
+    overrides = R.build_overrides("rl", "cpu_tiny", str(tiny_model_dir), *files, R.NO_ABLATION, run_files["out"])
+    cfg = R.compose("rl", overrides + ["+trainer_mode=separate_async_cpu"])
+    recipes_validate.validate("rl", cfg)
+    rollout = cfg.actor_rollout_ref.rollout
+    assert cfg.trainer.v1.trainer_mode == "persona_dual_separate_async"
+    assert (cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node, rollout.nnodes, rollout.n_gpus_per_node) == (1, 1, 1, 1)
+    assert cfg.ray_kwargs.ray_init.num_gpus == 2
+    assert cfg.actor_rollout_ref.hybrid_engine is False
+    assert rollout.checkpoint_engine.backend == CPU_CHECKPOINT_ENGINE
+    assert cfg.trainer.v1.separate_async.parameter_sync_step == 1  # the paper's one update per batch
+    assert DualGRPOConfig.from_algorithm(cfg.algorithm) == DualGRPOConfig()
+    assert get_trainer_cls("persona_dual_separate_async")(config=cfg).trainer_mode == "separate_async"
+
+
 def test_cpu_runs_use_one_torch_thread_unless_told(run_files, monkeypatch):
     """A CPU run on the hf_cpu path (SFT, or RL with rollout hf_cpu) gets OMP_NUM_THREADS=1 (its trainer and, through
     Ray, its workers and rollout server); a user's setting is kept, and neither a vLLM rollout nor a GPU run gets it."""

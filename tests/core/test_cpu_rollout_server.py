@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,43 @@ def test_a_weight_sync_starts_the_next_steps_seeds(make_server):
     before, continued = asyncio.run(run_on())
     assert continued == asyncio.run(resumed())
     assert continued != before
+
+
+class _HeldGenerator:
+    """The server's BatchGenerator, holding each batch until the test releases it (a sync arrives meanwhile)."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.started, self.release = engine, threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)  # max_batch_size, forward_passes: the real generator's
+
+    def generate(self, requests):
+        self.started.set()
+        assert self.release.wait(timeout=60), "the test never released the batch"
+        return self.engine.generate(requests)
+
+
+def test_a_row_is_tagged_with_the_weights_that_generated_it_when_a_sync_arrives_meanwhile(make_server):
+    """A sync issued while a batch generates waits for it, then runs before the batch's callers resume; each caller
+    still reports the step of the weights that generated its tokens (the token dump's policy_steps), and the next
+    request the new step."""
+
+    async def run() -> tuple[int, int, int]:
+        server = make_server()
+        await _sync(server, 4)
+        held = server.engine = _HeldGenerator(server.engine)
+        generation = asyncio.create_task(server.generate(PROMPT_A, dict(SAMPLING)))
+        assert await asyncio.to_thread(held.started.wait, 60), "the batch never started"
+        sync = asyncio.create_task(_sync(server, 5))
+        await asyncio.sleep(0.05)  # the sync is waiting for the model
+        held.release.set()
+        first = await generation
+        await sync
+        later = await server.generate(PROMPT_B, dict(SAMPLING))
+        return first.extra_fields["global_steps"], server.global_steps, later.extra_fields["global_steps"]
+
+    assert asyncio.run(run()) == (4, 5, 5)
 
 
 def test_server_threads_default_to_torchs_own(monkeypatch):

@@ -4,8 +4,7 @@
 `PPOTrainerColocateAsync` generates a warm-up batch ahead (`trainer.v1.colocate_async.num_warmup_batches=1`) and
 keeps generating while the actor trains, so a step may train on rows the previous weights generated. The glue must
 still hand every row's own mode to the estimator (token dump), and the rollout servers must carry the actor's
-weights after each sync (checksums). `separate_async` does not run on CPU (its rollout needs a pool of its own and
-a GPU checkpoint engine; `test_trainer_glue` checks the refusal and its construction from the recipe). Nothing is
+weights after each sync (checksums). `separate_async` on CPU: `test_cpu_training_separate_async.py`. Nothing is
 mocked; the SFT run (conftest's `toy_sft_run`) and one RL run are shared by the tests of this module; no assertion
 depends on time.
 """

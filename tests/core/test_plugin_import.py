@@ -199,6 +199,10 @@ OURS = {
         "verl.workers.rollout.replica.RolloutReplicaRegistry._registry",
         "'hf_cpu'",
     ): "verl_personadual.core.cpu.backend:<lambda>:",
+    (
+        "verl.checkpoint_engine.base.CheckpointEngineRegistry._registry",
+        "'gloo'",
+    ): "verl_personadual.core.cpu.checkpoint_engine:GlooCheckpointEngine",
 }
 
 

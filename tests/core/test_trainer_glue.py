@@ -347,17 +347,40 @@ def test_each_async_mode_runs_verls_paths_of_that_mode(tmp_path, tiny_model_dir,
     assert trainer.mode_prefixes.ids == resolve_prefixes(trainer.tokenizer).ids
 
 
-def test_separate_async_on_cpu_is_refused_naming_the_modes_that_run_there(tmp_path, tiny_model_dir):
-    from omegaconf import open_dict
+def test_separate_async_on_cpu_needs_the_gloo_checkpoint_engine_and_gets_the_cpu_detach_worker(
+    tmp_path, tiny_model_dir
+):
+    """On trainer.device=cpu a GPU weight transfer (nccl) is refused naming the key and the CPU engine; with the
+    gloo engine the trainer is built and maps verl's actor / reference roles to the CPU DetachActorWorker."""
+    from omegaconf import OmegaConf, open_dict
+    from verl.trainer.ppo.utils import Role
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+
+    from verl_personadual.core.cpu.workers import CPUDetachActorWorker
+    from verl_personadual.core.names import CPU_CHECKPOINT_ENGINE
 
     cfg = _recipe_config(tmp_path, tiny_model_dir)
     with open_dict(cfg):
         cfg.trainer.device = "cpu"
         cfg.trainer.v1.trainer_mode = "persona_dual_separate_async"
-    with pytest.raises(ValueError, match="persona_dual_separate_async needs a rollout pool of its own") as err:
-        TRAINER_REGISTRY["persona_dual_separate_async"](config=cfg)
-    assert "use persona_dual_sync or persona_dual_colocate_async" in str(err.value)
+        cfg.trainer.v1.separate_async.parameter_sync_step = 1
+        cfg.actor_rollout_ref.actor.ppo_mini_batch_size = cfg.data.train_batch_size
+        cfg.actor_rollout_ref.hybrid_engine = False
+        cfg.actor_rollout_ref.rollout.nnodes = 1
+        cfg.actor_rollout_ref.rollout.n_gpus_per_node = 1
+        cfg.actor_rollout_ref.rollout.checkpoint_engine.backend = "nccl"
+    OmegaConf.resolve(cfg)
+    with pytest.raises(ValueError, match="actor_rollout_ref.rollout.checkpoint_engine.backend=gloo") as err:
+        TRAINER_REGISTRY["persona_dual_separate_async"](config=cfg.copy())
+    assert "trainer.v1.trainer_mode=persona_dual_separate_async on trainer.device=cpu" in str(err.value)
+    assert "not 'nccl'" in str(err.value)
+    cfg.actor_rollout_ref.rollout.checkpoint_engine.backend = CPU_CHECKPOINT_ENGINE
+    trainer = TRAINER_REGISTRY["persona_dual_separate_async"](config=cfg)
+    trainer._init_resource_pool_mgr()
+    mapping = trainer.role_worker_mapping
+    assert set(mapping) == {Role.Actor, Role.RefPolicy}  # hybrid_engine=false: no rollout on the training ranks
+    for role in mapping:
+        assert mapping[role].__ray_actor_class__ is CPUDetachActorWorker, role
 
 
 def test_trainer_refuses_a_tokenizer_without_mode_tokens(tmp_path, text_tokenizer_dir):

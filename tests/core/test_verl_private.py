@@ -12,7 +12,7 @@ from verl_personadual.core.cpu.engine import CPUFSDPEngineWithLMHead
 from verl_personadual.core.cpu.rollout import HFRolloutAdapter
 from verl_personadual.core.names import AGENT_LOOP_FORCED, AGENT_LOOP_FREE, CPU_ROLLOUT
 from verl_personadual.core.plugin import DEFERRED
-from verl_personadual.core.trainer import PersonaDualGlue, PluginTrainer
+from verl_personadual.core.trainer import PersonaDualGlue, PersonaDualSeparateAsyncTrainer, PluginTrainer
 from verl_personadual.core.verl_private import (
     OVERRIDDEN_METHODS,
     REGISTRY_HOLDERS,
@@ -29,6 +29,7 @@ OWNERS = {
     "_compute_advantage": PersonaDualGlue,
     "_compute_ref_log_prob": PersonaDualGlue,
     "_val_metrics_update": PersonaDualGlue,
+    "_setup": PersonaDualSeparateAsyncTrainer,
 }
 
 

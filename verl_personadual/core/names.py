@@ -42,6 +42,10 @@ RESPONSE_LENGTH_FIELD = "response_length"
 #: ``actor_rollout_ref.rollout.name`` of the CPU rollout backend (``verl_personadual.core.cpu.rollout``).
 CPU_ROLLOUT = "hf_cpu"
 
+#: ``actor_rollout_ref.rollout.checkpoint_engine.backend`` of the CPU weight transfer from the actor to standalone
+#: rollout replicas (``separate_async``; ``verl_personadual.core.cpu.checkpoint_engine``).
+CPU_CHECKPOINT_ENGINE = "gloo"
+
 #: ``trainer.v1.trainer_mode`` of verl's sync trainer with nothing of PersonaDual but the CPU worker classes
 #: (``verl_personadual.core.trainer.CPUSyncTrainer``): plain verl recipes (e.g. ``grpo``) on CPU.
 CPU_SYNC_TRAINER_MODE = "cpu_sync"

@@ -39,6 +39,7 @@ DEFERRED: dict[str, str] = {
     "verl.experimental.agent_loop": "verl_personadual.core.rollout",  # agent loops: the forced / free mode loops
     "verl.workers.engine": "verl_personadual.core.cpu.engine",  # EngineRegistry: FSDP engine on device cpu
     "verl.workers.rollout": "verl_personadual.core.cpu.backend",  # hf_cpu: replica factory, adapter class path
+    "verl.checkpoint_engine": "verl_personadual.core.cpu.checkpoint_engine",  # CheckpointEngineRegistry: gloo
 }
 
 #: Every plugin module whose import registers something with verl.

@@ -42,6 +42,7 @@ OVERRIDDEN_METHODS: tuple[tuple[str, str, str], ...] = (
     ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer", "_compute_advantage"),
     ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer", "_compute_ref_log_prob"),
     ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer", "_val_metrics_update"),
+    ("verl.trainer.ppo.v1.trainer_separate_async", "PPOTrainerSeparateAsync", "_setup"),
 )
 
 
@@ -56,6 +57,7 @@ REGISTRY_HOLDERS: dict[str, tuple[str, ...]] = {
         "verl.workers.rollout.replica.RolloutReplicaRegistry",
         "verl.workers.rollout.base._ROLLOUT_REGISTRY",
     ),
+    "verl.checkpoint_engine": ("verl.checkpoint_engine.base.CheckpointEngineRegistry",),
 }
 
 

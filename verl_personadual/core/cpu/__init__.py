@@ -9,6 +9,8 @@ end to end without a GPU, on tiny models. It is not a way to train real models.
   docstring for why a plain ``python -m verl.trainer.main_ppo`` sees it in time);
 - :mod:`.engine` - verl's FSDP engine registered for device ``cpu`` (when verl imports ``verl.workers.engine``);
 - :mod:`.workers` - verl's workers with their process group on ``gloo`` (picked by the plugin's trainers);
+- :mod:`.checkpoint_engine` - the ``gloo`` checkpoint engine: the actor's weights to standalone rollout replicas
+  (``separate_async``), registered when verl imports ``verl.checkpoint_engine``;
 - :mod:`.generation` / :mod:`.rollout` - the ``hf_cpu`` rollout backend (batched ``transformers`` generation),
   registered by name by :mod:`.backend` when verl imports ``verl.workers.rollout``;
 - :mod:`.sft` - verl's SFT trainer launched on ``gloo``;

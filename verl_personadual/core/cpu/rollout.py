@@ -9,11 +9,15 @@ Three pieces, as verl splits every rollout backend:
   a batch starts once no new request has arrived for ``batch_wait_ms`` (or ``max_num_seqs`` are waiting, or
   ``max_batch_wait_ms`` passed); requests arriving while a batch runs go into the next one.
 - :class:`HFRolloutReplica`, registered in verl's ``RolloutReplicaRegistry``: one server per replica, in verl's
-  hybrid mode (the sync trainers: actor and rollout take turns on the same resources).
-- :class:`HFRolloutAdapter`, the worker-side ``BaseRollout`` inside verl's hybrid worker: verl's naive checkpoint
-  engine hands it the actor's full weights after every step, and the replica's leader rank sends them to its
-  server in one call. The server refuses weights that do not cover its model (a silent partial sync would
-  roll out with stale weights).
+  hybrid mode (``sync`` / ``colocate_async``: actor and rollout take turns on the same resources) or standalone
+  (``separate_async``: verl gives the replica a resource pool of its own and starts a ``CheckpointEngineWorker``
+  on each of its ranks).
+- :class:`HFRolloutAdapter`, the worker-side ``BaseRollout``: inside verl's hybrid worker verl's naive checkpoint
+  engine hands it the actor's full weights after every step; inside a standalone replica's
+  ``CheckpointEngineWorker`` the checkpoint engine's ``receive_weights`` does (the ``gloo`` engine on CPU,
+  :mod:`verl_personadual.core.cpu.checkpoint_engine`). The replica's leader rank sends them to its server in one
+  call. The server refuses weights that do not cover its model (a silent partial sync would roll out with stale
+  weights).
 
 Configuration: verl's rollout config (``prompt_length``, ``response_length``, ``max_model_len``, ``max_num_seqs``,
 ``dtype``, ``seed``, ``repetition_penalty``, ``ignore_eos``) plus ``rollout.engine_kwargs.hf_cpu``:
@@ -197,13 +201,13 @@ class HFRolloutServer:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         self._arrived.set()
-        result = await future
+        result, steps = await future
         return TokenOutput(
             token_ids=result.token_ids,
             log_probs=result.log_probs,
             stop_reason=result.stop_reason,
             num_preempted=0,
-            extra_fields={"global_steps": self.global_steps},
+            extra_fields={"global_steps": steps},
         )
 
     def _ensure_batcher(self) -> None:
@@ -226,6 +230,9 @@ class HFRolloutServer:
             if not self._pending:
                 self._arrived.clear()
             async with self._model_lock:
+                # the weight version that generates this batch: a sync waiting for the lock runs before the callers
+                # resume, so they must not read self.global_steps then
+                steps = self.global_steps
                 try:
                     results = await asyncio.to_thread(self.engine.generate, [r for r, _ in batch])
                 except Exception as err:  # the batch's callers see the error; the server keeps serving
@@ -240,7 +247,7 @@ class HFRolloutServer:
             self.batch_sizes.append(len(batch))
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
-                    future.set_result(result)
+                    future.set_result((result, steps))
 
     # ---- weights ---------------------------------------------------------------------------------------------
     async def update_weights(
@@ -316,13 +323,16 @@ class HFRolloutServer:
 
 
 class HFRolloutReplica(RolloutReplica):
-    """One :class:`HFRolloutServer` per replica, hybrid mode only (verl's sync trainers)."""
+    """One :class:`HFRolloutServer` per replica, in verl's hybrid or standalone mode (module docstring)."""
+
+    #: verl's rollout modes this backend serves.
+    MODES = (RolloutMode.HYBRID, RolloutMode.STANDALONE)
 
     async def launch_servers(self) -> None:
-        if self.rollout_mode is not RolloutMode.HYBRID:
+        if self.rollout_mode not in self.MODES:
             raise ValueError(
                 f"the {CPU_ROLLOUT} rollout backend runs in verl's hybrid mode (trainer.v1.trainer_mode=sync or "
-                f"persona_dual_sync), not {self.rollout_mode}"
+                f"colocate_async) or standalone (separate_async), not {self.rollout_mode}"
             )
         name = server_name(self.replica_rank, self.name_suffix)
         server = (
@@ -340,7 +350,8 @@ class HFRolloutReplica(RolloutReplica):
 
 
 class HFRolloutAdapter(BaseRollout):
-    """Inside verl's hybrid worker: forwards the actor's weights to this replica's server."""
+    """Inside verl's hybrid worker or a standalone replica's checkpoint-engine worker: forwards the actor's weights
+    to this replica's server."""
 
     def __init__(self, config: Any, model_config: Any, device_mesh: Any, replica_rank: int = -1, **kwargs: Any):
         super().__init__(config, model_config, device_mesh)
