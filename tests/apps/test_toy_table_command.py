@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from verl_personadual.apps.quickstart.stages import Quickstart, StageError, seed_overrides
-from verl_personadual.apps.toy_table import LINES, TABLE_TASK, ToyTable
+from verl_personadual.apps.toy_table import TABLE_TASK, ToyTable, lines
 from verl_personadual.data import toy
 
 MISLEADING = toy.ToyItem("toy:x", toy.ToyKind.MISLEADING, "fruit", "mango", "good", "true", "false", None, "pilot")
@@ -73,7 +73,7 @@ def test_an_out_made_with_another_seed_is_refused(tmp_path: Path):
 
 
 def test_every_line_of_the_issue_is_laid_out_per_seed_for_compare(tmp_path: Path):
-    assert [line.label for line in LINES] == [
+    assert [line.label for line in lines()] == [
         "Backbone (persona-following base)",
         "PersonaDual-Prompt (on PersonaDual-SFT)",
         "PersonaDual-Router (on PersonaDual-SFT)",
@@ -88,7 +88,7 @@ def test_every_line_of_the_issue_is_laid_out_per_seed_for_compare(tmp_path: Path
     ]
     table = ToyTable(tmp_path / "t", [4, 5], progress=False)
     for seed in (4, 5):
-        for line in LINES:
+        for line in lines():
             (tmp_path / "t" / f"seed_{seed}" / line.run).mkdir(parents=True)
     args = table.link_systems()
     assert args[:2] == ["--system", f"base:Backbone (persona-following base)={tmp_path / 't' / 'systems' / 'base'}"]
