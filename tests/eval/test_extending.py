@@ -246,3 +246,27 @@ def test_registrations_that_would_change_a_record_are_refused() -> None:
     assert register_benchmark(get_benchmark("pubmedqa")) is get_benchmark("pubmedqa")  # the same record: a no-op
     assert DEFAULT_SIZES["pubmedqa"] == 1000 and not is_benchmark("pubmedqa_copy")
     assert reward_family("math") is math and "simplest form" in answer_format("math")
+
+
+def test_system_registrations_that_would_change_the_registry_are_refused() -> None:
+    from verl_personadual.eval.fpps.system import FPPS_OPTION
+    from verl_personadual.eval.systems import SystemOption, ToyMember, get_system, register_system, system_names
+
+    names = system_names()
+    fpps_h = get_system("fpps_h")
+    assert register_system(fpps_h) is fpps_h  # the same record: a no-op
+    with pytest.raises(ValueError, match="system 'fpps_h' is already registered with another record"):
+        register_system(replace(fpps_h, label="FPPS-hard"))
+    with pytest.raises(ValueError, match="system 'cot_copy': options and toy membership need a generator"):
+        register_system(replace(get_system("cot"), name="cot_copy", options=(SystemOption("--x"),)))
+    with pytest.raises(ValueError, match="system 'cot_copy': options and toy membership need a generator"):
+        register_system(replace(get_system("cot"), name="cot_copy", toy=ToyMember("CoT", "base")))
+    other_fpps = SystemOption("--fpps", {"type": str, "help": "another artifact"})
+    with pytest.raises(ValueError, match="system 'fpps_x': option --fpps is declared differently by another system"):
+        register_system(replace(fpps_h, name="fpps_x", options=(other_fpps,)))
+    with_default = SystemOption("--level", {"type": int, "default": 3})
+    with pytest.raises(ValueError, match="system 'fpps_x': option --level must not set a default"):
+        register_system(replace(fpps_h, name="fpps_x", options=(FPPS_OPTION, with_default)))
+    with pytest.raises(ValueError, match="toy member 'X': model must be 'base' or 'sft', got 'rl'"):
+        ToyMember("X", "rl")
+    assert system_names() == names and names[-3:] == ["fpps_h", "fpps_s", "fpps_m"]
