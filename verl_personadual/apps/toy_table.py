@@ -208,9 +208,9 @@ class ToyTable:
         self.progress = progress
         self.calibration = self.out / "calibration" / "eval_set.jsonl"
 
-    def _run(self, qs: Quickstart, eval_set: Path, model: str, out: str, *extra: str) -> list[str]:
+    def _run(self, root: Path, eval_set: Path, model: str, out: str, *extra: str) -> list[str]:
         """``eval run`` arguments: ``model`` on ``eval_set``, greedy, with the quickstart's eval settings, into
-        ``qs.out/out``, plus ``extra``."""
+        ``root/out``, plus ``extra``."""
         return [
             "run",
             "--model",
@@ -230,7 +230,7 @@ class ToyTable:
             "--max-new-tokens",
             str(EVAL_MAX_NEW_TOKENS),
             "--out",
-            str(qs.out / out),
+            str(root / out),
             *extra,
         ] + ([] if self.progress else ["--no-progress"])
 
@@ -242,6 +242,60 @@ class ToyTable:
     def quickstart(self, seed: int) -> Quickstart:
         """Step 1 of training seed ``seed``: the quickstart's stages on :data:`TABLE_TASK` under ``--out/seed_S``."""
         return Quickstart(self.out / f"seed_{seed}", ABLATIONS, progress=self.progress, seed=seed, toy_task=TABLE_TASK)
+
+    def eval_steps(self, ctx: ToyContext) -> list[tuple[str, list[str]]]:
+        """Steps 2c-5 of one training seed as ``(stage name, eval argv)``: the base's run, each toy member's
+        preparing steps (a step name already listed runs once) and run, then the router's and the prompt's runs."""
+        router = ctx.out / "router.json"
+        forced = ("general", "personalized")
+        steps: list[tuple[str, list[str]]] = [
+            ("eval-base", self._run(ctx.out, ctx.test, ctx.base, "eval/base", "--system", "base"))
+        ]
+        for system, member in toy_members():
+            steps += [step for step in member.prepare(ctx) if step[0] not in dict(steps)]
+            model = ctx.base if member.model == "base" else ctx.sft
+            run = self._run(
+                ctx.out, ctx.test, model, f"eval/{system.name}", "--system", system.name, *member.run_args(ctx)
+            )
+            steps.append((f"eval-{system.name}", run))
+        steps += [
+            (
+                "eval-router-calibration",
+                self._run(ctx.out, ctx.calibration, ctx.sft, "eval/router_calibration", "--decoding", *forced),
+            ),
+            ("router", ["train-router", str(ctx.out / "eval/router_calibration"), "--out", str(router)]),
+            (
+                "eval-router",
+                self._run(
+                    ctx.out,
+                    ctx.test,
+                    ctx.sft,
+                    "eval/router",
+                    "--system",
+                    "persona_dual_router",
+                    "--router",
+                    str(router),
+                    "--decoding",
+                    "router",
+                    *forced,
+                ),
+            ),
+            (
+                "eval-prompt",
+                self._run(
+                    ctx.out,
+                    ctx.test,
+                    ctx.sft,
+                    "eval/prompt",
+                    "--system",
+                    "persona_dual_prompt",
+                    "--decoding",
+                    "free",
+                    *forced,
+                ),
+            ),
+        ]
+        return steps
 
     def seed(self, index: int, seed: int) -> None:
         """Every run of one training seed (module docstring, steps 1-5)."""
@@ -260,44 +314,8 @@ class ToyTable:
             1, 1, "sft-base", "the persona-following base: verl SFT trainer, recipe cpu_toy", lambda: self._base(qs)
         )
         base = qs.finished("sft-base")["checkpoint"]
-        router = qs.out / "router.json"
-        forced = ("general", "personalized")
         ctx = ToyContext(seed, qs.out, test, self.calibration, base, sft, EVAL_MAX_NEW_TOKENS, RUN_BATCH_SIZE)
-        steps: list[tuple[str, list[str]]] = [("eval-base", self._run(qs, test, base, "eval/base", "--system", "base"))]
-        for system, member in toy_members():
-            steps += [step for step in member.prepare(ctx) if step[0] not in dict(steps)]
-            model = base if member.model == "base" else sft
-            run = self._run(qs, test, model, f"eval/{system.name}", "--system", system.name, *member.run_args(ctx))
-            steps.append((f"eval-{system.name}", run))
-        steps += [
-            (
-                "eval-router-calibration",
-                self._run(qs, self.calibration, sft, "eval/router_calibration", "--decoding", *forced),
-            ),
-            ("router", ["train-router", str(qs.out / "eval/router_calibration"), "--out", str(router)]),
-            (
-                "eval-router",
-                self._run(
-                    qs,
-                    test,
-                    sft,
-                    "eval/router",
-                    "--system",
-                    "persona_dual_router",
-                    "--router",
-                    str(router),
-                    "--decoding",
-                    "router",
-                    *forced,
-                ),
-            ),
-            (
-                "eval-prompt",
-                self._run(
-                    qs, test, sft, "eval/prompt", "--system", "persona_dual_prompt", "--decoding", "free", *forced
-                ),
-            ),
-        ]
+        steps = self.eval_steps(ctx)
         for i, (name, argv) in enumerate(steps, 1):
             qs.stage(i, len(steps), name, f"eval {argv[0]}", lambda argv=argv: _eval(argv))
 
