@@ -13,9 +13,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from verl_personadual.apps.quickstart.stages import Quickstart, StageError, seed_overrides
-from verl_personadual.apps.toy_table import LINES, TABLE_TASK, ToyTable
+from verl_personadual.apps.quickstart.stages import EVAL_MAX_NEW_TOKENS, Quickstart, StageError, seed_overrides
+from verl_personadual.apps.toy_table import TABLE_TASK, ToyTable, lines
 from verl_personadual.data import toy
+from verl_personadual.eval.systems import ToyContext
 
 MISLEADING = toy.ToyItem("toy:x", toy.ToyKind.MISLEADING, "fruit", "mango", "good", "true", "false", None, "pilot")
 
@@ -73,7 +74,7 @@ def test_an_out_made_with_another_seed_is_refused(tmp_path: Path):
 
 
 def test_every_line_of_the_issue_is_laid_out_per_seed_for_compare(tmp_path: Path):
-    assert [line.label for line in LINES] == [
+    assert [line.label for line in lines()] == [
         "Backbone (persona-following base)",
         "PersonaDual-Prompt (on PersonaDual-SFT)",
         "PersonaDual-Router (on PersonaDual-SFT)",
@@ -88,7 +89,7 @@ def test_every_line_of_the_issue_is_laid_out_per_seed_for_compare(tmp_path: Path
     ]
     table = ToyTable(tmp_path / "t", [4, 5], progress=False)
     for seed in (4, 5):
-        for line in LINES:
+        for line in lines():
             (tmp_path / "t" / f"seed_{seed}" / line.run).mkdir(parents=True)
     args = table.link_systems()
     assert args[:2] == ["--system", f"base:Backbone (persona-following base)={tmp_path / 't' / 'systems' / 'base'}"]
@@ -141,3 +142,35 @@ def test_an_out_holding_another_toy_is_refused(tmp_path: Path):
         '"sizes": {"eval": 200, "rl": 1024, "rl_val": 64, "sft": 3200}, "variant": "relational"}): use another --out'
     )
     assert '"personalized_share": null' in str(err.value) and '"variant": "occupations"' in str(err.value)
+
+
+def test_each_seed_runs_the_toy_members_steps_after_the_base(tmp_path: Path):
+    """The eval steps of one seed, as the toy table ran them before the systems registry: the FPPS fit once, then
+    the three FPPS runs on the base with its artifact, then the router's and the prompt's runs on the SFT model."""
+    out, test, cal = tmp_path / "seed_4", tmp_path / "test.jsonl", tmp_path / "cal.jsonl"
+    ctx = ToyContext(4, out, test, cal, "BASE", "SFT", EVAL_MAX_NEW_TOKENS, 64)
+    listed = ToyTable(tmp_path, [4], progress=False).eval_steps(ctx)
+    steps = dict(listed)
+    assert [name for name, _ in listed] == [
+        "eval-base",
+        "fpps-fit",
+        "eval-fpps_h",
+        "eval-fpps_s",
+        "eval-fpps_m",
+        "eval-router-calibration",
+        "router",
+        "eval-router",
+        "eval-prompt",
+    ]
+    n = str(EVAL_MAX_NEW_TOKENS)
+    assert steps["fpps-fit"] == [
+        *("fpps-fit", "--model", "BASE", "--eval-set", str(cal), "--test-eval-set", str(test)),
+        *("--out", str(out / "fpps"), "--seed", "4", "--max-new-tokens", n, "--personalized", "task=helpful"),
+        *("--device", "cpu", "--dtype", "float32", "--batch-size", "64"),
+    ]
+    assert steps["eval-fpps_s"] == [
+        *("run", "--model", "BASE", "--benchmarks", "toy", "--eval-set", str(test), "--backend", "hf"),
+        *("--device", "cpu", "--dtype", "float32", "--batch-size", "64", "--max-new-tokens", n),
+        *("--out", str(out / "eval/fpps_s"), "--system", "fpps_s", "--fpps", str(out / "fpps"), "--no-progress"),
+    ]
+    assert steps["eval-prompt"][:3] == ["run", "--model", "SFT"]

@@ -19,7 +19,7 @@ from verl_personadual.core.prompts import DataSource, PersonaSetting, answer_ins
 from verl_personadual.data.benchmarks import DEFAULT_SIZES
 from verl_personadual.data.eval_sets import EvalRow, write_eval_set
 from verl_personadual.eval import report
-from verl_personadual.eval.baselines import SYSTEMS, PromptStyle, System, build_messages
+from verl_personadual.eval.baselines import PromptStyle, build_messages
 from verl_personadual.eval.generate import Decoding, DecodingParams, HFGenerator
 from verl_personadual.eval.intervals import Interval, format_interval, mean_interval, seeds_caption
 from verl_personadual.eval.judge import ExtractVerifyJudge, JudgeVerdict, parse_verdict
@@ -31,6 +31,7 @@ from verl_personadual.eval.run import (
     run,
 )
 from verl_personadual.eval.store import PredictionStore, read_predictions
+from verl_personadual.eval.systems import get_system, systems
 from verl_personadual.utils.llm import LLMClient, LLMConfig
 
 # --- Table 7 sizes, the sampling temperature -------------------------------------------------------------------
@@ -181,7 +182,7 @@ def test_baseline_prompt_formats():
 
 
 def test_every_table_1_row_is_a_system():
-    assert [s.label for s in SYSTEMS.values()] == [
+    assert [s.label for s in systems()] == [
         "Backbone",
         "CoT",
         "G-SFT-RL",
@@ -196,9 +197,10 @@ def test_every_table_1_row_is_a_system():
         "FPPS-S",
         "FPPS-M",
     ]
-    assert SYSTEMS[System.G_SFT_RL].decoding is Decoding.GENERAL
-    assert SYSTEMS[System.P_SFT_RL].decoding is Decoding.PERSONALIZED
-    assert SYSTEMS[System.PERSONA_DUAL_ROUTER].decoding is Decoding.ROUTER
+    assert get_system("g_sft_rl").decoding is Decoding.GENERAL
+    assert get_system("p_sft_rl").decoding is Decoding.PERSONALIZED
+    assert get_system("persona_dual_router").decoding is Decoding.ROUTER
+    assert [s.name for s in systems() if s.dual_mode] == ["g_sft_rl", "p_sft_rl", "persona_dual_router", "persona_dual"]
 
 
 # --- tables ----------------------------------------------------------------------------------------------------
@@ -396,11 +398,11 @@ def test_run_system_presets_and_refuses_contradictions(tiny_model_dir: Path, tmp
         return style_and_decodings(parser.parse_args(["run", "--model", "m", "--out", "o", *extra]))
 
     assert parsed() == (PromptStyle.PERSONA, [Decoding.FREE, Decoding.GENERAL, Decoding.PERSONALIZED], None)
-    assert parsed("--system", "g_sft_rl") == (PromptStyle.PERSONA, [Decoding.GENERAL], System.G_SFT_RL)
+    assert parsed("--system", "g_sft_rl") == (PromptStyle.PERSONA, [Decoding.GENERAL], get_system("g_sft_rl"))
     assert parsed("--system", "cot", "--decoding", "free", "general") == (
         PromptStyle.COT,
         [Decoding.FREE, Decoding.GENERAL],
-        System.COT,
+        get_system("cot"),
     )
     with pytest.raises(RunError, match="--system cot uses --prompt-style cot, not persona"):
         parsed("--system", "cot", "--prompt-style", "persona")

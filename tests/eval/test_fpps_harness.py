@@ -25,13 +25,14 @@ from verl_personadual.core.prompts import format_answer
 from verl_personadual.data import toy
 from verl_personadual.data.eval_sets import EvalRow, read_eval_set
 from verl_personadual.data.families import Selector
-from verl_personadual.eval.baselines import SECTIONS, SYSTEMS, PromptStyle, System
+from verl_personadual.eval.baselines import PromptStyle
 from verl_personadual.eval.fpps import fit as fit_module
 from verl_personadual.eval.fpps.artifact import ARRAYS, FppsError, load_artifact, prompt_pair
 from verl_personadual.eval.fpps.fit import GENERATIONS, GridPoint, best_points, grid_points
 from verl_personadual.eval.fpps.probe import last_prompt_states
 from verl_personadual.eval.generate import HFGenerator
 from verl_personadual.eval.store import read_predictions
+from verl_personadual.eval.systems import SECTIONS, systems
 from verl_personadual.utils.fingerprint import checkpoint_fingerprint
 
 MAX_NEW = 12  # the taught answer is 8 tokens
@@ -196,14 +197,14 @@ def test_hard_gate_at_tau_zero_and_above_one_reproduce_the_plain_runs(
     artifact_tau0: Path, artifact_tau_high: Path, taught_dir: Path, toy_sets, tmp_path: Path
 ):
     _, test = toy_sets
-    systems = {
+    runs = {
         "no_persona": ["--prompt-style", "no_persona", "--decoding", "free"],
         "base": ["--system", "base"],
         "h0": ["--system", "fpps_h", "--fpps", str(artifact_tau0)],
         "h_high": ["--system", "fpps_h", "--fpps", str(artifact_tau_high)],
         "s": ["--system", "fpps_s", "--fpps", str(artifact_tau0)],
     }
-    for name, extra in systems.items():
+    for name, extra in runs.items():
         assert main(_run_args(taught_dir, test, tmp_path / name, *extra)) == 0, name
     plain, persona = _by_row(tmp_path / "no_persona"), _by_row(tmp_path / "base")
     gated, ungated = _by_row(tmp_path / "h0"), _by_row(tmp_path / "h_high")
@@ -238,8 +239,9 @@ def test_hard_gate_at_tau_zero_and_above_one_reproduce_the_plain_runs(
     assert json.loads((tmp_path / "h0" / "run_config.json").read_text())["generator"] == {"fpps": artifact.identity()}
 
     # Table 1: the FPPS systems come after the paper's rows, in their own section
-    assert list(SYSTEMS)[-3:] == [System.FPPS_H, System.FPPS_S, System.FPPS_M]
-    assert {SYSTEMS[s].section for s in list(SYSTEMS)[-3:]} == {SECTIONS[-1]} == {"Hidden-state steering (FPPS)"}
+    assert [s.name for s in systems()[-3:]] == ["fpps_h", "fpps_s", "fpps_m"]
+    assert {s.section for s in systems()[-3:]} == {"Hidden-state steering (FPPS)"}
+    assert {s.section for s in systems()[:-3]} == set(SECTIONS)
     cmp_dir = tmp_path / "cmp"
     compared = ["--system", f"fpps_h={tmp_path / 'h0'}", "--system", f"base={tmp_path / 'base'}"]
     assert main(["compare", *compared, "--out", str(cmp_dir)]) == 0

@@ -203,7 +203,7 @@ def test_strip_plot_puts_each_seed_at_its_value() -> None:
 def test_the_table_claims_name_its_lines_and_checks() -> None:
     """Every pre-registered claim reads lines of the table and rests only on setting checks decided before it;
     the ids are the README's (C7 is one claim per system)."""
-    keys = {line.key for line in app.LINES}
+    keys = {line.key for line in app.lines()}
     ids = [c.id for c in app.CLAIMS]
     assert ids == ["S1", "S2", "S3", *(f"C{i}" for i in range(1, 7)), "C7a", "C7b", *(f"C{i}" for i in range(8, 14))]
     for i, claim in enumerate(app.CLAIMS):

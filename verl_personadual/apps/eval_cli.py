@@ -23,16 +23,9 @@ from verl_personadual.data.families import Selector
 from verl_personadual.data.preflight import check_model, check_output_dir
 from verl_personadual.data.samples import eval_sample_paths
 from verl_personadual.eval.analyses import lexical, mixed, mode_probs, multiturn
-from verl_personadual.eval.baselines import (
-    SYSTEMS,
-    PromptStyle,
-    Router,
-    System,
-    router_labels,
-)
+from verl_personadual.eval.baselines import PromptStyle, Router, router_labels
 from verl_personadual.eval.fpps.fit import DEFAULT_GRID, FACT_MEANS, GRIDS, FitConfig, fit
-from verl_personadual.eval.fpps.generator import FPPS_SYSTEMS, fpps_generator
-from verl_personadual.eval.generate import BACKENDS, Decoding, DecodingParams
+from verl_personadual.eval.generate import BACKENDS, Decoding, DecodingParams, Generator, RowGenerator
 from verl_personadual.eval.report import ComparedRun, write_comparison, write_report
 from verl_personadual.eval.run import (
     EVAL_SET,
@@ -45,6 +38,7 @@ from verl_personadual.eval.run import (
     run,
 )
 from verl_personadual.eval.store import read_predictions
+from verl_personadual.eval.systems import System, get_system, system_names, system_options, systems
 from verl_personadual.utils.cli import (
     Parser,
     count,
@@ -247,11 +241,10 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
     base = p.add_argument_group("baselines (the paper's Table 1 rows)")
     base.add_argument(
         "--system",
-        choices=[x.value for x in System],
+        choices=system_names(),
         help="the Table 1 row this run evaluates; presets --prompt-style and --decoding: "
         + "; ".join(
-            f"{x.value} = {sp.label} ({sp.prompt_style.value}, {sp.decoding.value}): {sp.model}"
-            for x, sp in SYSTEMS.items()
+            f"{sp.name} = {sp.label} ({sp.prompt_style.value}, {sp.decoding.value}): {sp.model}" for sp in systems()
         ),
     )
     base.add_argument(
@@ -273,13 +266,8 @@ def run_parser(sub: argparse._SubParsersAction) -> None:
     base.add_argument(
         "--router", type=existing_file, help="router file from `train-router` (PersonaDual-Router, --decoding router)"
     )
-    base.add_argument(
-        "--fpps",
-        type=Path,
-        metavar="DIR",
-        help="FPPS artifact from `fpps-fit` (its --out), for --system fpps_h / fpps_s / fpps_m: the checkpoint it was "
-        "fit on, transformers backend, greedy, decoding free",
-    )
+    for option in system_options():  # the options generator-based systems declare (eval.systems)
+        base.add_argument(option.flag, **option.kwargs)
     llm = p.add_argument_group(
         "LLM endpoint (aligned personas, judge); defaults from PERSONADUAL_LLM_* variables; "
         "with --samples and none, recorded placeholder personas are replayed offline"
@@ -494,15 +482,12 @@ def style_and_decodings(a: argparse.Namespace) -> tuple[PromptStyle, list[Decodi
     decodings = [Decoding(d) for d in a.decoding] if a.decoding else None
     if a.system is None:
         return style or PromptStyle.PERSONA, decodings or [Decoding.FREE, Decoding.GENERAL, Decoding.PERSONALIZED], None
-    system = System(a.system)
-    spec = SYSTEMS[system]
+    spec = get_system(a.system)
     if style is not None and style is not spec.prompt_style:
-        raise RunError(f"--system {system.value} uses --prompt-style {spec.prompt_style.value}, not {style.value}")
+        raise RunError(f"--system {spec.name} uses --prompt-style {spec.prompt_style.value}, not {style.value}")
     if decodings is not None and spec.decoding not in decodings:
-        raise RunError(
-            f"--system {system.value} is read from decoding {spec.decoding.value}; --decoding must include it"
-        )
-    return spec.prompt_style, decodings or [spec.decoding], system
+        raise RunError(f"--system {spec.name} is read from decoding {spec.decoding.value}; --decoding must include it")
+    return spec.prompt_style, decodings or [spec.decoding], spec
 
 
 def _run_config(a: argparse.Namespace) -> RunConfig:
@@ -552,6 +537,19 @@ def _run_config(a: argparse.Namespace) -> RunConfig:
     )
 
 
+def _system_generator(a: argparse.Namespace, cfg: RunConfig) -> tuple[RunConfig, Generator | RowGenerator | None]:
+    """The generator of ``cfg.system`` when it is generator-based (built from the run config and the values of the
+    options it declares), with the run config pinning what it is made of; else None. A system option given without
+    a system that reads it is a RunError."""
+    for option, readers in system_options().items():
+        if getattr(a, option.dest) is not None and cfg.system not in readers:
+            raise RunError(f"{option.flag} needs --system {', '.join(s.name for s in readers)}")
+    if cfg.system is None or cfg.system.generator is None:
+        return cfg, None
+    built = cfg.system.generator(cfg, {o.dest: getattr(a, o.dest) for o in cfg.system.options})
+    return replace(cfg, generator_pins=dict(built.pins)), built.generator
+
+
 def _compared_runs(run_pairs: Sequence[str], system_pairs: Sequence[str]) -> list[ComparedRun]:
     """``compare``'s --run LABEL=DIR and --system NAME[:LABEL]=DIR arguments; UserError on a malformed one or a
     label given twice."""
@@ -567,10 +565,10 @@ def _compared_runs(run_pairs: Sequence[str], system_pairs: Sequence[str]) -> lis
             label = key
             if flag == "--system":
                 name, _, custom = key.partition(":")
-                if name not in {x.value for x in System}:
-                    raise UserError(f"bad --system {pair!r}: {name!r} is not one of {[x.value for x in System]}")
-                system = System(name)
-                label = custom or SYSTEMS[system].label
+                if name not in system_names():
+                    raise UserError(f"bad --system {pair!r}: {name!r} is not one of {system_names()}")
+                system = get_system(name)
+                label = custom or system.label
             if any(r.label == label for r in runs):
                 raise UserError(f"bad {flag} {pair!r}: label {label!r} given twice")
             runs.append(ComparedRun(label, Path(d), system))
@@ -624,7 +622,7 @@ def parser() -> argparse.ArgumentParser:
         action="extend",
         default=[],
         metavar="NAME[:LABEL]=DIR",
-        help="a run of a Table 1 system (" + ", ".join(x.value for x in System) + "; see `run --help`), "
+        help="a run of a Table 1 system (" + ", ".join(system_names()) + "; see `run --help`), "
         "one line from the system's own decoding, in the paper's sections and order; LABEL "
         "replaces the paper's name (e.g. base:Qwen3-8B=DIR); repeatable",
     )
@@ -654,10 +652,7 @@ def _main(argv: Sequence[str] | None) -> int:
         check_output_dir(a.out)
         cfg = _run_config(a)
         check_model_modes(cfg, a.text_prefixes)
-        generator = None
-        if a.fpps is not None or cfg.system in FPPS_SYSTEMS:
-            generator = fpps_generator(cfg, a.fpps)
-            cfg = replace(cfg, generator_pins={"fpps": generator.artifact.identity()})
+        cfg, generator = _system_generator(a, cfg)
         # inputs: run_config.json and the eval set's selection pin them (run.py), a resumed run is checked there
         with claim_output(a.out, Build("eval run", "eval-run"), overwrite=a.overwrite) as claim:
             run(replace(cfg, out_dir=claim.dir), generator)

@@ -14,9 +14,11 @@ toy. For each training seed S (``--seeds``; one seed drives the tiny model's wei
 2. the *persona-following base*: verl's SFT trainer from the same tiny model on ``toy.build_base_sft`` (the
    personalized rule's answer for every SFT item, no mode prefix): an untrained-for-modes backbone that follows any
    persona, misleading ones too. It is the toy's Backbone row and what FPPS steers;
-3. FPPS: ``eval fpps-fit`` on the base over the calibration set (``--out/calibration/eval_set.jsonl``:
-   ``toy.build_calibration`` of the relational toy, generator seed 1, no item shared with the test set), then
-   ``eval run --system fpps_h | fpps_s | fpps_m``;
+3. every generator-based system with toy membership (:func:`toy_members`, ``eval.systems.ToyMember``): its
+   preparing ``eval`` steps, then its ``eval run --system NAME``. FPPS (``eval.fpps.system``): ``eval fpps-fit`` on
+   the base over the calibration set (``--out/calibration/eval_set.jsonl``: ``toy.build_calibration`` of the
+   relational toy, generator seed 1, no item shared with the test set), then ``eval run --system fpps_h | fpps_s |
+   fpps_m``;
 4. PersonaDual-Router: ``train-router`` on PersonaDual-SFT's forced answers to the calibration set, then ``eval run
    --system persona_dual_router`` (with both forced decodings, for selection accuracy);
 5. PersonaDual-Prompt: PersonaDual-SFT told to choose its mode prefix (``--system persona_dual_prompt``, with both
@@ -48,8 +50,8 @@ from verl_personadual.core.metrics import ALL, MODE_MASS_METRIC, metric_name
 from verl_personadual.core.prompts import PersonaSetting
 from verl_personadual.data import toy
 from verl_personadual.data.preflight import check_output_dir
-from verl_personadual.eval.baselines import SYSTEMS, System
 from verl_personadual.eval.report import read_complete_run
+from verl_personadual.eval.systems import System, ToyContext, ToyMember, get_system, systems
 from verl_personadual.eval.toy_evidence import (
     HELPFUL_MISLEADING,
     Claim,
@@ -68,10 +70,24 @@ from verl_personadual.utils.cli import Parser, non_negative
 from verl_personadual.utils.errors import UserError, run_cli
 from verl_personadual.utils.outputs import Build, claim_output
 
-__all__ = ["ABLATIONS", "CLAIMS", "LINES", "PANELS", "PERSONALIZED_SHARE", "TABLE_TASK", "Line", "ToyTable", "main"]
+__all__ = [
+    "ABLATIONS",
+    "CLAIMS",
+    "OWN_LINES",
+    "PANELS",
+    "PERSONALIZED_SHARE",
+    "TABLE_TASK",
+    "Line",
+    "ToyTable",
+    "lines",
+    "main",
+    "toy_members",
+]
 
 #: The RL recipes trained from each seed's SFT checkpoint (``--ablation`` of the quickstart).
 ABLATIONS = ("none", "no_dual_adv", "no_dual_adv_no_prefix_forcing", "grpo")
+#: ``--batch-size`` of the table's ``eval`` commands.
+RUN_BATCH_SIZE = 64
 #: Items of the calibration set (FPPS fit, router training); the test set is the quickstart's 200 held-out items.
 CALIBRATION_ITEMS = 200
 #: Toy generator seed of the calibration items (the test items are seed 0's).
@@ -105,24 +121,33 @@ class Line:
     run: str
 
 
-LINES: tuple[Line, ...] = (
-    Line("base", System.BASE, "Backbone (persona-following base)", "eval/base"),
-    Line("prompt", System.PERSONA_DUAL_PROMPT, "PersonaDual-Prompt (on PersonaDual-SFT)", "eval/prompt"),
-    Line("router", System.PERSONA_DUAL_ROUTER, "PersonaDual-Router (on PersonaDual-SFT)", "eval/router"),
-    Line("sft", System.PERSONA_DUAL, "PersonaDual-SFT", "eval/sft"),
-    Line("rl-none", System.PERSONA_DUAL, "PersonaDual (DualGRPO)", "eval/rl-none"),
-    Line("rl-no_dual_adv", System.PERSONA_DUAL, "w/o DualAdv", "eval/rl-no_dual_adv"),
+#: The table's own lines (the toy's prompt-based systems and checkpoints), before the generator-based systems.
+OWN_LINES: tuple[Line, ...] = (
+    Line("base", get_system("base"), "Backbone (persona-following base)", "eval/base"),
+    Line("prompt", get_system("persona_dual_prompt"), "PersonaDual-Prompt (on PersonaDual-SFT)", "eval/prompt"),
+    Line("router", get_system("persona_dual_router"), "PersonaDual-Router (on PersonaDual-SFT)", "eval/router"),
+    Line("sft", get_system("persona_dual"), "PersonaDual-SFT", "eval/sft"),
+    Line("rl-none", get_system("persona_dual"), "PersonaDual (DualGRPO)", "eval/rl-none"),
+    Line("rl-no_dual_adv", get_system("persona_dual"), "w/o DualAdv", "eval/rl-no_dual_adv"),
     Line(
         "rl-no_dual_adv_no_prefix_forcing",
-        System.PERSONA_DUAL,
+        get_system("persona_dual"),
         "w/o DualAdv + PfxSmp",
         "eval/rl-no_dual_adv_no_prefix_forcing",
     ),
-    Line("rl-grpo", System.PERSONA_DUAL, "plain GRPO", "eval/rl-grpo"),
-    Line("fpps_h", System.FPPS_H, "FPPS-H (on the base)", "eval/fpps_h"),
-    Line("fpps_s", System.FPPS_S, "FPPS-S (on the base)", "eval/fpps_s"),
-    Line("fpps_m", System.FPPS_M, "FPPS-M (on the base)", "eval/fpps_m"),
+    Line("rl-grpo", get_system("persona_dual"), "plain GRPO", "eval/rl-grpo"),
 )
+
+
+def toy_members() -> list[tuple[System, ToyMember]]:
+    """The registered generator-based systems with toy membership (``System.toy``; the FPPS baselines), in Table 1
+    order."""
+    return [(s, s.toy) for s in systems() if s.toy is not None]
+
+
+def lines() -> list[Line]:
+    """Every line of the table: :data:`OWN_LINES`, then one per system of :func:`toy_members`, keyed by its name."""
+    return list(OWN_LINES) + [Line(s.name, s, member.label, f"eval/{s.name}") for s, member in toy_members()]
 
 
 #: Rollout personalized rate of a training step (every row of the batch).
@@ -183,9 +208,9 @@ class ToyTable:
         self.progress = progress
         self.calibration = self.out / "calibration" / "eval_set.jsonl"
 
-    def _run(self, qs: Quickstart, eval_set: Path, model: str, out: str, *extra: str) -> list[str]:
+    def _run(self, root: Path, eval_set: Path, model: str, out: str, *extra: str) -> list[str]:
         """``eval run`` arguments: ``model`` on ``eval_set``, greedy, with the quickstart's eval settings, into
-        ``qs.out/out``, plus ``extra``."""
+        ``root/out``, plus ``extra``."""
         return [
             "run",
             "--model",
@@ -201,11 +226,11 @@ class ToyTable:
             "--dtype",
             "float32",
             "--batch-size",
-            "64",
+            str(RUN_BATCH_SIZE),
             "--max-new-tokens",
             str(EVAL_MAX_NEW_TOKENS),
             "--out",
-            str(qs.out / out),
+            str(root / out),
             *extra,
         ] + ([] if self.progress else ["--no-progress"])
 
@@ -217,6 +242,60 @@ class ToyTable:
     def quickstart(self, seed: int) -> Quickstart:
         """Step 1 of training seed ``seed``: the quickstart's stages on :data:`TABLE_TASK` under ``--out/seed_S``."""
         return Quickstart(self.out / f"seed_{seed}", ABLATIONS, progress=self.progress, seed=seed, toy_task=TABLE_TASK)
+
+    def eval_steps(self, ctx: ToyContext) -> list[tuple[str, list[str]]]:
+        """Steps 2c-5 of one training seed as ``(stage name, eval argv)``: the base's run, each toy member's
+        preparing steps (a step name already listed runs once) and run, then the router's and the prompt's runs."""
+        router = ctx.out / "router.json"
+        forced = ("general", "personalized")
+        steps: list[tuple[str, list[str]]] = [
+            ("eval-base", self._run(ctx.out, ctx.test, ctx.base, "eval/base", "--system", "base"))
+        ]
+        for system, member in toy_members():
+            steps += [step for step in member.prepare(ctx) if step[0] not in dict(steps)]
+            model = ctx.base if member.model == "base" else ctx.sft
+            run = self._run(
+                ctx.out, ctx.test, model, f"eval/{system.name}", "--system", system.name, *member.run_args(ctx)
+            )
+            steps.append((f"eval-{system.name}", run))
+        steps += [
+            (
+                "eval-router-calibration",
+                self._run(ctx.out, ctx.calibration, ctx.sft, "eval/router_calibration", "--decoding", *forced),
+            ),
+            ("router", ["train-router", str(ctx.out / "eval/router_calibration"), "--out", str(router)]),
+            (
+                "eval-router",
+                self._run(
+                    ctx.out,
+                    ctx.test,
+                    ctx.sft,
+                    "eval/router",
+                    "--system",
+                    "persona_dual_router",
+                    "--router",
+                    str(router),
+                    "--decoding",
+                    "router",
+                    *forced,
+                ),
+            ),
+            (
+                "eval-prompt",
+                self._run(
+                    ctx.out,
+                    ctx.test,
+                    ctx.sft,
+                    "eval/prompt",
+                    "--system",
+                    "persona_dual_prompt",
+                    "--decoding",
+                    "free",
+                    *forced,
+                ),
+            ),
+        ]
+        return steps
 
     def seed(self, index: int, seed: int) -> None:
         """Every run of one training seed (module docstring, steps 1-5)."""
@@ -235,53 +314,15 @@ class ToyTable:
             1, 1, "sft-base", "the persona-following base: verl SFT trainer, recipe cpu_toy", lambda: self._base(qs)
         )
         base = qs.finished("sft-base")["checkpoint"]
-        fpps, router = qs.out / "fpps", qs.out / "router.json"
-        forced = ("general", "personalized")
-        fit = ["fpps-fit", "--model", base, "--eval-set", str(self.calibration), "--test-eval-set", str(test)]
-        fit += ["--out", str(fpps), "--seed", str(seed), "--max-new-tokens", str(EVAL_MAX_NEW_TOKENS)]
-        fit += ["--personalized", "task=helpful", "--device", "cpu", "--dtype", "float32", "--batch-size", "64"]
-        steps: list[tuple[str, list[str]]] = [
-            ("eval-base", self._run(qs, test, base, "eval/base", "--system", "base")),
-            ("fpps-fit", fit),
-            *(
-                (f"eval-{v}", self._run(qs, test, base, f"eval/{v}", "--system", v, "--fpps", str(fpps)))
-                for v in ("fpps_h", "fpps_s", "fpps_m")
-            ),
-            (
-                "eval-router-calibration",
-                self._run(qs, self.calibration, sft, "eval/router_calibration", "--decoding", *forced),
-            ),
-            ("router", ["train-router", str(qs.out / "eval/router_calibration"), "--out", str(router)]),
-            (
-                "eval-router",
-                self._run(
-                    qs,
-                    test,
-                    sft,
-                    "eval/router",
-                    "--system",
-                    "persona_dual_router",
-                    "--router",
-                    str(router),
-                    "--decoding",
-                    "router",
-                    *forced,
-                ),
-            ),
-            (
-                "eval-prompt",
-                self._run(
-                    qs, test, sft, "eval/prompt", "--system", "persona_dual_prompt", "--decoding", "free", *forced
-                ),
-            ),
-        ]
+        ctx = ToyContext(seed, qs.out, test, self.calibration, base, sft, EVAL_MAX_NEW_TOKENS, RUN_BATCH_SIZE)
+        steps = self.eval_steps(ctx)
         for i, (name, argv) in enumerate(steps, 1):
             qs.stage(i, len(steps), name, f"eval {argv[0]}", lambda argv=argv: _eval(argv))
 
     def link_systems(self) -> list[str]:
         """``--out/systems/<key>/seed_S`` -> each seed's run of that line; returns compare's ``--system`` args."""
         args = []
-        for line in LINES:
+        for line in lines():
             folder = self.out / "systems" / line.key
             folder.mkdir(parents=True, exist_ok=True)
             for seed in self.seeds:
@@ -291,14 +332,14 @@ class ToyTable:
                 if link.is_symlink() or link.exists():
                     link.unlink()
                 link.symlink_to(os.path.relpath(target, folder), target_is_directory=True)
-            args += ["--system", f"{line.system.value}:{line.label}={folder}"]
+            args += ["--system", f"{line.system.name}:{line.label}={folder}"]
         return args
 
     def seed_values(self) -> list[SeedValues]:
         """Every line's :class:`SeedValues` on every seed, from the runs :meth:`link_systems` links."""
         out = []
-        for line in LINES:
-            decoding = SYSTEMS[line.system].decoding.value
+        for line in lines():
+            decoding = line.system.decoding.value
             for seed in self.seeds:
                 run = self.out / f"seed_{seed}" / line.run
                 (records,) = read_complete_run(f"{line.key} seed {seed}", run)
@@ -326,7 +367,7 @@ class ToyTable:
             self.seed_values(),
             CLAIMS,
             self.curves(),
-            {line.key: line.label for line in LINES},
+            {line.key: line.label for line in lines()},
             [f"rl-{a}" for a in ABLATIONS],
             PANELS,
         )

@@ -1,5 +1,4 @@
-"""Baselines run through the same harness: prompt styles, the paper's Table 1 systems, and the PersonaDual-Router
-classifier.
+"""Baselines run through the same harness: prompt styles and the PersonaDual-Router classifier.
 
 Prompt styles (``--prompt-style``; every text lives in ``verl_personadual.core.prompts``):
 
@@ -15,13 +14,9 @@ Prompt styles (``--prompt-style``; every text lives in ``verl_personadual.core.p
 - ``alignxpert_ica`` / ``alignxpert_pba``: the prompt formats AlignXpert-ICA / -PBA checkpoints were trained with
   (``prompts.build_alignxpert_prompt``), for any checkpoint trained that way.
 
-Systems (:data:`SYSTEMS`, ``eval run --system`` / ``eval compare --system``): each row of the paper's Table 1 as a
-prompt style, the decoding it is read from, and the checkpoint it needs. ``run --system NAME`` presets
-``--prompt-style`` and ``--decoding``; ``compare --system NAME=DIR`` lays the runs out as Table 1, in the paper's
-sections and order, one row per system from its own decoding. After the paper's rows come the FPPS baselines
-(Sun et al. 2026, "When Personalization Misleads"; section "Hidden-state steering (FPPS)"): FPPS-H / -S / -M run the
-backbone on the plain persona prompt (no mode prefixes, decoding free) with an artifact of ``eval fpps-fit``
-(``run --system fpps_h --fpps DIR``; ``verl_personadual.eval.fpps``).
+The paper's Table 1 systems (``eval run --system`` / ``eval compare --system``) are records of
+``verl_personadual.eval.systems``: each a prompt style of this module, the decoding its row is read from and the
+checkpoint it needs (the FPPS baselines: ``verl_personadual.eval.fpps.system``).
 
 PersonaDual-Router (decoding ``router``): an external classifier picks the mode, then the response is generated
 after that mode's prefix, as in forced decoding. The classifier (:class:`Router`) is a logistic regression in
@@ -62,10 +57,6 @@ __all__ = [
     "PromptStyle",
     "build_messages",
     "mode_from_text",
-    "System",
-    "SystemSpec",
-    "SYSTEMS",
-    "SECTIONS",
     "Router",
     "router_labels",
     "RouterError",
@@ -95,133 +86,6 @@ def build_messages(row: EvalRow, style: PromptStyle) -> list[dict[str, str]]:
     if style in (PromptStyle.ALIGNXPERT_ICA, PromptStyle.ALIGNXPERT_PBA):
         return build_alignxpert_prompt(row.question, row.family, row.persona, style.value.rsplit("_", 1)[1])
     return build_prompt(row.question, row.family, row.persona)
-
-
-class System(StrEnum):
-    """A row of the paper's Table 1."""
-
-    BASE = "base"
-    COT = "cot"
-    G_SFT_RL = "g_sft_rl"
-    PERSONAL_PROMPT = "personal_prompt"
-    P_SFT_RL = "p_sft_rl"
-    ALIGNXPERT_ICA = "alignxpert_ica"
-    ALIGNXPERT_PBA = "alignxpert_pba"
-    PERSONA_DUAL_PROMPT = "persona_dual_prompt"
-    PERSONA_DUAL_ROUTER = "persona_dual_router"
-    PERSONA_DUAL = "persona_dual"
-    FPPS_H = "fpps_h"
-    FPPS_S = "fpps_s"
-    FPPS_M = "fpps_m"
-
-
-#: Table 1's row groups, in the paper's order, then the added FPPS baselines.
-SECTIONS = (
-    "General purpose models",
-    "Personalization oriented models",
-    "Dual-mode models",
-    "Hidden-state steering (FPPS)",
-)
-
-
-@dataclass(frozen=True)
-class SystemSpec:
-    """How one Table 1 row is produced: its label, section, prompt style, the decoding its numbers come from, and
-    the checkpoint to evaluate (``model``, documentation)."""
-
-    label: str
-    section: str
-    prompt_style: PromptStyle
-    decoding: Decoding
-    model: str
-
-
-#: Every Table 1 system, in the paper's row order, then the FPPS baselines (``eval.fpps``).
-SYSTEMS: dict[System, SystemSpec] = {
-    System.BASE: SystemSpec(
-        "Backbone",
-        SECTIONS[0],
-        PromptStyle.PERSONA,
-        Decoding.FREE,
-        "the backbone itself (Qwen3-8B non-thinking / Llama-3.1-8B-Instruct)",
-    ),
-    System.COT: SystemSpec(
-        "CoT",
-        SECTIONS[0],
-        PromptStyle.COT,
-        Decoding.FREE,
-        "the backbone, prompted for chain-of-thought (the paper's CoT is trained; see README)",
-    ),
-    System.G_SFT_RL: SystemSpec(
-        "G-SFT-RL",
-        SECTIONS[0],
-        PromptStyle.PERSONA,
-        Decoding.GENERAL,
-        "general-only SFT (build_sft --only-mode general) + RL --ablation general_only",
-    ),
-    System.PERSONAL_PROMPT: SystemSpec(
-        "Personal-Prompt", SECTIONS[1], PromptStyle.PERSONAL, Decoding.FREE, "the backbone, prompted to use the persona"
-    ),
-    System.P_SFT_RL: SystemSpec(
-        "P-SFT-RL",
-        SECTIONS[1],
-        PromptStyle.PERSONA,
-        Decoding.PERSONALIZED,
-        "personalized-only SFT (build_sft --only-mode personalized) + RL --ablation personalized_only",
-    ),
-    System.ALIGNXPERT_ICA: SystemSpec(
-        "AlignXpert-ICA",
-        SECTIONS[1],
-        PromptStyle.ALIGNXPERT_ICA,
-        Decoding.FREE,
-        "a checkpoint trained with AlignX's in-context alignment",
-    ),
-    System.ALIGNXPERT_PBA: SystemSpec(
-        "AlignXpert-PBA",
-        SECTIONS[1],
-        PromptStyle.ALIGNXPERT_PBA,
-        Decoding.FREE,
-        "a checkpoint trained with AlignX's preference-bridged alignment",
-    ),
-    System.PERSONA_DUAL_PROMPT: SystemSpec(
-        "PersonaDual-Prompt",
-        SECTIONS[2],
-        PromptStyle.MODE_CHOICE,
-        Decoding.FREE,
-        "the backbone, told to choose a mode prefix itself",
-    ),
-    System.PERSONA_DUAL_ROUTER: SystemSpec(
-        "PersonaDual-Router",
-        SECTIONS[2],
-        PromptStyle.PERSONA,
-        Decoding.ROUTER,
-        "a dual-mode checkpoint (the paper does not say which) with the router (train-router)",
-    ),
-    System.PERSONA_DUAL: SystemSpec(
-        "PersonaDual", SECTIONS[2], PromptStyle.PERSONA, Decoding.FREE, "the DualGRPO checkpoint"
-    ),
-    System.FPPS_H: SystemSpec(
-        "FPPS-H",
-        SECTIONS[3],
-        PromptStyle.PERSONA,
-        Decoding.FREE,
-        "the backbone with an `eval fpps-fit` artifact (--fpps): gate to the persona-free state",
-    ),
-    System.FPPS_S: SystemSpec(
-        "FPPS-S",
-        SECTIONS[3],
-        PromptStyle.PERSONA,
-        Decoding.FREE,
-        "the backbone with an `eval fpps-fit` artifact (--fpps): soft steering along s_f",
-    ),
-    System.FPPS_M: SystemSpec(
-        "FPPS-M",
-        SECTIONS[3],
-        PromptStyle.PERSONA,
-        Decoding.FREE,
-        "the backbone with an `eval fpps-fit` artifact (--fpps): hard above tau, soft below",
-    ),
-}
 
 
 def mode_from_text(text: str) -> int:

@@ -51,11 +51,10 @@ accuracy and judge agreement pool the responses of all seeds.
 
 ``compare`` writes ``table1.{md,csv}`` for several runs after checking that every run (every seed of a multi-seed
 run) is complete (:func:`read_complete_run`): with ``--run LABEL=DIR`` one line per (label, decoding); with
-``--system NAME=DIR`` (``baselines.SYSTEMS``) the paper's rows, in its sections and order, then the added FPPS
-baselines in their own section, each from its own decoding (and refused when the run's prompt style is not the
-system's). When the runs hold toy rows it also writes ``table1_toy.{md,csv}`` with the same lines (less the
-``upper_bound`` ones; a run without toy rows has none there).
-system's).
+``--system NAME=DIR`` (the registered systems, ``eval.systems``) the paper's rows, in its sections and order, then
+the other registered systems (the FPPS baselines, in their own section), each from its own decoding (and refused
+when the run's prompt style is not the system's). When the runs hold toy rows it also writes
+``table1_toy.{md,csv}`` with the same lines (less the ``upper_bound`` ones; a run without toy rows has none there).
 """
 
 from __future__ import annotations
@@ -73,7 +72,6 @@ from verl_personadual.core.prompts import PersonaSetting
 from verl_personadual.data.benchmarks import Section, benchmark_names, get_benchmark, table1_columns
 from verl_personadual.data.eval_sets import read_eval_set
 from verl_personadual.data.preflight import PreflightError
-from verl_personadual.eval.baselines import SYSTEMS, System
 from verl_personadual.eval.generate import Decoding
 from verl_personadual.eval.intervals import (
     CI95,
@@ -99,6 +97,7 @@ from verl_personadual.eval.plots import (
     write_table,
 )
 from verl_personadual.eval.store import read_predictions
+from verl_personadual.eval.systems import System, systems
 from verl_personadual.eval.toy_table import MARKDOWN_FILE, ToyLine, has_toy_rows, run_lines, toy_part, write_toy_table
 from verl_personadual.utils.atomic import atomic_write_text
 from verl_personadual.utils.errors import UserError
@@ -673,7 +672,8 @@ def _comparison(runs: Sequence[ComparedRun]) -> tuple[list[Table1Line], list[Toy
     read = {r.label: read_complete_run(r.label, r.path) for r in runs}
     lines: list[Table1Line] = []
     toy: list[ToyLine] = []
-    for r in sorted(runs, key=lambda r: -1 if r.system is None else list(SYSTEMS).index(r.system)):
+    order = systems()
+    for r in sorted(runs, key=lambda r: -1 if r.system is None else order.index(r.system)):
         per_seed = [accuracy_cells(recs) for recs in read[r.label]]
         parts = [toy_part(recs, d) for recs, d in zip(read[r.label], run_parts(r.path))]
         sampled = run_sampled(r.path)
@@ -681,17 +681,17 @@ def _comparison(runs: Sequence[ComparedRun]) -> tuple[list[Table1Line], list[Toy
             lines += _table1_lines({r.label: per_seed}, sampled)
             toy += run_lines(r.label, parts, sampled)
             continue
-        spec = SYSTEMS[r.system]
-        where = f"system {r.system.value!r} ({r.path})"
+        spec = r.system
+        where = f"system {spec.name!r} ({r.path})"
         if not any(c[2] == spec.decoding.value for cells in per_seed for c in cells):
             raise IncompleteRunError(
-                f"{where}: no {spec.decoding.value!r} decoding; evaluate it with `eval run --system {r.system.value}`"
+                f"{where}: no {spec.decoding.value!r} decoding; evaluate it with `eval run --system {spec.name}`"
             )
         style = _run_prompt_style(r.path)
         if style != spec.prompt_style.value:
             raise PreflightError(
                 f"{where}: generated with prompt style {style!r}, but {spec.label} uses {spec.prompt_style.value!r}; "
-                f"evaluate it with `eval run --system {r.system.value}`"
+                f"evaluate it with `eval run --system {spec.name}`"
             )
         lines.append(Table1Line(r.label, spec.decoding.value, per_seed, spec.section, sampled))
         toy.append(ToyLine(r.label, spec.decoding.value, parts, spec.section, sampled))

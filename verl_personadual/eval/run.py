@@ -8,8 +8,8 @@ Output directory layout (``--out``):
   evaluates).
 - ``run_config.json``: model (resolved path or hub id, revision and content fingerprint:
   ``fingerprint.model_identity``) and generation settings, plus ``generator`` for a run with a custom generator
-  (``RunConfig.generator_pins``: the FPPS artifact of ``--system fpps_*``); a resumed run must match it (else use
-  another ``--out``).
+  (``RunConfig.generator_pins``: what a generator-based system's generator is made of, e.g. the FPPS artifact of
+  ``--system fpps_*``); a resumed run must match it (else use another ``--out``).
 - ``predictions.jsonl``: one line per (row, decoding): ``row_id`` (``<item_id>|<setting>``), ``item_id``,
   ``benchmark``, ``task``, ``family``, ``setting``, ``decoding``, ``prompt_style``, ``mode`` (the mode the
   response is in: general / personalized / unknown), ``persona_id``, ``pred`` (extracted answer), ``correct``,
@@ -75,7 +75,6 @@ from verl_personadual.data.preflight import check_mode_tokens
 from verl_personadual.eval.baselines import (
     PromptStyle,
     Router,
-    System,
     build_messages,
     mode_from_text,
 )
@@ -96,6 +95,7 @@ from verl_personadual.eval.judge import (
 from verl_personadual.eval.mode_choice import choose_modes
 from verl_personadual.eval.report import write_report
 from verl_personadual.eval.store import PredictionStore
+from verl_personadual.eval.systems import System
 from verl_personadual.utils.atomic import output_dir, write_json
 from verl_personadual.utils.errors import UserError
 from verl_personadual.utils.fingerprint import model_identity
@@ -283,8 +283,6 @@ def prepare_eval_set(cfg: RunConfig) -> list[EvalRow]:
     return rows
 
 
-#: Table 1 systems whose checkpoint is a dual-mode model (trained to open each response with a mode prefix).
-DUAL_MODE_SYSTEMS = frozenset({System.PERSONA_DUAL, System.PERSONA_DUAL_ROUTER, System.G_SFT_RL, System.P_SFT_RL})
 #: How an ``eval run`` on a model without dedicated mode tokens can go on.
 EVAL_MODE_TOKENS_HINT = (
     "a PersonaDual checkpoint has them (`python -m verl_personadual.apps.add_mode_tokens` before SFT); for one trained "
@@ -294,11 +292,11 @@ EVAL_MODE_TOKENS_HINT = (
 
 
 def expects_mode_tokens(cfg: RunConfig) -> bool:
-    """True when the run evaluates a dual-mode checkpoint: a system of :data:`DUAL_MODE_SYSTEMS`, or, without
+    """True when the run evaluates a dual-mode checkpoint: a ``dual_mode`` system (``eval.systems``), or, without
     ``--system``, the ``persona`` prompt style (PersonaDual's own). Baselines (base, CoT, Personal-Prompt,
     AlignXpert, PersonaDual-Prompt, any other prompt style) run on plain models."""
     if cfg.system is not None:
-        return cfg.system in DUAL_MODE_SYSTEMS
+        return cfg.system.dual_mode
     return cfg.prompt_style is PromptStyle.PERSONA
 
 
@@ -322,7 +320,7 @@ def _check_run_config(cfg: RunConfig) -> None:
         "judge": cfg.judge,
         "judge_model": cfg.llm.model if cfg.judge and cfg.llm is not None else None,
         "seeds": cfg.seeds,
-        "system": None if cfg.system is None else cfg.system.value,
+        "system": None if cfg.system is None else cfg.system.name,
     }
     if cfg.generator_pins:  # only then: the run_config.json of runs made before the key existed still matches
         current["generator"] = cfg.generator_pins

@@ -75,7 +75,7 @@ from verl_personadual.core.modes import ModePrefixes, resolve_prefixes
 from verl_personadual.core.prompts import format_answer
 from verl_personadual.data.eval_sets import EvalRow, read_eval_set
 from verl_personadual.data.families import GENERAL, PERSONALIZED, Selector, family_of
-from verl_personadual.eval.baselines import SYSTEMS, System
+from verl_personadual.eval.baselines import PromptStyle
 from verl_personadual.eval.fpps.artifact import (
     FppsError,
     check_checkpoint,
@@ -132,8 +132,8 @@ DEFAULT_GRID = "paper"
 FACT_MEANS = ("correct_without_persona", "factual_degraded")
 #: Reciprocal-rank-fusion constant of the layer selection (Cormack et al.).
 RRF_K = 60.0
-#: The prompt style FPPS is fit and run with: the FPPS systems' (the plain persona prompt, no mode prefixes).
-STYLE = SYSTEMS[System.FPPS_H].prompt_style
+#: The prompt style FPPS is fit and run with (the plain persona prompt, no mode prefixes; the FPPS systems' too).
+STYLE = PromptStyle.PERSONA
 WITH, WITHOUT = "persona", "no_persona"  # the baseline generations' ``decoding`` keys
 PLAIN, GATED = "plain", "gated"  # grid branches: the persona prompt unsteered, every row hard-gated
 

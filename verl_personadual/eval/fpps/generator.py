@@ -1,4 +1,5 @@
-"""The FPPS systems in the eval harness: ``eval run --system fpps_h | fpps_s | fpps_m --fpps DIR``.
+"""The FPPS generator of the eval harness: ``eval run --system fpps_h | fpps_s | fpps_m --fpps DIR`` (registered in
+``eval.fpps.system``).
 
 :class:`FppsGenerator` is a row-aware harness generator (``generate.RowGenerator``). For each batch the run gives
 it the eval rows and the prompts it built; the generator checks that each prompt is the persona prompt the artifact
@@ -10,14 +11,14 @@ predictions field ``fpps`` = ``{"variant", "layer", "p_hat", "hard", "soft_coef"
 persona-prompt token before any edit, whether the row was gated to the persona-free stream, and the soft
 coefficient γ·(p̂ − 0.5) it received (0.0 when none).
 
-:func:`fpps_generator` makes it for a run after refusing (FppsError: one ``error:`` line, exit 2) what FPPS cannot
-do: ``--fpps`` without an FPPS ``--system`` or the reverse, the vLLM backend (vLLM cannot hook hidden states;
-``--backend auto`` means transformers here), sampling (temperature > 0, which ``--seeds`` implies: FPPS is fit on
-greedy answers), decodings other than ``free``, a checkpoint other than the artifact's (by fingerprint), other chat
-template kwargs or prompt style, and an ``--eval-set`` sharing items with the calibration set. Rows of a hub-built
-eval set are checked the same way when their batch comes up. The model is loaded as ``eval run --backend hf``
-loads it (``artifact.hf_generator``: ``--device``, ``--dtype``); ``--max-new-tokens`` and ``--batch-size`` are the
-run's own (the manifest records the length cap the γ / τ grid was scored with).
+:func:`fpps_generator` makes one variant's for a run after refusing (FppsError: one ``error:`` line, exit 2) what FPPS
+cannot do: an FPPS ``--system`` without ``--fpps`` (``--fpps`` without one is refused by the CLI), the vLLM backend
+(vLLM cannot hook hidden states; ``--backend auto`` means transformers here), sampling (temperature > 0, which
+``--seeds`` implies: FPPS is fit on greedy answers), decodings other than ``free``, a checkpoint other than the
+artifact's (by fingerprint), other chat template kwargs or prompt style, and an ``--eval-set`` sharing items with the
+calibration set. Rows of a hub-built eval set are checked the same way when their batch comes up. The model is loaded as
+``eval run --backend hf`` loads it (``artifact.hf_generator``: ``--device``, ``--dtype``); ``--max-new-tokens`` and
+``--batch-size`` are the run's own (the manifest records the length cap the γ / τ grid was scored with).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from verl_personadual.data.eval_sets import EvalRow, read_eval_set
-from verl_personadual.eval.baselines import System
 from verl_personadual.eval.fpps.artifact import (
     FppsArtifact,
     FppsError,
@@ -40,12 +40,10 @@ from verl_personadual.eval.fpps.artifact import (
 from verl_personadual.eval.fpps.steer import Variant, fpps_generate
 from verl_personadual.eval.generate import Decoding, HFGenerator
 from verl_personadual.eval.run import RunConfig
+from verl_personadual.eval.systems import BuiltGenerator
 from verl_personadual.utils.fingerprint import model_identity
 
-__all__ = ["FPPS_SYSTEMS", "FppsGenerator", "fpps_generator"]
-
-#: The FPPS systems of ``baselines.SYSTEMS`` and the variant each runs.
-FPPS_SYSTEMS: dict[System, Variant] = {System.FPPS_H: "hard", System.FPPS_S: "soft", System.FPPS_M: "mixed"}
+__all__ = ["FppsGenerator", "fpps_generator"]
 
 
 class FppsGenerator:
@@ -102,12 +100,12 @@ class FppsGenerator:
         return [g.token_ids[:budget] for g, budget in zip(gens, max_new_tokens)], fields
 
 
-def fpps_generator(cfg: RunConfig, artifact_path: Path | None) -> FppsGenerator:
-    """The generator of ``cfg.system`` (an FPPS system) with the artifact in ``artifact_path``, after the checks of
-    the module docstring (FppsError naming what to change)."""
-    if cfg.system not in FPPS_SYSTEMS:
-        raise FppsError(f"--fpps needs --system {', '.join(s.value for s in FPPS_SYSTEMS)} (the FPPS variant to run)")
-    flag = f"--system {cfg.system.value}"
+def fpps_generator(variant: Variant, cfg: RunConfig, artifact_path: Path | None) -> BuiltGenerator:
+    """The generator of FPPS ``variant`` for the run ``cfg`` (of an FPPS system) with the artifact in
+    ``artifact_path``, after the checks of the module docstring (FppsError naming what to change); its pins are the
+    artifact's identity (``{"fpps": ...}``)."""
+    assert cfg.system is not None
+    flag = f"--system {cfg.system.name}"
     if artifact_path is None:
         raise FppsError(f"{flag} needs --fpps DIR (an artifact written by `eval fpps-fit`)")
     if cfg.backend == "vllm":
@@ -132,4 +130,4 @@ def fpps_generator(cfg: RunConfig, artifact_path: Path | None) -> FppsGenerator:
     if cfg.eval_set is not None:
         check_disjoint(artifact.calibration_items, read_eval_set(cfg.eval_set), f"--eval-set {cfg.eval_set}")
     gen = hf_generator(cfg.model, cfg.decoding, cfg.device, cfg.dtype)
-    return FppsGenerator(gen, artifact, FPPS_SYSTEMS[cfg.system])
+    return BuiltGenerator(FppsGenerator(gen, artifact, variant), {"fpps": artifact.identity()})
