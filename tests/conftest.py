@@ -29,10 +29,10 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
-#: The multi-minute modules (``--durations``), longest first: they run first, so that with pytest-xdist's
-#: ``--dist loadfile`` (which hands each worker two modules, then one at a time, in collection order) the workers
-#: finish together instead of one starting the longest run last. test_cpu_training trains the shared toy SFT
-#: that the two async modules then read.
+#: The multi-minute modules (``--durations``), longest first. They run first, so that with pytest-xdist's
+#: ``--dist loadfile --no-loadscope-reorder`` (each worker gets two modules, then one at a time, in collection
+#: order) the workers finish together instead of one starting the longest run last. test_cpu_training trains the
+#: shared toy SFT that the two async modules then read.
 HEAVY_MODULES = (
     "test_quickstart_resume.py",
     "test_cpu_training.py",
