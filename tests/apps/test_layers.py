@@ -32,15 +32,38 @@ def test_import_contracts_are_kept():
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert "Contracts: 3 kept, 0 broken." in proc.stdout
+    assert "Contracts: 5 kept, 0 broken." in proc.stdout
 
 
-def test_a_planted_upward_import_breaks_the_layers_contract(tmp_path):
-    """The contract can fail: a copy of the package whose core imports an app is refused."""
+@pytest.mark.parametrize(
+    ("module", "planted", "broken"),
+    [
+        # core imports an app: the layers contract
+        (
+            "core/names.py",
+            "from verl_personadual.apps import cost",
+            "verl_personadual.core.names -> verl_personadual.apps.cost",
+        ),
+        # the algorithm imports the CPU backend
+        (
+            "core/advantage.py",
+            "from verl_personadual.core.cpu import platform",
+            "verl_personadual.core.advantage -> verl_personadual.core.cpu.platform",
+        ),
+        # the CPU backend imports the algorithm
+        (
+            "core/cpu/platform.py",
+            "from verl_personadual.core import advantage",
+            "verl_personadual.core.cpu.platform -> verl_personadual.core.advantage",
+        ),
+    ],
+)
+def test_a_planted_import_breaks_its_contract(tmp_path, module, planted, broken):
+    """The contracts can fail: a copy of the package with one forbidden import planted is refused, naming it."""
     copy = tmp_path / "verl_personadual"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "samples", "config"))
-    names = copy / "core" / "names.py"
-    names.write_text(names.read_text() + "\nfrom verl_personadual.apps import cost  # noqa: E402,F401\n")
+    target = copy / module
+    target.write_text(target.read_text() + f"\n{planted}  # noqa: E402,F401\n")
     (tmp_path / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text())
     proc = subprocess.run(
         [_lint_imports(), "--config", str(tmp_path / "pyproject.toml")],
@@ -51,7 +74,7 @@ def test_a_planted_upward_import_breaks_the_layers_contract(tmp_path):
         env={"PYTHONPATH": str(tmp_path), "PATH": ""},
     )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "verl_personadual.core.names -> verl_personadual.apps.cost" in proc.stdout
+    assert broken in proc.stdout
 
 
 def _private_imports(root: Path) -> list[str]:
