@@ -8,7 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 
@@ -142,7 +142,9 @@ TINY_RL_OVERRIDES = [
 ]
 
 
-def tiny_rl_argv(sft: ToySFT, output_dir: Path, options: list[str] = (), overrides: list[str] = ()) -> list[str]:
+def tiny_rl_argv(
+    sft: ToySFT, output_dir: Path, options: Sequence[str] = (), overrides: Sequence[str] = ()
+) -> list[str]:
     """``recipes rl --backbone cpu_tiny`` from ``sft``'s checkpoint on its toy data into ``output_dir``, with the
     recipe ``options`` (before ``--``) and Hydra ``overrides`` after :data:`TINY_RL_OVERRIDES`."""
     argv = RECIPES + ["rl", "--backbone", "cpu_tiny", "--model", str(sft.sft_hf), "--output-dir", str(output_dir)]
