@@ -13,10 +13,11 @@ max throughput over the repeats, the ratio of its mean to ``sync``'s mean, the m
 (repeat k of the mode over repeat k of ``sync``, the runs next to each other in time), and verl's mean
 ``timing_s/gen`` and ``timing_s/update_actor`` per step over all its runs.
 
-``separate_async`` does not run on CPU (the recipe refuses it there: its rollout needs a pool of its own and a GPU
-checkpoint engine), so it is not offered. What a CPU ratio says about GPUs: the async modes hide generation behind
-training; on one CPU rank both compete for the same cores, so the ratio here is a lower bound on the overlap's gain
-and mostly measures the modes' orchestration cost, not what a GPU node gains.
+``separate_async`` is not offered: on CPU it runs on two ranks (``+trainer_mode=separate_async_cpu``: one
+training rank, one rollout rank), so its figure would not compare with one-rank runs of the other modes.
+What a CPU ratio says about GPUs: the async modes hide generation behind training; on one CPU rank both
+compete for the same cores, so the ratio here is a lower bound on the overlap's gain and mostly measures the
+modes' orchestration cost, not what a GPU node gains.
 """
 
 from __future__ import annotations
