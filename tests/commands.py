@@ -142,6 +142,18 @@ TINY_RL_OVERRIDES = [
 ]
 
 
+#: The training runs whose checkpoints the tests read back: an actor checkpoint with its HF export every step, no
+#: validation, lr 1e-3 from the first step (the weights change visibly each step).
+CHECKPOINTED_TRAINING_OVERRIDES = [
+    "trainer.save_freq=1",
+    "trainer.test_freq=-1",
+    "trainer.val_before_train=false",
+    "actor_rollout_ref.actor.optim.lr=1e-3",
+    "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
+    "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
+]
+
+
 def tiny_rl_argv(
     sft: ToySFT, output_dir: Path, options: Sequence[str] = (), overrides: Sequence[str] = ()
 ) -> list[str]:

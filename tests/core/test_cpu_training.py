@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from commands import CHECKPOINTED_TRAINING_OVERRIDES, hf_checksum, hf_params, run_ok, tiny_rl_argv
 from commands import TOY_SFT_STEPS as SFT_STEPS
-from commands import hf_checksum, hf_params, run_ok, tiny_rl_argv
 
 BETA = 2.0  # recipes/config/persona_dual_rl.yaml: algorithm.dual_grpo.beta (paper Table 6)
 N = 4  # rollouts per prompt in this run (commands.TINY_RL_OVERRIDES): 2 per mode
@@ -48,12 +48,7 @@ def runs(tmp_path_factory, toy_sft_run):
         sft,
         root / "rl",
         overrides=[
-            "trainer.save_freq=1",
-            "trainer.test_freq=-1",
-            "trainer.val_before_train=false",
-            "actor_rollout_ref.actor.optim.lr=1e-3",
-            "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
-            "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
+            *CHECKPOINTED_TRAINING_OVERRIDES,
             f"trainer.n_gpus_per_node={RANKS}",
             f"ray_kwargs.ray_init.num_gpus={RANKS}",
             f"trainer.v1.persona_dual.token_dump_dir={dumps}",

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 import pytest
-from commands import hf_checksum, run_ok, tiny_rl_argv
+from commands import CHECKPOINTED_TRAINING_OVERRIDES, hf_checksum, run_ok, tiny_rl_argv
 
 BETA = 2.0  # recipes/config/persona_dual_rl.yaml: algorithm.dual_grpo.beta (paper Table 6)
 N = 4  # rollouts per prompt (commands.TINY_RL_OVERRIDES): 2 per mode
@@ -38,12 +38,7 @@ def run(tmp_path_factory, toy_sft_run):
             "trainer.v1.trainer_mode=persona_dual_colocate_async",
             "trainer.v1.colocate_async.num_warmup_batches=1",
             f"trainer.total_training_steps={RL_STEPS}",
-            "trainer.save_freq=1",
-            "trainer.test_freq=-1",
-            "trainer.val_before_train=false",
-            "actor_rollout_ref.actor.optim.lr=1e-3",
-            "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
-            "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
+            *CHECKPOINTED_TRAINING_OVERRIDES,
             "trainer.max_actor_ckpt_to_keep=null",  # the recipe keeps 2; the checksums need every step's actor
             f"trainer.n_gpus_per_node={RANKS}",
             f"ray_kwargs.ray_init.num_gpus={RANKS}",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from commands import hf_checksum, hf_params, run_ok, tiny_rl_argv
+from commands import CHECKPOINTED_TRAINING_OVERRIDES, hf_checksum, hf_params, run_ok, tiny_rl_argv
 
 from verl_personadual.core.names import CPU_CHECKPOINT_ENGINE
 
@@ -50,12 +50,7 @@ def run(tmp_path_factory, toy_sft_run):
             f"trainer.v1.separate_async.parameter_sync_step={SYNC_STEP}",
             f"actor_rollout_ref.actor.ppo_mini_batch_size={UPDATE_PROMPTS}",
             f"trainer.total_training_steps={RL_STEPS}",
-            "trainer.save_freq=1",
-            "trainer.test_freq=-1",
-            "trainer.val_before_train=false",
-            "actor_rollout_ref.actor.optim.lr=1e-3",
-            "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0",
-            "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
+            *CHECKPOINTED_TRAINING_OVERRIDES,
             "trainer.max_actor_ckpt_to_keep=null",  # the recipe keeps 2; the checks need every step's actor
             f"trainer.v1.persona_dual.token_dump_dir={dumps}",
         ],
